@@ -1,0 +1,1 @@
+"""bayesmeta: probabilistic meta-learning on NumPyro and JAX."""

@@ -1,0 +1,18 @@
+"""Task families, episodic batches and task files."""
+
+from bayesmeta.tasks.base import Support, TaskBatch, TaskFamily, make_task_set, sample_batch, support_of
+from bayesmeta.tasks.families import FAMILIES, linear_gaussian, sine_line, sinusoid, sinusoid_bmaml
+
+__all__ = [
+    "FAMILIES",
+    "Support",
+    "TaskBatch",
+    "TaskFamily",
+    "linear_gaussian",
+    "make_task_set",
+    "sample_batch",
+    "sine_line",
+    "sinusoid",
+    "sinusoid_bmaml",
+    "support_of",
+]

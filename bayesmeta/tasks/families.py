@@ -1,0 +1,198 @@
+"""The synthetic task families of the literature, each with an exact reference.
+
+- :func:`sinusoid`: MAML (Finn et al. 2017): ``y = A sin(x + b)``, A ∈ [0.1, 5], b ∈ [0, π],
+  x ∈ [−5, 5], Gaussian noise (default 0.3).
+- :func:`sine_line`: PLATIPUS (Finn, Xu & Levine 2018): with probability 1/2 a sinusoid as
+  above, otherwise a line ``y = a x + c`` with a, c ∈ [−3, 3]; noise 0.3.
+- :func:`linear_gaussian`: ``y = w x + c`` with (w, c) ~ N(m0, diag s0²): the posterior is
+  closed form (see :mod:`bayesmeta.inference.reference`).
+- :func:`sinusoid_bmaml`: BMAML (Yoon et al. 2018): ``y = A sin(ω x + b)``, A ∈ [0.1, 5],
+  ω ∈ [0.5, 2], b ∈ [0, 2π], noise 0.01·A.
+
+Task parameters ψ are stored as one vector per task; for ``sine_line`` it is
+``(is_line, p1, p2)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from bayesmeta.tasks.base import TaskFamily
+
+Array = jax.Array
+
+
+def _midpoints(lo: float, hi: float, n: int) -> Array:
+    return lo + (jnp.arange(n) + 0.5) * (hi - lo) / n
+
+
+def _uniform_grid(bounds: list[tuple[float, float]], sizes: list[int]) -> Array:
+    axes = [_midpoints(lo, hi, n) for (lo, hi), n in zip(bounds, sizes, strict=True)]
+    mesh = jnp.meshgrid(*axes, indexing="ij")
+    return jnp.stack([m.reshape(-1) for m in mesh], axis=-1)
+
+
+def sinusoid(
+    noise: float = 0.3,
+    amplitude: tuple[float, float] = (0.1, 5.0),
+    phase: tuple[float, float] = (0.0, math.pi),
+    x_range: tuple[float, float] = (-5.0, 5.0),
+    grid_size: tuple[int, int] = (160, 160),
+) -> TaskFamily:
+    """MAML's sinusoid family with Gaussian label noise; ψ = (A, b)."""
+    lo = jnp.array([amplitude[0], phase[0]])
+    hi = jnp.array([amplitude[1], phase[1]])
+
+    def sample_params(key, n):
+        return jax.random.uniform(key, (n, 2), minval=lo, maxval=hi)
+
+    def mean_fn(psi, x):
+        return psi[0] * jnp.sin(x + psi[1])
+
+    def reference_grid():
+        grid = _uniform_grid([amplitude, phase], list(grid_size))
+        return grid, jnp.full((grid.shape[0],), -math.log(grid.shape[0]))
+
+    return TaskFamily(
+        name="sinusoid",
+        dx=1,
+        dy=1,
+        sample_params=sample_params,
+        mean_fn=mean_fn,
+        noise_fn=lambda psi: jnp.asarray(noise, jnp.result_type(psi)),
+        x_range=x_range,
+        reference_grid=reference_grid,
+    )
+
+
+def sine_line(
+    noise: float = 0.3,
+    amplitude: tuple[float, float] = (0.1, 5.0),
+    phase: tuple[float, float] = (0.0, math.pi),
+    slope: tuple[float, float] = (-3.0, 3.0),
+    intercept: tuple[float, float] = (-3.0, 3.0),
+    x_range: tuple[float, float] = (-5.0, 5.0),
+    grid_size: tuple[int, int] = (160, 160),
+) -> TaskFamily:
+    """PLATIPUS's ambiguous family: sine or line with equal probability; ψ = (is_line, p1, p2)."""
+
+    def sample_params(key, n):
+        k_kind, k_sin, k_line = jax.random.split(key, 3)
+        is_line = jax.random.bernoulli(k_kind, 0.5, (n,)).astype(jnp.float32)
+        s = jax.random.uniform(
+            k_sin, (n, 2), minval=jnp.array([amplitude[0], phase[0]]),
+            maxval=jnp.array([amplitude[1], phase[1]]),
+        )
+        ln = jax.random.uniform(
+            k_line, (n, 2), minval=jnp.array([slope[0], intercept[0]]),
+            maxval=jnp.array([slope[1], intercept[1]]),
+        )
+        p = jnp.where(is_line[:, None] > 0.5, ln, s)
+        return jnp.concatenate([is_line[:, None], p], axis=-1)
+
+    def mean_fn(psi, x):
+        return jnp.where(psi[0] > 0.5, psi[1] * x + psi[2], psi[1] * jnp.sin(x + psi[2]))
+
+    def reference_grid():
+        g_sin = _uniform_grid([amplitude, phase], list(grid_size))
+        g_line = _uniform_grid([slope, intercept], list(grid_size))
+        grid = jnp.concatenate(
+            [
+                jnp.concatenate([jnp.zeros((g_sin.shape[0], 1)), g_sin], axis=-1),
+                jnp.concatenate([jnp.ones((g_line.shape[0], 1)), g_line], axis=-1),
+            ]
+        )
+        log_prior = jnp.concatenate(
+            [
+                jnp.full((g_sin.shape[0],), math.log(0.5) - math.log(g_sin.shape[0])),
+                jnp.full((g_line.shape[0],), math.log(0.5) - math.log(g_line.shape[0])),
+            ]
+        )
+        return grid, log_prior
+
+    return TaskFamily(
+        name="sine_line",
+        dx=1,
+        dy=1,
+        sample_params=sample_params,
+        mean_fn=mean_fn,
+        noise_fn=lambda psi: jnp.asarray(noise, jnp.result_type(psi)),
+        x_range=x_range,
+        reference_grid=reference_grid,
+    )
+
+
+def linear_gaussian(
+    prior_mean: tuple[float, float] = (0.0, 0.0),
+    prior_std: tuple[float, float] = (1.0, 1.0),
+    noise: float = 0.5,
+    x_range: tuple[float, float] = (-5.0, 5.0),
+) -> TaskFamily:
+    """Linear tasks ``y = w x + c`` with (w, c) ~ N(prior_mean, diag prior_std²); ψ = (w, c).
+
+    The posterior over ψ is Gaussian in closed form; ``reference_grid`` is ``None`` because the
+    ``reference`` method uses the closed form for this family.
+    """
+    m0 = jnp.asarray(prior_mean)
+    s0 = jnp.asarray(prior_std)
+
+    def sample_params(key, n):
+        return m0 + s0 * jax.random.normal(key, (n, 2))
+
+    def mean_fn(psi, x):
+        return psi[0] * x + psi[1]
+
+    return TaskFamily(
+        name="linear_gaussian",
+        dx=1,
+        dy=1,
+        sample_params=sample_params,
+        mean_fn=mean_fn,
+        noise_fn=lambda psi: jnp.asarray(noise, jnp.result_type(psi)),
+        x_range=x_range,
+        reference_grid=None,
+        gaussian_prior=(m0, s0, noise),
+    )
+
+
+def sinusoid_bmaml(
+    amplitude: tuple[float, float] = (0.1, 5.0),
+    frequency: tuple[float, float] = (0.5, 2.0),
+    phase: tuple[float, float] = (0.0, 2 * math.pi),
+    noise_ratio: float = 0.01,
+    x_range: tuple[float, float] = (-5.0, 5.0),
+) -> TaskFamily:
+    """BMAML's sinusoid ``y = A sin(ω x + b)`` with noise ``0.01·A``; ψ = (A, ω, b).
+
+    Its noise is too small for a quadrature grid to resolve the posterior, so it has no
+    ``reference_grid``.
+    """
+    lo = jnp.array([amplitude[0], frequency[0], phase[0]])
+    hi = jnp.array([amplitude[1], frequency[1], phase[1]])
+
+    def sample_params(key, n):
+        return jax.random.uniform(key, (n, 3), minval=lo, maxval=hi)
+
+    def mean_fn(psi, x):
+        return psi[0] * jnp.sin(psi[1] * x + psi[2])
+
+    return TaskFamily(
+        name="sinusoid_bmaml",
+        dx=1,
+        dy=1,
+        sample_params=sample_params,
+        mean_fn=mean_fn,
+        noise_fn=lambda psi: noise_ratio * psi[0],
+        x_range=x_range,
+    )
+
+
+FAMILIES = {
+    "sinusoid": sinusoid,
+    "sine_line": sine_line,
+    "linear_gaussian": linear_gaussian,
+    "sinusoid_bmaml": sinusoid_bmaml,
+}
