@@ -74,110 +74,92 @@ class TaskPosterior:
         method: str = "",
     ) -> TaskPosterior:
         """Equally weighted samples ``phi (T, S, P)``."""
+        if phi.ndim != 3:
+            raise ValueError(f"phi: expected shape (T, S, P), got {tuple(phi.shape)}")
         t, s = phi.shape[:2]
         lw = jnp.full((t, s), -math.log(s), phi.dtype)
-        noise = jnp.broadcast_to(jnp.asarray(noise_std, phi.dtype), (t, s))
+        noise = jnp.asarray(noise_std, phi.dtype)
+        if noise.ndim == 1:  # one noise level per task
+            if noise.shape[0] != t:
+                raise ValueError(
+                    f"noise_std: expected a scalar, (T,)=({t},) or (T, S)=({t}, {s}), "
+                    f"got {tuple(noise.shape)}"
+                )
+            noise = noise[:, None]
+        noise = jnp.broadcast_to(noise, (t, s))
         return cls(phi, lw, noise, apply, likelihood, method)
 
     # -- per-sample outputs -------------------------------------------------------------------
     def outputs(self, x: Array) -> Array:
         """Per-sample likelihood locations or logits, ``x (T, N, Dx)`` -> ``(T, S, N, Dy)``."""
-        return jax.vmap(lambda ph, xt: jax.vmap(lambda p: self.apply(p, xt))(ph))(self.phi, x)
+        self._check_x(x)
+        return _outputs(self, x)
 
-    def _map_tasks(self, fn: Callable, *args: Array, batch_size: int | None = None) -> Array:
+    def _check_x(self, x: Array) -> None:
+        x = jnp.asarray(x)
+        if x.ndim != 3 or x.shape[0] != self.num_tasks:
+            raise ValueError(
+                f"x: expected shape (T, N, Dx) with T={self.num_tasks}, got {tuple(x.shape)}"
+            )
+
+    def _check_xy(self, x: Array, y: Array) -> None:
+        self._check_x(x)
+        y = jnp.asarray(y)
+        if self.likelihood == "categorical":
+            ok, want = y.ndim == 2 and y.shape == x.shape[:2], f"(T, N)={tuple(x.shape[:2])}"
+        else:
+            ok = y.ndim == 3 and y.shape[:2] == x.shape[:2]
+            want = f"(T, N, Dy) with (T, N)={tuple(x.shape[:2])}"
+        if not ok:
+            raise ValueError(f"y: expected shape {want}, got {tuple(y.shape)}")
+
+    def _batch_size(self) -> int:
         # Tasks one batch at a time, so that grid posteriors (S ~ 1e4–1e5) fit in memory.
-        if batch_size is None:
-            batch_size = max(1, min(self.num_tasks, 2_000_000 // max(1, self.num_samples * 64)))
-        return jax.lax.map(
-            lambda a: fn(*a), (self.phi, self.log_weights, self.noise_std, *args),
-            batch_size=batch_size,
-        )
+        return max(1, min(self.num_tasks, 2_000_000 // max(1, self.num_samples * 64)))
 
     # -- regression -----------------------------------------------------------------------------
     def log_predictive(self, x: Array, y: Array) -> Array:
         """Log posterior predictive density of each point, ``(T, N)``.
 
-        ``log p(y | x, D) = logsumexp_s [log w_s + Σ_d log p(y_d | f_φs(x), σ_s)]``.
+        ``log p(y | x, D) = logsumexp_s [log w_s + log p(y | f_φs(x), σ_s)]``.
         For a categorical likelihood ``y`` is ``(T, N)`` integer labels.
         """
-        if self.likelihood == "categorical":
-            def one(phi, lw, _, xt, yt):
-                logits = jax.vmap(lambda p: self.apply(p, xt))(phi)  # (S, N, C)
-                lp = jax.nn.log_softmax(logits, -1)
-                lp = jnp.take_along_axis(lp, yt[None, :, None].astype(jnp.int32), -1)[..., 0]
-                return logsumexp(lw[:, None] + lp, axis=0)
-        else:
-            def one(phi, lw, sd, xt, yt):
-                f = jax.vmap(lambda p: self.apply(p, xt))(phi)  # (S, N, Dy)
-                z = (yt[None] - f) / sd[:, None, None]
-                lp = jnp.sum(-0.5 * z**2 - jnp.log(sd)[:, None, None] - 0.5 * math.log(2 * math.pi), -1)
-                return logsumexp(lw[:, None] + lp, axis=0)
-
-        return self._map_tasks(one, x, y)
+        self._check_xy(x, y)
+        return _log_predictive(self, x, y, self._batch_size())
 
     def mean(self, x: Array) -> Array:
         """Predictive mean ``(T, N, Dy)`` (regression) or probabilities ``(T, N, C)``."""
+        self._check_x(x)
         if self.likelihood == "categorical":
             return self.probs(x)
-
-        def one(phi, lw, _, xt):
-            f = jax.vmap(lambda p: self.apply(p, xt))(phi)
-            return jnp.einsum("s,snd->nd", jnp.exp(lw), f)
-
-        return self._map_tasks(one, x)
+        return _moments(self, x, self._batch_size())[0]
 
     def variance(self, x: Array) -> Array:
         """Predictive variance ``(T, N, Dy)``: E[σ²] + Var[f] under the mixture."""
-
-        def one(phi, lw, sd, xt):
-            f = jax.vmap(lambda p: self.apply(p, xt))(phi)
-            w = jnp.exp(lw)
-            m = jnp.einsum("s,snd->nd", w, f)
-            return jnp.einsum("s,snd->nd", w, (f - m) ** 2) + jnp.sum(w * sd**2)
-
-        return self._map_tasks(one, x)
+        self._check_x(x)
+        return _moments(self, x, self._batch_size())[1]
 
     def cdf(self, x: Array, y: Array) -> Array:
         """Predictive CDF at ``y`` (the PIT values), ``(T, N, Dy)``: Σ_s w_s Φ((y − f_s)/σ_s)."""
-
-        def one(phi, lw, sd, xt, yt):
-            f = jax.vmap(lambda p: self.apply(p, xt))(phi)
-            return jnp.einsum("s,snd->nd", jnp.exp(lw), ndtr((yt[None] - f) / sd[:, None, None]))
-
-        return self._map_tasks(one, x, y)
+        self._check_xy(x, y)
+        return _cdf(self, x, y, self._batch_size())
 
     def sample_predictive(self, key: Array, x: Array, num_samples: int) -> Array:
         """Draws of y (noise included), ``(T, num_samples, N, Dy)``; samples φ by weight."""
-        t = self.num_tasks
-        k_idx, k_eps = jax.random.split(key)
-        idx = jax.vmap(lambda k, lw: jax.random.categorical(k, lw, shape=(num_samples,)))(
-            jax.random.split(k_idx, t), self.log_weights
-        )
-        phi = jnp.take_along_axis(self.phi, idx[..., None], axis=1)
-        sd = jnp.take_along_axis(self.noise_std, idx, axis=1)
-        f = jax.vmap(lambda ph, xt: jax.vmap(lambda p: self.apply(p, xt))(ph))(phi, x)
-        if self.likelihood == "categorical":
-            return jax.random.categorical(k_eps, f, axis=-1)
-        return f + sd[:, :, None, None] * jax.random.normal(k_eps, f.shape, f.dtype)
+        self._check_x(x)
+        return _sample_predictive(self.resample(key, num_samples), jax.random.fold_in(key, 1), x)
 
     def resample(self, key: Array, num_samples: int) -> TaskPosterior:
         """Equally weighted posterior of ``num_samples`` draws (multinomial resampling)."""
-        idx = jax.vmap(lambda k, lw: jax.random.categorical(k, lw, shape=(num_samples,)))(
-            jax.random.split(key, self.num_tasks), self.log_weights
-        )
-        phi = jnp.take_along_axis(self.phi, idx[..., None], axis=1)
-        sd = jnp.take_along_axis(self.noise_std, idx, axis=1)
-        return TaskPosterior.from_samples(phi, sd, self.apply, self.likelihood, self.method)
+        if int(num_samples) < 1:
+            raise ValueError(f"num_samples: expected a positive integer, got {num_samples}")
+        return _resample(self, key, int(num_samples))
 
     # -- classification -------------------------------------------------------------------------
     def probs(self, x: Array) -> Array:
         """Predictive class probabilities ``(T, N, C)``: Σ_s w_s softmax(f_φs(x))."""
-
-        def one(phi, lw, _, xt):
-            logits = jax.vmap(lambda p: self.apply(p, xt))(phi)
-            return jnp.einsum("s,snc->nc", jnp.exp(lw), jax.nn.softmax(logits, -1))
-
-        return self._map_tasks(one, x)
+        self._check_x(x)
+        return _probs(self, x, self._batch_size())
 
     # -- export ---------------------------------------------------------------------------------
     def to_inference_data(
@@ -205,7 +187,7 @@ class TaskPosterior:
         kwargs = {}
         if x is not None:
             k = key if key is not None else jax.random.PRNGKey(1)
-            draws = post.sample_predictive(k, x, post.num_samples)  # (T, S, N, Dy)
+            draws = _sample_predictive(post, k, jnp.asarray(x))  # (T, S, N, Dy), draw d from φ_d
             if draws.ndim == 3:
                 draws = draws[..., None]
             kwargs["posterior_predictive"] = {"y": np.asarray(draws).transpose(1, 0, 2, 3)[None]}
@@ -215,3 +197,86 @@ class TaskPosterior:
         return az.from_dict(
             posterior=posterior, coords=coords, dims=dims, attrs={"method": self.method}, **kwargs
         )
+
+
+# -- kernels: module-level and jitted, so repeated calls reuse one compilation -----------------
+def _task_outputs(post: TaskPosterior, phi: Array, xt: Array) -> Array:
+    return jax.vmap(lambda p: post.apply(p, xt))(phi)
+
+
+@jax.jit
+def _outputs(post: TaskPosterior, x: Array) -> Array:
+    return jax.vmap(lambda ph, xt: _task_outputs(post, ph, xt))(post.phi, x)
+
+
+def _map_tasks(post: TaskPosterior, fn, args, batch_size: int):
+    return jax.lax.map(
+        lambda a: fn(*a), (post.phi, post.log_weights, post.noise_std, *args), batch_size=batch_size
+    )
+
+
+@partial(jax.jit, static_argnums=3)
+def _log_predictive(post: TaskPosterior, x: Array, y: Array, batch_size: int) -> Array:
+    if post.likelihood == "categorical":
+
+        def one(phi, lw, _, xt, yt):
+            lp = jax.nn.log_softmax(_task_outputs(post, phi, xt), -1)  # (S, N, C)
+            lp = jnp.take_along_axis(lp, yt[None, :, None].astype(jnp.int32), -1)[..., 0]
+            return logsumexp(lw[:, None] + lp, axis=0)
+    else:
+
+        def one(phi, lw, sd, xt, yt):
+            f = _task_outputs(post, phi, xt)  # (S, N, Dy)
+            z = (yt[None] - f) / sd[:, None, None]
+            lp = -0.5 * z**2 - jnp.log(sd)[:, None, None] - 0.5 * math.log(2 * math.pi)
+            return logsumexp(lw[:, None] + jnp.sum(lp, -1), axis=0)
+
+    return _map_tasks(post, one, (x, y), batch_size)
+
+
+@partial(jax.jit, static_argnums=2)
+def _moments(post: TaskPosterior, x: Array, batch_size: int) -> tuple[Array, Array]:
+    def one(phi, lw, sd, xt):
+        f = _task_outputs(post, phi, xt)
+        w = jnp.exp(lw)
+        m = jnp.einsum("s,snd->nd", w, f)
+        return m, jnp.einsum("s,snd->nd", w, (f - m) ** 2) + jnp.sum(w * sd**2)
+
+    return _map_tasks(post, one, (x,), batch_size)
+
+
+@partial(jax.jit, static_argnums=3)
+def _cdf(post: TaskPosterior, x: Array, y: Array, batch_size: int) -> Array:
+    def one(phi, lw, sd, xt, yt):
+        f = _task_outputs(post, phi, xt)
+        return jnp.einsum("s,snd->nd", jnp.exp(lw), ndtr((yt[None] - f) / sd[:, None, None]))
+
+    return _map_tasks(post, one, (x, y), batch_size)
+
+
+@partial(jax.jit, static_argnums=2)
+def _probs(post: TaskPosterior, x: Array, batch_size: int) -> Array:
+    def one(phi, lw, _, xt):
+        probs = jax.nn.softmax(_task_outputs(post, phi, xt), -1)
+        return jnp.einsum("s,snc->nc", jnp.exp(lw), probs)
+
+    return _map_tasks(post, one, (x,), batch_size)
+
+
+@partial(jax.jit, static_argnums=2)
+def _resample(post: TaskPosterior, key: Array, num_samples: int) -> TaskPosterior:
+    idx = jax.vmap(lambda k, lw: jax.random.categorical(k, lw, shape=(num_samples,)))(
+        jax.random.split(key, post.num_tasks), post.log_weights
+    )
+    phi = jnp.take_along_axis(post.phi, idx[..., None], axis=1)
+    sd = jnp.take_along_axis(post.noise_std, idx, axis=1)
+    return TaskPosterior.from_samples(phi, sd, post.apply, post.likelihood, post.method)
+
+
+@jax.jit
+def _sample_predictive(post: TaskPosterior, key: Array, x: Array) -> Array:
+    """One draw of y per sample φ_s (draw s comes from φ_s)."""
+    f = _outputs(post, x)
+    if post.likelihood == "categorical":
+        return jax.random.categorical(key, f, axis=-1)
+    return f + post.noise_std[:, :, None, None] * jax.random.normal(key, f.shape, f.dtype)

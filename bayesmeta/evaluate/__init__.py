@@ -1,0 +1,339 @@
+"""Evaluators: metrics of a :class:`~bayesmeta.posterior.TaskPosterior` on query sets.
+
+:func:`evaluate` gives the ``REPORT.json`` fields of DESIGN.md §4, :func:`predictive_arrays`
+the ``PRED.npz`` arrays, and :func:`compare` / :func:`format_table` / :func:`markdown_table`
+put reports of several methods side by side with the gap to an oracle (the ``reference``
+method's exact posterior predictive).
+
+Every metric works from the posterior predictive mixture ``Σ_s w_s p(y | f_φs(x), σ_s)``,
+never from a Gaussian fitted to the samples.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bayesmeta.evaluate.metrics import (
+    DEFAULT_CALIBRATION_LEVELS,
+    DEFAULT_COVERAGE_LEVELS,
+    accuracy,
+    brier,
+    calibration_curve,
+    coverage_from_pit,
+    ece,
+    level_key,
+    mce,
+    mse,
+    nll,
+    pit_histogram,
+    regression_calibration_error,
+    reliability_curve,
+)
+
+__all__ = [
+    "DEFAULT_CALIBRATION_LEVELS",
+    "DEFAULT_COVERAGE_LEVELS",
+    "accuracy",
+    "brier",
+    "calibration_curve",
+    "compare",
+    "coverage_from_pit",
+    "ece",
+    "evaluate",
+    "format_table",
+    "level_key",
+    "markdown_table",
+    "mce",
+    "mse",
+    "nll",
+    "pit_histogram",
+    "predictive_arrays",
+    "regression_calibration_error",
+    "reliability_curve",
+]
+
+_LIKELIHOODS = ("gaussian", "categorical")
+
+
+# -- input checks ---------------------------------------------------------------------------------
+def _count_nonfinite(a: np.ndarray) -> str | None:
+    bad = ~np.isfinite(a)
+    if not bad.any():
+        return None
+    n_nan = int(np.isnan(a).sum())
+    return f"{n_nan} NaN and {int(bad.sum()) - n_nan} inf of {a.size}"
+
+
+def _check_query(posterior, x_query, y_query) -> tuple[jax.Array, jax.Array]:
+    """Validate query arrays against the posterior; return them as JAX arrays.
+
+    Catches the shape errors that :class:`TaskPosterior` would otherwise broadcast silently
+    (e.g. regression ``y (T, Q)`` against outputs ``(S, Q, 1)``).
+    """
+    if posterior.likelihood not in _LIKELIHOODS:
+        raise ValueError(
+            f"posterior.likelihood: expected one of {_LIKELIHOODS}, got {posterior.likelihood!r}"
+        )
+    t = posterior.num_tasks
+    x = np.asarray(x_query)
+    y = np.asarray(y_query)
+    if x.dtype.kind not in "biuf":
+        raise ValueError(f"x_query: expected a numeric array, got dtype {x.dtype}")
+    if y.dtype.kind not in "biuf":
+        raise ValueError(f"y_query: expected a numeric array, got dtype {y.dtype}")
+    if x.ndim != 3:
+        raise ValueError(f"x_query: expected 3-D (T, Q, Dx), got shape {x.shape}")
+    if x.shape[0] != t:
+        raise ValueError(
+            f"x_query: expected T={t} tasks (posterior.num_tasks) in shape (T, Q, Dx), "
+            f"got {x.shape}"
+        )
+    if x.shape[1] < 1:
+        raise ValueError(f"x_query: expected Q >= 1 query points in (T, Q, Dx), got {x.shape}")
+    bad = _count_nonfinite(x.astype(np.float64))
+    if bad:
+        raise ValueError(f"x_query: expected finite values, got {bad}")
+    dtype = posterior.phi.dtype if jnp.issubdtype(posterior.phi.dtype, jnp.floating) else None
+    xj = jnp.asarray(x, dtype=dtype)
+    out = jax.eval_shape(posterior.outputs, xj)  # (T, S, Q, Dy or C)
+    width = out.shape[-1]
+    q = x.shape[1]
+    if posterior.likelihood == "categorical":
+        if y.shape != x.shape[:2]:
+            raise ValueError(
+                f"y_query: expected shape (T, Q)={x.shape[:2]} integer labels matching "
+                f"x_query (T, Q, Dx)={x.shape}, got {y.shape}"
+            )
+        if y.dtype.kind not in "iu":
+            raise ValueError(f"y_query: expected integer class labels, got dtype {y.dtype}")
+        if y.min() < 0 or y.max() >= width:
+            raise ValueError(
+                f"y_query: expected class labels in [0, {width - 1}] (C={width} from the "
+                f"posterior's logits), got min {y.min()}, max {y.max()}"
+            )
+        return xj, jnp.asarray(y, dtype=jnp.int32)
+    expected = (t, q, width)
+    if y.shape != expected:
+        raise ValueError(
+            f"y_query: expected shape (T, Q, Dy)={expected} matching x_query and the "
+            f"posterior's outputs, got {y.shape}"
+        )
+    bad = _count_nonfinite(y.astype(np.float64))
+    if bad:
+        raise ValueError(f"y_query: expected finite values, got {bad}")
+    return xj, jnp.asarray(y, dtype=dtype)
+
+
+# -- reports --------------------------------------------------------------------------------------
+def evaluate(posterior, x_query, y_query) -> dict[str, Any]:
+    """Metrics of a posterior predictive on query sets: the ``REPORT.json`` fields.
+
+    Parameters
+    ----------
+    posterior : TaskPosterior
+        Posterior for T tasks.
+    x_query : array (T, Q, Dx)
+    y_query : array (T, Q, Dy) float (gaussian likelihood) or (T, Q) int (categorical)
+
+    Returns
+    -------
+    dict
+        Always ``method``, ``n_tasks``, ``n_points`` (Q) and ``nll`` (mean negative log
+        predictive density per point). Regression adds ``mse`` (predictive mean),
+        ``calibration_error`` (PACOH), ``coverage`` ``{"0.5", "0.8", "0.9", "0.95"}`` of the
+        central predictive intervals (noise included) and ``pit_histogram`` (10-bin density of
+        the PIT). Classification adds ``accuracy``, ``ece``, ``mce`` (15 bins) and ``brier``.
+        All values are plain Python scalars, lists and dicts (JSON-serialisable).
+    """
+    x, y = _check_query(posterior, x_query, y_query)
+    lp = posterior.log_predictive(x, y)
+    report: dict[str, Any] = {
+        "method": str(posterior.method),
+        "n_tasks": int(x.shape[0]),
+        "n_points": int(x.shape[1]),
+        "nll": nll(lp),
+    }
+    if posterior.likelihood == "categorical":
+        probs = posterior.probs(x)
+        report.update(
+            accuracy=accuracy(probs, y),
+            ece=ece(probs, y),
+            mce=mce(probs, y),
+            brier=brier(probs, y),
+        )
+        return report
+    pit = posterior.cdf(x, y)
+    _, density = pit_histogram(pit)
+    report.update(
+        mse=mse(posterior.mean(x), y),
+        calibration_error=regression_calibration_error(pit),
+        coverage=coverage_from_pit(pit),
+        pit_histogram=[float(v) for v in density],
+    )
+    return report
+
+
+def predictive_arrays(
+    posterior, key: jax.Array, x_query, y_query, num_samples: int
+) -> dict[str, np.ndarray]:
+    """The ``PRED.npz`` arrays of DESIGN.md §4.
+
+    Parameters
+    ----------
+    posterior : TaskPosterior
+    key : PRNG key
+        For the predictive draws.
+    x_query : array (T, Q, Dx)
+    y_query : array (T, Q, Dy) float or (T, Q) int
+    num_samples : int
+        Number S of predictive draws per task (regression).
+
+    Returns
+    -------
+    dict of ndarray
+        ``log_predictive (T, Q)``; regression ``mean (T, Q, Dy)`` and ``samples (T, S, Q, Dy)``
+        (draws of y, noise included); classification ``probs (T, Q, C)``.
+    """
+    x, y = _check_query(posterior, x_query, y_query)
+    out = {"log_predictive": np.asarray(posterior.log_predictive(x, y))}
+    if posterior.likelihood == "categorical":
+        out["probs"] = np.asarray(posterior.probs(x))
+        return out
+    if (
+        not isinstance(num_samples, (int, np.integer))
+        or isinstance(num_samples, bool)
+        or num_samples < 1
+    ):
+        raise ValueError(f"num_samples: expected a positive integer, got {num_samples!r}")
+    out["mean"] = np.asarray(posterior.mean(x))
+    out["samples"] = np.asarray(posterior.sample_predictive(key, x, int(num_samples)))
+    return out
+
+
+# -- comparison tables ----------------------------------------------------------------------------
+def compare(reports: Mapping[str, Mapping[str, Any]], oracle: str = "reference") -> list[dict]:
+    """Rows of a comparison table, one per report, with the NLL gap to an oracle.
+
+    Parameters
+    ----------
+    reports : dict name -> report
+        Reports from :func:`evaluate` (or ``REPORT.json``), all on the same task set. The name
+        becomes the row's ``method``.
+    oracle : str
+        Name of the oracle report (the exact ``reference`` posterior). When present, each row
+        gets ``oracle_nll`` and ``gap = nll − oracle_nll`` (≥ 0 up to Monte Carlo error for an
+        exact oracle).
+
+    Returns
+    -------
+    list of dict
+        Copies of the reports in the given order.
+    """
+    for name, rep in reports.items():
+        if not isinstance(rep, Mapping) or "nll" not in rep:
+            raise ValueError(f"reports[{name!r}]: expected a report dict with 'nll', got {rep!r}")
+    ref = reports.get(oracle)
+    rows = []
+    for name, rep in reports.items():
+        row = {**rep, "method": str(name)}
+        if ref is not None:
+            for k in ("n_tasks", "n_points"):
+                if k in rep and k in ref and rep[k] != ref[k]:
+                    raise ValueError(
+                        f"reports[{name!r}]: {k}={rep[k]} differs from the oracle {oracle!r} "
+                        f"{k}={ref[k]}; the NLL gap needs the same task set"
+                    )
+            row["oracle_nll"] = float(ref["nll"])
+            row["gap"] = float(rep["nll"]) - float(ref["nll"])
+        rows.append(row)
+    return rows
+
+
+def _coverage_at(level: float):
+    def get(row):
+        cov = row.get("coverage")
+        return None if not isinstance(cov, Mapping) else cov.get(level_key(level))
+
+    return get
+
+
+def _num(fmt: str):
+    def f(v) -> str:
+        if v is None:
+            return "-"
+        v = float(v)
+        return "nan" if math.isnan(v) else format(v, fmt)
+
+    return f
+
+
+# (header, getter, formatter, shown only when present in some row)
+_COLUMNS = [
+    ("method", lambda r: r.get("method"), lambda v: "-" if v is None else str(v), False),
+    ("K", lambda r: r.get("K", r.get("k")), lambda v: "-" if v is None else str(v), True),
+    ("nll", lambda r: r.get("nll"), _num(".4f"), False),
+    ("oracle_nll", lambda r: r.get("oracle_nll"), _num(".4f"), False),
+    ("gap", lambda r: r.get("gap"), _num("+.4f"), False),
+    ("mse", lambda r: r.get("mse"), _num(".4g"), False),
+    ("cov50", _coverage_at(0.5), _num(".3f"), False),
+    ("cov90", _coverage_at(0.9), _num(".3f"), False),
+    ("cal_err", lambda r: r.get("calibration_error"), _num(".4f"), False),
+    ("acc", lambda r: r.get("accuracy"), _num(".4f"), True),
+    ("ece", lambda r: r.get("ece"), _num(".4f"), True),
+    ("train_s", lambda r: r.get("train_s"), _num(".1f"), True),
+]
+
+
+def _cells(rows) -> tuple[list[str], list[list[str]]]:
+    if isinstance(rows, Mapping):
+        rows = compare(rows)
+    rows = list(rows)
+    cols = [c for c in _COLUMNS if not c[3] or any(c[1](r) is not None for r in rows)]
+    header = [c[0] for c in cols]
+    body = [[fmt(get(r)) for _, get, fmt, _ in cols] for r in rows]
+    return header, body
+
+
+def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A fixed-width text table of comparison rows, for a terminal.
+
+    Columns: method, K (if any row has ``K`` or ``k``), nll, oracle_nll, gap, mse, cov50,
+    cov90, cal_err, then acc, ece and train_s where some row has them. Missing values print
+    as ``-``.
+
+    Parameters
+    ----------
+    rows : list of dict
+        From :func:`compare` (a ``{name: report}`` dict is passed through :func:`compare`).
+
+    Returns
+    -------
+    str
+    """
+    header, body = _cells(rows)
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
+
+    def line(cells):
+        parts = [
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "  ".join(parts).rstrip()
+
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([line(header), sep, *(line(b) for b in body)])
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The table of :func:`format_table` as GitHub-flavoured Markdown."""
+    header, body = _cells(rows)
+    align = ["---"] + ["---:"] * (len(header) - 1)
+    out = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    out += ["| " + " | ".join(b) + " |" for b in body]
+    return "\n".join(out)

@@ -1,0 +1,21 @@
+"""Inference methods (one module each) and the shared training loop."""
+
+from bayesmeta.inference.abml import abml
+from bayesmeta.inference.base import Info, MetaState, Method, make_optimizer
+from bayesmeta.inference.maml import maml
+from bayesmeta.inference.reference import linear_gaussian_posterior, reference
+from bayesmeta.inference.train import DivergenceError, TrainResult, train
+
+__all__ = [
+    "DivergenceError",
+    "Info",
+    "MetaState",
+    "Method",
+    "TrainResult",
+    "abml",
+    "linear_gaussian_posterior",
+    "maml",
+    "make_optimizer",
+    "reference",
+    "train",
+]

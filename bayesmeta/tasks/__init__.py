@@ -1,6 +1,13 @@
 """Task families, episodic batches and task files."""
 
-from bayesmeta.tasks.base import Support, TaskBatch, TaskFamily, make_task_set, sample_batch, support_of
+from bayesmeta.tasks.base import (
+    Support,
+    TaskBatch,
+    TaskFamily,
+    make_task_set,
+    sample_batch,
+    support_of,
+)
 from bayesmeta.tasks.families import FAMILIES, linear_gaussian, sine_line, sinusoid, sinusoid_bmaml
 
 __all__ = [

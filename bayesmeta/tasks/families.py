@@ -83,11 +83,15 @@ def sine_line(
         k_kind, k_sin, k_line = jax.random.split(key, 3)
         is_line = jax.random.bernoulli(k_kind, 0.5, (n,)).astype(jnp.float32)
         s = jax.random.uniform(
-            k_sin, (n, 2), minval=jnp.array([amplitude[0], phase[0]]),
+            k_sin,
+            (n, 2),
+            minval=jnp.array([amplitude[0], phase[0]]),
             maxval=jnp.array([amplitude[1], phase[1]]),
         )
         ln = jax.random.uniform(
-            k_line, (n, 2), minval=jnp.array([slope[0], intercept[0]]),
+            k_line,
+            (n, 2),
+            minval=jnp.array([slope[0], intercept[0]]),
             maxval=jnp.array([slope[1], intercept[1]]),
         )
         p = jnp.where(is_line[:, None] > 0.5, ln, s)

@@ -1,0 +1,311 @@
+"""The ``bayesmeta`` command: fit, evaluate, tasks, run (see DESIGN.md section 4).
+
+Errors in the input exit with status 2 and one line on stderr naming the problem; no partial
+output file is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+CLI_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, FileNotFoundError)
+
+
+class UsageError(ValueError):
+    """Bad input on the command line."""
+
+
+def _positive(kind: str):
+    def parse(text: str) -> int:
+        try:
+            val = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{kind}: expected a positive integer, got {text!r}"
+            ) from None
+        if val < 1:
+            raise argparse.ArgumentTypeError(f"{kind}: expected a positive integer, got {val}")
+        return val
+
+    return parse
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _atomic_savez(path: Path, arrays: dict[str, Any]) -> None:
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "wb") as fh:
+        np.savez(fh, **arrays)
+    os.replace(tmp, path)
+
+
+# -- run directories ----------------------------------------------------------------------------
+def load_run(run_dir: str):
+    """``(spec, method, state, payload)`` of a fitted run directory."""
+    import jax
+
+    from bayesmeta.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
+    from bayesmeta.zoo import load_model_spec
+
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise UsageError(f"RUN_DIR: no run directory at {run_dir!r}")
+    payload = load_checkpoint(path / CHECKPOINT_NAME)
+    for key in ("model_source", "method", "settings", "state"):
+        if key not in payload:
+            raise CheckpointError(f"checkpoint: {run_dir!r} lacks {key!r}; not a bayesmeta run")
+    spec = load_model_spec(payload["model_source"])
+    method, _ = spec.build(payload["method"], **payload["settings"])
+    template = method.init(jax.random.PRNGKey(0))
+    state = payload["state"]
+    ok = jax.tree_util.tree_structure(template) == jax.tree_util.tree_structure(state) and all(
+        a.shape == b.shape
+        for a, b in zip(
+            jax.tree_util.tree_leaves(template), jax.tree_util.tree_leaves(state), strict=True
+        )
+    )
+    if not ok:
+        raise CheckpointError(
+            f"checkpoint: {run_dir!r} does not match model {spec.name!r} / method "
+            f"{payload['method']!r} (parameter shapes differ)"
+        )
+    state = jax.tree_util.tree_map(jax.numpy.asarray, state)
+    return spec, method, state, payload
+
+
+def fit(
+    model: str,
+    method_name: str,
+    out: str,
+    steps: int | None = None,
+    seed: int = 0,
+    budget: str = "default",
+    quiet: bool = False,
+) -> dict:
+    """Meta-train ``method_name`` on ``model`` and write ``out/checkpoint.pkl`` and
+    ``out/run.json``."""
+    import jax
+
+    from bayesmeta.checkpoint import CHECKPOINT_NAME, save_checkpoint
+    from bayesmeta.inference.train import train
+    from bayesmeta.zoo import load_model_spec
+
+    spec = load_model_spec(model)
+    method, cfg = spec.build(method_name, budget, steps=steps)
+    out_dir = Path(out)
+    settings = spec.recipe(method_name, budget, steps=steps)
+    extra = {
+        "model_source": spec.source,
+        "model_name": spec.name,
+        "settings": settings,
+        "seed": seed,
+        "budget": budget,
+    }
+    key_init, key_train = jax.random.split(jax.random.PRNGKey(seed))
+    state = method.init(key_init)
+    t0 = time.perf_counter()
+    history: dict[str, list] = {}
+    if method_name == "reference":
+        save_checkpoint(
+            out_dir / CHECKPOINT_NAME,
+            {**extra, "method": "reference", "state": state, "key": key_train, "step": 0},
+        )
+    else:
+        res = train(
+            method,
+            state,
+            spec.sampler(cfg["meta_batch"], cfg["num_query"]),
+            key_train,
+            cfg["steps"],
+            chunk_size=cfg["chunk_size"],
+            run_dir=out_dir,
+            checkpoint_extra=extra,
+            max_seconds=cfg["max_seconds"],
+            progress=False if quiet else None,
+            desc=f"{spec.name}/{method_name}",
+        )
+        state = res.state
+        history = {k: v.tolist() for k, v in res.history.items()}
+    info = {
+        "model": spec.name,
+        "model_source": spec.source,
+        "method": method_name,
+        "budget": budget,
+        "seed": seed,
+        "steps": int(state.step),
+        "settings": settings,
+        "train_seconds": time.perf_counter() - t0,
+        "history": history,
+    }
+    _atomic_write_text(out_dir / "run.json", json.dumps(info, indent=2, default=str))
+    return info
+
+
+def evaluate(
+    run_dir: str,
+    tasks: str,
+    out: str,
+    samples: int = 100,
+    predictive: str | None = None,
+    seed: int = 0,
+) -> dict:
+    """Adapt a fitted run to the support sets of a task file and score the query sets."""
+    import jax
+    import jax.numpy as jnp
+
+    from bayesmeta.evaluate import evaluate as score
+    from bayesmeta.evaluate import predictive_arrays
+    from bayesmeta.tasks.base import Support
+    from bayesmeta.tasks.io import load_tasks
+
+    spec, method, state, payload = load_run(run_dir)
+    classification = spec.model.likelihood == "categorical"
+    data = load_tasks(tasks, dx=spec.model.dx, classification=classification)
+    x_s, y_s = jnp.asarray(data["x_support"]), jnp.asarray(data["y_support"])
+    support = Support(x_s, y_s, jnp.ones(x_s.shape[:2], x_s.dtype))
+    k_adapt, k_pred = jax.random.split(jax.random.PRNGKey(seed))
+    post = method.adapt(k_adapt, state, support, samples)
+    xq, yq = jnp.asarray(data["x_query"]), jnp.asarray(data["y_query"])
+    report = score(post, xq, yq)
+    report.update(
+        {
+            "model": spec.name,
+            "k": int(x_s.shape[1]),
+            "samples": samples,
+            "run_dir": str(run_dir),
+            "tasks": str(tasks),
+        }
+    )
+    if predictive:
+        arrays = predictive_arrays(post, k_pred, xq, yq, samples)
+        _atomic_savez(Path(predictive), arrays)
+    _atomic_write_text(Path(out), json.dumps(report, indent=2))
+    return report
+
+
+def make_tasks(model: str, out: str, k: int, num_tasks: int, num_query: int, seed: int) -> None:
+    """Write a held-out task file drawn from a model's task family."""
+    import jax
+
+    from bayesmeta.tasks.base import make_task_set
+    from bayesmeta.tasks.io import save_tasks
+    from bayesmeta.zoo import load_model_spec
+
+    spec = load_model_spec(model)
+    data = make_task_set(spec.family, jax.random.PRNGKey(seed), num_tasks, k, num_query)
+    save_tasks(out, {k_: __import__("numpy").asarray(v) for k_, v in data.items()})
+
+
+# -- argument parsing ---------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from bayesmeta.zoo import BUDGETS, METHOD_NAMES
+
+    p = argparse.ArgumentParser(
+        prog="bayesmeta",
+        description="Probabilistic meta-learning: task posteriors from a few examples.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    f = sub.add_parser("fit", help="meta-train a method on a model")
+    f.add_argument(
+        "model", metavar="MODEL", help="model file (models/sinusoid.py) or built-in name"
+    )
+    f.add_argument("--method", required=True, choices=METHOD_NAMES)
+    f.add_argument("--steps", type=_positive("--steps"), default=None)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--budget", choices=BUDGETS, default="default")
+    f.add_argument("--out", required=True, metavar="RUN_DIR")
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("evaluate", help="score a fitted run on a task file")
+    e.add_argument("run_dir", metavar="RUN_DIR")
+    e.add_argument("--tasks", required=True, metavar="FILE.npz")
+    e.add_argument("--samples", type=_positive("--samples"), default=100)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--out", required=True, metavar="REPORT.json")
+    e.add_argument("--predictive", default=None, metavar="PRED.npz")
+
+    t = sub.add_parser("tasks", help="write a held-out task file from a model's task family")
+    t.add_argument("model", metavar="MODEL")
+    t.add_argument("--k", type=_positive("--k"), default=5, help="support points per task")
+    t.add_argument("--num-tasks", type=_positive("--num-tasks"), default=200)
+    t.add_argument("--queries", type=_positive("--queries"), default=50)
+    t.add_argument("--seed", type=int, default=12345)
+    t.add_argument("--out", required=True, metavar="FILE.npz")
+
+    r = sub.add_parser("run", help="the main job: ABML and MAML on the sinusoid, beside the oracle")
+    r.add_argument("--out", default="bayesmeta-out", metavar="DIR")
+    r.add_argument(
+        "--seconds",
+        type=_positive("--seconds"),
+        default=None,
+        help="training budget per method in seconds (default: the embedded recipe)",
+    )
+    r.add_argument("--num-tasks", type=_positive("--num-tasks"), default=200)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--quiet", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from bayesmeta.checkpoint import CheckpointError
+    from bayesmeta.inference.train import DivergenceError
+
+    try:
+        if args.command == "fit":
+            info = fit(
+                args.model, args.method, args.out, args.steps, args.seed, args.budget, args.quiet
+            )
+            print(
+                f"fitted {info['method']} on {info['model']}: {info['steps']} steps in "
+                f"{info['train_seconds']:.1f}s -> {args.out}"
+            )
+        elif args.command == "evaluate":
+            rep = evaluate(
+                args.run_dir, args.tasks, args.out, args.samples, args.predictive, args.seed
+            )
+            keys = [k for k in ("nll", "mse", "accuracy", "calibration_error", "ece") if k in rep]
+            print(" ".join(f"{k}={rep[k]:.4f}" for k in keys) + f" -> {args.out}")
+        elif args.command == "tasks":
+            make_tasks(args.model, args.out, args.k, args.num_tasks, args.queries, args.seed)
+            print(f"wrote {args.num_tasks} tasks (K={args.k}, Q={args.queries}) -> {args.out}")
+        elif args.command == "run":
+            from bayesmeta.main_job import run_main_job
+
+            run_main_job(
+                args.out,
+                seconds=args.seconds,
+                num_tasks=args.num_tasks,
+                seed=args.seed,
+                quiet=args.quiet,
+            )
+    except DivergenceError as err:
+        print(f"bayesmeta: error: {err}", file=sys.stderr)
+        return 1
+    except (CheckpointError, *CLI_ERRORS) as err:
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"bayesmeta: error: {msg}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

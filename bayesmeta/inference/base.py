@@ -1,0 +1,83 @@
+"""The interface every inference method shares.
+
+A method is a bundle of pure functions (the blackjax/optax shape):
+
+    init(rng_key) -> MetaState
+    meta_step(rng_key, state, batch: TaskBatch) -> (MetaState, Info)
+    adapt(rng_key, state, support: Support, num_samples) -> TaskPosterior
+
+The caller jits; :func:`bayesmeta.inference.train.train` runs ``meta_step`` in chunks inside
+one ``lax.scan``. Tasks and samples are vmapped inside the methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from bayesmeta.posterior import TaskPosterior
+from bayesmeta.tasks.base import Support, TaskBatch
+
+Array = jax.Array
+
+
+class MetaState(NamedTuple):
+    """Meta-training state: meta-parameters θ (a dict pytree), optimiser state, step count."""
+
+    theta: Any
+    opt_state: Any
+    step: Array
+
+
+class Info(NamedTuple):
+    """Per-step diagnostics: the meta-loss and the gradient norm."""
+
+    loss: Array
+    grad_norm: Array
+
+
+class Method(NamedTuple):
+    """An inference method: ``init``, ``meta_step``, ``adapt``, its configuration, and extras
+    (method-specific pure functions, e.g. ABML's ``variational_params``)."""
+
+    name: str
+    init: Callable[[Array], MetaState]
+    meta_step: Callable[[Array, MetaState, TaskBatch], tuple[MetaState, Info]]
+    adapt: Callable[[Array, MetaState, Support, int], TaskPosterior]
+    config: dict
+    extras: dict | None = None
+
+
+def make_optimizer(lr: float = 1e-3, clip: float | None = 10.0) -> optax.GradientTransformation:
+    """Adam with global-norm gradient clipping (the meta-optimiser of every method)."""
+    chain = [optax.clip_by_global_norm(clip)] if clip else []
+    return optax.chain(*chain, optax.adam(lr))
+
+
+def gradient_step(
+    loss_fn: Callable[[Any, Array, TaskBatch], Array],
+    optimizer: optax.GradientTransformation,
+) -> Callable[[Array, MetaState, TaskBatch], tuple[MetaState, Info]]:
+    """``meta_step`` from a meta-loss ``loss_fn(theta, key, batch)``: one optimiser update."""
+
+    def meta_step(key, state, batch):
+        loss, grads = jax.value_and_grad(loss_fn)(state.theta, key, batch)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.theta)
+        theta = optax.apply_updates(state.theta, updates)
+        return MetaState(theta, opt_state, state.step + 1), Info(loss, optax.tree.norm(grads))
+
+    return meta_step
+
+
+def masked_mean_count(mask: Array) -> Array:
+    """Number of real points, at least 1 (so that empty masks never divide by zero)."""
+    return jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def clip_update(update: Array, max_abs: float | None) -> Array:
+    """Element-wise clip of an inner-loop update (keeps early meta-training stable)."""
+    return update if max_abs is None else jnp.clip(update, -max_abs, max_abs)

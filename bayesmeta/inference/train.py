@@ -1,0 +1,177 @@
+"""The shared meta-training loop.
+
+Steps run in chunks of ``chunk_size`` inside one jitted ``lax.scan`` (batches are sampled
+inside the scan, so nothing crosses to the host within a chunk). Between chunks the loop
+syncs once: it checks that the loss is finite, updates the progress bar, and writes an atomic
+checkpoint every ``checkpoint_every`` chunks. A non-finite loss stops training with
+:class:`DivergenceError`; the last good checkpoint on disk is kept.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bayesmeta.checkpoint import CHECKPOINT_NAME, save_checkpoint
+from bayesmeta.inference.base import MetaState, Method
+from bayesmeta.tasks.base import TaskBatch
+
+Array = jax.Array
+
+
+class DivergenceError(RuntimeError):
+    """Meta-training produced a non-finite loss or parameters."""
+
+
+class TrainResult(NamedTuple):
+    state: MetaState
+    key: Array
+    history: dict[str, np.ndarray]
+    seconds: float
+    compile_seconds: float
+
+
+class ProgressBar:
+    """A minimal text progress bar on stderr (silent when disabled or not a terminal)."""
+
+    def __init__(self, total: int, desc: str = "", enabled: bool | None = None):
+        self.total, self.desc = total, desc
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.start = time.perf_counter()
+
+    def update(self, done: int, postfix: str = "") -> None:
+        if not self.enabled:
+            return
+        frac = done / max(self.total, 1)
+        bar = "#" * int(30 * frac) + "-" * (30 - int(30 * frac))
+        el = time.perf_counter() - self.start
+        rate = done / el if el > 0 else 0.0
+        sys.stderr.write(
+            f"\r{self.desc} [{bar}] {done}/{self.total} {rate:6.1f} it/s {el:6.1f}s {postfix}   "
+        )
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def make_chunk_runner(
+    method: Method, sample_batch: Callable[[Array], TaskBatch], chunk_size: int
+) -> Callable[[MetaState, Array], tuple[MetaState, Array, Any]]:
+    """A jitted ``run(state, key) -> (state, key, infos)`` of ``chunk_size`` meta-steps."""
+
+    def body(carry, _):
+        state, key = carry
+        key, k_batch, k_step = jax.random.split(key, 3)
+        state, info = method.meta_step(k_step, state, sample_batch(k_batch))
+        return (state, key), info
+
+    @jax.jit
+    def run(state, key):
+        (state, key), infos = jax.lax.scan(body, (state, key), None, length=chunk_size)
+        return state, key, infos
+
+    return run
+
+
+def _finite(tree) -> bool:
+    leaves = jax.tree_util.tree_leaves(tree)
+    return all(
+        bool(jnp.all(jnp.isfinite(x))) for x in leaves if jnp.issubdtype(x.dtype, jnp.inexact)
+    )
+
+
+def train(
+    method: Method,
+    state: MetaState,
+    sample_batch: Callable[[Array], TaskBatch],
+    key: Array,
+    num_steps: int,
+    *,
+    chunk_size: int = 250,
+    run_dir: str | Path | None = None,
+    checkpoint_every: int = 10,
+    checkpoint_extra: dict | None = None,
+    max_seconds: float | None = None,
+    progress: bool | None = None,
+    desc: str | None = None,
+) -> TrainResult:
+    """Meta-train ``method`` for ``num_steps`` steps (rounded up to whole chunks).
+
+    Parameters
+    ----------
+    sample_batch : key -> TaskBatch
+        A jittable episode sampler with static shapes.
+    run_dir : path, optional
+        Where atomic checkpoints (``checkpoint.pkl``) are written.
+    checkpoint_extra : dict
+        Extra fields stored in every checkpoint (model, method config).
+    max_seconds : float, optional
+        Stop after the chunk during which this wall-clock budget runs out.
+    progress : bool, optional
+        Show a progress bar (default: only when stderr is a terminal).
+    """
+    if num_steps < 1:
+        raise ValueError(f"num_steps: expected a positive integer, got {num_steps}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size: expected a positive integer, got {chunk_size}")
+    chunk_size = min(chunk_size, num_steps)
+    num_chunks = math.ceil(num_steps / chunk_size)
+    run = make_chunk_runner(method, sample_batch, chunk_size)
+    bar = ProgressBar(num_chunks * chunk_size, desc or method.name, progress)
+    ckpt = Path(run_dir) / CHECKPOINT_NAME if run_dir is not None else None
+
+    def checkpoint(st, k):
+        if ckpt is not None:
+            save_checkpoint(
+                ckpt,
+                {
+                    **(checkpoint_extra or {}),
+                    "method": method.name,
+                    "state": st,
+                    "key": k,
+                    "step": int(st.step),
+                },
+            )
+
+    history: dict[str, list] = {"step": [], "loss": [], "grad_norm": []}
+    t0 = time.perf_counter()
+    compile_s = 0.0
+    for c in range(num_chunks):
+        t_chunk = time.perf_counter()
+        new_state, new_key, infos = run(state, key)
+        loss = np.asarray(infos.loss)
+        if c == 0:
+            compile_s = time.perf_counter() - t_chunk
+        if not (np.all(np.isfinite(loss)) and _finite(new_state.theta)):
+            bar.close()
+            bad = int(state.step) + int(np.argmax(~np.isfinite(loss))) + 1
+            where = f"; the last good checkpoint is {ckpt}" if ckpt is not None else ""
+            raise DivergenceError(
+                f"{method.name}: meta-training diverged (non-finite loss near step {bad}){where}. "
+                "Lower the learning rate or the inner step size."
+            )
+        state, key = new_state, new_key
+        history["step"].append(int(state.step))
+        history["loss"].append(float(loss.mean()))
+        history["grad_norm"].append(float(np.asarray(infos.grad_norm).mean()))
+        bar.update((c + 1) * chunk_size, f"loss {history['loss'][-1]:.4f}")
+        if ckpt is not None and ((c + 1) % checkpoint_every == 0 or c == num_chunks - 1):
+            checkpoint(state, key)
+        if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
+            if ckpt is not None:
+                checkpoint(state, key)
+            break
+    bar.close()
+    hist = {k: np.asarray(v) for k, v in history.items()}
+    return TrainResult(state, key, hist, time.perf_counter() - t0, compile_s)

@@ -1,0 +1,732 @@
+"""Figures for task posteriors and their evaluation.
+
+Every function builds a :class:`matplotlib.figure.Figure` directly (no ``pyplot`` state, so
+nothing here changes a notebook's backend or leaks open figures), saves it as a PNG when
+``path`` is given, and returns it so that a notebook displays it.
+
+Colours are fixed per method (:data:`PALETTE`), with ``reference`` always black, so the same
+method has the same colour in every figure. Names outside the palette get a colour chosen by a
+stable hash of the name.
+
+Functions
+---------
+predictive_bands
+    Posterior predictive of 1-D regression tasks: one row per method, one column per task.
+calibration_curves
+    Expected vs observed fraction (regression calibration), one line per method.
+pit_histograms
+    Histograms of probability integral transform values, one panel per method.
+reliability_diagram
+    Accuracy per confidence bin for classification, with the gap and ECE.
+metric_bars
+    Grouped bars of a metric per method and support size, with the oracle per group.
+learning_curves
+    Active-learning curves: a metric against the number of labels, ±1 standard error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
+
+from bayesmeta.posterior import TaskPosterior
+
+__all__ = [
+    "PALETTE",
+    "calibration_curves",
+    "learning_curves",
+    "method_color",
+    "metric_bars",
+    "pit_histograms",
+    "predictive_bands",
+    "reliability_diagram",
+]
+
+DPI = 120
+
+#: Fixed colour of each method (and of each active-learning acquisition function).
+PALETTE: dict[str, str] = {
+    "reference": "#000000",
+    "maml": "#E69F00",
+    "emaml": "#D55E00",
+    "bmaml": "#0072B2",
+    "abml": "#009E73",
+    "neural-process": "#CC79A7",
+    "platipus": "#56B4E9",
+    # acquisition functions
+    "random": "#7F7F7F",
+    "variance": "#1F77B4",
+    "entropy": "#FF7F0E",
+    "bald": "#2CA02C",
+}
+
+_FALLBACK = ["#8C564B", "#9467BD", "#BCBD22", "#17BECF", "#E377C2", "#AEC7E8", "#FF9896"]
+
+_METRIC_LABELS = {
+    "nll": "NLL (nats per point)",
+    "mse": "MSE",
+    "accuracy": "accuracy",
+    "brier": "Brier score",
+    "calibration_error": "calibration error",
+    "ece": "ECE",
+}
+
+_TRUE_COLOR = "#C0392B"
+
+
+def method_color(name: str) -> str:
+    """Colour of a method: its :data:`PALETTE` entry, else a stable hash of its name."""
+    if name in PALETTE:
+        return PALETTE[name]
+    return _FALLBACK[zlib.crc32(name.encode()) % len(_FALLBACK)]
+
+
+def _band_color(name: str) -> str:
+    # Bands of the black reference would hide everything under them: use grey.
+    return "#555555" if name == "reference" else method_color(name)
+
+
+def _metric_label(metric: str) -> str:
+    return _METRIC_LABELS.get(metric, metric.replace("_", " "))
+
+
+def _order_methods(names: Sequence[str]) -> list[str]:
+    names = list(names)
+    return (["reference"] if "reference" in names else []) + [n for n in names if n != "reference"]
+
+
+def _style(ax, grid: str | None = "y") -> None:
+    ax.spines["top"].set_visible(False)
+    ax.spines["right"].set_visible(False)
+    ax.tick_params(labelsize=8)
+    if grid:
+        ax.grid(True, axis=grid, color="0.9", linewidth=0.8)
+        ax.set_axisbelow(True)
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    fig.set_facecolor("white")
+    return fig
+
+
+def _finish(fig: Figure, path: str | os.PathLike | None) -> Figure:
+    if path is not None:
+        parent = os.path.dirname(os.fspath(path))
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        fig.savefig(path, dpi=DPI, facecolor="white")
+    return fig
+
+
+# -- regression: predictive bands ---------------------------------------------------------------
+
+
+def _select_tasks(post: TaskPosterior, idx: Sequence[int]) -> TaskPosterior:
+    """The sub-posterior of tasks ``idx``."""
+    i = jnp.asarray(np.asarray(idx, dtype=np.int32))
+    return dataclasses.replace(
+        post, phi=post.phi[i], log_weights=post.log_weights[i], noise_std=post.noise_std[i]
+    )
+
+
+def _predictive_quantiles(
+    post: TaskPosterior,
+    x: jax.Array,
+    key: jax.Array,
+    levels: Sequence[float],
+    num_draws: int = 1000,
+) -> np.ndarray:
+    """Quantiles of the posterior predictive (noise included) from mixture draws.
+
+    Parameters
+    ----------
+    post : TaskPosterior
+        Gaussian-likelihood posterior of T tasks.
+    x : (T, N, Dx)
+        Inputs.
+    key : PRNGKey
+    levels : sequence of float in (0, 1)
+        Quantile levels.
+    num_draws : int
+        Draws of y per input from :meth:`TaskPosterior.sample_predictive` (φ drawn by weight).
+
+    Returns
+    -------
+    np.ndarray, (L, T, N, Dy)
+        The empirical quantiles of the draws at each level.
+    """
+    draws = np.asarray(post.sample_predictive(key, x, num_draws))  # (T, D, N, Dy)
+    return np.quantile(draws, np.asarray(levels, dtype=float), axis=1)
+
+
+def _function_curves(
+    post: TaskPosterior, x: jax.Array, key: jax.Array, num_curves: int
+) -> np.ndarray:
+    """Up to ``num_curves`` equally weighted function draws, ``(T, C, N)`` (first output)."""
+    lw = np.asarray(post.log_weights)
+    if np.allclose(lw, lw[:, :1]):
+        sub = dataclasses.replace(
+            post,
+            phi=post.phi[:, :num_curves],
+            log_weights=post.log_weights[:, :num_curves],
+            noise_std=post.noise_std[:, :num_curves],
+        )
+    else:
+        sub = post.resample(key, num_curves)
+    return np.asarray(sub.outputs(x))[..., 0]
+
+
+def predictive_bands(
+    posteriors: Mapping[str, TaskPosterior],
+    x_support,
+    y_support,
+    mask_support,
+    task_indices: Sequence[int] = (0, 1, 2, 3),
+    x_range: tuple[float, float] = (-5.0, 5.0),
+    true_fn: Callable[[int, np.ndarray], np.ndarray] | None = None,
+    num_curves: int = 8,
+    key: jax.Array | None = None,
+    path: str | os.PathLike | None = None,
+    num_draws: int = 1000,
+    num_grid: int = 200,
+) -> Figure:
+    """Posterior predictive of 1-D regression tasks, one row per method, one column per task.
+
+    Each panel shows the support points (where ``mask_support == 1``) as black dots, the true
+    function (dashed) when ``true_fn`` is given, the predictive mean, the central 50% and 90%
+    predictive intervals of y (observation noise included; quantiles of the mixture estimated
+    from ``num_draws`` predictive draws per grid point) and up to ``num_curves`` function
+    draws. The ``reference`` row, if present, comes first. Panels in a column share y limits.
+
+    Parameters
+    ----------
+    posteriors : dict[str, TaskPosterior]
+        Method name -> Gaussian-likelihood posterior of the same T tasks (Dx = Dy = 1).
+    x_support, y_support : (T, K, 1)
+        Support sets, padded to capacity K.
+    mask_support : (T, K)
+        1 where a support point is real.
+    task_indices : sequence of int
+        Tasks to show, one column each.
+    x_range : (low, high)
+        Range of the grid of ``num_grid`` inputs.
+    true_fn : callable ``(task_index, x_grid (G,)) -> y (G,)`` or None
+        The noise-free function of a task.
+    num_curves : int
+        Function draws per panel (weighted posteriors are resampled first); 0 for none.
+    key : PRNGKey or None
+        Randomness of the predictive draws and resampling (default ``PRNGKey(0)``).
+    path : path-like or None
+        Where to save the PNG.
+    num_draws, num_grid : int
+        Predictive draws per grid point and grid size.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    if not posteriors:
+        raise ValueError("predictive_bands needs at least one posterior")
+    idx = [int(i) for i in task_indices]
+    xs = np.asarray(x_support)
+    ys = np.asarray(y_support)
+    ms = np.asarray(mask_support)
+    if xs.ndim == 2:
+        xs = xs[..., None]
+    if ys.ndim == 2:
+        ys = ys[..., None]
+    n_tasks = xs.shape[0]
+    if any(i < 0 or i >= n_tasks for i in idx):
+        raise ValueError(f"task_indices {idx} out of range for {n_tasks} tasks")
+    if xs.shape[-1] != 1 or ys.shape[-1] != 1:
+        raise ValueError("predictive_bands plots 1-D regression (Dx = Dy = 1)")
+    key = jax.random.PRNGKey(0) if key is None else key
+    methods = _order_methods(posteriors)
+
+    grid = np.linspace(x_range[0], x_range[1], num_grid)
+    xg = jnp.broadcast_to(jnp.asarray(grid, jnp.float32)[None, :, None], (len(idx), num_grid, 1))
+    levels = (0.05, 0.25, 0.75, 0.95)
+
+    results = {}
+    for m_i, name in enumerate(methods):
+        post = posteriors[name]
+        if post.likelihood != "gaussian":
+            raise ValueError(f"predictive_bands needs a Gaussian likelihood; {name!r} is not")
+        if post.num_tasks != n_tasks:
+            raise ValueError(f"{name!r} has {post.num_tasks} tasks, the support sets {n_tasks}")
+        sub = _select_tasks(post, idx)
+        k_q, k_c = jax.random.split(jax.random.fold_in(key, m_i))
+        q = _predictive_quantiles(sub, xg.astype(sub.phi.dtype), k_q, levels, num_draws)[..., 0]
+        mean = np.asarray(sub.mean(xg.astype(sub.phi.dtype)))[..., 0]
+        curves = None
+        if num_curves > 0:
+            curves = _function_curves(sub, xg.astype(sub.phi.dtype), k_c, num_curves)
+        results[name] = (q, mean, curves)
+
+    truths = None
+    if true_fn is not None:
+        truths = [np.asarray(true_fn(i, grid), dtype=float).reshape(-1) for i in idx]
+
+    # shared y limits per column: intervals, support points and the true function
+    ylims = []
+    for c, i in enumerate(idx):
+        vals = [results[n][0][[0, -1], c].ravel() for n in methods]
+        sel = ms[i] > 0.5
+        vals.append(ys[i, sel, 0])
+        if truths is not None:
+            vals.append(truths[c])
+        v = np.concatenate(vals)
+        v = v[np.isfinite(v)]
+        lo, hi = (float(v.min()), float(v.max())) if v.size else (-1.0, 1.0)
+        pad = 0.08 * max(hi - lo, 1e-3)
+        ylims.append((lo - pad, hi + pad))
+
+    nrows, ncols = len(methods), len(idx)
+    fig = _new_figure(3.1 * ncols + 0.4, 2.3 * nrows + 0.6)
+    axes = np.asarray(fig.subplots(nrows, ncols, squeeze=False, sharex=True))
+    for r, name in enumerate(methods):
+        q, mean, curves = results[name]
+        color = method_color(name)
+        band = _band_color(name)
+        for c, i in enumerate(idx):
+            ax = axes[r, c]
+            _style(ax, grid="both")
+            ax.fill_between(grid, q[0, c], q[3, c], color=band, alpha=0.15, lw=0)
+            ax.fill_between(grid, q[1, c], q[2, c], color=band, alpha=0.30, lw=0)
+            if curves is not None:
+                for s in range(curves.shape[1]):
+                    ax.plot(grid, curves[c, s], color=band, lw=0.7, alpha=0.45)
+            ax.plot(grid, mean[c], color=color, lw=2.0)
+            if truths is not None:
+                ax.plot(grid, truths[c], color=_TRUE_COLOR, lw=1.5, ls="--", zorder=4)
+            sel = ms[i] > 0.5
+            ax.scatter(
+                xs[i, sel, 0],
+                ys[i, sel, 0],
+                s=42,
+                color="black",
+                edgecolor="white",
+                linewidth=0.8,
+                zorder=5,
+            )
+            ax.text(
+                0.03,
+                0.95,
+                f"K = {int(sel.sum())}",
+                transform=ax.transAxes,
+                ha="left",
+                va="top",
+                fontsize=8,
+                bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "0.8", "alpha": 0.85},
+            )
+            ax.set_xlim(*x_range)
+            ax.set_ylim(*ylims[c])
+            if r == 0:
+                ax.set_title(f"task {i}", fontsize=10)
+            if r == nrows - 1:
+                ax.set_xlabel("x", fontsize=9)
+            if c == 0:
+                ax.set_ylabel(f"{name}\ny", fontsize=9, color=color, fontweight="bold")
+
+    handles = [
+        Line2D(
+            [],
+            [],
+            marker="o",
+            ls="",
+            color="black",
+            markeredgecolor="white",
+            markersize=7,
+            label="support points",
+        ),
+    ]
+    if truths is not None:
+        handles.append(Line2D([], [], color=_TRUE_COLOR, ls="--", lw=1.5, label="true function"))
+    handles += [
+        Line2D([], [], color="0.2", lw=2.0, label="predictive mean"),
+        Patch(facecolor="0.35", alpha=0.45, label="50% interval"),
+        Patch(facecolor="0.35", alpha=0.15, label="90% interval"),
+    ]
+    if num_curves > 0:
+        handles.append(Line2D([], [], color="0.35", lw=0.7, alpha=0.6, label="function draws"))
+    fig.legend(
+        handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8, frameon=False
+    )
+    fig.suptitle("Posterior predictive (intervals include observation noise)", fontsize=11)
+    return _finish(fig, path)
+
+
+# -- regression: calibration -----------------------------------------------------------------
+
+
+def calibration_curves(
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    path: str | os.PathLike | None = None,
+) -> Figure:
+    """Expected vs observed fraction, one line per method, with the diagonal.
+
+    Parameters
+    ----------
+    curves : dict[str, (levels, observed)]
+        Method name -> the levels p and the observed fraction of query points with predictive
+        CDF(y) <= p (or the empirical coverage of level-p intervals).
+    path : path-like or None
+        Where to save the PNG.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The legend gives each method's calibration error, mean |observed - expected|.
+    """
+    fig = _new_figure(4.8, 4.6)
+    ax = fig.add_subplot()
+    _style(ax, grid="both")
+    ax.plot([0, 1], [0, 1], color="0.55", ls="--", lw=1.2, label="perfect calibration")
+    for name in _order_methods(curves):
+        levels, observed = (np.asarray(a, dtype=float).ravel() for a in curves[name])
+        if levels.shape != observed.shape:
+            raise ValueError(f"{name!r}: levels {levels.shape} vs observed {observed.shape}")
+        ce = float(np.mean(np.abs(observed - levels)))
+        order = np.argsort(levels)
+        ax.plot(
+            levels[order],
+            observed[order],
+            color=method_color(name),
+            lw=2,
+            marker="o",
+            markersize=3.5,
+            label=f"{name}  (CE {ce:.3f})",
+        )
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
+    ax.set_xlabel("expected fraction", fontsize=9)
+    ax.set_ylabel("observed fraction", fontsize=9)
+    ax.set_title("Calibration", fontsize=11)
+    ax.legend(fontsize=8, loc="upper left", frameon=True, framealpha=0.9, edgecolor="0.85")
+    return _finish(fig, path)
+
+
+def pit_histograms(
+    pits: Mapping[str, np.ndarray],
+    bins: int = 10,
+    path: str | os.PathLike | None = None,
+) -> Figure:
+    """Histograms of PIT values (predictive CDF at the observed y), one panel per method.
+
+    A calibrated predictive gives uniform PIT values (density 1, the dashed line); a U shape
+    means over-confident, a hump under-confident, a slope a biased predictive.
+
+    Parameters
+    ----------
+    pits : dict[str, array]
+        Method name -> PIT values in [0, 1] (any shape; NaNs are dropped).
+    bins : int
+        Number of equal-width bins.
+    path : path-like or None
+        Where to save the PNG.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes per method; each is annotated with the calibration error
+        mean_p |F_PIT(p) - p| over p in {0.05, ..., 0.95}.
+    """
+    names = _order_methods(pits)
+    if not names:
+        raise ValueError("pit_histograms needs at least one method")
+    ncols = min(len(names), 4)
+    nrows = math.ceil(len(names) / ncols)
+    fig = _new_figure(2.7 * ncols + 0.3, 2.3 * nrows + 0.5)
+    axes = np.asarray(fig.subplots(nrows, ncols, squeeze=False, sharey=True)).ravel()
+    for ax in axes[len(names) :]:
+        fig.delaxes(ax)
+    edges = np.linspace(0, 1, bins + 1)
+    p_levels = np.linspace(0.05, 0.95, 19)
+    top = 2.0
+    for ax, name in zip(axes, names, strict=False):
+        u = np.asarray(pits[name], dtype=float).ravel()
+        u = u[np.isfinite(u)]
+        _style(ax)
+        if u.size:
+            dens, _, _ = ax.hist(
+                np.clip(u, 0, 1),
+                bins=edges,
+                density=True,
+                color=_band_color(name),
+                alpha=0.75,
+                edgecolor="white",
+                linewidth=0.8,
+            )
+            top = max(top, 1.1 * float(np.max(dens)))
+            ce = float(np.mean(np.abs(np.mean(u[:, None] <= p_levels[None], axis=0) - p_levels)))
+            ax.text(
+                0.5,
+                0.96,
+                f"CE {ce:.3f}   n = {u.size}",
+                transform=ax.transAxes,
+                ha="center",
+                va="top",
+                fontsize=7.5,
+                color="0.25",
+            )
+        ax.axhline(1.0, color="black", ls="--", lw=1.2)
+        ax.set_xlim(0, 1)
+        ax.set_title(name, fontsize=10, color=method_color(name), fontweight="bold")
+        ax.set_xlabel("PIT", fontsize=9)
+    for ax in axes[: len(names)]:
+        ax.set_ylim(0, top)
+    for r in range(nrows):
+        axes[r * ncols].set_ylabel("density", fontsize=9)
+    fig.suptitle("PIT histograms (uniform = calibrated)", fontsize=11)
+    return _finish(fig, path)
+
+
+# -- classification --------------------------------------------------------------------------
+
+
+def _reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int):
+    conf = probs.max(-1)
+    correct = (probs.argmax(-1) == labels).astype(float)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    b = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
+    counts = np.bincount(b, minlength=n_bins).astype(float)
+    safe = np.maximum(counts, 1)
+    acc = np.bincount(b, weights=correct, minlength=n_bins) / safe
+    mean_conf = np.bincount(b, weights=conf, minlength=n_bins) / safe
+    ece = float(np.sum(counts / max(len(conf), 1) * np.abs(acc - mean_conf)))
+    return edges, counts, acc, mean_conf, ece
+
+
+def reliability_diagram(
+    probs,
+    labels,
+    n_bins: int = 15,
+    title: str | None = None,
+    path: str | os.PathLike | None = None,
+) -> Figure:
+    """Reliability diagram for classification.
+
+    Top: accuracy of the predictions in each of ``n_bins`` equal-width confidence bins (bars),
+    the gap to the bin's mean confidence shaded, and the diagonal. Bottom: number of
+    predictions per bin. The title gives the expected calibration error
+    ``ECE = Σ_b n_b/N |acc_b − conf_b|``.
+
+    Parameters
+    ----------
+    probs : (..., C) or (...,)
+        Predictive class probabilities (leading dimensions are flattened); a 1-D array is
+        taken as the probability of class 1 of a binary problem.
+    labels : (...,) int
+        True classes.
+    n_bins : int
+    title : str or None
+        Prefix of the title (e.g. the method's name).
+    path : path-like or None
+        Where to save the PNG.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Two axes: the diagram and the count histogram.
+    """
+    p = np.asarray(probs, dtype=float)
+    y = np.asarray(labels).reshape(-1).astype(int)
+    if p.ndim == 1 or (p.ndim >= 1 and p.shape == np.asarray(labels).shape):
+        p = np.stack([1.0 - p.reshape(-1), p.reshape(-1)], axis=-1)
+    p = p.reshape(-1, p.shape[-1])
+    if p.shape[0] != y.shape[0]:
+        raise ValueError(f"{p.shape[0]} predictions but {y.shape[0]} labels")
+    edges, counts, acc, conf, ece = _reliability_bins(p, y, n_bins)
+    width = edges[1] - edges[0]
+    centers = edges[:-1] + width / 2
+    has = counts > 0
+
+    fig = _new_figure(4.6, 5.4)
+    ax, ax_h = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    _style(ax, grid="both")
+    _style(ax_h)
+    ax.plot([0, 1], [0, 1], color="0.45", ls="--", lw=1.2, label="perfect calibration", zorder=3)
+    ax.bar(
+        centers[has],
+        acc[has],
+        width=width,
+        color="#4C72B0",
+        edgecolor="white",
+        linewidth=0.8,
+        label="accuracy",
+        zorder=2,
+    )
+    lo = np.minimum(acc, conf)[has]
+    ax.bar(
+        centers[has],
+        np.abs(conf - acc)[has],
+        bottom=lo,
+        width=width,
+        color="#C44E52",
+        alpha=0.35,
+        edgecolor="#C44E52",
+        hatch="//",
+        linewidth=0.6,
+        label="gap to confidence",
+        zorder=2.5,
+    )
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy", fontsize=9)
+    ax.legend(fontsize=8, loc="upper left", frameon=True, framealpha=0.9, edgecolor="0.85")
+    head = f"{title}: " if title else ""
+    ax.set_title(f"{head}reliability (ECE = {ece:.3f})", fontsize=11)
+
+    ax_h.bar(centers, counts, width=width, color="0.55", edgecolor="white", linewidth=0.8)
+    ax_h.set_xlabel("confidence (max predicted probability)", fontsize=9)
+    ax_h.set_ylabel("count", fontsize=9)
+    ax_h.yaxis.set_major_locator(MaxNLocator(nbins=3, integer=True))
+    return _finish(fig, path)
+
+
+# -- benchmark summaries ---------------------------------------------------------------------
+
+
+def metric_bars(
+    rows: Sequence[Mapping],
+    metric: str = "nll",
+    group: str = "k",
+    path: str | os.PathLike | None = None,
+) -> Figure:
+    """Grouped bar chart of a metric per method (bars) and group, e.g. support size K.
+
+    Parameters
+    ----------
+    rows : list of dict
+        Each with ``"method"``, the ``group`` key and ``metric``, e.g.
+        ``{"method": "abml", "k": 1, "nll": 0.9, "oracle_nll": 0.7}``. An optional
+        ``metric + "_se"`` draws error bars; ``"oracle_" + metric`` draws the oracle (the
+        exact Bayes predictive) as a black tick across its group.
+    metric : str
+    group : str
+    path : path-like or None
+        Where to save the PNG.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    rows = [r for r in rows if metric in r]
+    if not rows:
+        raise ValueError(f"no row holds the metric {metric!r}")
+    methods = _order_methods(dict.fromkeys(str(r["method"]) for r in rows))
+    groups = list(dict.fromkeys(r[group] for r in rows))
+    try:
+        groups = sorted(groups)
+    except TypeError:
+        pass
+    gpos = {g: i for i, g in enumerate(groups)}
+    n_m = len(methods)
+    width = 0.8 / n_m
+
+    fig = _new_figure(max(4.5, 1.0 + 0.55 * n_m * len(groups) + 0.4 * len(groups)), 3.8)
+    ax = fig.add_subplot()
+    _style(ax)
+    for j, name in enumerate(methods):
+        mine = [r for r in rows if str(r["method"]) == name]
+        x = np.array([gpos[r[group]] for r in mine], dtype=float) + (j - (n_m - 1) / 2) * width
+        v = np.array([float(r[metric]) for r in mine])
+        se = None
+        if all(f"{metric}_se" in r for r in mine):
+            se = np.array([float(r[f"{metric}_se"]) for r in mine])
+        bars = ax.bar(
+            x,
+            v,
+            width=width * 0.92,
+            color=method_color(name),
+            label=name,
+            yerr=se,
+            error_kw={"elinewidth": 1, "capsize": 2, "ecolor": "0.3"},
+            zorder=2,
+        )
+        ax.bar_label(bars, fmt="%.2f", fontsize=6.5, padding=2, color="0.25")
+    oracle_key = f"oracle_{metric}"
+    labelled = False
+    for g in groups:
+        o = [float(r[oracle_key]) for r in rows if r[group] == g and oracle_key in r]
+        if o:
+            c = gpos[g]
+            ax.hlines(
+                np.mean(o),
+                c - 0.45,
+                c + 0.45,
+                color="black",
+                lw=2.2,
+                zorder=3,
+                label=None if labelled else "oracle (exact Bayes)",
+            )
+            labelled = True
+    ax.axhline(0.0, color="0.3", lw=0.8, zorder=1)
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels([f"{group.upper() if group == 'k' else group} = {g}" for g in groups])
+    ax.set_xlabel("support size" if group == "k" else group, fontsize=9)
+    ax.set_ylabel(_metric_label(metric), fontsize=9)
+    ax.set_title(f"{_metric_label(metric)} by method", fontsize=11)
+    ax.legend(
+        fontsize=8,
+        ncols=min(n_m + labelled, 4),
+        loc="upper right",
+        frameon=True,
+        framealpha=0.9,
+        edgecolor="0.85",
+    )
+    ax.margins(y=0.15)
+    return _finish(fig, path)
+
+
+def learning_curves(
+    curves: Mapping[str, Mapping[str, Sequence[float]]],
+    metric: str = "mse",
+    path: str | os.PathLike | None = None,
+) -> Figure:
+    """Active-learning curves: a metric against the number of labelled points.
+
+    Parameters
+    ----------
+    curves : dict[str, dict]
+        Name (method or acquisition function) -> ``{"n_labels": [...], metric: [...]}`` with
+        an optional ``metric + "_se"`` list, drawn as a ±1 standard error band.
+    metric : str
+    path : path-like or None
+        Where to save the PNG.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    fig = _new_figure(5.2, 3.8)
+    ax = fig.add_subplot()
+    _style(ax, grid="both")
+    for name in _order_methods(curves):
+        c = curves[name]
+        n = np.asarray(c["n_labels"], dtype=float)
+        v = np.asarray(c[metric], dtype=float)
+        color = method_color(name)
+        ax.plot(n, v, color=color, lw=2, marker="o", markersize=3.5, label=name)
+        if f"{metric}_se" in c:
+            se = np.asarray(c[f"{metric}_se"], dtype=float)
+            ax.fill_between(n, v - se, v + se, color=_band_color(name), alpha=0.18, lw=0)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("number of labelled points", fontsize=9)
+    ax.set_ylabel(_metric_label(metric), fontsize=9)
+    ax.set_title(f"Active learning: {_metric_label(metric)} (±1 s.e.)", fontsize=11)
+    ax.legend(fontsize=8, frameon=True, framealpha=0.9, edgecolor="0.85")
+    return _finish(fig, path)

@@ -1,0 +1,293 @@
+"""Reading and writing task files (DESIGN.md §4).
+
+A task file is an ``.npz`` archive of T tasks with K support and Q query points each::
+
+    x_support (T, K, Dx)   y_support (T, K, Dy) float  or  (T, K) int (classification)
+    x_query   (T, Q, Dx)   y_query   (T, Q, Dy) float  or  (T, Q) int
+
+Active-learning files add ``x_pool (T, P, Dx)`` and ``y_pool`` (both or neither). Other keys
+(e.g. ``task_params``) are kept as they are.
+
+:func:`load_tasks` and :func:`validate_tasks` raise :class:`TaskFileError` with one line naming
+the key or argument, what was expected and what was got.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Mapping
+
+import numpy as np
+
+__all__ = ["REQUIRED_KEYS", "TaskFileError", "load_tasks", "save_tasks", "validate_tasks"]
+
+REQUIRED_KEYS = ("x_support", "y_support", "x_query", "y_query")
+POOL_KEYS = ("x_pool", "y_pool")
+
+# (x key, y key, size symbol) of each point set.
+_SETS = (("x_support", "y_support", "K"), ("x_query", "y_query", "Q"), ("x_pool", "y_pool", "P"))
+
+
+class TaskFileError(ValueError):
+    """A task file or task dict does not follow the task-file format."""
+
+
+def _shape(a: np.ndarray) -> str:
+    return f"{a.ndim}-D {a.dtype} of shape {a.shape}"
+
+
+def _check_finite(key: str, a: np.ndarray) -> None:
+    if a.dtype.kind != "f":
+        return
+    bad = ~np.isfinite(a)
+    if bad.any():
+        n_nan = int(np.isnan(a).sum())
+        n_inf = int(bad.sum()) - n_nan
+        raise TaskFileError(
+            f"{key}: expected finite values, got {n_nan} NaN and {n_inf} inf of {a.size}"
+        )
+
+
+def validate_tasks(
+    tasks: Mapping[str, object], *, dx: int | None = None, classification: bool | None = None
+) -> dict[str, np.ndarray]:
+    """Check a task dict against the task-file format and normalise its dtypes.
+
+    Parameters
+    ----------
+    tasks : mapping of str -> array
+        ``x_support``, ``y_support``, ``x_query``, ``y_query`` and optionally ``x_pool`` with
+        ``y_pool``; other keys are passed through.
+    dx : int, optional
+        Expected input dimension Dx (e.g. the model's).
+    classification : bool, optional
+        ``True``: labels must be ``(T, N)`` integers; ``False``: outputs must be
+        ``(T, N, Dy)``; ``None``: decided by the rank of ``y_support`` (2-D integer labels are
+        classification, 3-D outputs regression).
+
+    Returns
+    -------
+    dict of ndarray
+        Inputs and regression outputs as float32, class labels as int32, other keys unchanged.
+
+    Raises
+    ------
+    TaskFileError
+        On the first problem found, with a one-line message naming the key or argument.
+    """
+    if not isinstance(tasks, Mapping):
+        raise TaskFileError(f"tasks: expected a dict of arrays, got {type(tasks).__name__}")
+    missing = [k for k in REQUIRED_KEYS if k not in tasks]
+    if missing:
+        raise TaskFileError(
+            f"{missing[0]}: missing key (a task file needs {', '.join(REQUIRED_KEYS)}); "
+            f"got keys {sorted(tasks)}"
+        )
+    has_pool = [k in tasks for k in POOL_KEYS]
+    if any(has_pool) and not all(has_pool):
+        present, absent = (POOL_KEYS[0], POOL_KEYS[1]) if has_pool[0] else POOL_KEYS[::-1]
+        raise TaskFileError(f"{absent}: missing key ({present} is present; the pool needs both)")
+    sets = [s for s in _SETS if s[0] in tasks]
+
+    arrays: dict[str, np.ndarray] = {}
+    for xk, yk, _ in sets:
+        for key in (xk, yk):
+            try:
+                a = np.asarray(tasks[key])
+            except Exception as e:
+                raise TaskFileError(
+                    f"{key}: expected a numeric array, got an unreadable value ({e})"
+                ) from e
+            if a.dtype.kind not in "iuf":
+                raise TaskFileError(
+                    f"{key}: expected a numeric (integer or float) array, got dtype {a.dtype}"
+                )
+            arrays[key] = a
+
+    if dx is not None and (not isinstance(dx, (int, np.integer)) or dx < 1):
+        raise TaskFileError(f"dx: expected a positive integer, got {dx!r}")
+
+    # Inputs: (T, N, Dx), one Dx.
+    for xk, _, n in sets:
+        x = arrays[xk]
+        if x.ndim != 3:
+            raise TaskFileError(f"{xk}: expected 3-D (T, {n}, Dx), got {_shape(x)}")
+    x0 = arrays["x_support"]
+    for xk, _, n in sets:
+        x = arrays[xk]
+        if dx is not None and x.shape[2] != dx:
+            raise TaskFileError(f"{xk}: expected Dx={dx} (from dx), got (T, {n}, Dx)={x.shape}")
+        if x.shape[2] != x0.shape[2]:
+            raise TaskFileError(
+                f"{xk}: expected Dx={x0.shape[2]} as in x_support {x0.shape}, got {x.shape}"
+            )
+        if x.shape[2] < 1:
+            raise TaskFileError(f"{xk}: expected Dx >= 1 in (T, {n}, Dx), got {x.shape}")
+
+    # Outputs: classification or regression, decided once from y_support.
+    ys = arrays["y_support"]
+    if classification is None:
+        if ys.ndim == 2 and ys.dtype.kind in "iu":
+            classification = True
+        elif ys.ndim == 3:
+            classification = False
+        else:
+            raise TaskFileError(
+                "y_support: expected 3-D (T, K, Dy) float (regression) or 2-D (T, K) integer "
+                f"(classification), got {_shape(ys)}"
+            )
+    for _, yk, n in sets:
+        y = arrays[yk]
+        if classification:
+            if y.ndim != 2:
+                raise TaskFileError(
+                    f"{yk}: expected 2-D (T, {n}) integer labels (classification), got {_shape(y)}"
+                )
+            if y.dtype.kind not in "iu":
+                raise TaskFileError(
+                    f"{yk}: expected integer class labels (classification), got dtype {y.dtype} "
+                    f"of shape {y.shape}"
+                )
+        elif y.ndim != 3:
+            hint = " (integer (T, N) labels need classification)" if y.ndim == 2 else ""
+            raise TaskFileError(
+                f"{yk}: expected 3-D (T, {n}, Dy) float outputs (regression), got {_shape(y)}{hint}"
+            )
+    if not classification:
+        dy = ys.shape[2]
+        for _, yk, n in sets:
+            y = arrays[yk]
+            if y.shape[2] != dy or dy < 1:
+                raise TaskFileError(
+                    f"{yk}: expected Dy={dy} >= 1 as in y_support {ys.shape}, "
+                    f"got (T, {n}, Dy)={y.shape}"
+                )
+
+    # Sizes: one T, matching N between x and y of each set, N >= 1.
+    t = x0.shape[0]
+    if t < 1:
+        raise TaskFileError(f"x_support: expected T >= 1 tasks in (T, K, Dx), got {x0.shape}")
+    for xk, yk, n in sets:
+        for key in (xk, yk):
+            if arrays[key].shape[0] != t:
+                raise TaskFileError(
+                    f"{key}: expected T={t} tasks as in x_support {x0.shape}, "
+                    f"got shape {arrays[key].shape}"
+                )
+        x, y = arrays[xk], arrays[yk]
+        if y.shape[1] != x.shape[1]:
+            raise TaskFileError(
+                f"{yk}: expected {n}={x.shape[1]} points as in {xk} {x.shape}, got {y.shape}"
+            )
+        if x.shape[1] < 1:
+            raise TaskFileError(
+                f"{xk}: expected {n} >= 1 points per task in (T, {n}, Dx), got {x.shape} (empty)"
+            )
+
+    # Values.
+    for xk, yk, _ in sets:
+        _check_finite(xk, arrays[xk])
+        _check_finite(yk, arrays[yk])
+        if classification:
+            y = arrays[yk]
+            if y.min() < 0:
+                raise TaskFileError(
+                    f"{yk}: expected class labels >= 0, got min {y.min()} "
+                    f"({int((y < 0).sum())} negative of {y.size})"
+                )
+            if y.max() > np.iinfo(np.int32).max:
+                raise TaskFileError(f"{yk}: expected class labels < 2**31, got max {y.max()}")
+
+    out: dict[str, np.ndarray] = {}
+    for xk, yk, _ in sets:
+        out[xk] = arrays[xk].astype(np.float32)
+        out[yk] = arrays[yk].astype(np.int32 if classification else np.float32)
+    for key, value in tasks.items():
+        if key not in out:
+            out[key] = np.asarray(value)
+    return out
+
+
+def save_tasks(
+    path: str | os.PathLike, tasks: Mapping[str, object], *, validate: bool = True
+) -> None:
+    """Write a task dict to ``path`` as ``.npz``, atomically.
+
+    The archive is written to ``path + '.tmp'`` and moved into place with :func:`os.replace`,
+    so a reader never sees a half-written file. Extra keys (``task_params``, ``x_pool``, …)
+    are kept.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Destination; written exactly there (no ``.npz`` suffix is added).
+    tasks : mapping of str -> array
+    validate : bool
+        Check the format first (:func:`validate_tasks`) and refuse to write a bad file.
+    """
+    arrays = {k: np.asarray(v) for k, v in tasks.items()}
+    if validate:
+        validate_tasks(arrays)
+    path = os.fspath(path)
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_tasks(
+    path: str | os.PathLike, *, dx: int | None = None, classification: bool | None = None
+) -> dict[str, np.ndarray]:
+    """Read and validate a task file.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        An ``.npz`` archive in the task-file format.
+    dx, classification
+        As in :func:`validate_tasks`.
+
+    Returns
+    -------
+    dict of ndarray
+        As :func:`validate_tasks` returns it.
+
+    Raises
+    ------
+    TaskFileError
+        The file is missing, is not an ``.npz`` archive, or fails :func:`validate_tasks`.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise TaskFileError(f"tasks file {path!r}: no such file")
+    if os.path.isdir(path):
+        raise TaskFileError(f"tasks file {path!r}: expected an .npz file, got a directory")
+    if not zipfile.is_zipfile(path):
+        raise TaskFileError(
+            f"tasks file {path!r}: expected an .npz (zip) archive of arrays, got another format"
+        )
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise TaskFileError(f"tasks file {path!r}: cannot read as .npz ({e})") from e
+    data: dict[str, np.ndarray] = {}
+    with npz:
+        for key in npz.files:
+            try:
+                data[key] = npz[key]
+            except (OSError, ValueError, zipfile.BadZipFile) as e:
+                msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise TaskFileError(
+                    f"{key}: cannot read array from {path!r} "
+                    f"(expected a plain numeric array; {msg})"
+                ) from e
+    try:
+        return validate_tasks(data, dx=dx, classification=classification)
+    except TaskFileError as e:
+        raise TaskFileError(f"{e} [in {path}]") from None

@@ -1,0 +1,152 @@
+"""Model files: a hierarchical model, its task family and a training recipe per method.
+
+A model file is a Python file that defines ``SPEC = ModelSpec(...)`` (see
+``models/sinusoid.py``). ``bayesmeta fit models/sinusoid.py --method abml`` loads it by path;
+built-in names (``sinusoid``, ``sine_line``) load the files shipped as ``bayesmeta.models``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from bayesmeta.inference import Method, abml, maml, reference
+from bayesmeta.model import HierarchicalModel
+from bayesmeta.tasks.base import TaskBatch, TaskFamily, sample_batch
+
+TRAIN_KEYS = ("steps", "meta_batch", "num_query", "chunk_size", "max_seconds")
+BUDGETS = ("default", "full", "quick")
+
+
+def _meta_sgd(model, **kw):
+    return maml(model, meta_sgd=True, **kw)
+
+
+METHOD_FACTORIES: dict[str, Callable[..., Method]] = {
+    "maml": maml,
+    "meta-sgd": _meta_sgd,
+    "abml": abml,
+}
+METHOD_NAMES = (*METHOD_FACTORIES, "reference")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A complete hierarchical model with its task family and training recipes.
+
+    Attributes
+    ----------
+    name : str
+    family : TaskFamily
+        Where meta-training and held-out tasks come from.
+    model : HierarchicalModel
+        Network, prior and likelihood.
+    recipes : dict
+        ``method -> settings``; settings are training keys (``steps``, ``meta_batch``,
+        ``num_query``, ``chunk_size``, ``max_seconds``) and the method's own keyword arguments.
+        A ``"*"`` entry applies to every method.
+    budgets : dict
+        ``budget -> method -> overrides`` (e.g. ``"full"`` for longer training).
+    k_range : (int, int)
+        Support sizes drawn during meta-training, so one model serves every K.
+    eval_k : tuple of int
+        Support sizes reported by default.
+    """
+
+    name: str
+    family: TaskFamily
+    model: HierarchicalModel
+    recipes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    budgets: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    k_range: tuple[int, int] = (1, 10)
+    eval_k: tuple[int, ...] = (1, 5, 10)
+    source: str = ""
+
+    def recipe(self, method: str, budget: str = "default", **overrides) -> dict[str, Any]:
+        """Resolved settings for ``method``: defaults < recipe < budget < ``overrides``."""
+        if method not in METHOD_NAMES:
+            raise ValueError(f"method: expected one of {list(METHOD_NAMES)}, got {method!r}")
+        if budget not in BUDGETS:
+            raise ValueError(f"budget: expected one of {list(BUDGETS)}, got {budget!r}")
+        out: dict[str, Any] = {
+            "steps": 10_000,
+            "meta_batch": 25,
+            "num_query": 10,
+            "chunk_size": 250,
+            "max_seconds": None,
+        }
+        for src in (
+            self.recipes.get("*", {}),
+            self.recipes.get(method, {}),
+            self.budgets.get(budget, {}).get("*", {}),
+            self.budgets.get(budget, {}).get(method, {}),
+        ):
+            out.update(src)
+        out.update({k: v for k, v in overrides.items() if v is not None})
+        return out
+
+    def build(self, method: str, budget: str = "default", **overrides) -> tuple[Method, dict]:
+        """``(Method, training settings)`` for ``method`` under this spec."""
+        settings = self.recipe(method, budget, **overrides)
+        if method == "reference":
+            return reference(self.family), {**settings, "steps": 0}
+        kwargs = {k: v for k, v in settings.items() if k not in TRAIN_KEYS}
+        train_cfg = {k: settings[k] for k in TRAIN_KEYS}
+        try:
+            m = METHOD_FACTORIES[method](self.model, **kwargs)
+        except TypeError as err:
+            raise ValueError(f"recipe for {method!r}: {err}") from None
+        return m, train_cfg
+
+    def sampler(self, meta_batch: int, num_query: int) -> Callable[[jax.Array], TaskBatch]:
+        """Jittable episode sampler for meta-training."""
+        return lambda key: sample_batch(self.family, key, meta_batch, self.k_range, num_query)[0]
+
+
+def load_model_spec(model: str) -> ModelSpec:
+    """Load a model file by path, or a built-in model by name."""
+    path = Path(model)
+    if path.suffix == ".py" or path.exists():
+        if not path.is_file():
+            raise ValueError(f"MODEL: no model file at {model!r}")
+        name = f"bayesmeta_user_model_{abs(hash(str(path.resolve())))}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as err:
+            raise ValueError(
+                f"MODEL: {model!r} failed to load ({type(err).__name__}: {err})"
+            ) from None
+        source = str(path.resolve())
+    else:
+        try:
+            module = importlib.import_module(f"bayesmeta.models.{model}")
+        except ModuleNotFoundError:
+            raise ValueError(
+                f"MODEL: expected a model file or one of {list(builtin_models())}, got {model!r}"
+            ) from None
+        source = model
+    spec_obj = getattr(module, "SPEC", None)
+    if not isinstance(spec_obj, ModelSpec):
+        raise ValueError(f"MODEL: {model!r} does not define SPEC = ModelSpec(...)")
+    return ModelSpec(**{**spec_obj.__dict__, "source": source})
+
+
+def builtin_models() -> tuple[str, ...]:
+    import bayesmeta.models as pkg
+
+    return tuple(
+        p.stem for p in Path(pkg.__file__).parent.glob("*.py") if not p.stem.startswith("_")
+    )
+
+
+__all__ = ["METHOD_NAMES", "HierarchicalModel", "ModelSpec", "TaskFamily", "load_model_spec"]

@@ -1,0 +1,1 @@
+"""The model zoo: one file per hierarchical model (shipped as ``bayesmeta.models``)."""

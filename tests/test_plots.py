@@ -1,0 +1,225 @@
+"""Tests of bayesmeta.plots: files written, layout, and the numbers the figures show."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from bayesmeta.plots import (
+    PALETTE,
+    _predictive_quantiles,
+    _select_tasks,
+    calibration_curves,
+    learning_curves,
+    method_color,
+    metric_bars,
+    pit_histograms,
+    predictive_bands,
+    reliability_diagram,
+)
+from bayesmeta.posterior import TaskPosterior
+from bayesmeta.tasks import sample_batch, sinusoid
+
+NOISE = 0.3
+
+
+@pytest.fixture(scope="module")
+def setup():
+    family = sinusoid(noise=NOISE)
+    batch, params = sample_batch(family, jax.random.PRNGKey(0), 4, (2, 6), 10)
+    s = 32
+    eps = jax.random.normal(jax.random.PRNGKey(1), (4, s, 2))
+    truth = TaskPosterior.from_samples(
+        params[:, None, :] + 1e-3 * eps, NOISE, family.mean_fn, method="reference"
+    )
+    wide = TaskPosterior.from_samples(
+        params[:, None, :] + 0.3 * eps, NOISE, family.mean_fn, method="abml"
+    )
+    return family, batch, params, truth, wide
+
+
+def _check_png(path, fig):
+    assert isinstance(fig, Figure)
+    assert path.exists()
+    assert path.stat().st_size > 5_000
+
+
+def test_predictive_quantiles_match_gaussian_at_truth(setup):
+    family, _, params, truth, _ = setup
+    x = jnp.linspace(-4.0, 4.0, 5)[None, :, None].repeat(4, axis=0)
+    levels = (0.05, 0.5, 0.95)
+    q = _predictive_quantiles(truth, x, jax.random.PRNGKey(2), levels, num_draws=4000)
+    assert q.shape == (3, 4, 5, 1)
+    f = np.asarray(jax.vmap(family.mean_fn)(params, x))  # (T, N, 1)
+    z = 1.6448536
+    np.testing.assert_allclose(q[0], f - z * NOISE, atol=0.05)
+    np.testing.assert_allclose(q[1], f, atol=0.05)
+    np.testing.assert_allclose(q[2], f + z * NOISE, atol=0.05)
+
+
+def test_predictive_quantiles_respect_weights(setup):
+    # Two samples, all weight on the second: the quantiles are those of the second alone.
+    family, _, params, _, _ = setup
+    phi = jnp.stack([params[:1] + jnp.array([[2.0, 0.0]]), params[:1]], axis=1)  # (1, 2, 2)
+    post = TaskPosterior(
+        phi, jnp.log(jnp.array([[1e-9, 1.0 - 1e-9]])), jnp.full((1, 2), NOISE), family.mean_fn
+    )
+    x = jnp.array([[[1.0]]])
+    q = _predictive_quantiles(post, x, jax.random.PRNGKey(3), (0.05, 0.95), num_draws=4000)
+    f = float(family.mean_fn(params[0], x[0])[0, 0])
+    np.testing.assert_allclose(q[:, 0, 0, 0], [f - 1.645 * NOISE, f + 1.645 * NOISE], atol=0.05)
+
+
+def test_select_tasks(setup):
+    _, _, _, _, wide = setup
+    sub = _select_tasks(wide, [2, 0])
+    assert sub.num_tasks == 2
+    np.testing.assert_array_equal(np.asarray(sub.phi[0]), np.asarray(wide.phi[2]))
+    np.testing.assert_array_equal(np.asarray(sub.phi[1]), np.asarray(wide.phi[0]))
+
+
+def test_predictive_bands(setup, tmp_path):
+    family, batch, params, truth, wide = setup
+
+    def true_fn(i, xg):
+        return family.mean_fn(params[i], jnp.asarray(xg)[:, None])[:, 0]
+
+    path = tmp_path / "sub" / "bands.png"
+    fig = predictive_bands(
+        {"abml": wide, "reference": truth},  # reference must come first regardless
+        batch.x_support,
+        batch.y_support,
+        batch.mask_support,
+        task_indices=(0, 1, 3),
+        true_fn=true_fn,
+        num_draws=300,
+        path=path,
+    )
+    _check_png(path, fig)
+    axes = fig.axes
+    assert len(axes) == 2 * 3
+    assert axes[0].get_ylabel().startswith("reference")
+    assert axes[3].get_ylabel().startswith("abml")
+    # y limits shared within a column, and K annotated from the mask
+    for c in range(3):
+        assert axes[c].get_ylim() == axes[3 + c].get_ylim()
+    k = np.asarray(batch.mask_support).sum(-1).astype(int)
+    texts = [t.get_text() for t in axes[2].texts]
+    assert f"K = {k[3]}" in texts
+    # the plotted support points are the real ones only
+    offsets = axes[0].collections[-1].get_offsets()
+    assert len(offsets) == k[0]
+
+
+def test_predictive_bands_rejects_bad_indices(setup):
+    _, batch, _, truth, _ = setup
+    with pytest.raises(ValueError, match="out of range"):
+        predictive_bands(
+            {"reference": truth},
+            batch.x_support,
+            batch.y_support,
+            batch.mask_support,
+            task_indices=(0, 7),
+        )
+
+
+def test_calibration_curves(tmp_path):
+    levels = np.linspace(0.05, 0.95, 19)
+    curves = {"abml": (levels, levels**1.5), "reference": (levels, levels + 0.01)}
+    path = tmp_path / "cal.png"
+    fig = calibration_curves(curves, path=path)
+    _check_png(path, fig)
+    assert len(fig.axes) == 1
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    ce = np.mean(np.abs(levels**1.5 - levels))
+    assert f"abml  (CE {ce:.3f})" in labels
+    assert "reference  (CE 0.010)" in labels
+
+
+def test_pit_histograms(tmp_path):
+    rng = np.random.default_rng(0)
+    pits = {
+        "abml": rng.uniform(size=500),
+        "maml": rng.beta(0.4, 0.4, size=500),
+        "bmaml": rng.beta(3, 3, size=500),
+    }
+    path = tmp_path / "pit.png"
+    fig = pit_histograms(pits, bins=10, path=path)
+    _check_png(path, fig)
+    assert len(fig.axes) == 3
+    # the U-shaped (over-confident) one has far more mass in the outer bins
+    heights = [p.get_height() for p in fig.axes[1].patches]
+    assert len(heights) == 10
+    assert heights[0] > 1.5 and heights[-1] > 1.5 and heights[5] < 0.8
+
+
+def test_reliability_diagram_ece(tmp_path):
+    # every prediction at confidence 0.9, 60% right: ECE = 0.3
+    n = 1000
+    probs = np.tile([0.9, 0.05, 0.05], (n, 1))
+    labels = np.where(np.arange(n) < 600, 0, 1)
+    path = tmp_path / "rel.png"
+    fig = reliability_diagram(probs, labels, title="abml", path=path)
+    _check_png(path, fig)
+    assert len(fig.axes) == 2
+    assert "ECE = 0.300" in fig.axes[0].get_title()
+    assert fig.axes[0].get_title().startswith("abml")
+
+
+def test_reliability_diagram_binary_and_calibrated():
+    rng = np.random.default_rng(1)
+    p = rng.uniform(size=20_000)
+    labels = (rng.uniform(size=p.shape) < p).astype(int)
+    fig = reliability_diagram(p, labels)
+    ece = float(fig.axes[0].get_title().split("= ")[1].rstrip(")"))
+    assert ece < 0.02
+
+
+def test_metric_bars(tmp_path):
+    rows = [
+        {"method": m, "k": k, "nll": v + 0.1 * i, "oracle_nll": 0.5 - 0.1 * i}
+        for i, k in enumerate((1, 5, 10))
+        for m, v in (("abml", 0.9), ("maml", 1.4), ("reference", 0.6))
+    ]
+    path = tmp_path / "bars.png"
+    fig = metric_bars(rows, metric="nll", group="k", path=path)
+    _check_png(path, fig)
+    assert len(fig.axes) == 1
+    ax = fig.axes[0]
+    assert len(ax.patches) == 9
+    # one oracle tick per group, at the oracle values
+    oracle = [c for c in ax.collections if c.get_label() == "oracle (exact Bayes)"]
+    assert len(oracle) == 1
+    segs = oracle[0].get_segments()
+    assert len(segs) == 1
+    all_ticks = [s for c in ax.collections for s in c.get_segments()]
+    ys = sorted(round(float(s[0][1]), 6) for s in all_ticks)
+    assert ys == pytest.approx([0.3, 0.4, 0.5])
+    # bars of the same method share its palette colour
+    assert {tuple(p.get_facecolor()) for p in ax.containers[0].patches} == {
+        tuple(ax.containers[0].patches[0].get_facecolor())
+    }
+
+
+def test_learning_curves(tmp_path):
+    n = list(range(1, 11))
+    curves = {
+        "random": {"n_labels": n, "mse": [1 / k for k in n], "mse_se": [0.05] * 10},
+        "bald": {"n_labels": n, "mse": [0.7 / k for k in n], "mse_se": [0.04] * 10},
+    }
+    path = tmp_path / "al.png"
+    fig = learning_curves(curves, metric="mse", path=path)
+    _check_png(path, fig)
+    assert len(fig.axes) == 1
+    ax = fig.axes[0]
+    assert [ln.get_label() for ln in ax.get_lines()] == ["random", "bald"]
+    assert len(ax.collections) == 2  # one s.e. band each
+    np.testing.assert_allclose(ax.get_lines()[1].get_ydata(), curves["bald"]["mse"])
+
+
+def test_palette_is_fixed():
+    assert method_color("reference") == "#000000" == PALETTE["reference"]
+    assert method_color("my-new-method") == method_color("my-new-method")

@@ -1,0 +1,249 @@
+"""TaskPosterior: predictive density, CDF, moments, sampling, jit and ArviZ export.
+
+Every expected value is computed independently (NumPy / math), never by the code under test.
+"""
+
+from __future__ import annotations
+
+import math
+
+import arviz as az
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bayesmeta.evaluate import nll
+from bayesmeta.posterior import TaskPosterior
+from bayesmeta.tasks import make_task_set, sinusoid
+
+NOISE = 0.3
+
+
+def _const_apply(p, x):
+    """Location p[0] at every input: (N, Dx) -> (N, 1)."""
+    return jnp.full((x.shape[0], 1), p[0], dtype=x.dtype)
+
+
+@pytest.fixture(scope="module")
+def true_posterior():
+    """A posterior whose S samples are all the true task parameters (the exact predictive)."""
+    family = sinusoid(noise=NOISE)
+    tasks = make_task_set(family, jax.random.PRNGKey(0), num_tasks=6, k=5, num_query=40)
+    params = tasks["task_params"]
+    phi = jnp.repeat(params[:, None, :], 8, axis=1)
+    post = TaskPosterior.from_samples(phi, NOISE, family.mean_fn, method="truth")
+    return post, tasks
+
+
+def _gaussian_logpdf(y, m, s):
+    return -0.5 * ((y - m) / s) ** 2 - math.log(s) - 0.5 * math.log(2 * math.pi)
+
+
+def test_nll_of_true_function_equals_analytic_gaussian_nll(true_posterior):
+    post, tasks = true_posterior
+    x = np.asarray(tasks["x_query"], np.float64)
+    y = np.asarray(tasks["y_query"], np.float64)
+    a = np.asarray(tasks["task_params"], np.float64)
+    f = a[:, None, None, 0] * np.sin(x + a[:, None, None, 1])  # (T, Q, 1)
+    r = y - f
+    expected_points = (0.5 * (r / NOISE) ** 2 + math.log(NOISE) + 0.5 * math.log(2 * math.pi))[
+        ..., 0
+    ]
+
+    lp = post.log_predictive(tasks["x_query"], tasks["y_query"])
+    assert lp.shape == expected_points.shape
+    np.testing.assert_allclose(-np.asarray(lp), expected_points, atol=1e-4)
+    assert abs(nll(lp) - expected_points.mean()) < 1e-5
+
+
+def test_nll_changes_when_the_posterior_is_wrong(true_posterior):
+    # Guard: the same check with shifted samples must not match (the test above can fail).
+    post, tasks = true_posterior
+    shifted = TaskPosterior.from_samples(post.phi + jnp.array([0.5, 0.0]), NOISE, post.apply)
+    lp_true = nll(post.log_predictive(tasks["x_query"], tasks["y_query"]))
+    lp_shift = nll(shifted.log_predictive(tasks["x_query"], tasks["y_query"]))
+    assert lp_shift > lp_true + 0.1
+
+
+def _mixture_posterior():
+    # One task, two equally weighted samples: N(-1, 0.5²) and N(1.5, 2²).
+    phi = jnp.array([[[-1.0], [1.5]]])
+    noise = jnp.array([[0.5, 2.0]])
+    return TaskPosterior.from_samples(phi, noise, _const_apply)
+
+
+Y_POINTS = [-3.0, -1.2, -1.0, 0.0, 0.7, 1.5, 4.0]
+
+
+def test_cdf_of_two_gaussian_mixture_matches_erf():
+    post = _mixture_posterior()
+    x = jnp.zeros((1, len(Y_POINTS), 1))
+    y = jnp.array(Y_POINTS).reshape(1, -1, 1)
+
+    def phi_cdf(v, m, s):
+        return 0.5 * (1 + math.erf((v - m) / (s * math.sqrt(2))))
+
+    expected = [0.5 * phi_cdf(v, -1.0, 0.5) + 0.5 * phi_cdf(v, 1.5, 2.0) for v in Y_POINTS]
+    got = np.asarray(post.cdf(x, y))[0, :, 0]
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+    expected_lp = [
+        math.log(
+            0.5 * math.exp(_gaussian_logpdf(v, -1.0, 0.5))
+            + 0.5 * math.exp(_gaussian_logpdf(v, 1.5, 2.0))
+        )
+        for v in Y_POINTS
+    ]
+    np.testing.assert_allclose(np.asarray(post.log_predictive(x, y))[0], expected_lp, rtol=1e-5)
+
+
+def test_mixture_mean_and_variance_include_noise():
+    post = _mixture_posterior()
+    x = jnp.zeros((1, 3, 1))
+    m = 0.5 * (-1.0) + 0.5 * 1.5
+    var = 0.5 * (0.5**2 + 2.0**2) + 0.5 * ((-1.0 - m) ** 2 + (1.5 - m) ** 2)
+    np.testing.assert_allclose(np.asarray(post.mean(x)), m, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(post.variance(x)), var, rtol=1e-6)
+
+
+def _weighted_posterior():
+    # Two tasks, three nodes with non-uniform weights.
+    means = [[-2.0, 0.0, 3.0], [1.0, 1.0, -1.0]]
+    sds = [[0.4, 1.0, 0.7], [0.5, 2.0, 0.3]]
+    weights = [[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]]
+    post = TaskPosterior(
+        phi=jnp.array(means)[..., None],
+        log_weights=jnp.log(jnp.array(weights)),
+        noise_std=jnp.array(sds),
+        apply=_const_apply,
+        method="grid",
+    )
+    return post, means, sds, weights
+
+
+def test_weighted_log_predictive_matches_hand_logsumexp():
+    post, means, sds, weights = _weighted_posterior()
+    ys = [[-2.5, 0.1, 2.9, 5.0], [0.0, 1.1, -1.0, -3.0]]
+    x = jnp.zeros((2, 4, 1))
+    y = jnp.array(ys)[..., None]
+    expected = np.empty((2, 4))
+    for t in range(2):
+        for q, v in enumerate(ys[t]):
+            terms = [
+                math.log(w) + _gaussian_logpdf(v, m, s)
+                for w, m, s in zip(weights[t], means[t], sds[t], strict=True)
+            ]
+            top = max(terms)
+            expected[t, q] = top + math.log(sum(math.exp(a - top) for a in terms))
+    np.testing.assert_allclose(np.asarray(post.log_predictive(x, y)), expected, rtol=1e-5)
+    # Uniform weights give a different answer: the weights are used.
+    uniform = TaskPosterior.from_samples(post.phi, post.noise_std, _const_apply)
+    assert not np.allclose(np.asarray(uniform.log_predictive(x, y)), expected, rtol=1e-3)
+
+
+def test_weighted_sample_predictive_picks_nodes_by_weight():
+    # Narrow components far apart: each draw is attributable to one node.
+    phi = jnp.array([[[-10.0], [0.0], [10.0]]])
+    weights = np.array([0.2, 0.5, 0.3])
+    post = TaskPosterior(
+        phi, jnp.log(jnp.asarray(weights))[None], jnp.full((1, 3), 0.1), _const_apply
+    )
+    n = 20_000
+    draws = np.asarray(post.sample_predictive(jax.random.PRNGKey(3), jnp.zeros((1, 1, 1)), n))
+    assert draws.shape == (1, n, 1, 1)
+    node = np.round(draws.ravel() / 10).astype(int) + 1
+    freq = np.bincount(node, minlength=3) / n
+    # 5 binomial standard errors: false-failure rate < 2e-6 per node.
+    tol = 5 * np.sqrt(weights * (1 - weights) / n)
+    assert np.all(np.abs(freq - weights) < tol), (freq, weights)
+    resid = draws.ravel() - (node - 1) * 10.0
+    assert abs(resid.std() - 0.1) < 0.005
+
+
+def test_jit_log_predictive_equals_eager(true_posterior):
+    post, tasks = true_posterior
+    x, y = tasks["x_query"], tasks["y_query"]
+    eager = np.asarray(post.log_predictive(x, y))
+    jitted = np.asarray(jax.jit(post.log_predictive)(x, y))
+    np.testing.assert_allclose(jitted, eager, rtol=1e-6, atol=1e-6)
+    # The posterior is a pytree: it can be a jit argument too.
+    as_arg = jax.jit(lambda p, a, b: p.log_predictive(a, b))(post, x, y)
+    np.testing.assert_allclose(np.asarray(as_arg), eager, rtol=1e-6, atol=1e-6)
+
+
+def test_jit_weighted_log_predictive_equals_eager():
+    post, *_ = _weighted_posterior()
+    x = jnp.zeros((2, 4, 1))
+    y = jnp.linspace(-3, 3, 8).reshape(2, 4, 1)
+    np.testing.assert_allclose(
+        np.asarray(jax.jit(post.log_predictive)(x, y)),
+        np.asarray(post.log_predictive(x, y)),
+        rtol=1e-6,
+    )
+
+
+def test_categorical_log_predictive_is_log_of_mixture_probs():
+    # Logits (S=2, C=3) per task, constant in x: p(y) = Σ_s w_s softmax(logits_s)[y].
+    logits = np.array([[[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]]])
+    post = TaskPosterior.from_samples(
+        jnp.asarray(logits),
+        1.0,
+        lambda p, x: jnp.broadcast_to(p, (x.shape[0], 3)),
+        likelihood="categorical",
+    )
+    sm = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    probs = sm.mean(1)[0]  # (C,)
+    x = jnp.zeros((1, 3, 1))
+    y = jnp.array([[0, 1, 2]])
+    np.testing.assert_allclose(np.asarray(post.log_predictive(x, y))[0], np.log(probs), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(post.probs(x))[0], np.tile(probs, (3, 1)), rtol=1e-6)
+
+
+def test_to_inference_data_round_trip_and_summary(true_posterior):
+    post, tasks = true_posterior
+    idata = post.to_inference_data()
+    assert idata.posterior["phi"].dims == ("chain", "draw", "task", "param")
+    assert "task" in idata.posterior.dims
+    # phi (1, S, T, P) is the input (T, S, P) transposed.
+    np.testing.assert_array_equal(
+        idata.posterior["phi"].values[0].transpose(1, 0, 2), np.asarray(post.phi)
+    )
+    np.testing.assert_array_equal(
+        idata.posterior["noise_std"].values[0].T, np.asarray(post.noise_std)
+    )
+    summary = az.summary(idata, var_names=["phi"], kind="stats")
+    assert len(summary) == post.num_tasks * post.phi.shape[-1]
+    # Every sample is the true parameter: the posterior mean is it, the sd is zero.
+    np.testing.assert_allclose(
+        summary["mean"].to_numpy(), np.asarray(tasks["task_params"]).ravel(), atol=1e-3
+    )
+
+
+def test_to_inference_data_posterior_predictive_has_point_dim(true_posterior):
+    post, tasks = true_posterior
+    x = tasks["x_query"]
+    idata = post.to_inference_data(x=x, key=jax.random.PRNGKey(7))
+    y = idata.posterior_predictive["y"]
+    assert y.dims == ("chain", "draw", "task", "point", "dy")
+    t, s = post.num_tasks, post.num_samples
+    assert y.shape == (1, s, t, x.shape[1], 1)
+    # Draws are the true function plus N(0, NOISE²) noise.
+    f = np.asarray(post.mean(x))  # (T, Q, 1)
+    z = (y.values[0].transpose(1, 0, 2, 3) - f[:, None]) / NOISE
+    assert abs(z.mean()) < 0.1 and abs(z.std() - 1) < 0.1  # n = 1920: ~4 standard errors
+    np.testing.assert_array_equal(idata.constant_data["x"].values, np.asarray(x))
+    az.summary(idata, group="posterior_predictive", kind="stats")
+
+
+def test_to_inference_data_resamples_weighted_posterior():
+    post, means, _, weights = _weighted_posterior()
+    idata = post.to_inference_data(key=jax.random.PRNGKey(0), num_samples=4000)
+    phi = idata.posterior["phi"].values[0, :, :, 0]  # (S, T)
+    assert phi.shape == (4000, 2)
+    for t in range(2):
+        assert set(np.unique(phi[:, t])) <= set(means[t])
+    # Task 0's nodes are distinct: frequencies follow the weights (5 standard errors).
+    freq = np.array([np.mean(phi[:, 0] == m) for m in means[0]])
+    w = np.asarray(weights[0])
+    assert np.all(np.abs(freq - w) < 5 * np.sqrt(w * (1 - w) / 4000))
