@@ -168,6 +168,12 @@ class HierarchicalModel:
             lp = site["scale"] * lp
         return jnp.sum(lp)
 
+    def log_likelihood_points(self, theta: Theta, phi: Array, x: Array, y: Array) -> Array:
+        """log p(y_j | x_j, φ, θ) of each point of one task, ``(N,)``."""
+        tr = self._trace(theta, phi[None, None], x[None], y[None], None)
+        site = tr["y"]
+        return site["fn"].log_prob(site["value"])[0]
+
     def log_likelihood(
         self, theta: Theta, phi: Array, x: Array, y: Array, mask: Array | None = None
     ) -> Array:

@@ -62,6 +62,7 @@ def abml(
     kl_weight: float = 1.0,
     hyperprior_weight: float = 1e-4,
     max_inner_update: float | None = 1.0,
+    precondition: bool = True,
     first_order: bool = False,
     lr: float = 1e-3,
     grad_clip: float | None = 10.0,
@@ -90,6 +91,8 @@ def abml(
         1 / N_θ, the weight of −log p(θ).
     max_inner_update : float or None
         Element-wise clip of each inner update.
+    precondition : bool
+        Scale the mean's inner step by the prior variance σ² (else only by σ_y²).
     """
     if outer not in OUTERS:
         raise ValueError(f"outer: expected one of {OUTERS}, got {outer!r}")
@@ -135,7 +138,7 @@ def abml(
         if not learn_inner_lr:
             lr_m, lr_rho = jax.lax.stop_gradient(lr_m), jax.lax.stop_gradient(lr_rho)
         noise_var = jax.lax.stop_gradient(model.noise_std(mth) ** 2)
-        prior_var = jax.lax.stop_gradient(jnp.exp(2 * mth["log_sigma"]))
+        prior_var = jax.lax.stop_gradient(jnp.exp(2 * mth["log_sigma"])) if precondition else 1.0
         eps = base_noise(key, inner_samples)
 
         def step(q, _):
@@ -155,11 +158,7 @@ def abml(
         m, rho = adapt_one(theta, k_in, x_s, y_s, m_s)
         mth = model_theta(theta)
         phis = m + jnp.exp(rho) * base_noise(k_out, outer_samples)
-        ll = jax.vmap(
-            lambda ph: jax.vmap(lambda xq, yq: model.log_likelihood(mth, ph, xq[None], yq[None]))(
-                x_q, y_q
-            )
-        )(phis)  # (S, Q)
+        ll = jax.vmap(lambda ph: model.log_likelihood_points(mth, ph, x_q, y_q))(phis)  # (S, Q)
         q_n = x_q.shape[0]
         if outer == "predictive":
             return -jnp.mean(logsumexp(ll, axis=0) - math.log(outer_samples))

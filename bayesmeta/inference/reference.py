@@ -47,7 +47,7 @@ def _hermite_rule(n: int) -> tuple[np.ndarray, np.ndarray]:
     return nodes, weights / math.sqrt(2 * math.pi)
 
 
-def reference(family: TaskFamily, *, quadrature_points: int = 24) -> Method:
+def reference(family: TaskFamily, *, quadrature_points: int = 64) -> Method:
     """The ``reference`` method for ``family``: exact posterior, nothing to meta-train."""
     if family.reference_grid is None and family.gaussian_prior is None:
         raise ValueError(

@@ -1,0 +1,121 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bayesmeta.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from bayesmeta.inference import DivergenceError, maml, train
+from bayesmeta.model import HierarchicalModel
+from bayesmeta.nn import mlp
+from bayesmeta.tasks import sample_batch, sinusoid
+
+
+@pytest.fixture
+def setup(key):
+    model = HierarchicalModel(mlp((1, 16, 1)), noise_init=0.5)
+    fam = sinusoid()
+    sampler = lambda k: sample_batch(fam, k, 4, (1, 5), 5)[0]
+    return model, sampler
+
+
+def test_train_is_deterministic_and_checkpoints(setup, tmp_path, key):
+    model, sampler = setup
+    method = maml(model, inner_steps=1)
+    r1 = train(
+        method,
+        method.init(key),
+        sampler,
+        key,
+        40,
+        chunk_size=10,
+        run_dir=tmp_path,
+        checkpoint_every=2,
+        progress=False,
+    )
+    r2 = train(method, method.init(key), sampler, key, 40, chunk_size=10, progress=False)
+    np.testing.assert_array_equal(r1.state.theta["mu"], r2.state.theta["mu"])
+    assert int(r1.state.step) == 40
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pkl")
+    assert ckpt["step"] == 40
+    np.testing.assert_array_equal(ckpt["state"].theta["mu"], r1.state.theta["mu"])
+    assert not list(tmp_path.glob("*.tmp"))  # atomic: no temporary left behind
+
+
+def test_chunks_compile_once(setup, key):
+    model, _ = setup
+    fam = sinusoid()
+    traces = []
+
+    def sampler(k):
+        traces.append(1)
+        return sample_batch(fam, k, 4, (1, 5), 5)[0]
+
+    method = maml(model, inner_steps=1)
+    train(method, method.init(key), sampler, key, 50, chunk_size=10, progress=False)
+    assert len(traces) == 1  # one trace of the chunk, reused for all five chunks
+
+
+def test_divergence_stops_with_message_and_keeps_last_good_checkpoint(setup, tmp_path, key):
+    model, sampler = setup
+    method = maml(model, inner_steps=1)
+    good = train(
+        method,
+        method.init(key),
+        sampler,
+        key,
+        20,
+        chunk_size=10,
+        run_dir=tmp_path,
+        checkpoint_every=1,
+        progress=False,
+    )
+    bad_state = good.state._replace(theta={**good.state.theta, "log_noise": jnp.asarray(jnp.nan)})
+    with pytest.raises(DivergenceError, match="diverged.*last good checkpoint"):
+        train(
+            method,
+            bad_state,
+            sampler,
+            key,
+            20,
+            chunk_size=10,
+            run_dir=tmp_path,
+            checkpoint_every=1,
+            progress=False,
+        )
+    kept = load_checkpoint(tmp_path / "checkpoint.pkl")
+    assert kept["step"] == 20
+    assert np.isfinite(kept["state"].theta["log_noise"])
+
+
+def test_checkpoint_corrupt_or_missing(tmp_path):
+    with pytest.raises(CheckpointError, match="no file"):
+        load_checkpoint(tmp_path / "nope.pkl")
+    (tmp_path / "bad.pkl").write_bytes(b"not a pickle")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(tmp_path / "bad.pkl")
+    save_checkpoint(tmp_path / "ok.pkl", {"state": {"a": jnp.ones(3)}})
+    np.testing.assert_array_equal(load_checkpoint(tmp_path / "ok.pkl")["state"]["a"], np.ones(3))
+
+
+def test_bad_step_counts(setup, key):
+    model, sampler = setup
+    method = maml(model)
+    with pytest.raises(ValueError, match="num_steps"):
+        train(method, method.init(key), sampler, key, 0, progress=False)
+
+
+def test_jitted_meta_step_with_max_seconds(setup, key):
+    model, sampler = setup
+    method = maml(model, inner_steps=1)
+    res = train(
+        method,
+        method.init(key),
+        sampler,
+        key,
+        10_000,
+        chunk_size=10,
+        max_seconds=0.0,
+        progress=False,
+    )
+    assert int(res.state.step) == 10  # stops after the first chunk
+    assert jax.numpy.isfinite(res.history["loss"][0])

@@ -1,0 +1,48 @@
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bayesmeta.tasks import FAMILIES, make_task_set, sample_batch, sine_line, sinusoid
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_batch_shapes_masks_and_ranges(name, key):
+    fam = FAMILIES[name]()
+    batch, params = jax.jit(lambda k: sample_batch(fam, k, 64, (1, 10), 7))(key)
+    assert batch.x_support.shape == (64, 10, 1) and batch.y_query.shape == (64, 7, 1)
+    k = np.asarray(batch.mask_support.sum(1))
+    assert k.min() >= 1 and k.max() <= 10 and len(np.unique(k)) > 3
+    # the mask is a prefix: real points first, padding after
+    np.testing.assert_array_equal(np.sort(batch.mask_support, axis=1)[:, ::-1], batch.mask_support)
+    lo, hi = fam.x_range
+    assert float(batch.x_support.min()) >= lo and float(batch.x_query.max()) <= hi
+    assert params.shape[0] == 64 and np.all(np.isfinite(params))
+
+
+def test_sinusoid_noise_and_parameter_ranges(key):
+    fam = sinusoid(noise=0.3)
+    batch, params = sample_batch(fam, key, 2000, (10, 10), 10)
+    assert float(params[:, 0].min()) >= 0.1 and float(params[:, 0].max()) <= 5.0
+    assert float(params[:, 1].min()) >= 0.0 and float(params[:, 1].max()) <= math.pi
+    resid = batch.y_query - jax.vmap(fam.mean_fn)(params, batch.x_query)
+    # 20000 residuals: the std of the sample std is 0.3/sqrt(2·20000) ≈ 0.0015
+    assert abs(float(jnp.std(resid)) - 0.3) < 0.01
+
+
+def test_sine_line_mixes_both_hypotheses(key):
+    _, params = sample_batch(sine_line(), key, 4000, (1, 1), 1)
+    frac_line = float(jnp.mean(params[:, 0]))
+    assert abs(frac_line - 0.5) < 0.03  # 4σ of a binomial with n = 4000
+    lines = params[params[:, 0] > 0.5]
+    assert float(jnp.abs(lines[:, 1:]).max()) <= 3.0
+
+
+def test_task_sets_are_reproducible_and_exact_k(key):
+    a = make_task_set(sinusoid(), key, 5, 4, 9)
+    b = make_task_set(sinusoid(), key, 5, 4, 9)
+    assert a["x_support"].shape == (5, 4, 1)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
