@@ -199,7 +199,7 @@ def predictive_bands(
     num_curves: int = 8,
     key: jax.Array | None = None,
     path: str | os.PathLike | None = None,
-    num_draws: int = 1000,
+    num_draws: int = 2000,
     num_grid: int = 200,
 ) -> Figure:
     """Posterior predictive of 1-D regression tasks, one row per method, one column per task.
@@ -484,6 +484,7 @@ def pit_histograms(
             )
         ax.axhline(1.0, color="black", ls="--", lw=1.2)
         ax.set_xlim(0, 1)
+        ax.set_xticks([0, 0.25, 0.5, 0.75, 1], ["0", "", "0.5", "", "1"])
         ax.set_title(name, fontsize=10, color=method_color(name), fontweight="bold")
         ax.set_xlabel("PIT", fontsize=9)
     for ax in axes[: len(names)]:
@@ -680,15 +681,17 @@ def metric_bars(
     ax.set_xlabel("support size" if group == "k" else group, fontsize=9)
     ax.set_ylabel(_metric_label(metric), fontsize=9)
     ax.set_title(f"{_metric_label(metric)} by method", fontsize=11)
+    handles, labels = ax.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: labels[i].startswith("oracle"))
     ax.legend(
+        [handles[i] for i in order],
+        [labels[i] for i in order],
         fontsize=8,
-        ncols=min(n_m + labelled, 4),
-        loc="upper right",
-        frameon=True,
-        framealpha=0.9,
-        edgecolor="0.85",
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        frameon=False,
     )
-    ax.margins(y=0.15)
+    ax.margins(y=0.12)
     return _finish(fig, path)
 
 

@@ -65,6 +65,7 @@ def abml(
     precondition: bool = True,
     first_order: bool = False,
     lr: float = 1e-3,
+    lr_decay_steps: int | None = None,
     grad_clip: float | None = 10.0,
 ) -> Method:
     """Build ABML.
@@ -91,6 +92,9 @@ def abml(
         1 / N_θ, the weight of −log p(θ).
     max_inner_update : float or None
         Element-wise clip of each inner update.
+    lr, lr_decay_steps, grad_clip : float, int or None, float
+        Adam step size, the length of its cosine decay (to lr/10), and the global-norm clip
+        of the meta-gradient.
     precondition : bool
         Scale the mean's inner step by the prior variance σ² (else only by σ_y²).
     """
@@ -105,7 +109,7 @@ def abml(
             raise ValueError(f"{arg}: expected a positive integer, got {val}")
     if inner_lr <= 0:
         raise ValueError(f"inner_lr: expected > 0, got {inner_lr}")
-    optimizer = make_optimizer(lr, grad_clip)
+    optimizer = make_optimizer(lr, grad_clip, lr_decay_steps)
 
     def init(key):
         theta = dict(model.init_theta(key))
@@ -203,6 +207,7 @@ def abml(
         max_inner_update=max_inner_update,
         first_order=first_order,
         lr=lr,
+        lr_decay_steps=lr_decay_steps,
         grad_clip=grad_clip,
     )
     return Method(

@@ -52,10 +52,19 @@ class Method(NamedTuple):
     extras: dict | None = None
 
 
-def make_optimizer(lr: float = 1e-3, clip: float | None = 10.0) -> optax.GradientTransformation:
-    """Adam with global-norm gradient clipping (the meta-optimiser of every method)."""
+def make_optimizer(
+    lr: float = 1e-3, clip: float | None = 10.0, decay_steps: int | None = None
+) -> optax.GradientTransformation:
+    """Adam with global-norm gradient clipping (the meta-optimiser of every method).
+
+    With ``decay_steps`` the step size follows a cosine decay from ``lr`` to ``lr / 10``
+    over that many steps, then stays there.
+    """
+    if not lr > 0:
+        raise ValueError(f"lr: expected > 0, got {lr}")
+    schedule = optax.cosine_decay_schedule(lr, int(decay_steps), alpha=0.1) if decay_steps else lr
     chain = [optax.clip_by_global_norm(clip)] if clip else []
-    return optax.chain(*chain, optax.adam(lr))
+    return optax.chain(*chain, optax.adam(schedule))
 
 
 def gradient_step(

@@ -46,6 +46,7 @@ def maml(
     first_order: bool = False,
     max_inner_update: float | None = 1.0,
     lr: float = 1e-3,
+    lr_decay_steps: int | None = None,
     grad_clip: float | None = 10.0,
 ) -> Method:
     """Build MAML (``meta_sgd=False``) or Meta-SGD (``meta_sgd=True``).
@@ -63,14 +64,15 @@ def maml(
         Drop second-order terms (stop the gradient through the inner gradients).
     max_inner_update : float or None
         Element-wise clip of each inner update.
-    lr, grad_clip : float
-        Adam step size and global-norm clip of the meta-gradient.
+    lr, lr_decay_steps, grad_clip : float, int or None, float
+        Adam step size, the length of its cosine decay (to lr/10), and the global-norm clip
+        of the meta-gradient.
     """
     if inner_steps < 0:
         raise ValueError(f"inner_steps: expected >= 0, got {inner_steps}")
     if inner_lr <= 0:
         raise ValueError(f"inner_lr: expected > 0, got {inner_lr}")
-    optimizer = make_optimizer(lr, grad_clip)
+    optimizer = make_optimizer(lr, grad_clip, lr_decay_steps)
     name = "meta-sgd" if meta_sgd else "maml"
 
     def init(key):
@@ -129,6 +131,7 @@ def maml(
         first_order=first_order,
         max_inner_update=max_inner_update,
         lr=lr,
+        lr_decay_steps=lr_decay_steps,
         grad_clip=grad_clip,
     )
     return Method(name, init, gradient_step(loss_fn, optimizer), adapt, config)
