@@ -26,6 +26,19 @@ def held_out_tasks(spec, k: int, num_tasks: int, num_query: int = 50, seed: int 
     return make_task_set(spec.family, jax.random.PRNGKey(seed + k), num_tasks, k, num_query)
 
 
+def padded_support(tasks: dict, k_max: int):
+    """Support sets padded to ``k_max`` with a mask, so that every K shares one compilation."""
+    from bayesmeta.tasks.base import Support
+
+    x, y = jnp.asarray(tasks["x_support"]), jnp.asarray(tasks["y_support"])
+    t, k = x.shape[:2]
+    pad = max(k_max - k, 0)
+    mask = jnp.concatenate([jnp.ones((t, k)), jnp.zeros((t, pad))], axis=1)
+    x = jnp.concatenate([x, jnp.zeros((t, pad, x.shape[2]), x.dtype)], axis=1)
+    y = jnp.concatenate([y, jnp.zeros((t, pad, y.shape[2]), y.dtype)], axis=1)
+    return Support(x, y, mask)
+
+
 def evaluate_methods(
     spec,
     fitted: dict,
@@ -38,13 +51,12 @@ def evaluate_methods(
     """Rows of metrics for every fitted ``{name: (method, state)}`` at each K, plus the
     posteriors (for plots)."""
     from bayesmeta.evaluate import calibration_curve, compare, evaluate
-    from bayesmeta.tasks.base import Support
 
     rows, posts, tasks_by_k = [], {}, {}
     for k in ks:
         ts = held_out_tasks(spec, k, num_tasks)
         tasks_by_k[k] = ts
-        sup = Support(ts["x_support"], ts["y_support"], jnp.ones(ts["x_support"].shape[:2]))
+        sup = padded_support(ts, max(spec.k_range[1], k))
         reports = {}
         for name, (method, state) in fitted.items():
             post = method.adapt(jax.random.PRNGKey(seed + k), state, sup, num_samples)

@@ -63,6 +63,7 @@ def abml(
     hyperprior_weight: float = 1e-4,
     max_inner_update: float | None = 1.0,
     precondition: bool = True,
+    warmup_steps: int = 0,
     first_order: bool = False,
     lr: float = 1e-3,
     lr_decay_steps: int | None = None,
@@ -97,6 +98,12 @@ def abml(
         of the meta-gradient.
     precondition : bool
         Scale the mean's inner step by the prior variance σ² (else only by σ_y²).
+    warmup_steps : int
+        Meta-steps of a cheap warm-up before the full objective: the inner loop moves only
+        q's mean, at ε = 0 (MAP steps under the prior p(φ | θ), as MAML read as a hierarchical
+        model), and the meta-loss is the query NLL of that point. It learns μ, the mean's step
+        sizes and σ_y at a third of the cost per step; the full objective then learns the
+        uncertainty.
     """
     if outer not in OUTERS:
         raise ValueError(f"outer: expected one of {OUTERS}, got {outer!r}")
@@ -135,18 +142,23 @@ def abml(
         kl = dist.kl_divergence(dist.Normal(m, jnp.exp(rho)).to_event(1), model.prior(mth))
         return -ell + kl
 
-    def adapt_one(theta, key, x, y, mask):
-        """q = (m, ρ) for one task after the inner ELBO steps."""
+    def adapt_one(theta, key, x, y, mask, deterministic=False):
+        """q = (m, ρ) for one task after the inner ELBO steps (``deterministic``: the
+        warm-up's MAP steps, ε = 0, ρ fixed)."""
         mth = model_theta(theta)
         lr_m, lr_rho = jnp.exp(theta["log_lr_m"]), jnp.exp(theta["log_lr_rho"])
         if not learn_inner_lr:
             lr_m, lr_rho = jax.lax.stop_gradient(lr_m), jax.lax.stop_gradient(lr_rho)
         noise_var = jax.lax.stop_gradient(model.noise_std(mth) ** 2)
         prior_var = jax.lax.stop_gradient(jnp.exp(2 * mth["log_sigma"])) if precondition else 1.0
-        eps = base_noise(key, inner_samples)
+        eps = jnp.zeros((1, model.num_params)) if deterministic else base_noise(key, inner_samples)
 
         def step(q, _):
-            g_m, g_rho = jax.grad(neg_elbo)(q, theta, eps, x, y, mask)
+            if deterministic:
+                g_m = jax.grad(lambda m: neg_elbo((m, q[1]), theta, eps, x, y, mask))(q[0])
+                g_rho = jnp.zeros_like(q[1])
+            else:
+                g_m, g_rho = jax.grad(neg_elbo)(q, theta, eps, x, y, mask)
             if first_order:
                 g_m, g_rho = jax.lax.stop_gradient((g_m, g_rho))
             m = q[0] - clip_update(lr_m * prior_var * noise_var * g_m, max_inner_update)
@@ -169,10 +181,24 @@ def abml(
         kl = dist.kl_divergence(dist.Normal(m, jnp.exp(rho)).to_event(1), model.prior(mth))
         return -(jnp.mean(jnp.sum(ll, axis=1)) - kl_weight * kl) / q_n
 
-    def loss_fn(theta, key, batch: TaskBatch):
+    def task_loss_map(theta, key, x_s, y_s, m_s, x_q, y_q):
+        """Warm-up: MAP inner steps (q's mean only), point predictive on the query set."""
+        m, _ = adapt_one(theta, key, x_s, y_s, m_s, deterministic=True)
+        return -jnp.mean(model.log_likelihood_points(model_theta(theta), m, x_q, y_q))
+
+    def loss_fn(theta, key, batch: TaskBatch, warm=False):
         keys = jax.random.split(key, batch.num_tasks)
-        losses = jax.vmap(task_loss, in_axes=(None, 0, 0, 0, 0, 0, 0))(theta, keys, *batch)
+        fn = task_loss_map if warm else task_loss
+        losses = jax.vmap(fn, in_axes=(None, 0, 0, 0, 0, 0, 0))(theta, keys, *batch)
         return jnp.mean(losses) - hyperprior_weight * model.log_hyperprior(model_theta(theta))
+
+    full_step = gradient_step(loss_fn, optimizer)
+    warm_step = gradient_step(lambda th, k, b: loss_fn(th, k, b, warm=True), optimizer)
+
+    def meta_step(key, state, batch):
+        if not warmup_steps:
+            return full_step(key, state, batch)
+        return jax.lax.cond(state.step < warmup_steps, warm_step, full_step, key, state, batch)
 
     def adapt(key, state, support: Support, num_samples: int = 32):
         theta = state.theta
@@ -213,7 +239,7 @@ def abml(
     return Method(
         "abml",
         init,
-        gradient_step(loss_fn, optimizer),
+        meta_step,
         adapt,
         config,
         extras={"variational_params": variational_params},
