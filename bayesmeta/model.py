@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
+from jax.flatten_util import ravel_pytree
 from numpyro import handlers
 
 from bayesmeta.nn import Network
@@ -43,8 +44,11 @@ class HierarchicalModel:
         Input dimension.
     num_classes : int, optional
         Number of classes (categorical likelihood).
-    prior_scale : float
-        Initial prior standard deviation σ0 of every weight (also the hyper-prior's centre).
+    prior_scale : float or tuple of float
+        Initial prior standard deviation σ0 of the weights (also the hyper-prior's centre):
+        one value for all, or one per layer (per top-level entry of the network's
+        parameters), e.g. a wider prior on the output layer, whose weights set the spread of
+        the prior predictive.
     noise_init : float
         Initial observation noise σ_y0 (Gaussian likelihood).
     hyper_mu_scale, hyper_log_sigma_scale, hyper_log_noise_scale : float
@@ -57,25 +61,44 @@ class HierarchicalModel:
     likelihood: str = "gaussian"
     dx: int = 1
     num_classes: int | None = None
-    prior_scale: float = 1.0
+    prior_scale: float | tuple[float, ...] = 1.0
     noise_init: float = 0.5
     hyper_mu_scale: float = 10.0
     hyper_log_sigma_scale: float = 2.0
     hyper_log_noise_scale: float = 2.0
     _unravel: Callable = field(init=False, repr=False, compare=False)
     _num_params: int = field(init=False, repr=False, compare=False)
+    _log_scale0: Array = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if self.likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood: expected one of {LIKELIHOODS}, got {self.likelihood!r}")
         if self.likelihood == "categorical" and not self.num_classes:
             raise ValueError("num_classes: required for a categorical likelihood, got None")
-        for arg in ("prior_scale", "noise_init"):
-            if not getattr(self, arg) > 0:
-                raise ValueError(f"{arg}: expected > 0, got {getattr(self, arg)}")
-        flat, unravel = self.network.flat(jax.random.PRNGKey(0))
+        scales = self.prior_scale if isinstance(self.prior_scale, tuple) else (self.prior_scale,)
+        if not all(float(v) > 0 for v in scales) or not self.noise_init > 0:
+            raise ValueError(
+                f"prior_scale, noise_init: expected > 0, got {self.prior_scale}, {self.noise_init}"
+            )
+        params = self.network.init(jax.random.PRNGKey(0))
+        flat, unravel = ravel_pytree(params)
+        if isinstance(self.prior_scale, tuple):
+            if not isinstance(params, list | tuple) or len(params) != len(self.prior_scale):
+                n = len(params) if isinstance(params, list | tuple) else 1
+                raise ValueError(
+                    f"prior_scale: expected a float or one value per layer ({n}), "
+                    f"got {self.prior_scale}"
+                )
+            tree = [
+                jax.tree_util.tree_map(lambda a, v=v: jnp.full(a.shape, math.log(v)), layer)
+                for layer, v in zip(params, self.prior_scale, strict=True)
+            ]
+            log_scale = ravel_pytree(tree)[0]
+        else:
+            log_scale = jnp.full(flat.shape, math.log(self.prior_scale))
         object.__setattr__(self, "_unravel", unravel)
         object.__setattr__(self, "_num_params", int(flat.shape[0]))
+        object.__setattr__(self, "_log_scale0", log_scale)
 
     # -- structure --------------------------------------------------------------------------
     @property
@@ -101,7 +124,7 @@ class HierarchicalModel:
     def init_theta(self, key: Array) -> Theta:
         """θ at initialisation: μ = a network initialisation, σ = σ0, σ_y = σ_y0."""
         mu, _ = self.network.flat(key)
-        theta = {"mu": mu, "log_sigma": jnp.full_like(mu, math.log(self.prior_scale))}
+        theta = {"mu": mu, "log_sigma": self._log_scale0.astype(mu.dtype)}
         if self.likelihood == "gaussian":
             theta["log_noise"] = jnp.asarray(math.log(self.noise_init), mu.dtype)
         return theta
@@ -127,9 +150,7 @@ class HierarchicalModel:
         mu = numpyro.sample("mu", dist.Normal(0.0, self.hyper_mu_scale).expand([p]).to_event(1))
         log_sigma = numpyro.sample(
             "log_sigma",
-            dist.Normal(math.log(self.prior_scale), self.hyper_log_sigma_scale)
-            .expand([p])
-            .to_event(1),
+            dist.Normal(self._log_scale0, self.hyper_log_sigma_scale).to_event(1),
         )
         theta = {"mu": mu, "log_sigma": log_sigma}
         if self.likelihood == "gaussian":

@@ -85,3 +85,16 @@ def test_categorical_likelihood(key):
 def test_bad_model_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         HierarchicalModel(linear(), **kwargs)
+
+
+def test_per_layer_prior_scale(key):
+    model = HierarchicalModel(mlp((1, 4, 1)), prior_scale=(0.03, 0.3))
+    theta = model.init_theta(key)
+    scales = model._unravel(jnp.exp(theta["log_sigma"]))
+    np.testing.assert_allclose(scales[0]["w"], 0.03, rtol=1e-6)
+    np.testing.assert_allclose(scales[1]["w"], 0.3, rtol=1e-6)
+    # the hyper-prior is centred on the per-layer initial scales
+    shifted = {**theta, "log_sigma": theta["log_sigma"] + 0.1}
+    assert float(model.log_hyperprior(theta)) > float(model.log_hyperprior(shifted))
+    with pytest.raises(ValueError, match="one value per layer"):
+        HierarchicalModel(mlp((1, 4, 1)), prior_scale=(0.1, 0.2, 0.3))

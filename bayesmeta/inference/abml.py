@@ -47,6 +47,7 @@ from bayesmeta.posterior import TaskPosterior
 from bayesmeta.tasks.base import Support, TaskBatch
 
 OUTERS = ("elbo", "predictive")
+INNER_UPDATES = ("natural", "gradient")
 
 
 def abml(
@@ -62,8 +63,8 @@ def abml(
     kl_weight: float = 1.0,
     hyperprior_weight: float = 1e-4,
     max_inner_update: float | None = 1.0,
+    inner_update: str = "natural",
     precondition: bool = True,
-    warmup_steps: int = 0,
     first_order: bool = False,
     lr: float = 1e-3,
     lr_decay_steps: int | None = None,
@@ -96,15 +97,14 @@ def abml(
     lr, lr_decay_steps, grad_clip : float, int or None, float
         Adam step size, the length of its cosine decay (to lr/10), and the global-norm clip
         of the meta-gradient.
+    inner_update : {"natural", "gradient"}
+        How the inner loop steps on the ELBO (see the module docstring): natural-gradient
+        steps on q's precision and mean (default), or plain gradient steps on (m, log s).
     precondition : bool
-        Scale the mean's inner step by the prior variance σ² (else only by σ_y²).
-    warmup_steps : int
-        Meta-steps of a cheap warm-up before the full objective: the inner loop moves only
-        q's mean, at ε = 0 (MAP steps under the prior p(φ | θ), as MAML read as a hierarchical
-        model), and the meta-loss is the query NLL of that point. It learns μ, the mean's step
-        sizes and σ_y at a third of the cost per step; the full objective then learns the
-        uncertainty.
+        ``inner_update="gradient"`` only: scale the mean's step by the prior variance σ².
     """
+    if inner_update not in INNER_UPDATES:
+        raise ValueError(f"inner_update: expected one of {INNER_UPDATES}, got {inner_update!r}")
     if outer not in OUTERS:
         raise ValueError(f"outer: expected one of {OUTERS}, got {outer!r}")
     for arg, val in [
@@ -142,29 +142,41 @@ def abml(
         kl = dist.kl_divergence(dist.Normal(m, jnp.exp(rho)).to_event(1), model.prior(mth))
         return -ell + kl
 
-    def adapt_one(theta, key, x, y, mask, deterministic=False):
-        """q = (m, ρ) for one task after the inner ELBO steps (``deterministic``: the
-        warm-up's MAP steps, ε = 0, ρ fixed)."""
+    def adapt_one(theta, key, x, y, mask):
+        """q = (m, ρ) for one task after the inner ELBO steps."""
         mth = model_theta(theta)
         lr_m, lr_rho = jnp.exp(theta["log_lr_m"]), jnp.exp(theta["log_lr_rho"])
         if not learn_inner_lr:
             lr_m, lr_rho = jax.lax.stop_gradient(lr_m), jax.lax.stop_gradient(lr_rho)
+        eps = base_noise(key, inner_samples)
+        prior_prec = jnp.exp(-2 * mth["log_sigma"])
+
+        def natural_step(q, _):
+            m, rho = q
+            g_m, g_rho = jax.grad(neg_elbo)(q, theta, eps, x, y, mask)
+            if first_order:
+                g_m, g_rho = jax.lax.stop_gradient((g_m, g_rho))
+            s2 = jnp.exp(2 * rho)
+            # data part of ∂ℒ/∂ρ is s² E_q[∂²(−log p(D|φ))/∂φ²] (Price/Stein): a diagonal
+            # curvature estimate, floored at 0 so that the precision stays above the prior's
+            curv = jnp.maximum((g_rho - (s2 * prior_prec - 1.0)) / s2, 0.0)
+            prec = (1.0 - lr_rho) / s2 + lr_rho * (prior_prec + curv)
+            prec = jnp.maximum(prec, 1e-3 * prior_prec)
+            m = m - clip_update(lr_m * g_m / prec, max_inner_update)
+            return (m, -0.5 * jnp.log(prec)), None
+
         noise_var = jax.lax.stop_gradient(model.noise_std(mth) ** 2)
         prior_var = jax.lax.stop_gradient(jnp.exp(2 * mth["log_sigma"])) if precondition else 1.0
-        eps = jnp.zeros((1, model.num_params)) if deterministic else base_noise(key, inner_samples)
 
-        def step(q, _):
-            if deterministic:
-                g_m = jax.grad(lambda m: neg_elbo((m, q[1]), theta, eps, x, y, mask))(q[0])
-                g_rho = jnp.zeros_like(q[1])
-            else:
-                g_m, g_rho = jax.grad(neg_elbo)(q, theta, eps, x, y, mask)
+        def gradient_step_(q, _):
+            g_m, g_rho = jax.grad(neg_elbo)(q, theta, eps, x, y, mask)
             if first_order:
                 g_m, g_rho = jax.lax.stop_gradient((g_m, g_rho))
             m = q[0] - clip_update(lr_m * prior_var * noise_var * g_m, max_inner_update)
             rho = q[1] - clip_update(lr_rho * noise_var * g_rho, max_inner_update)
             return (m, rho), None
 
+        step = natural_step if inner_update == "natural" else gradient_step_
         q0 = (mth["mu"], mth["log_sigma"])
         q, _ = jax.lax.scan(step, q0, None, length=inner_steps)
         return q
@@ -181,24 +193,10 @@ def abml(
         kl = dist.kl_divergence(dist.Normal(m, jnp.exp(rho)).to_event(1), model.prior(mth))
         return -(jnp.mean(jnp.sum(ll, axis=1)) - kl_weight * kl) / q_n
 
-    def task_loss_map(theta, key, x_s, y_s, m_s, x_q, y_q):
-        """Warm-up: MAP inner steps (q's mean only), point predictive on the query set."""
-        m, _ = adapt_one(theta, key, x_s, y_s, m_s, deterministic=True)
-        return -jnp.mean(model.log_likelihood_points(model_theta(theta), m, x_q, y_q))
-
-    def loss_fn(theta, key, batch: TaskBatch, warm=False):
+    def loss_fn(theta, key, batch: TaskBatch):
         keys = jax.random.split(key, batch.num_tasks)
-        fn = task_loss_map if warm else task_loss
-        losses = jax.vmap(fn, in_axes=(None, 0, 0, 0, 0, 0, 0))(theta, keys, *batch)
+        losses = jax.vmap(task_loss, in_axes=(None, 0, 0, 0, 0, 0, 0))(theta, keys, *batch)
         return jnp.mean(losses) - hyperprior_weight * model.log_hyperprior(model_theta(theta))
-
-    full_step = gradient_step(loss_fn, optimizer)
-    warm_step = gradient_step(lambda th, k, b: loss_fn(th, k, b, warm=True), optimizer)
-
-    def meta_step(key, state, batch):
-        if not warmup_steps:
-            return full_step(key, state, batch)
-        return jax.lax.cond(state.step < warmup_steps, warm_step, full_step, key, state, batch)
 
     def adapt(key, state, support: Support, num_samples: int = 32):
         theta = state.theta
@@ -239,7 +237,7 @@ def abml(
     return Method(
         "abml",
         init,
-        meta_step,
+        gradient_step(loss_fn, optimizer),
         adapt,
         config,
         extras={"variational_params": variational_params},
