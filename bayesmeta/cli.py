@@ -161,7 +161,7 @@ def evaluate(
     run_dir: str,
     tasks: str,
     out: str,
-    samples: int = 100,
+    samples: int = 1000,
     predictive: str | None = None,
     seed: int = 0,
 ) -> dict:
@@ -236,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="score a fitted run on a task file")
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--tasks", required=True, metavar="FILE.npz")
-    e.add_argument("--samples", type=_positive("--samples"), default=100)
+    e.add_argument("--samples", type=_positive("--samples"), default=1000)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", required=True, metavar="REPORT.json")
     e.add_argument("--predictive", default=None, metavar="PRED.npz")

@@ -33,7 +33,7 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", default=["maml", "meta-sgd", "abml"])
     p.add_argument("--budget", default="default")
     p.add_argument("--num-tasks", type=int, default=200)
-    p.add_argument("--samples", type=int, default=100)
+    p.add_argument("--samples", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
     args = p.parse_args()

@@ -30,8 +30,9 @@ def _linear_setup(key, k=5):
     "jit, inner_update, inner_lr, steps",
     [(False, "natural", 0.5, 200), (True, "natural", 0.5, 200), (True, "gradient", 0.02, 3000)],
 )
-def test_inner_loop_converges_to_optimal_mean_field_gaussian(key, jit, inner_update, inner_lr,
-                                                             steps):
+def test_inner_loop_converges_to_optimal_mean_field_gaussian(
+    key, jit, inner_update, inner_lr, steps
+):
     """With the true prior as θ, ABML's q → the optimal mean-field Gaussian of the exact
     posterior N(m_N, S_N): mean m_N, variances 1 / diag(S_N⁻¹)."""
     _, batch, model, theta = _linear_setup(key)
