@@ -108,3 +108,13 @@ def test_reference_rejects_families_without_an_exact_posterior():
 
     with pytest.raises(ValueError, match="family"):
         reference(sinusoid_bmaml())
+
+
+def test_reference_adapt_jitted_equals_eager(key):
+    fam = sinusoid(grid_size=(40, 40))
+    batch, _ = sample_batch(fam, key, 3, (1, 4), 5)
+    ref = reference(fam)
+    sup = _support(batch)
+    eager = ref.adapt(key, ref.init(key), sup)
+    jitted = jax.jit(ref.adapt)(key, ref.init(key), sup)
+    np.testing.assert_allclose(eager.log_weights, jitted.log_weights, rtol=1e-5, atol=1e-5)
