@@ -110,30 +110,47 @@ class ModelSpec:
         return lambda key: sample_batch(self.family, key, meta_batch, self.k_range, num_query)[0]
 
 
+def _models_dir() -> Path | None:
+    """The directory of built-in model files: the installed ``bayesmeta.models`` package, or
+    ``models/`` beside the ``bayesmeta`` source tree (a checkout on ``sys.path``)."""
+    try:
+        import bayesmeta.models as pkg
+
+        return Path(pkg.__file__).parent
+    except ModuleNotFoundError:
+        here = Path(__file__).resolve().parent.parent / "models"
+        return here if here.is_dir() else None
+
+
+def _exec_model_file(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as err:
+        del sys.modules[name]
+        raise ValueError(
+            f"MODEL: {str(path)!r} failed to load ({type(err).__name__}: {err})"
+        ) from None
+    return module
+
+
 def load_model_spec(model: str) -> ModelSpec:
     """Load a model file by path, or a built-in model by name."""
     path = Path(model)
     if path.suffix == ".py" or path.exists():
         if not path.is_file():
             raise ValueError(f"MODEL: no model file at {model!r}")
-        name = f"bayesmeta_user_model_{abs(hash(str(path.resolve())))}"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        try:
-            spec.loader.exec_module(module)
-        except Exception as err:
-            raise ValueError(
-                f"MODEL: {model!r} failed to load ({type(err).__name__}: {err})"
-            ) from None
+        module = _exec_model_file(path, f"bayesmeta_user_model_{abs(hash(str(path.resolve())))}")
         source = str(path.resolve())
     else:
-        try:
-            module = importlib.import_module(f"bayesmeta.models.{model}")
-        except ModuleNotFoundError:
+        if model not in builtin_models():
             raise ValueError(
                 f"MODEL: expected a model file or one of {list(builtin_models())}, got {model!r}"
-            ) from None
+            )
+        name = f"bayesmeta.models.{model}"
+        module = sys.modules.get(name) or _exec_model_file(_models_dir() / f"{model}.py", name)
         source = model
     spec_obj = getattr(module, "SPEC", None)
     if not isinstance(spec_obj, ModelSpec):
@@ -142,11 +159,11 @@ def load_model_spec(model: str) -> ModelSpec:
 
 
 def builtin_models() -> tuple[str, ...]:
-    import bayesmeta.models as pkg
-
-    return tuple(
-        p.stem for p in Path(pkg.__file__).parent.glob("*.py") if not p.stem.startswith("_")
-    )
+    """Names of the built-in model files."""
+    folder = _models_dir()
+    if folder is None:
+        return ()
+    return tuple(sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith("_")))
 
 
 __all__ = ["METHOD_NAMES", "HierarchicalModel", "ModelSpec", "TaskFamily", "load_model_spec"]
