@@ -103,7 +103,6 @@ def fit(
     import jax
 
     from bayesmeta.checkpoint import CHECKPOINT_NAME, save_checkpoint
-    from bayesmeta.inference.train import train
     from bayesmeta.zoo import load_model_spec
 
     spec = load_model_spec(model)
@@ -127,18 +126,14 @@ def fit(
             {**extra, "method": "reference", "state": state, "key": key_train, "step": 0},
         )
     else:
-        res = train(
-            method,
-            state,
-            spec.sampler(cfg["meta_batch"], cfg["num_query"]),
-            key_train,
-            cfg["steps"],
-            chunk_size=cfg["chunk_size"],
+        _, res = spec.fit(
+            method_name,
+            budget,
+            seed,
+            progress=False if quiet else None,
             run_dir=out_dir,
             checkpoint_extra=extra,
-            max_seconds=cfg["max_seconds"],
-            progress=False if quiet else None,
-            desc=f"{spec.name}/{method_name}",
+            steps=steps,
         )
         state = res.state
         history = {k: v.tolist() for k, v in res.history.items()}

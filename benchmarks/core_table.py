@@ -20,7 +20,6 @@ from pathlib import Path
 import jax
 
 from bayesmeta.evaluate import format_table, markdown_table
-from bayesmeta.inference.train import train
 from bayesmeta.main_job import evaluate_methods
 from bayesmeta.zoo import load_model_spec
 
@@ -43,18 +42,7 @@ def main() -> None:
     fitted = {"reference": (ref, ref.init(jax.random.PRNGKey(0)))}
     train_s, steps = {}, {}
     for name in args.methods:
-        method, cfg = spec.build(name, args.budget)
-        k_init, k_train = jax.random.split(jax.random.PRNGKey(args.seed))
-        res = train(
-            method,
-            method.init(k_init),
-            spec.sampler(cfg["meta_batch"], cfg["num_query"]),
-            k_train,
-            cfg["steps"],
-            chunk_size=cfg["chunk_size"],
-            max_seconds=cfg["max_seconds"],
-            desc=f"{spec.name}/{name}",
-        )
+        method, res = spec.fit(name, args.budget, seed=args.seed)
         fitted[name] = (method, res.state)
         train_s[name] = round(res.seconds, 1)
         steps[name] = int(res.state.step)

@@ -8,7 +8,7 @@ Gaussian prior over weights; learned Gaussian noise; support sizes K ∈ {1, …
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.nn import mlp
 from bayesmeta.tasks import sine_line
-from bayesmeta.zoo import ModelSpec
+from bayesmeta.zoo import REGRESSION_BUDGETS, REGRESSION_RECIPES, ModelSpec
 
 SPEC = ModelSpec(
     name="sine_line",
@@ -19,32 +19,7 @@ SPEC = ModelSpec(
     model=HierarchicalModel(
         mlp((1, 40, 40, 1), activation="tanh"), prior_scale=0.03, noise_init=0.5
     ),
-    recipes={
-        "*": {"meta_batch": 10, "num_query": 10, "chunk_size": 250, "lr": 3e-3},
-        "maml": {"steps": 100_000, "lr_decay_steps": 100_000, "inner_steps": 5, "inner_lr": 0.01},
-        "meta-sgd": {
-            "steps": 100_000,
-            "lr_decay_steps": 100_000,
-            "inner_steps": 5,
-            "inner_lr": 0.01,
-        },
-        "abml": {
-            "steps": 30_000,
-            "lr_decay_steps": 30_000,
-            "max_seconds": 560,
-            "inner_steps": 5,
-            "inner_lr": 0.5,
-            "inner_samples": 4,
-            "outer_samples": 16,
-            "outer": "predictive",
-        },
-    },
-    budgets={
-        "full": {
-            "*": {"steps": 300_000, "lr_decay_steps": 300_000, "max_seconds": None},
-            "abml": {"steps": 100_000, "lr_decay_steps": 100_000, "max_seconds": None},
-        },
-        "quick": {"*": {"steps": 3_000, "lr_decay_steps": None}},
-    },
+    recipes=REGRESSION_RECIPES,
+    budgets=REGRESSION_BUDGETS,
     k_range=(1, 10),
 )
