@@ -68,7 +68,8 @@ class ProgressBar:
 def make_chunk_runner(
     method: Method, sample_batch: Callable[[Array], TaskBatch], chunk_size: int
 ) -> Callable[[MetaState, Array], tuple[MetaState, Array, Any]]:
-    """A jitted ``run(state, key) -> (state, key, infos)`` of ``chunk_size`` meta-steps."""
+    """A jitted ``run(state, key) -> (state, key, infos, theta_finite)`` of ``chunk_size``
+    meta-steps."""
 
     def body(carry, _):
         state, key = carry
@@ -149,11 +150,11 @@ def train(
     compile_s = 0.0
     for c in range(num_chunks):
         t_chunk = time.perf_counter()
-        new_state, new_key, infos = run(state, key)
+        new_state, new_key, infos, theta_finite = run(state, key)
         loss = np.asarray(infos.loss)
         if c == 0:
             compile_s = time.perf_counter() - t_chunk
-        if not (np.all(np.isfinite(loss)) and _finite(new_state.theta)):
+        if not (np.all(np.isfinite(loss)) and bool(theta_finite)):
             bar.close()
             bad = int(state.step) + int(np.argmax(~np.isfinite(loss))) + 1
             where = f"; the last good checkpoint is {ckpt}" if ckpt is not None else ""
