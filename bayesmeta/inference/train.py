@@ -80,16 +80,14 @@ def make_chunk_runner(
     @jax.jit
     def run(state, key):
         (state, key), infos = jax.lax.scan(body, (state, key), None, length=chunk_size)
-        return state, key, infos
+        return state, key, infos, _all_finite(state.theta)
 
     return run
 
 
-def _finite(tree) -> bool:
-    leaves = jax.tree_util.tree_leaves(tree)
-    return all(
-        bool(jnp.all(jnp.isfinite(x))) for x in leaves if jnp.issubdtype(x.dtype, jnp.inexact)
-    )
+def _all_finite(tree) -> Array:
+    leaves = [x for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves] or [jnp.array(True)]))
 
 
 def train(
