@@ -119,3 +119,21 @@ def test_bad_input_exits_2_with_one_line(args, needle, tmp_path, task_file, fitt
     assert "Traceback" not in proc.stderr
     assert needle in proc.stderr
     assert not (tmp_path / "r.json").exists()
+
+
+def test_abml_fit_evaluate_round_trip(task_file, tmp_path):
+    run = tmp_path / "abml"
+    assert (
+        main(["fit", "sinusoid", "--method", "abml", "--steps", "5", "--quiet", "--out", str(run)])
+        == 0
+    )
+    out = tmp_path / "a.json"
+    assert (
+        main(
+            ["evaluate", str(run), "--tasks", str(task_file), "--samples", "50", "--out", str(out)]
+        )
+        == 0
+    )
+    rep = json.loads(out.read_text())
+    assert rep["method"] == "abml" and rep["samples"] == 50
+    assert 0.0 <= rep["coverage"]["0.9"] <= 1.0 and np.isfinite(rep["nll"])
