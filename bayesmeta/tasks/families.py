@@ -29,6 +29,11 @@ def _midpoints(lo: float, hi: float, n: int) -> Array:
     return lo + (jnp.arange(n) + 0.5) * (hi - lo) / n
 
 
+def _constant_noise(noise: float):
+    """A task-independent noise standard deviation, in the dtype of ψ."""
+    return lambda psi: jnp.asarray(noise, jnp.result_type(psi))
+
+
 def _uniform_grid(bounds: list[tuple[float, float]], sizes: list[int]) -> Array:
     axes = [_midpoints(lo, hi, n) for (lo, hi), n in zip(bounds, sizes, strict=True)]
     mesh = jnp.meshgrid(*axes, indexing="ij")
@@ -62,7 +67,7 @@ def sinusoid(
         dy=1,
         sample_params=sample_params,
         mean_fn=mean_fn,
-        noise_fn=lambda psi: jnp.asarray(noise, jnp.result_type(psi)),
+        noise_fn=_constant_noise(noise),
         x_range=x_range,
         reference_grid=reference_grid,
     )
@@ -123,7 +128,7 @@ def sine_line(
         dy=1,
         sample_params=sample_params,
         mean_fn=mean_fn,
-        noise_fn=lambda psi: jnp.asarray(noise, jnp.result_type(psi)),
+        noise_fn=_constant_noise(noise),
         x_range=x_range,
         reference_grid=reference_grid,
     )
@@ -155,7 +160,7 @@ def linear_gaussian(
         dy=1,
         sample_params=sample_params,
         mean_fn=mean_fn,
-        noise_fn=lambda psi: jnp.asarray(noise, jnp.result_type(psi)),
+        noise_fn=_constant_noise(noise),
         x_range=x_range,
         reference_grid=None,
         gaussian_prior=(m0, s0, noise),
