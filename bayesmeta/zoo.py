@@ -17,7 +17,7 @@ from typing import Any
 
 import jax
 
-from bayesmeta.inference import Method, abml, maml, reference
+from bayesmeta.inference import Method, abml, bmaml, emaml, maml, reference
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.tasks.base import TaskBatch, TaskFamily, sample_batch
 
@@ -40,6 +40,23 @@ REGRESSION_RECIPES: dict[str, dict[str, Any]] = {
         "outer_samples": 16,
         "outer": "predictive",
     },
+    "emaml": {
+        "steps": 40_000,
+        "lr_decay_steps": 40_000,
+        "max_seconds": 560,
+        "num_particles": 10,
+        "inner_steps": 5,
+        "inner_lr": 0.01,
+    },
+    "bmaml": {
+        "steps": 15_000,
+        "lr_decay_steps": 15_000,
+        "max_seconds": 560,
+        "num_particles": 10,
+        "inner_steps": 5,
+        "inner_lr": 0.01,
+        "loss": "predictive",
+    },
 }
 REGRESSION_BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
     "full": {
@@ -59,6 +76,8 @@ METHOD_FACTORIES: dict[str, Callable[..., Method]] = {
     "maml": maml,
     "meta-sgd": _meta_sgd,
     "abml": abml,
+    "emaml": emaml,
+    "bmaml": bmaml,
 }
 METHOD_NAMES = (*METHOD_FACTORIES, "reference")
 
@@ -84,6 +103,9 @@ class ModelSpec:
         Support sizes drawn during meta-training, so one model serves every K.
     eval_k : tuple of int
         Support sizes reported by default.
+    train_family : TaskFamily, optional
+        Where meta-training tasks come from when it is not ``family`` (e.g. a finite pool,
+        :func:`~bayesmeta.tasks.finite_pool`); held-out tasks always come from ``family``.
     """
 
     name: str
@@ -94,6 +116,7 @@ class ModelSpec:
     k_range: tuple[int, int] = (1, 10)
     eval_k: tuple[int, ...] = (1, 5, 10)
     source: str = ""
+    train_family: TaskFamily | None = None
 
     def recipe(self, method: str, budget: str = "default", **overrides) -> dict[str, Any]:
         """Resolved settings for ``method``: defaults < recipe < budget < ``overrides``."""
@@ -166,7 +189,8 @@ class ModelSpec:
 
     def sampler(self, meta_batch: int, num_query: int) -> Callable[[jax.Array], TaskBatch]:
         """Jittable episode sampler for meta-training."""
-        return lambda key: sample_batch(self.family, key, meta_batch, self.k_range, num_query)[0]
+        fam = self.train_family or self.family
+        return lambda key: sample_batch(fam, key, meta_batch, self.k_range, num_query)[0]
 
 
 def _models_dir() -> Path | None:

@@ -2,6 +2,8 @@
 
 from bayesmeta.inference.abml import abml
 from bayesmeta.inference.base import Info, MetaState, Method, make_optimizer
+from bayesmeta.inference.bmaml import bmaml
+from bayesmeta.inference.emaml import emaml
 from bayesmeta.inference.maml import maml
 from bayesmeta.inference.reference import linear_gaussian_posterior, reference
 from bayesmeta.inference.train import DivergenceError, TrainResult, train
@@ -13,6 +15,8 @@ __all__ = [
     "Method",
     "TrainResult",
     "abml",
+    "bmaml",
+    "emaml",
     "linear_gaussian_posterior",
     "maml",
     "make_optimizer",

@@ -14,7 +14,7 @@ support sizes drawn from ``[k_min, k_max]`` share one shape and compile once.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import jax
@@ -132,6 +132,23 @@ def sample_batch(
         y_query=y[:, k_max:],
     )
     return batch, params
+
+
+def finite_pool(family: TaskFamily, num_tasks: int, seed: int = 0) -> TaskFamily:
+    """``family`` restricted to a fixed pool of ``num_tasks`` tasks (BMAML's setting).
+
+    The pool's parameters ψ_1..ψ_N are drawn once from ``family`` with ``PRNGKey(seed)``;
+    the returned family samples uniformly from the pool (inputs and noise stay fresh). Use it
+    for meta-training only: held-out tasks come from ``family`` itself.
+    """
+    if not isinstance(num_tasks, int) or num_tasks < 1:
+        raise ValueError(f"num_tasks: expected a positive integer, got {num_tasks!r}")
+    pool = family.sample_params(jax.random.PRNGKey(seed), num_tasks)
+
+    def sample_params(key, n):
+        return pool[jax.random.randint(key, (n,), 0, num_tasks)]
+
+    return replace(family, name=f"{family.name}-pool{num_tasks}", sample_params=sample_params)
 
 
 def make_task_set(

@@ -1,0 +1,259 @@
+"""BMAML: Bayesian MAML with Stein variational gradient descent (Yoon et al. 2018).
+
+Each task's posterior is M particles z_m = (φ_m, log σ_y,m): network weights and their own
+observation noise (or, with ``noise="shared"``, φ_m alone and one meta-learned σ_y). θ holds
+the M initial particles Z⁰ (and the prior p(φ | θ) = N(μ, diag σ²) that the particles' target
+includes). For a data set D the particles move by SVGD
+(:mod:`bayesmeta.inference.svgd`) on
+
+    log p(z | D, θ) = log p(D | φ, σ_y) + log p(φ | θ) + log Gamma(γ; a, b) + log 2γ,
+    γ = σ_y⁻²  (a Gamma prior on the precision, as in BMAML; log 2γ is the Jacobian of log σ_y),
+
+with steps z ← z + α ⊙ c φ*(z), where α is the meta-learned step size (a scalar, or one per
+coordinate with ``meta_sgd``: a constant matrix-valued kernel, still an SVGD) and
+c = σ̄_y² / |D| a fixed rescaling (gradient stopped; σ̄_y² is the particles' mean noise
+variance) so the step does not grow with the data size or shrink with the noise.
+
+Meta-training (``loss="chaser"``, the paper's): n SVGD steps on D_tr give the chaser Z_n; s
+further steps on D_tr ∪ D_ts from Z_n give the leader Z_{n+s}; the loss is
+
+    ‖Z_n − stop_gradient(Z_{n+s})‖² / (M D),
+
+pulling the few-shot posterior towards the posterior that has seen more data. The variant
+``loss="predictive"`` instead minimises the query-set negative log predictive of the particle
+mixture, −(1/|D_ts|) Σ_j log (1/M) Σ_m N(y_j | f_φm(x_j), σ_y,m²), which scores exactly what
+is evaluated (see docs/methods.md for which is the default and why). ``first_order`` stops the
+gradient through the SVGD directions (no Jacobians of the scores or the kernel), which makes a
+meta-step several times cheaper.
+
+The task posterior of a new task is the M particles after n SVGD steps on its support set.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import logsumexp
+
+from bayesmeta.inference import svgd
+from bayesmeta.inference.base import (
+    MetaState,
+    Method,
+    gradient_step,
+    make_optimizer,
+    masked_mean_count,
+)
+from bayesmeta.model import HierarchicalModel
+from bayesmeta.posterior import TaskPosterior
+from bayesmeta.tasks.base import Support, TaskBatch
+
+__all__ = ["bmaml"]
+
+LOSSES = ("chaser", "predictive")
+NOISES = ("particle", "shared")
+
+
+def bmaml(
+    model: HierarchicalModel,
+    *,
+    num_particles: int = 10,
+    inner_steps: int = 5,
+    leader_steps: int = 5,
+    inner_lr: float = 0.01,
+    meta_sgd: bool = False,
+    learn_inner_lr: bool = True,
+    loss: str = "predictive",
+    first_order: bool = False,
+    prior_scale: float = 1.0,
+    noise: str = "particle",
+    noise_prior: tuple[float, float] = (1.0, 0.1),
+    max_inner_update: float | None = 1.0,
+    lr: float = 1e-3,
+    lr_decay_steps: int | None = None,
+    grad_clip: float | None = 10.0,
+) -> Method:
+    """Build BMAML.
+
+    Parameters
+    ----------
+    model : HierarchicalModel
+        Gaussian likelihood (the particles carry their own noise) or categorical.
+    num_particles : int
+        M, particles per task.
+    inner_steps, leader_steps : int
+        n SVGD steps on D_tr (the chaser, and adaptation at test time) and s further steps on
+        D_tr ∪ D_ts (the leader; ``loss="chaser"`` only).
+    inner_lr : float
+        Initial SVGD step size α (meta-learned, log-parameterised, unless
+        ``learn_inner_lr=False``).
+    meta_sgd : bool
+        One step size per coordinate instead of one scalar.
+    loss : {"predictive", "chaser"}
+        Meta-loss: the query-set log predictive of the particle mixture, or the chaser loss.
+    first_order : bool
+        No gradient through the SVGD directions.
+    prior_scale : float
+        Initial σ of the weight prior N(μ, σ²) (μ starts at the particles' mean); both are
+        meta-learned with second-order meta-gradients.
+    noise : {"particle", "shared"}
+        Each particle carries its own log σ_y, moved by SVGD under the Gamma prior (BMAML), or
+        one σ_y is a meta-parameter shared by all particles and tasks (as in MAML; it is
+        learned by the predictive loss only, the chaser loss leaves it at its initial value).
+    noise_prior : (a, b)
+        Gamma(a, b) prior (shape, rate) on each particle's noise precision σ_y⁻².
+    max_inner_update : float or None
+        Element-wise clip of each SVGD update.
+    lr, lr_decay_steps, grad_clip
+        Adam settings of the meta-optimiser (see :func:`~bayesmeta.inference.base.make_optimizer`).
+    """
+    if noise not in NOISES:
+        raise ValueError(f"noise: expected one of {NOISES}, got {noise!r}")
+    if loss not in LOSSES:
+        raise ValueError(f"loss: expected one of {LOSSES}, got {loss!r}")
+    if not isinstance(num_particles, int) or num_particles < 1:
+        raise ValueError(f"num_particles: expected a positive integer, got {num_particles!r}")
+    if inner_steps < 0 or leader_steps < 0:
+        raise ValueError(
+            f"inner_steps, leader_steps: expected >= 0, got {inner_steps}, {leader_steps}"
+        )
+    if inner_lr <= 0 or prior_scale <= 0:
+        raise ValueError(f"inner_lr, prior_scale: expected > 0, got {inner_lr}, {prior_scale}")
+    a0, b0 = (float(v) for v in noise_prior)
+    if a0 <= 0 or b0 <= 0:
+        raise ValueError(f"noise_prior: expected (shape, rate) > 0, got {noise_prior}")
+    gaussian = model.likelihood == "gaussian"
+    in_particle = gaussian and noise == "particle"
+    p = model.num_params
+    dim = p + 1 if in_particle else p
+    m = num_particles
+    optimizer = make_optimizer(lr, grad_clip, lr_decay_steps)
+
+    def split(z, theta):
+        """(φ, log σ_y) of particles ``z (..., D)``."""
+        if in_particle:
+            return z[..., :p], z[..., p]
+        if gaussian:
+            return z, jnp.broadcast_to(theta["log_noise"], z.shape[:-1])
+        return z, jnp.zeros(z.shape[:-1], z.dtype)
+
+    def init(key):
+        keys = jax.random.split(key, m)
+        phi0 = jax.vmap(lambda k: model.init_theta(k)["mu"])(keys)
+        z0 = phi0
+        if in_particle:
+            log_noise = jnp.full((m, 1), math.log(model.noise_init), phi0.dtype)
+            z0 = jnp.concatenate([phi0, log_noise], 1)
+        theta = {
+            "particles": z0,
+            "mu": jnp.mean(phi0, 0),
+            "log_sigma": jnp.full((p,), math.log(prior_scale), phi0.dtype),
+            "log_inner_lr": jnp.full((dim,) if meta_sgd else (), math.log(inner_lr), phi0.dtype),
+        }
+        if gaussian and not in_particle:
+            theta["log_noise"] = jnp.asarray(math.log(model.noise_init), phi0.dtype)
+        return MetaState(theta, optimizer.init(theta), jnp.zeros((), jnp.int32))
+
+    def log_target(z, theta, x, y, mask):
+        phi, log_noise = split(z, theta)
+        prior_theta = {"mu": theta["mu"], "log_sigma": theta["log_sigma"]}
+        lp = model.log_prior(prior_theta, phi)
+        if gaussian:
+            lp = lp + model.log_likelihood({"log_noise": log_noise}, phi, x, y, mask)
+        else:
+            lp = lp + model.log_likelihood({}, phi, x, y, mask)
+        if in_particle:
+            gamma = jnp.exp(-2.0 * log_noise)
+            lp = lp + a0 * jnp.log(b0) - math.lgamma(a0) + (a0 - 1) * jnp.log(gamma) - b0 * gamma
+            lp = lp + jnp.log(2.0 * gamma)
+        return lp
+
+    def run_svgd(theta, z, x, y, mask, num_steps):
+        alpha = jnp.exp(theta["log_inner_lr"])
+        if not learn_inner_lr:
+            alpha = jax.lax.stop_gradient(alpha)
+        score = jax.grad(log_target)
+
+        def body(z, _):
+            noise_var = jnp.mean(jnp.exp(2.0 * split(z, theta)[1])) if gaussian else 1.0
+            c = jax.lax.stop_gradient(noise_var / masked_mean_count(mask))
+            scores = jax.vmap(score, in_axes=(0, None, None, None, None))(z, theta, x, y, mask)
+            d = svgd.direction(z, scores)
+            if first_order:
+                d = jax.lax.stop_gradient(d)
+            upd = alpha * c * d
+            if max_inner_update is not None:
+                upd = jnp.clip(upd, -max_inner_update, max_inner_update)
+            return z + upd, None
+
+        z, _ = jax.lax.scan(body, z, None, length=num_steps)
+        return z
+
+    def particle_log_lik_points(z, theta, x, y):
+        phi, log_noise = split(z, theta)
+        theta = {"log_noise": log_noise} if gaussian else {}
+        return model.log_likelihood_points(theta, phi, x, y)
+
+    def task_loss(theta, x_s, y_s, m_s, x_q, y_q):
+        z = run_svgd(theta, theta["particles"], x_s, y_s, m_s, inner_steps)
+        if loss == "predictive":
+            ll = jax.vmap(particle_log_lik_points, in_axes=(0, None, None, None))(
+                z, theta, x_q, y_q
+            )
+            return -jnp.mean(logsumexp(ll, 0) - math.log(m))
+        x_all = jnp.concatenate([x_s, x_q], 0)
+        y_all = jnp.concatenate([y_s, y_q], 0)
+        m_all = jnp.concatenate([m_s, jnp.ones(x_q.shape[0], m_s.dtype)], 0)
+        leader = jax.lax.stop_gradient(run_svgd(theta, z, x_all, y_all, m_all, leader_steps))
+        return jnp.sum((z - leader) ** 2) / (m * dim)
+
+    def loss_fn(theta, key, batch: TaskBatch):
+        del key
+        losses = jax.vmap(task_loss, in_axes=(None, 0, 0, 0, 0, 0))(theta, *batch)
+        return jnp.mean(losses)
+
+    def adapt(key, state: MetaState, support: Support, num_samples: int = m):
+        del key, num_samples  # the posterior is the M particles
+        theta = state.theta
+        z = jax.vmap(run_svgd, in_axes=(None, None, 0, 0, 0, None))(
+            theta, theta["particles"], support.x, support.y, support.mask, inner_steps
+        )
+        phi, log_noise = split(z, theta)
+        noise = jnp.exp(log_noise) if gaussian else jnp.ones(phi.shape[:2], phi.dtype)
+        lw = jnp.full(phi.shape[:2], -math.log(m), phi.dtype)
+        return TaskPosterior(phi, lw, noise, model.apply, model.likelihood, "bmaml")
+
+    def particles(state: MetaState, support: Support, num_steps: int = inner_steps):
+        """The particles z (T, M, D) after ``num_steps`` SVGD steps on each support set."""
+        theta = state.theta
+        return jax.vmap(run_svgd, in_axes=(None, None, 0, 0, 0, None))(
+            theta, theta["particles"], support.x, support.y, support.mask, num_steps
+        )
+
+    config = dict(
+        num_particles=num_particles,
+        inner_steps=inner_steps,
+        leader_steps=leader_steps,
+        inner_lr=inner_lr,
+        meta_sgd=meta_sgd,
+        learn_inner_lr=learn_inner_lr,
+        loss=loss,
+        first_order=first_order,
+        prior_scale=prior_scale,
+        noise=noise,
+        noise_prior=(a0, b0),
+        max_inner_update=max_inner_update,
+        lr=lr,
+        lr_decay_steps=lr_decay_steps,
+        grad_clip=grad_clip,
+    )
+    meta_step = gradient_step(loss_fn, optimizer)
+    return Method(
+        "bmaml",
+        init,
+        meta_step,
+        adapt,
+        config,
+        extras={"particles": particles, "log_target": log_target},
+    )
