@@ -54,7 +54,8 @@ REGRESSION_RECIPES: dict[str, dict[str, Any]] = {
         "max_seconds": 560,
         "num_particles": 10,
         "inner_steps": 5,
-        "inner_lr": 0.01,
+        "inner_lr": 0.1,
+        "meta_sgd": True,
         "loss": "predictive",
     },
 }

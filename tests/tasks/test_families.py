@@ -46,3 +46,32 @@ def test_task_sets_are_reproducible_and_exact_k(key):
     assert a["x_support"].shape == (5, 4, 1)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_finite_pool_draws_only_pool_tasks(key):
+    from bayesmeta.tasks import finite_pool, sinusoid_bmaml
+
+    fam = sinusoid_bmaml()
+    pool = finite_pool(fam, 5, seed=3)
+    assert pool.name == "sinusoid_bmaml-pool5"
+    members = np.asarray(fam.sample_params(jax.random.PRNGKey(3), 5))
+    _, params = sample_batch(pool, key, 200, (5, 5), 4)
+    params = np.asarray(params)
+    # Every drawn task is one of the 5 pool members, and all 5 appear in 200 draws.
+    dist = np.abs(params[:, None, :] - members[None]).max(-1)
+    assert np.all(dist.min(1) == 0.0)
+    assert len(set(dist.argmin(1).tolist())) == 5
+    with pytest.raises(ValueError, match="num_tasks"):
+        finite_pool(fam, 0)
+
+
+def test_model_spec_trains_on_its_pool_and_evaluates_on_the_family(key):
+    from bayesmeta.zoo import load_model_spec
+
+    spec = load_model_spec("sinusoid_bmaml")
+    assert spec.train_family.name == "sinusoid_bmaml-pool1000"
+    batch = spec.sampler(4, 3)(key)
+    assert batch.x_support.shape == (4, 10, 1) and spec.eval_k == (5, 10)
+    for method in ("emaml", "bmaml"):
+        m, cfg = spec.build(method)
+        assert m.name == method and cfg["max_seconds"] == 560
