@@ -17,7 +17,7 @@ from typing import Any
 
 import jax
 
-from bayesmeta.inference import Method, abml, bmaml, emaml, maml, reference
+from bayesmeta.inference import Method, abml, bmaml, emaml, maml, platipus, reference
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.tasks.base import TaskBatch, TaskFamily, sample_batch
 
@@ -58,6 +58,15 @@ REGRESSION_RECIPES: dict[str, dict[str, Any]] = {
         "meta_sgd": True,
         "loss": "predictive",
     },
+    "platipus": {
+        "steps": 50_000,
+        "lr_decay_steps": 50_000,
+        "max_seconds": 560,
+        "inner_steps": 5,
+        "inner_lr": 0.01,
+        "train_samples": 4,
+        "outer": "predictive",
+    },
 }
 REGRESSION_BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
     "full": {
@@ -79,6 +88,7 @@ METHOD_FACTORIES: dict[str, Callable[..., Method]] = {
     "abml": abml,
     "emaml": emaml,
     "bmaml": bmaml,
+    "platipus": platipus,
 }
 METHOD_NAMES = (*METHOD_FACTORIES, "reference")
 

@@ -5,6 +5,7 @@ from bayesmeta.inference.base import Info, MetaState, Method, make_optimizer
 from bayesmeta.inference.bmaml import bmaml
 from bayesmeta.inference.emaml import emaml
 from bayesmeta.inference.maml import maml
+from bayesmeta.inference.platipus import platipus
 from bayesmeta.inference.reference import linear_gaussian_posterior, reference
 from bayesmeta.inference.train import DivergenceError, TrainResult, train
 
@@ -20,6 +21,7 @@ __all__ = [
     "linear_gaussian_posterior",
     "maml",
     "make_optimizer",
+    "platipus",
     "reference",
     "train",
 ]

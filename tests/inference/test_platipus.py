@@ -1,0 +1,179 @@
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bayesmeta.inference import platipus, train
+from bayesmeta.model import HierarchicalModel
+from bayesmeta.nn import linear, mlp
+from bayesmeta.tasks import Support, TaskBatch, sample_batch, sine_line
+
+
+@pytest.fixture
+def lin_model():
+    return HierarchicalModel(linear(), noise_init=0.5, prior_scale=0.3)
+
+
+def _batch(key, t=3, k=4, q=5):
+    kx, ky, kq, kqy = jax.random.split(key, 4)
+    xs = jax.random.uniform(kx, (t, k, 1), minval=-2, maxval=2)
+    xq = jax.random.uniform(kq, (t, q, 1), minval=-2, maxval=2)
+    ys = 1.5 * xs - 0.3 + 0.1 * jax.random.normal(ky, xs.shape)
+    yq = 1.5 * xq - 0.3 + 0.1 * jax.random.normal(kqy, xq.shape)
+    mask = jnp.ones((t, k)).at[0, -1].set(0.0)
+    return TaskBatch(xs, ys, mask, xq, yq)
+
+
+def _grad_half_mse(phi, x, y, mask):
+    """∇ of ½ mean (y − (w x + b))² for φ = (b, w) by hand (the σ_y²-rescaled MAML loss)."""
+    b, w = phi
+    x, y, m = np.asarray(x)[:, 0], np.asarray(y)[:, 0], np.asarray(mask)
+    r = (y - (w * x + b)) * m
+    n = max(m.sum(), 1.0)
+    return np.array([-r.sum() / n, -(r * x).sum() / n])
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_sampler_is_shift_noise_then_gradient_steps(lin_model, key, jit):
+    # θ_s = μ − γ_p ∇L(μ; D_tr) + sqrt(v_q) ε_s, then φ_s = θ_s − α ∇L(θ_s; D_tr): with a
+    # negligible v_q every sample equals the hand computation.
+    method = platipus(lin_model, inner_steps=1, inner_lr=0.2, shift_lr=0.3, max_inner_update=None)
+    st = method.init(key)
+    mu = jnp.array([0.2, -0.4])
+    st = st._replace(theta={**st.theta, "mu": mu, "log_sigma_q": jnp.full(2, -30.0)})
+    batch = _batch(key)
+    support = Support(batch.x_support, batch.y_support, batch.mask_support)
+    adapt = jax.jit(method.adapt, static_argnums=3) if jit else method.adapt
+    post = adapt(key, st, support, 3)
+    assert post.phi.shape == (3, 3, 2) and post.method == "platipus"
+    for i in range(3):
+        x, y, m = batch.x_support[i], batch.y_support[i], batch.mask_support[i]
+        th = np.asarray(mu) - 0.3 * _grad_half_mse(mu, x, y, m)
+        phi = th - 0.2 * _grad_half_mse(th, x, y, m)
+        np.testing.assert_allclose(post.phi[i], np.tile(phi, (3, 1)), rtol=1e-5, atol=1e-6)
+
+
+def test_samples_spread_with_v_q(lin_model, key):
+    method = platipus(lin_model, inner_steps=0)
+    st = method.init(key)
+    st = st._replace(theta={**st.theta, "log_sigma_q": jnp.log(jnp.array([0.5, 2.0]))})
+    batch = _batch(key, t=2)
+    post = method.adapt(
+        key, st, Support(batch.x_support, batch.y_support, batch.mask_support), 4000
+    )
+    sd = np.asarray(post.phi).std(1)
+    np.testing.assert_allclose(sd, [[0.5, 2.0]] * 2, rtol=0.05)
+
+
+@pytest.mark.parametrize("outer", ["elbo", "predictive"])
+def test_kl_term_is_between_inference_and_prior_shifts(lin_model, key, outer):
+    # loss(β=1) − loss(β=0) = mean over tasks of KL(q(θ|D_tr ∪ D_ts) ‖ p(θ|D_tr)) / |D_ts|,
+    # with q = N(μ − γ_q ∇L(μ; D_tr ∪ D_ts), v_q) and p = N(μ − γ_p ∇L(μ; D_tr), σ²).
+    batch = _batch(key)
+    losses = {}
+    for beta in (0.0, 1.0):
+        m = platipus(lin_model, kl_weight=beta, outer=outer, hyperprior_weight=0.0,
+                     max_inner_update=None, shift_lr=0.3)  # fmt: skip
+        st = m.init(key)
+        th = {
+            **st.theta,
+            "mu": jnp.array([0.2, -0.4]),
+            "log_sigma_q": jnp.log(jnp.array([0.2, 0.1])),
+        }
+        th["log_gamma_q"] = jnp.log(jnp.array([0.5, 0.4]))
+        losses[beta] = float(m.meta_step(key, st._replace(theta=th), batch)[1].loss)
+    mu = np.array([0.2, -0.4])
+    sig, sq = 0.3, np.array([0.2, 0.1])
+    kls = []
+    for i in range(3):
+        xs, ys, ms = batch.x_support[i], batch.y_support[i], batch.mask_support[i]
+        xa = np.concatenate([xs, batch.x_query[i]])
+        ya = np.concatenate([ys, batch.y_query[i]])
+        ma = np.concatenate([ms, np.ones(5)])
+        mp = mu - 0.3 * _grad_half_mse(mu, xs, ys, ms)
+        mq = mu - np.array([0.5, 0.4]) * _grad_half_mse(mu, xa, ya, ma)
+        kl = np.sum(np.log(sig / sq) + (sq**2 + (mq - mp) ** 2) / (2 * sig**2) - 0.5)
+        kls.append(kl / 5)
+    np.testing.assert_allclose(losses[1.0] - losses[0.0], np.mean(kls), rtol=1e-4)
+
+
+def test_meta_gradient_matches_finite_differences(lin_model, key):
+    jax.config.update("jax_enable_x64", True)
+    try:
+        batch = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), _batch(key))
+        method = platipus(lin_model, inner_steps=2, max_inner_update=None, train_samples=3)
+        base = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), method.init(key).theta)
+
+        @jax.jit
+        def meta_loss(mu):
+            st = method.init(key)
+            opt = jax.tree_util.tree_map(
+                lambda a: a.astype(jnp.float64) if a.dtype == jnp.float32 else a, st.opt_state
+            )
+            return method.meta_step(key, st._replace(theta={**base, "mu": mu}, opt_state=opt),
+                                    batch)[1].loss  # fmt: skip
+
+        mu = jnp.array([0.2, -0.4], jnp.float64)
+        g = jax.grad(meta_loss)(mu)
+        eps = 1e-6
+        for i in range(2):
+            fd = (meta_loss(mu.at[i].add(eps)) - meta_loss(mu.at[i].add(-eps))) / (2 * eps)
+            np.testing.assert_allclose(g[i], fd, rtol=1e-5, atol=1e-8)
+    finally:
+        jax.config.update("jax_enable_x64", False)
+
+
+def test_meta_step_jitted_equals_eager_and_traces_once(key):
+    model = HierarchicalModel(mlp((1, 8, 1)), noise_init=0.5, prior_scale=0.1)
+    method = platipus(model, inner_steps=2, train_samples=2)
+    fam = sine_line()
+    state = method.init(key)
+    batch = sample_batch(fam, key, 4, (1, 5), 6)[0]
+    s_eager, i_eager = method.meta_step(key, state, batch)
+    traces = []
+
+    def counted(k, s, b):
+        traces.append(1)
+        return method.meta_step(k, s, b)
+
+    step = jax.jit(counted)
+    s_jit, i_jit = step(key, state, batch)
+    np.testing.assert_allclose(i_eager.loss, i_jit.loss, rtol=1e-4)
+    np.testing.assert_allclose(s_eager.theta["mu"], s_jit.theta["mu"], rtol=1e-5, atol=1e-7)
+    for i in range(3):
+        s_jit, _ = step(key, s_jit, sample_batch(fam, jax.random.PRNGKey(i), 4, (1, 5), 6)[0])
+    assert len(traces) == 1
+
+
+def test_meta_training_improves_held_out_predictive(key):
+    model = HierarchicalModel(mlp((1, 16, 16, 1), activation="tanh"), noise_init=0.5,
+                              prior_scale=0.1)  # fmt: skip
+    method = platipus(model, inner_steps=2, lr=3e-3, train_samples=2)
+    fam = sine_line()
+    sampler = lambda k: sample_batch(fam, k, 8, (1, 5), 10)[0]  # noqa: E731
+    held = sample_batch(fam, jax.random.PRNGKey(99), 50, (5, 5), 20)[0]
+    support = Support(held.x_support, held.y_support, held.mask_support)
+
+    def nll(st):
+        post = method.adapt(key, st, support, 16)
+        return -float(jnp.mean(post.log_predictive(held.x_query, held.y_query)))
+
+    state = method.init(key)
+    before = nll(state)
+    res = train(method, state, sampler, jax.random.PRNGKey(1), 600, chunk_size=300,
+                progress=False)  # fmt: skip
+    assert math.isfinite(res.history["loss"][-1])
+    assert nll(res.state) < before - 0.3
+
+
+def test_bad_arguments_are_named(lin_model):
+    for kw, name in [
+        ({"outer": "moment"}, "outer"),
+        ({"train_samples": 0}, "train_samples"),
+        ({"inner_steps": -1}, "inner_steps"),
+        ({"shift_lr": 0.0}, "shift_lr"),
+    ]:
+        with pytest.raises(ValueError, match=name):
+            platipus(lin_model, **kw)
