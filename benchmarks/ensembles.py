@@ -5,7 +5,9 @@
 table (same seeds, 50 query points, K = 1, 5, 10) and compared with the reference; MAML's and
 the reference's rows come from the core table's JSON of the same tasks
 (``benchmarks/results/core_<model>_default.json``) when it exists, else MAML is trained here
-too. Writes ``benchmarks/results/ensembles_<model>.{json,md,png}``.
+too. Writes ``benchmarks/results/ensembles_<model>.{json,md,png}`` and keeps each trained model as a
+run directory ``runs/<model>/<method>`` (what ``bayesmeta fit`` writes; usable by
+``bayesmeta evaluate`` and ``bayesmeta active``).
 
 ``setting``: BMAML's sinusoid (``models/sinusoid_bmaml.py``) with pools of 100 and 1000
 training tasks, EMAML vs BMAML, MSE on 200 fresh tasks at K = 5 and 10 (as in Yoon et al.
@@ -60,8 +62,22 @@ def compare(args) -> None:
     fitted = {"reference": (ref, ref.init(jax.random.PRNGKey(0)))}
     train_s, steps = {}, {}
     for name in methods:
+        run_dir = Path(args.runs) / spec.name / name
+        extra = {
+            "model_source": spec.source,
+            "model_name": spec.name,
+            "settings": spec.recipe(name, args.budget, max_seconds=args.seconds),
+            "seed": args.seed,
+            "budget": args.budget,
+        }
         method, res = spec.fit(
-            name, args.budget, seed=args.seed, progress=not args.quiet, max_seconds=args.seconds
+            name,
+            args.budget,
+            seed=args.seed,
+            progress=not args.quiet,
+            max_seconds=args.seconds,
+            run_dir=run_dir,
+            checkpoint_extra=extra,
         )
         fitted[name] = (method, res.state)
         train_s[name] = round(res.seconds, 1)
@@ -186,6 +202,7 @@ def main() -> None:
     c.add_argument("--methods", nargs="+", default=["emaml", "bmaml"])
     c.add_argument("--retrain-maml", action="store_true")
     c.add_argument("--budget", default="default")
+    c.add_argument("--runs", default="runs", help="where to keep the run directories")
     c.add_argument("--seconds", type=float, default=None, help="cap on each model's training")
     s = sub.add_parser("setting")
     s.add_argument("--seconds", type=float, default=240.0)
