@@ -22,6 +22,8 @@ metric_bars
     Grouped bars of a metric per method and support size, with the oracle per group.
 learning_curves
     Active-learning curves: a metric against the number of labels, ±1 standard error.
+hypothesis_samples
+    Sine-or-line posterior samples coloured by the hypothesis they resemble.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from bayesmeta.posterior import TaskPosterior
 __all__ = [
     "PALETTE",
     "calibration_curves",
+    "hypothesis_samples",
     "learning_curves",
     "method_color",
     "metric_bars",
@@ -732,4 +735,79 @@ def learning_curves(
     ax.set_ylabel(_metric_label(metric), fontsize=9)
     ax.set_title(f"Active learning: {_metric_label(metric)} (±1 s.e.)", fontsize=11)
     ax.legend(fontsize=8, frameon=True, framealpha=0.9, edgecolor="0.85")
+    return _finish(fig, path)
+
+
+# -- ambiguous regression: which hypothesis the samples resemble ------------------------------
+
+_HYPOTHESIS_COLORS = {"sine": "#0072B2", "line": "#D55E00"}
+
+
+def hypothesis_samples(
+    posteriors: Mapping[str, TaskPosterior],
+    reference: TaskPosterior,
+    x_support,
+    y_support,
+    mask_support,
+    task_indices: Sequence[int] = (0, 1, 2, 3),
+    num_curves: int = 40,
+    x_range: tuple[float, float] = (-5.0, 5.0),
+    key: jax.Array | None = None,
+    path: str | os.PathLike | None = None,
+) -> Figure:
+    """Sine-or-line posterior samples coloured by the hypothesis each resembles.
+
+    One row per method, one column per task. Each panel draws up to ``num_curves`` function
+    samples (resampled by weight), blue when the sample is closer to a sine and orange when
+    closer to a line (:func:`bayesmeta.evaluate.hypotheses.classify_sine_line`), with the
+    support points; its title gives the method's fraction of line-like samples beside the
+    reference posterior's exact mass on the line hypothesis.
+    """
+    from bayesmeta.evaluate.hypotheses import classify_sine_line, reference_line_mass
+
+    if not posteriors:
+        raise ValueError("hypothesis_samples needs at least one posterior")
+    idx = [int(i) for i in task_indices]
+    xs, ys, ms = (np.asarray(a) for a in (x_support, y_support, mask_support))
+    key = jax.random.PRNGKey(0) if key is None else key
+    ref_mass = np.asarray(reference_line_mass(_select_tasks(reference, idx)))
+    grid = np.linspace(x_range[0], x_range[1], 120)
+    methods = _order_methods(posteriors)
+    nrows, ncols = len(methods), len(idx)
+    fig = _new_figure(3.1 * ncols + 0.4, 2.3 * nrows + 0.7)
+    axes = np.asarray(fig.subplots(nrows, ncols, squeeze=False, sharex=True))
+    for r, name in enumerate(methods):
+        sub = _select_tasks(posteriors[name], idx)
+        sub = sub.resample(jax.random.fold_in(key, r), num_curves)
+        xg = jnp.broadcast_to(jnp.asarray(grid, sub.phi.dtype)[None, :, None], (len(idx), 120, 1))
+        f = sub.outputs(xg)[..., 0]  # (T, C, G)
+        labels = np.asarray(classify_sine_line(f, grid))
+        f = np.asarray(f)
+        for c, i in enumerate(idx):
+            ax = axes[r, c]
+            _style(ax, grid="both")
+            for s in range(f.shape[1]):
+                kind = "line" if labels[c, s] > 0.5 else "sine"
+                ax.plot(grid, f[c, s], color=_HYPOTHESIS_COLORS[kind], lw=0.8, alpha=0.5)
+            sel = ms[i] > 0.5
+            ax.scatter(xs[i, sel, 0], ys[i, sel, 0], s=42, color="black", edgecolor="white",
+                       linewidth=0.8, zorder=5)  # fmt: skip
+            ax.set_xlim(*x_range)
+            ax.set_ylim(-7, 7)
+            ax.set_title(
+                f"task {i}: line {labels[c].mean():.0%} (ref {ref_mass[c]:.0%})", fontsize=9
+            )
+            if c == 0:
+                ax.set_ylabel(f"{name}\ny", fontsize=9, color=method_color(name),
+                              fontweight="bold")  # fmt: skip
+            if r == nrows - 1:
+                ax.set_xlabel("x", fontsize=9)
+    handles = [
+        Line2D([], [], color=_HYPOTHESIS_COLORS["sine"], lw=1.5, label="sample resembles a sine"),
+        Line2D([], [], color=_HYPOTHESIS_COLORS["line"], lw=1.5, label="sample resembles a line"),
+        Line2D([], [], marker="o", ls="", color="black", label="support points"),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
+    fig.suptitle("Sine or line? Posterior samples by hypothesis (ref = exact posterior mass)",
+                 fontsize=11)  # fmt: skip
     return _finish(fig, path)

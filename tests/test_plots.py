@@ -223,3 +223,26 @@ def test_learning_curves(tmp_path):
 def test_palette_is_fixed():
     assert method_color("reference") == "#000000" == PALETTE["reference"]
     assert method_color("my-new-method") == method_color("my-new-method")
+
+
+def test_hypothesis_samples_colours_by_shape(tmp_path):
+    import jax
+
+    from bayesmeta.inference import reference
+    from bayesmeta.main_job import padded_support
+    from bayesmeta.plots import hypothesis_samples
+    from bayesmeta.tasks import make_task_set, sine_line
+
+    fam = sine_line()
+    ts = make_task_set(fam, jax.random.PRNGKey(1), 3, 1, 5)
+    ref = reference(fam)
+    sup = padded_support(ts, 1)
+    rpost = ref.adapt(jax.random.PRNGKey(0), ref.init(None), sup, 1)
+    path = tmp_path / "hyp.png"
+    fig = hypothesis_samples({"reference": rpost}, rpost, sup.x, sup.y, sup.mask,
+                                   task_indices=(0, 2), num_curves=20, path=path)  # fmt: skip
+    assert path.exists() and path.stat().st_size > 10_000
+    ax = fig.axes[0]
+    colors = {line.get_color() for line in ax.get_lines()}
+    assert colors <= {"#0072B2", "#D55E00"} and len(ax.get_lines()) == 20
+    assert "ref" in ax.get_title()
