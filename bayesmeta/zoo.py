@@ -17,7 +17,16 @@ from typing import Any
 
 import jax
 
-from bayesmeta.inference import Method, abml, bmaml, emaml, maml, platipus, reference
+from bayesmeta.inference import (
+    Method,
+    abml,
+    bmaml,
+    emaml,
+    maml,
+    neural_process,
+    platipus,
+    reference,
+)
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.tasks.base import TaskBatch, TaskFamily, sample_batch
 
@@ -67,6 +76,13 @@ REGRESSION_RECIPES: dict[str, dict[str, Any]] = {
         "train_samples": 4,
         "outer": "predictive",
     },
+    "neural-process": {
+        "steps": 100_000,
+        "lr_decay_steps": 100_000,
+        "max_seconds": 560,
+        "train_samples": 16,
+        "outer": "predictive",
+    },
 }
 REGRESSION_BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
     "full": {
@@ -89,6 +105,7 @@ METHOD_FACTORIES: dict[str, Callable[..., Method]] = {
     "emaml": emaml,
     "bmaml": bmaml,
     "platipus": platipus,
+    "neural-process": neural_process,
 }
 METHOD_NAMES = (*METHOD_FACTORIES, "reference")
 

@@ -5,6 +5,7 @@ from bayesmeta.inference.base import Info, MetaState, Method, make_optimizer
 from bayesmeta.inference.bmaml import bmaml
 from bayesmeta.inference.emaml import emaml
 from bayesmeta.inference.maml import maml
+from bayesmeta.inference.neural_process import neural_process
 from bayesmeta.inference.nuts import nuts, nuts_task_samples
 from bayesmeta.inference.platipus import platipus
 from bayesmeta.inference.reference import linear_gaussian_posterior, reference
@@ -22,6 +23,7 @@ __all__ = [
     "linear_gaussian_posterior",
     "maml",
     "make_optimizer",
+    "neural_process",
     "nuts",
     "nuts_task_samples",
     "platipus",
