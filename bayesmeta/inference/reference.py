@@ -69,9 +69,15 @@ def reference(family: TaskFamily, *, quadrature_points: int = 64) -> Method:
         noise = jax.vmap(family.noise_fn)(grid)  # (G,)
 
         def one(x, y, mask):
-            f = jax.vmap(lambda g: family.mean_fn(g, x))(grid)  # (G, K, Dy)
-            z = (y[None] - f) / noise[:, None, None]
-            ll = -0.5 * z**2 - jnp.log(noise)[:, None, None] - 0.5 * math.log(2 * math.pi)
+            f = jax.vmap(lambda g: family.mean_fn(g, x))(grid)  # (G, K, Dy) or logits (G, K, C)
+            if family.likelihood == "categorical":
+                logp = jax.nn.log_softmax(f, -1)
+                ll = jnp.take_along_axis(
+                    logp, jnp.broadcast_to(y[None, :, None], f.shape[:2] + (1,)), -1
+                )
+            else:
+                z = (y[None] - f) / noise[:, None, None]
+                ll = -0.5 * z**2 - jnp.log(noise)[:, None, None] - 0.5 * math.log(2 * math.pi)
             lw = log_prior + jnp.sum(jnp.sum(ll, -1) * mask[None], -1)
             return lw - jax.scipy.special.logsumexp(lw)
 

@@ -9,13 +9,21 @@ from bayesmeta.tasks.base import (
     sample_batch,
     support_of,
 )
-from bayesmeta.tasks.families import FAMILIES, linear_gaussian, sine_line, sinusoid, sinusoid_bmaml
+from bayesmeta.tasks.families import (
+    FAMILIES,
+    circles,
+    linear_gaussian,
+    sine_line,
+    sinusoid,
+    sinusoid_bmaml,
+)
 
 __all__ = [
     "FAMILIES",
     "Support",
     "TaskBatch",
     "TaskFamily",
+    "circles",
     "finite_pool",
     "linear_gaussian",
     "make_task_set",

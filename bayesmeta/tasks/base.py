@@ -82,6 +82,14 @@ class TaskFamily:
     gaussian_prior : (mean (P_task,), std (P_task,), noise) or None
         Set for linear-Gaussian families, whose posterior the ``reference`` method computes
         in closed form (features ``[x, 1]``).
+    likelihood : {"gaussian", "categorical"}
+        For ``"categorical"``, ``mean_fn`` returns logits ``(N, C)`` and labels are ``(N,)``
+        integers drawn from ``softmax(logits)``; ``noise_fn`` is unused.
+    num_classes : int, optional
+        C (categorical families).
+    sample_support_x : (key, ψ, K) -> (K, Dx), optional
+        Where a task's support inputs come from when not uniform on ``x_range`` (e.g. inside
+        the positive region); query inputs are always uniform.
     """
 
     name: str
@@ -94,14 +102,19 @@ class TaskFamily:
     reference_grid: Callable[[], tuple[Array, Array]] | None = None
     gaussian_prior: tuple[Array, Array, float] | None = None
     likelihood: str = "gaussian"
+    num_classes: int | None = None
+    sample_support_x: Callable[[Array, Array, int], Array] | None = None
 
     def sample_x(self, key: Array, shape: tuple[int, ...]) -> Array:
         lo, hi = self.x_range
         return jax.random.uniform(key, (*shape, self.dx), minval=lo, maxval=hi)
 
     def sample_y(self, key: Array, params: Array, x: Array) -> Array:
-        """Noisy outputs for one task: ``params (P_task,)``, ``x (N, Dx)`` -> ``(N, Dy)``."""
+        """Outputs for one task: ``params (P_task,)``, ``x (N, Dx)`` -> ``(N, Dy)`` (noisy
+        regression targets) or ``(N,)`` int32 labels (categorical)."""
         f = self.mean_fn(params, x)
+        if self.likelihood == "categorical":
+            return jax.random.categorical(key, f, axis=-1).astype(jnp.int32)
         return f + self.noise_fn(params) * jax.random.normal(key, f.shape)
 
 
@@ -121,6 +134,11 @@ def sample_batch(
     k_params, k_x, k_y, k_k = jax.random.split(key, 4)
     params = family.sample_params(k_params, num_tasks)
     x = family.sample_x(k_x, (num_tasks, k_max + num_query))
+    if family.sample_support_x is not None:
+        xs = jax.vmap(family.sample_support_x, in_axes=(0, 0, None))(
+            jax.random.split(jax.random.fold_in(k_x, 1), num_tasks), params, k_max
+        )
+        x = jnp.concatenate([xs, x[:, k_max:]], axis=1)
     y = jax.vmap(family.sample_y)(jax.random.split(k_y, num_tasks), params, x)
     k = jax.random.randint(k_k, (num_tasks,), k_min, k_max + 1)
     mask = (jnp.arange(k_max)[None, :] < k[:, None]).astype(x.dtype)

@@ -199,9 +199,64 @@ def sinusoid_bmaml(
     )
 
 
+def circles(
+    center: tuple[float, float] = (-3.0, 3.0),
+    radius: tuple[float, float] = (1.0, 3.0),
+    sharpness: float = 0.1,
+    x_range: tuple[float, float] = (-5.0, 5.0),
+    grid_size: tuple[int, int] = (40, 20),
+) -> TaskFamily:
+    """PLATIPUS's ambiguous 2-D classification: the positive class is a disc; ψ = (c₁, c₂, r).
+
+    Centre uniform on ``center``², radius uniform on ``radius``; inputs uniform on
+    ``x_range``². Labels: p(y = 1 | x, ψ) = sigmoid((r − ‖x − c‖) / τ), τ = ``sharpness`` (a
+    slightly soft boundary, so that the likelihood never takes log 0). Support points are drawn
+    uniformly inside 0.8 r of the centre, so they are (almost always) positives: one positive
+    point says little about where the circle is, hence the ambiguity. The reference grid is
+    ``grid_size[0]``² centres × ``grid_size[1]`` radii, and its posterior conditions on the
+    labels given the inputs (the discriminative posterior every method approximates).
+    """
+    lo = jnp.array([center[0], center[0], radius[0]])
+    hi = jnp.array([center[1], center[1], radius[1]])
+
+    def sample_params(key, n):
+        return jax.random.uniform(key, (n, 3), minval=lo, maxval=hi)
+
+    def mean_fn(psi, x):
+        d = jnp.sqrt(jnp.sum((x - psi[:2]) ** 2, -1) + 1e-12)
+        z = (psi[2] - d) / sharpness
+        return jnp.stack([jnp.zeros_like(z), z], -1)
+
+    def sample_support_x(key, psi, k):
+        k_r, k_a = jax.random.split(key)
+        rr = 0.8 * psi[2] * jnp.sqrt(jax.random.uniform(k_r, (k,)))
+        a = jax.random.uniform(k_a, (k,), maxval=2 * math.pi)
+        return psi[:2] + rr[:, None] * jnp.stack([jnp.cos(a), jnp.sin(a)], -1)
+
+    def reference_grid():
+        nc, nr = grid_size
+        grid = _uniform_grid([center, center, radius], [nc, nc, nr])
+        return grid, jnp.full((grid.shape[0],), -math.log(grid.shape[0]))
+
+    return TaskFamily(
+        name="circles",
+        dx=2,
+        dy=1,
+        sample_params=sample_params,
+        mean_fn=mean_fn,
+        noise_fn=lambda psi: jnp.ones(()),
+        x_range=x_range,
+        reference_grid=reference_grid,
+        likelihood="categorical",
+        num_classes=2,
+        sample_support_x=sample_support_x,
+    )
+
+
 FAMILIES = {
     "sinusoid": sinusoid,
     "sine_line": sine_line,
     "linear_gaussian": linear_gaussian,
     "sinusoid_bmaml": sinusoid_bmaml,
+    "circles": circles,
 }

@@ -12,7 +12,8 @@ from bayesmeta.tasks import FAMILIES, make_task_set, sample_batch, sine_line, si
 def test_batch_shapes_masks_and_ranges(name, key):
     fam = FAMILIES[name]()
     batch, params = jax.jit(lambda k: sample_batch(fam, k, 64, (1, 10), 7))(key)
-    assert batch.x_support.shape == (64, 10, 1) and batch.y_query.shape == (64, 7, 1)
+    y_shape = (64, 7) if fam.likelihood == "categorical" else (64, 7, 1)
+    assert batch.x_support.shape == (64, 10, fam.dx) and batch.y_query.shape == y_shape
     k = np.asarray(batch.mask_support.sum(1))
     assert k.min() >= 1 and k.max() <= 10 and len(np.unique(k)) > 3
     # the mask is a prefix: real points first, padding after
@@ -75,3 +76,34 @@ def test_model_spec_trains_on_its_pool_and_evaluates_on_the_family(key):
     for method in ("emaml", "bmaml"):
         m, cfg = spec.build(method)
         assert m.name == method and cfg["max_seconds"] == 560
+
+
+def test_circles_support_is_positive_and_reference_is_a_posterior(key):
+    from bayesmeta.inference import reference
+    from bayesmeta.main_job import padded_support
+    from bayesmeta.tasks import circles
+
+    fam = circles()
+    ts = make_task_set(fam, key, 30, 1, 200)
+    assert ts["x_support"].shape == (30, 1, 2) and ts["y_support"].shape == (30, 1)
+    assert ts["y_support"].dtype == jnp.int32
+    assert float(jnp.mean(ts["y_support"])) > 0.9  # support points lie inside the disc
+    # Query labels follow the disc: inside -> 1 (up to the soft boundary).
+    psi = np.asarray(ts["task_params"])
+    d = np.linalg.norm(np.asarray(ts["x_query"]) - psi[:, None, :2], axis=-1)
+    inside = d < psi[:, None, 2] - 0.3
+    outside = d > psi[:, None, 2] + 0.3
+    y = np.asarray(ts["y_query"])
+    assert y[inside].mean() > 0.95 and y[outside].mean() < 0.05
+    ref = reference(fam)
+    post = ref.adapt(key, ref.init(key), padded_support(ts, 5), 1)
+    np.testing.assert_allclose(np.exp(np.asarray(post.log_weights)).sum(-1), 1.0, rtol=1e-4)
+    # The support point is inside every circle with real posterior mass.
+    w = np.exp(np.asarray(post.log_weights))
+    grid = np.asarray(post.phi)
+    dist_s = np.linalg.norm(np.asarray(ts["x_support"])[:, :1, :] - grid[..., :2], axis=-1)
+    assert np.sum(w * (dist_s > grid[..., 2] + 0.5)) / 30 < 1e-3
+    # Exact posterior beats the prior on held-out labels.
+    probs = post.probs(ts["x_query"])
+    acc = float(jnp.mean(jnp.argmax(probs, -1) == ts["y_query"]))
+    assert acc > 0.8
