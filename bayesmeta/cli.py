@@ -1,4 +1,4 @@
-"""The ``bayesmeta`` command: fit, evaluate, tasks, run (see DESIGN.md section 4).
+"""The ``bayesmeta`` command: fit, evaluate, active, tasks, run (see DESIGN.md section 4).
 
 Errors in the input exit with status 2 and one line on stderr naming the problem; no partial
 output file is left behind.
@@ -194,17 +194,138 @@ def evaluate(
     return report
 
 
-def make_tasks(model: str, out: str, k: int, num_tasks: int, num_query: int, seed: int) -> None:
-    """Write a held-out task file drawn from a model's task family."""
+def make_tasks(
+    model: str, out: str, k: int, num_tasks: int, num_query: int, seed: int, pool: int = 0
+) -> None:
+    """Write a held-out task file drawn from a model's task family.
+
+    With ``pool > 0`` each task also gets ``x_pool (T, pool, Dx)`` and ``y_pool``: candidates
+    for active learning, drawn like the query points (``x_query``/``y_query`` stay the held-out
+    evaluation points).
+    """
     import jax
+    import numpy as np
 
     from bayesmeta.tasks.base import make_task_set
     from bayesmeta.tasks.io import save_tasks
     from bayesmeta.zoo import load_model_spec
 
     spec = load_model_spec(model)
-    data = make_task_set(spec.family, jax.random.PRNGKey(seed), num_tasks, k, num_query)
-    save_tasks(out, {k_: __import__("numpy").asarray(v) for k_, v in data.items()})
+    data = make_task_set(spec.family, jax.random.PRNGKey(seed), num_tasks, k, num_query + pool)
+    data = {k_: np.asarray(v) for k_, v in data.items()}
+    if pool > 0:
+        for name in ("x", "y"):
+            q = data.pop(f"{name}_query")
+            data[f"{name}_pool"], data[f"{name}_query"] = q[:, :pool], q[:, pool:]
+    save_tasks(out, data)
+
+
+def _finite_or_none(values) -> list[float | None]:
+    import numpy as np
+
+    return [float(v) if np.isfinite(v) else None for v in np.asarray(values).ravel()]
+
+
+def _num(v) -> str:
+    return "nan" if v is None else f"{v:.4f}"
+
+
+def active(
+    run_dir: str,
+    tasks: str,
+    acquisition: str,
+    queries: int,
+    out: str,
+    samples: int = 100,
+    batch: int = 1,
+    seed: int = 0,
+) -> dict:
+    """Pool-based active learning on a task file; writes ``CURVE.json``.
+
+    Each task starts from its support set, labels ``queries`` rounds of ``batch`` pool points
+    (``x_pool``, ``y_pool``) chosen by ``acquisition`` and re-adapts after each round; the
+    evaluation points are ``x_query``/``y_query``. ``acquisition="all"`` runs every acquisition
+    with the same keys (paired) into one file holding ``curves``.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from bayesmeta.evaluate.active import (
+        ACQUISITIONS,
+        learning_curve,
+        paired_difference,
+        run_active,
+    )
+    from bayesmeta.tasks.base import Support
+    from bayesmeta.tasks.io import load_tasks
+
+    if acquisition != "all" and acquisition not in ACQUISITIONS:
+        raise UsageError(
+            f"--acquisition: expected one of {[*ACQUISITIONS, 'all']}, got {acquisition!r}"
+        )
+    names = list(ACQUISITIONS) if acquisition == "all" else [acquisition]
+    spec, method, state, _ = load_run(run_dir)
+    classification = spec.model.likelihood == "categorical"
+    data = load_tasks(tasks, dx=spec.model.dx, classification=classification)
+    if "x_pool" not in data:
+        raise UsageError(
+            f"x_pool: missing key in {tasks!r}; active learning needs x_pool (T, P, Dx) and "
+            f"y_pool (the candidates), got keys {sorted(data)}"
+        )
+    x_pool = data["x_pool"]
+    if queries * batch > x_pool.shape[1]:
+        raise UsageError(
+            f"--queries: {queries} queries x --batch {batch} = {queries * batch} labels exceed "
+            f"the pool size P={x_pool.shape[1]} of x_pool {x_pool.shape}"
+        )
+    x_s = jnp.asarray(data["x_support"])
+    support = Support(x_s, jnp.asarray(data["y_support"]), jnp.ones(x_s.shape[:2], x_s.dtype))
+    key = jax.random.PRNGKey(seed)
+    results, curves = {}, {}
+    for name in names:
+        results[name] = run_active(
+            key,
+            method,
+            state,
+            support,
+            jnp.asarray(x_pool),
+            jnp.asarray(data["y_pool"]),
+            jnp.asarray(data["x_query"]),
+            jnp.asarray(data["y_query"]),
+            name,
+            queries,
+            samples,
+            batch,
+        )
+        curves[name] = learning_curve(results[name], name)
+    metric = "accuracy" if classification else "mse"
+    if "random" in results and len(results) > 1:
+        for name in names:
+            if name == "random":
+                continue
+            for m in (metric, "nll"):
+                diff, se = paired_difference(results[name], results["random"], m)
+                curves[name][f"{m}_vs_random"] = _finite_or_none(diff)
+                curves[name][f"{m}_vs_random_se"] = _finite_or_none(se)
+    common = {
+        "method": method.name,
+        "model": spec.name,
+        "run_dir": str(run_dir),
+        "tasks": str(tasks),
+        "n_tasks": int(x_s.shape[0]),
+        "k": int(x_s.shape[1]),
+        "pool_size": int(x_pool.shape[1]),
+        "queries": int(queries),
+        "batch": int(batch),
+        "samples": int(samples),
+        "seed": int(seed),
+    }
+    if acquisition == "all":
+        report = {**common, "acquisition": "all", "acquisitions": names, "curves": curves}
+    else:
+        report = {**common, **curves[acquisition]}
+    _atomic_write_text(Path(out), json.dumps(report, indent=2))
+    return report
 
 
 # -- argument parsing ---------------------------------------------------------------------------
@@ -236,11 +357,39 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, metavar="REPORT.json")
     e.add_argument("--predictive", default=None, metavar="PRED.npz")
 
+    a = sub.add_parser("active", help="active learning from a pool: learning curves")
+    a.add_argument("run_dir", metavar="RUN_DIR")
+    a.add_argument(
+        "--tasks", required=True, metavar="FILE.npz", help="task file with x_pool and y_pool"
+    )
+    a.add_argument(
+        "--acquisition",
+        required=True,
+        metavar="A",
+        help="variance, entropy, bald, random, or all (every one, paired, into one file)",
+    )
+    a.add_argument("--queries", required=True, type=_positive("--queries"), metavar="N")
+    a.add_argument("--batch", type=_positive("--batch"), default=1, help="labels per query")
+    a.add_argument(
+        "--samples",
+        type=_positive("--samples"),
+        default=100,
+        help="posterior samples per adaptation (ignored by particle and grid methods)",
+    )
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--out", required=True, metavar="CURVE.json")
+
     t = sub.add_parser("tasks", help="write a held-out task file from a model's task family")
     t.add_argument("model", metavar="MODEL")
     t.add_argument("--k", type=_positive("--k"), default=5, help="support points per task")
     t.add_argument("--num-tasks", type=_positive("--num-tasks"), default=200)
     t.add_argument("--queries", type=_positive("--queries"), default=50)
+    t.add_argument(
+        "--pool",
+        type=_positive("--pool"),
+        default=None,
+        help="also write x_pool/y_pool with this many candidates per task (active learning)",
+    )
     t.add_argument("--seed", type=int, default=12345)
     t.add_argument("--out", required=True, metavar="FILE.npz")
 
@@ -280,8 +429,39 @@ def main(argv: list[str] | None = None) -> int:
             keys = [k for k in ("nll", "mse", "accuracy", "calibration_error", "ece") if k in rep]
             print(" ".join(f"{k}={rep[k]:.4f}" for k in keys) + f" -> {args.out}")
         elif args.command == "tasks":
-            make_tasks(args.model, args.out, args.k, args.num_tasks, args.queries, args.seed)
-            print(f"wrote {args.num_tasks} tasks (K={args.k}, Q={args.queries}) -> {args.out}")
+            make_tasks(
+                args.model,
+                args.out,
+                args.k,
+                args.num_tasks,
+                args.queries,
+                args.seed,
+                args.pool or 0,
+            )
+            pool = f", P={args.pool}" if args.pool else ""
+            print(
+                f"wrote {args.num_tasks} tasks (K={args.k}, Q={args.queries}{pool}) -> {args.out}"
+            )
+        elif args.command == "active":
+            rep = active(
+                args.run_dir,
+                args.tasks,
+                args.acquisition,
+                args.queries,
+                args.out,
+                args.samples,
+                args.batch,
+                args.seed,
+            )
+            for name, c in (
+                rep["curves"] if "curves" in rep else {rep["acquisition"]: rep}
+            ).items():
+                m = "accuracy" if "accuracy" in c else "mse"
+                print(
+                    f"{name}: {m} {_num(c[m][0])} -> {_num(c[m][-1])}, nll {_num(c['nll'][0])}"
+                    f" -> {_num(c['nll'][-1])} after {args.queries} queries"
+                )
+            print(f"-> {args.out}")
         elif args.command == "run":
             from bayesmeta.main_job import run_main_job
 

@@ -137,3 +137,125 @@ def test_abml_fit_evaluate_round_trip(task_file, tmp_path):
     rep = json.loads(out.read_text())
     assert rep["method"] == "abml" and rep["samples"] == 50
     assert 0.0 <= rep["coverage"]["0.9"] <= 1.0 and np.isfinite(rep["nll"])
+
+
+# -- active learning ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pool_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pool") / "pool.npz"
+    args = ["tasks", "sinusoid", "--k", "1", "--num-tasks", "5", "--queries", "10"]
+    assert main([*args, "--pool", "12", "--out", str(path)]) == 0
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("refrun") / "ref"
+    assert main(["fit", "sinusoid", "--method", "reference", "--out", str(run)]) == 0
+    return run
+
+
+def test_tasks_pool_layout(pool_file):
+    data = load_tasks(pool_file)
+    assert data["x_pool"].shape == (5, 12, 1) and data["y_pool"].shape == (5, 12, 1)
+    assert data["x_support"].shape == (5, 1, 1) and data["x_query"].shape == (5, 10, 1)
+
+
+def test_active_round_trip_starts_where_evaluate_ends(reference_run, pool_file, tmp_path):
+    curve, report = tmp_path / "curve.json", tmp_path / "report.json"
+    args = ["active", str(reference_run), "--tasks", str(pool_file), "--acquisition", "bald"]
+    assert main([*args, "--queries", "3", "--out", str(curve)]) == 0
+    c = json.loads(curve.read_text())
+    assert c["acquisition"] == "bald" and c["method"] == "reference"
+    assert c["n_labels"] == [1, 2, 3, 4] and c["n_queries"] == [0, 1, 2, 3]
+    for k in ("nll", "nll_se", "mse", "mse_se"):
+        assert len(c[k]) == 4 and np.all(np.isfinite(c[k]))
+    assert c["n_tasks"] == 5 and c["pool_size"] == 12 and "accuracy" not in c
+    # 0 labels acquired = the plain evaluation of the support sets
+    assert (
+        main(["evaluate", str(reference_run), "--tasks", str(pool_file), "--out", str(report)]) == 0
+    )
+    rep = json.loads(report.read_text())
+    np.testing.assert_allclose([c["nll"][0], c["mse"][0]], [rep["nll"], rep["mse"]], rtol=1e-4)
+
+
+def test_active_all_acquisitions_paired_against_random(fitted, pool_file, tmp_path):
+    from bayesmeta.plots import learning_curves
+
+    out = tmp_path / "all.json"
+    args = ["active", str(fitted), "--tasks", str(pool_file), "--acquisition", "all"]
+    assert main([*args, "--queries", "2", "--batch", "2", "--samples", "5", "--out", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["acquisition"] == "all" and rep["method"] == "maml" and rep["batch"] == 2
+    assert set(rep["curves"]) == {"variance", "entropy", "bald", "random"}
+    for name, c in rep["curves"].items():
+        assert c["acquisition"] == name and c["n_labels"] == [1, 3, 5]
+        assert c["mse"][0] == rep["curves"]["random"]["mse"][0]  # same start, paired
+    assert "mse_vs_random_se" in rep["curves"]["bald"]
+    assert "mse_vs_random" not in rep["curves"]["random"]
+    np.testing.assert_allclose(rep["curves"]["bald"]["nll_vs_random"][0], 0.0)
+    learning_curves(rep["curves"], "mse", tmp_path / "curves.png")
+
+
+def _bad_pool_files(tmp_path, pool_file):
+    from bayesmeta.tasks.io import save_tasks
+
+    data = dict(load_tasks(pool_file))
+    bad_dx = {**data, "x_pool": np.zeros((5, 12, 2), np.float32)}
+    bad_p = {**data, "y_pool": data["y_pool"][:, :7]}
+    save_tasks(tmp_path / "bad_dx.npz", bad_dx, validate=False)
+    save_tasks(tmp_path / "bad_p.npz", bad_p, validate=False)
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--tasks", "{tasks}", "--acquisition", "variance", "--queries", "2"], "x_pool"),
+        (["--tasks", "{tmp}/bad_dx.npz", "--acquisition", "variance", "--queries", "2"], "x_pool"),
+        (["--tasks", "{tmp}/bad_p.npz", "--acquisition", "variance", "--queries", "2"], "y_pool"),
+        (["--tasks", "{pool}", "--acquisition", "curiosity", "--queries", "2"], "--acquisition"),
+        (["--tasks", "{pool}", "--acquisition", "bald", "--queries", "0"], "--queries"),
+        (["--tasks", "{pool}", "--acquisition", "bald", "--queries", "7", "--batch", "2"], "P=12"),
+    ],
+)
+def test_active_bad_input_exits_2_with_one_line(
+    extra, needle, tmp_path, task_file, pool_file, reference_run, capsys
+):
+    _bad_pool_files(tmp_path, pool_file)
+    fmt = {"tmp": tmp_path, "tasks": task_file, "pool": pool_file}
+    out = tmp_path / "curve.json"
+    args = ["active", str(reference_run), *(a.format(**fmt) for a in extra), "--out", str(out)]
+    try:
+        code = main(args)
+    except SystemExit as exc:  # argparse's own errors (e.g. --queries 0)
+        code = exc.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and needle in err, err
+    assert "Traceback" not in err and not out.exists()
+    if needle != "--queries":  # argparse adds a usage line before its own error line
+        assert len(err.splitlines()) == 1
+
+
+def test_active_cli_subprocess_exit_code(reference_run, task_file, tmp_path):
+    out = tmp_path / "c.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bayesmeta.cli",
+            "active",
+            str(reference_run),
+            "--tasks",
+            str(task_file),
+            "--acquisition",
+            "random",
+            "--queries",
+            "1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "x_pool" in proc.stderr
+    assert not out.exists()

@@ -3,7 +3,9 @@
 :func:`evaluate` gives the ``REPORT.json`` fields of DESIGN.md §4, :func:`predictive_arrays`
 the ``PRED.npz`` arrays, and :func:`compare` / :func:`format_table` / :func:`markdown_table`
 put reports of several methods side by side with the gap to an oracle (the ``reference``
-method's exact posterior predictive).
+method's exact posterior predictive). :mod:`bayesmeta.evaluate.active` holds the acquisition
+functions and the active-learning loop (:func:`run_active`, and :func:`propose` /
+:func:`label` for a loop driven by hand).
 
 Every metric works from the posterior predictive mixture ``Σ_s w_s p(y | f_φs(x), σ_s)``,
 never from a Gaussian fitted to the samples.
@@ -19,6 +21,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayesmeta.evaluate import active
+from bayesmeta.evaluate.active import (
+    ACQUISITIONS,
+    ActiveResult,
+    ActiveState,
+    get_acquisition,
+    init_active,
+    label,
+    learning_curve,
+    paired_difference,
+    propose,
+    reveal,
+    run_active,
+    select_top,
+)
 from bayesmeta.evaluate.metrics import (
     DEFAULT_CALIBRATION_LEVELS,
     DEFAULT_COVERAGE_LEVELS,
@@ -37,9 +54,13 @@ from bayesmeta.evaluate.metrics import (
 )
 
 __all__ = [
+    "ACQUISITIONS",
+    "ActiveResult",
+    "ActiveState",
     "DEFAULT_CALIBRATION_LEVELS",
     "DEFAULT_COVERAGE_LEVELS",
     "accuracy",
+    "active",
     "brier",
     "calibration_curve",
     "compare",
@@ -47,15 +68,24 @@ __all__ = [
     "ece",
     "evaluate",
     "format_table",
+    "get_acquisition",
+    "init_active",
+    "label",
+    "learning_curve",
     "level_key",
     "markdown_table",
     "mce",
     "mse",
     "nll",
+    "paired_difference",
     "pit_histogram",
     "predictive_arrays",
+    "propose",
     "regression_calibration_error",
     "reliability_curve",
+    "reveal",
+    "run_active",
+    "select_top",
 ]
 
 _LIKELIHOODS = ("gaussian", "categorical")
