@@ -24,6 +24,8 @@ learning_curves
     Active-learning curves: a metric against the number of labels, ±1 standard error.
 hypothesis_samples
     Sine-or-line posterior samples coloured by the hypothesis they resemble.
+decision_boundaries
+    2-D classification: decision boundaries of posterior samples over the predictive.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from bayesmeta.posterior import TaskPosterior
 __all__ = [
     "PALETTE",
     "calibration_curves",
+    "decision_boundaries",
     "hypothesis_samples",
     "learning_curves",
     "method_color",
@@ -810,4 +813,92 @@ def hypothesis_samples(
     fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
     fig.suptitle("Sine or line? Posterior samples by hypothesis (ref = exact posterior mass)",
                  fontsize=11)  # fmt: skip
+    return _finish(fig, path)
+
+
+# -- 2-D classification: sampled decision boundaries -------------------------------------------
+
+
+def decision_boundaries(
+    posteriors: Mapping[str, TaskPosterior],
+    x_support,
+    y_support,
+    mask_support,
+    task_indices: Sequence[int] = (0, 1, 2, 3),
+    num_boundaries: int = 12,
+    x_range: tuple[float, float] = (-5.0, 5.0),
+    true_circles=None,
+    key: jax.Array | None = None,
+    path: str | os.PathLike | None = None,
+    num_grid: int = 80,
+) -> Figure:
+    """Decision boundaries of posterior samples for 2-D binary classification.
+
+    One row per method, one column per task. Each panel shades the posterior predictive
+    p(y = 1 | x, D) and draws the p = ½ contour of up to ``num_boundaries`` samples (resampled
+    by weight), with the support points (filled: positive, open: negative) and, if given, the
+    true boundary (``true_circles (T, 3)`` rows (c₁, c₂, r), dashed).
+    """
+    if not posteriors:
+        raise ValueError("decision_boundaries needs at least one posterior")
+    idx = [int(i) for i in task_indices]
+    xs, ys, ms = (np.asarray(a) for a in (x_support, y_support, mask_support))
+    if xs.shape[-1] != 2:
+        raise ValueError(f"x_support: expected 2-D inputs (T, K, 2), got {xs.shape}")
+    key = jax.random.PRNGKey(0) if key is None else key
+    g = np.linspace(x_range[0], x_range[1], num_grid)
+    gx, gy = np.meshgrid(g, g)
+    pts = np.stack([gx.ravel(), gy.ravel()], -1)
+    methods = _order_methods(posteriors)
+    nrows, ncols = len(methods), len(idx)
+    fig = _new_figure(2.8 * ncols + 0.6, 2.6 * nrows + 0.7)
+    axes = np.asarray(fig.subplots(nrows, ncols, squeeze=False))
+    for r, name in enumerate(methods):
+        post = _select_tasks(posteriors[name], idx)
+        if post.likelihood != "categorical":
+            raise ValueError(f"decision_boundaries needs a categorical likelihood; {name!r} is not")
+        xg = jnp.broadcast_to(jnp.asarray(pts, post.phi.dtype)[None], (len(idx), *pts.shape))
+        prob = np.asarray(post.probs(xg))[..., 1].reshape(len(idx), num_grid, num_grid)
+        sub = post.resample(jax.random.fold_in(key, r), num_boundaries)
+        logits = np.asarray(sub.outputs(xg))  # (T, B, G, 2)
+        margin = (logits[..., 1] - logits[..., 0]).reshape(len(idx), -1, num_grid, num_grid)
+        color = method_color(name)
+        for c, i in enumerate(idx):
+            ax = axes[r, c]
+            ax.imshow(prob[c], origin="lower", extent=(*x_range, *x_range), cmap="Greys",
+                      vmin=0, vmax=1, alpha=0.5)  # fmt: skip
+            for b in range(margin.shape[1]):
+                if margin[c, b].min() < 0 < margin[c, b].max():
+                    ax.contour(gx, gy, margin[c, b], levels=[0.0], colors=[color],
+                               linewidths=0.9, alpha=0.7)  # fmt: skip
+            if true_circles is not None:
+                cx, cy, rad = np.asarray(true_circles)[i]
+                t = np.linspace(0, 2 * np.pi, 200)
+                ax.plot(cx + rad * np.cos(t), cy + rad * np.sin(t), color=_TRUE_COLOR, ls="--",
+                        lw=1.3)  # fmt: skip
+            sel = ms[i] > 0.5
+            pos = sel & (ys[i] == 1)
+            neg = sel & (ys[i] != 1)
+            ax.scatter(xs[i, pos, 0], xs[i, pos, 1], s=45, color="black", edgecolor="white",
+                       zorder=5)  # fmt: skip
+            ax.scatter(xs[i, neg, 0], xs[i, neg, 1], s=45, facecolor="white", edgecolor="black",
+                       zorder=5)  # fmt: skip
+            ax.set_xlim(*x_range)
+            ax.set_ylim(*x_range)
+            ax.set_aspect("equal")
+            ax.tick_params(labelsize=7)
+            if r == 0:
+                ax.set_title(f"task {i} (K = {int(sel.sum())})", fontsize=9)
+            if c == 0:
+                ax.set_ylabel(name, fontsize=9, color=color, fontweight="bold")
+    handles = [
+        Line2D([], [], color="0.3", lw=1.0, label="sampled boundaries (p = ½)"),
+        Patch(facecolor="0.5", alpha=0.5, label="predictive p(y = 1)"),
+        Line2D([], [], marker="o", ls="", color="black", label="positive support point"),
+    ]
+    if true_circles is not None:
+        handles.append(Line2D([], [], color=_TRUE_COLOR, ls="--", label="true boundary"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8,
+               frameon=False)  # fmt: skip
+    fig.suptitle("Circles: decision boundaries of posterior samples", fontsize=11)
     return _finish(fig, path)

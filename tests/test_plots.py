@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -246,3 +248,26 @@ def test_hypothesis_samples_colours_by_shape(tmp_path):
     colors = {line.get_color() for line in ax.get_lines()}
     assert colors <= {"#0072B2", "#D55E00"} and len(ax.get_lines()) == 20
     assert "ref" in ax.get_title()
+
+
+def test_decision_boundaries_for_circles(tmp_path):
+    import jax
+
+    from bayesmeta.inference import reference
+    from bayesmeta.main_job import padded_support
+    from bayesmeta.plots import decision_boundaries
+    from bayesmeta.tasks import circles, make_task_set
+
+    fam = circles(grid_size=(16, 8))
+    ts = make_task_set(fam, jax.random.PRNGKey(1), 2, 1, 5)
+    ref = reference(fam)
+    sup = padded_support(ts, 1)
+    post = ref.adapt(jax.random.PRNGKey(0), ref.init(None), sup, 1)
+    path = tmp_path / "circles.png"
+    fig = decision_boundaries({"reference": post}, sup.x, sup.y, sup.mask, task_indices=(0, 1),
+                              true_circles=ts["task_params"], path=path)  # fmt: skip
+    assert path.exists() and path.stat().st_size > 10_000
+    assert len(fig.axes[0].collections) >= 2  # boundary contours and the support point
+    with pytest.raises(ValueError, match="categorical"):
+        gauss = dataclasses.replace(post, likelihood="gaussian")
+        decision_boundaries({"x": gauss}, sup.x, sup.y, sup.mask, task_indices=(0,))
