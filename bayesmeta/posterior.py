@@ -257,8 +257,10 @@ def _cdf(post: TaskPosterior, x: Array, y: Array, batch_size: int) -> Array:
 @partial(jax.jit, static_argnums=2)
 def _probs(post: TaskPosterior, x: Array, batch_size: int) -> Array:
     def one(phi, lw, _, xt):
-        probs = jax.nn.softmax(_task_outputs(post, phi, xt), -1)
-        return jnp.einsum("s,snc->nc", jnp.exp(lw), probs)
+        logp = jax.nn.log_softmax(_task_outputs(post, phi, xt), -1)
+        lp = logsumexp(lw[:, None, None] + logp, axis=0)
+        # Renormalise: the weights sum to 1 only up to rounding (a 10⁵-node grid in float32).
+        return jnp.exp(lp - logsumexp(lp, axis=-1, keepdims=True))
 
     return _map_tasks(post, one, (x,), batch_size)
 

@@ -1,4 +1,4 @@
-"""Ambiguous tasks: PLATIPUS, neural-process, ABML and MAML on sine-or-line.
+"""Ambiguous tasks: PLATIPUS, neural-process, ABML and MAML on sine-or-line (or circles).
 
 Each method is meta-trained with the model file's default recipe (or loaded from
 ``runs/<model>/<method>`` when that run directory exists), adapted to 200 held-out tasks
@@ -11,6 +11,7 @@ samples include both, each with at least 5% of the samples). Writes
 ``ambiguity_<model>_bands.png``.
 
     python benchmarks/ambiguity.py [--methods platipus neural-process abml maml]
+    python benchmarks/ambiguity.py --model circles --ks 1 5 --seconds 180   # + boundaries PNG
 """
 
 from __future__ import annotations
@@ -89,6 +90,8 @@ def main() -> None:
     fitted = {"reference": (ref, ref.init(jax.random.PRNGKey(0)), None)}
     for name in args.methods:
         fitted[name] = _fit_or_load(spec, name, args)
+    sine_line = spec.family.name == "sine_line"
+    classify = spec.family.likelihood == "categorical"
     rows, shown = [], {}
     for k in args.ks:
         ts = held_out_tasks(spec, k, args.num_tasks)
@@ -101,9 +104,10 @@ def main() -> None:
         for row in compare(reports):
             row["k"] = k
             row["train_s"] = fitted[row["method"]][2]
-            hc = hypothesis_coverage(posts[row["method"]], posts["reference"])
-            row["hyp_cov"] = hc["coverage"]
-            row["n_ambiguous"] = hc["n_ambiguous"]
+            if sine_line:
+                hc = hypothesis_coverage(posts[row["method"]], posts["reference"])
+                row["hyp_cov"] = hc["coverage"]
+                row["n_ambiguous"] = hc["n_ambiguous"]
             rows.append(row)
         if k == args.ks[0]:
             shown = {n: _first(p_, 4) for n, p_ in posts.items()}
@@ -123,6 +127,21 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
     }
     out.write_text(json.dumps({**meta, "rows": rows}, indent=2, default=float))
+    if not sine_line:
+        out.with_suffix(".md").write_text(
+            f"# {spec.name}: {args.num_tasks} held-out tasks\n\n" + markdown_table(rows) + "\n"
+        )
+        if classify:
+            plots.decision_boundaries(
+                shown,
+                shown_sup.x,
+                shown_sup.y,
+                shown_sup.mask,
+                true_circles=params,
+                path=RESULTS / f"ambiguity_{spec.name}_boundaries.png",
+            )
+        print(f"wrote {out}")
+        return
     out.with_suffix(".md").write_text(
         f"# {spec.name}: {args.num_tasks} held-out tasks, 50 query points; `hyp_cov` = "
         "hypothesis coverage over `n_ambiguous` tasks\n\n"
