@@ -97,9 +97,11 @@ def fit(
     seed: int = 0,
     budget: str = "default",
     quiet: bool = False,
+    resume: bool = False,
 ) -> dict:
     """Meta-train ``method_name`` on ``model`` and write ``out/checkpoint.pkl`` and
-    ``out/run.json``."""
+    ``out/run.json``. With ``resume``, continue the run in ``out`` from its checkpoint (same
+    model, method, settings and seed), reproducing the uninterrupted run's parameters."""
     import jax
 
     from bayesmeta.checkpoint import CHECKPOINT_NAME, save_checkpoint
@@ -126,6 +128,17 @@ def fit(
             {**extra, "method": "reference", "state": state, "key": key_train, "step": 0},
         )
     else:
+        resume_from = None
+        if resume and (out_dir / CHECKPOINT_NAME).exists():
+            _, _, old_state, payload = load_run(str(out_dir))
+            for k in ("model_source", "method", "settings", "seed", "budget"):
+                want = method_name if k == "method" else extra[k]
+                if payload.get(k) != want:
+                    raise UsageError(
+                        f"--resume: the run in {out!r} has {k}={payload.get(k)!r}, "
+                        f"this command asks for {want!r}"
+                    )
+            resume_from = (old_state, jax.numpy.asarray(payload["key"]))
         _, res = spec.fit(
             method_name,
             budget,
@@ -133,6 +146,7 @@ def fit(
             progress=False if quiet else None,
             run_dir=out_dir,
             checkpoint_extra=extra,
+            resume=resume_from,
             steps=steps,
         )
         state = res.state
@@ -150,6 +164,35 @@ def fit(
     }
     _atomic_write_text(out_dir / "run.json", json.dumps(info, indent=2, default=str))
     return info
+
+
+def run_info(run_dir: str | None = None) -> dict:
+    """Versions of Python and the numerical stack, JAX's devices, and (with ``run_dir``) the
+    run's model, method, seed, step and settings."""
+    import importlib.metadata as md
+    import platform
+
+    import jax
+
+    out: dict = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": {},
+        "devices": [f"{d.platform}:{d.id} {d.device_kind}" for d in jax.devices()],
+    }
+    for pkg in ("bayesmeta", "jax", "jaxlib", "numpyro", "optax", "arviz", "numpy", "matplotlib"):
+        try:
+            out["versions"][pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out["versions"][pkg] = None
+    if run_dir is not None:
+        _, _, state, payload = load_run(run_dir)
+        out["run"] = {
+            k: payload.get(k) for k in ("model_name", "model_source", "method", "seed", "budget")
+        }
+        out["run"]["step"] = int(state.step)
+        out["run"]["settings"] = payload.get("settings")
+    return out
 
 
 def evaluate(
@@ -348,6 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--budget", choices=BUDGETS, default="default")
     f.add_argument("--out", required=True, metavar="RUN_DIR")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
+    f.add_argument(
+        "--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint"
+    )
 
     e = sub.add_parser("evaluate", help="score a fitted run on a task file")
     e.add_argument("run_dir", metavar="RUN_DIR")
@@ -393,6 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=12345)
     t.add_argument("--out", required=True, metavar="FILE.npz")
 
+    i = sub.add_parser("info", help="versions, devices, and a run's configuration")
+    i.add_argument("run_dir", nargs="?", default=None, metavar="RUN_DIR")
+
     r = sub.add_parser("run", help="the main job: ABML and MAML on the sinusoid, beside the oracle")
     r.add_argument("--out", default="bayesmeta-out", metavar="DIR")
     r.add_argument(
@@ -416,7 +465,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "fit":
             info = fit(
-                args.model, args.method, args.out, args.steps, args.seed, args.budget, args.quiet
+                args.model,
+                args.method,
+                args.out,
+                args.steps,
+                args.seed,
+                args.budget,
+                args.quiet,
+                args.resume,
             )
             print(
                 f"fitted {info['method']} on {info['model']}: {info['steps']} steps in "
@@ -462,6 +518,8 @@ def main(argv: list[str] | None = None) -> int:
                     f" -> {_num(c['nll'][-1])} after {args.queries} queries"
                 )
             print(f"-> {args.out}")
+        elif args.command == "info":
+            print(json.dumps(run_info(args.run_dir), indent=2, default=str))
         elif args.command == "run":
             from bayesmeta.main_job import run_main_job
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 
 from bayesmeta.inference import (
     Method,
@@ -190,22 +191,34 @@ class ModelSpec:
         progress: bool | None = None,
         run_dir: str | Path | None = None,
         checkpoint_extra: dict | None = None,
+        resume: tuple | None = None,
         **overrides,
     ):
         """Meta-train ``method`` with its recipe: ``(Method, TrainResult)``.
 
         θ is initialised from ``PRNGKey(seed)`` split in two (init, training stream).
+        ``resume=(state, key)`` continues a run from a checkpoint's state and key up to the
+        recipe's step count; with the same chunking this reproduces the uninterrupted run.
         """
         from bayesmeta.inference.train import train
 
         m, cfg = self.build(method, budget, **overrides)
         k_init, k_train = jax.random.split(jax.random.PRNGKey(seed))
+        state, steps = m.init(k_init), cfg["steps"]
+        if resume is not None:
+            state, k_train = resume
+            steps = cfg["steps"] - int(state.step)
+            if steps <= 0:
+                from bayesmeta.inference.train import TrainResult
+
+                empty = {"step": np.zeros(0), "loss": np.zeros(0), "grad_norm": np.zeros(0)}
+                return m, TrainResult(state, k_train, empty, 0.0, 0.0)
         res = train(
             m,
-            m.init(k_init),
+            state,
             self.sampler(cfg["meta_batch"], cfg["num_query"]),
             k_train,
-            cfg["steps"],
+            steps,
             chunk_size=cfg["chunk_size"],
             max_seconds=cfg["max_seconds"],
             run_dir=run_dir,

@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -259,3 +260,47 @@ def test_active_cli_subprocess_exit_code(reference_run, task_file, tmp_path):
     )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "x_pool" in proc.stderr
     assert not out.exists()
+
+
+def test_resume_after_a_killed_process_reproduces_the_uninterrupted_run(tmp_path):
+    # A real `bayesmeta fit` subprocess is killed (SIGKILL) right after its first checkpoint
+    # (step 2500 of 5000); `fit --resume` then finishes it, and the parameters, optimiser state
+    # and RNG key equal those of an uninterrupted run bit for bit.
+    import time
+
+    from bayesmeta.checkpoint import load_checkpoint
+
+    args = ["fit", "sinusoid", "--method", "maml", "--steps", "5000", "--seed", "3", "--quiet"]
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    assert main([*args, "--out", str(full)]) == 0
+    code = "import sys; from bayesmeta.cli import main; sys.exit(main())"
+    proc = subprocess.Popen([sys.executable, "-c", code, *args, "--out", str(killed)])
+    ckpt = killed / "checkpoint.pkl"
+    deadline = time.time() + 300
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait()
+    step = load_checkpoint(ckpt)["step"]
+    assert step == 2500, f"killed at step {step}"
+    assert not (killed / "run.json").exists()  # it really did not finish
+    assert main([*args, "--out", str(killed), "--resume"]) == 0
+    a, b = load_checkpoint(full / "checkpoint.pkl"), load_checkpoint(ckpt)
+    assert a["step"] == b["step"] == 5000
+    for x, y in zip(
+        jax.tree_util.tree_leaves((a["state"], a["key"])),
+        jax.tree_util.tree_leaves((b["state"], b["key"])),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    # Resuming a finished run is a no-op; resuming with other settings is refused.
+    assert main([*args, "--out", str(killed), "--resume"]) == 0
+    assert main(["fit", "sinusoid", "--method", "abml", "--steps", "5000", "--seed", "3",
+                 "--quiet", "--out", str(killed), "--resume"]) == 2  # fmt: skip
+
+
+def test_info_prints_versions_and_the_run(fitted, capsys):
+    assert main(["info", str(fitted)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["versions"]["jax"] and out["devices"]
+    assert out["run"]["method"] == "maml" and out["run"]["step"] > 0
