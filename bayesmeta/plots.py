@@ -705,6 +705,8 @@ def learning_curves(
     curves: Mapping[str, Mapping[str, Sequence[float]]],
     metric: str = "mse",
     path: str | os.PathLike | None = None,
+    title: str | None = None,
+    logy: bool = False,
 ) -> Figure:
     """Active-learning curves: a metric against the number of labelled points.
 
@@ -716,6 +718,10 @@ def learning_curves(
     metric : str
     path : path-like or None
         Where to save the PNG.
+    title : str, optional
+        Figure title (default: the metric, ±1 s.e.).
+    logy : bool
+        Logarithmic y axis (MSE curves span decades).
 
     Returns
     -------
@@ -736,7 +742,9 @@ def learning_curves(
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("number of labelled points", fontsize=9)
     ax.set_ylabel(_metric_label(metric), fontsize=9)
-    ax.set_title(f"Active learning: {_metric_label(metric)} (±1 s.e.)", fontsize=11)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_title(title or f"Active learning: {_metric_label(metric)} (±1 s.e.)", fontsize=11)
     ax.legend(fontsize=8, frameon=True, framealpha=0.9, edgecolor="0.85")
     return _finish(fig, path)
 

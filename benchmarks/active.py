@@ -197,11 +197,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     out.with_suffix(".md").write_text(markdown(rows, meta, args.queries))
     for name, by_acq in curves.items():
-        fig = plots.learning_curves(by_acq, "mse")
-        ax = fig.axes[0]
-        ax.set_yscale("log")
-        ax.set_title(f"{name}: evaluation MSE vs labelled points (±1 s.e.)", fontsize=11)
-        fig.savefig(f"{out}_{name}.png", dpi=plots.DPI, facecolor="white")
+        plots.learning_curves(
+            by_acq,
+            "mse",
+            path=f"{out}_{name}.png",
+            title=f"{name}: evaluation MSE vs labelled points (±1 s.e.)",
+            logy=True,
+        )
     print(markdown(rows, meta, args.queries))
     print(f"wrote {out}.json, {out}.md and {out}_<method>.png")
 
