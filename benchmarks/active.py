@@ -70,6 +70,17 @@ def fitted_methods(spec, names, run_dirs, budget, seconds, seed):
     return fitted
 
 
+METRIC = "mse"
+
+
+def main_metric(curves) -> str:
+    """``"accuracy"`` for classification curves, else ``"mse"`` (also sets :data:`METRIC`)."""
+    global METRIC
+    first = next(iter(next(iter(curves.values())).values()))
+    METRIC = "accuracy" if first.get("accuracy") is not None else "mse"
+    return METRIC
+
+
 def summary_rows(results, curves, timings, queries):
     rows = []
     for name, by_acq in results.items():
@@ -82,7 +93,7 @@ def summary_rows(results, curves, timings, queries):
                 "compile_s": timings[name][acq]["compile_s"],
             }
             for q in (q for q in REPORT_AT if q <= queries):
-                for metric in ("mse", "nll"):
+                for metric in (main_metric(curves), "nll"):
                     row[f"{metric}@{q}"] = curves[name][acq][metric][q]
                     if base is not None and acq != "random":
                         d, se = paired_difference(res, base, metric)
@@ -96,15 +107,16 @@ def markdown(rows, meta, queries) -> str:
     qs = [q for q in REPORT_AT if q <= queries]
     head = ["method", "acquisition"]
     for q in qs:
-        head += [f"MSE@{q}", f"Δ MSE@{q} vs random", f"NLL@{q}", f"Δ NLL@{q} vs random"]
+        name = "MSE" if METRIC == "mse" else "accuracy"
+        head += [f"{name}@{q}", f"Δ {name}@{q} vs random", f"NLL@{q}", f"Δ NLL@{q} vs random"]
     head += ["step (ms)", "compile (s)"]
     lines = [
         f"# Active learning on {meta['model']}: {meta['n_tasks']} held-out tasks, K={meta['k']}, "
         f"pool {meta['pool']}, {meta['n_eval']} evaluation points, {queries} queries",
         "",
         "Δ = mean over tasks of (acquisition − random) ± its paired standard error; negative "
-        "is better. Step = one step of the compiled loop (re-adapt, evaluate, score the pool, "
-        f"label) on {meta['machine']} ({meta['cpu_count']} CPUs).",
+        "is better (for accuracy, positive). Step = one step of the compiled loop (re-adapt, "
+        f"evaluate, score the pool, label) on {meta['machine']} ({meta['cpu_count']} CPUs).",
         "",
         "| " + " | ".join(head) + " |",
         "| --- | --- | " + " | ".join(["---:"] * (len(head) - 2)) + " |",
@@ -112,7 +124,7 @@ def markdown(rows, meta, queries) -> str:
     for r in rows:
         cells = [r["method"], r["acquisition"]]
         for q in qs:
-            for metric in ("mse", "nll"):
+            for metric in (METRIC, "nll"):
                 cells.append(f"{r[f'{metric}@{q}']:.4f}")
                 if f"d_{metric}@{q}" in r:
                     cells.append(f"{r[f'd_{metric}@{q}']:+.4f} ± {r[f'se_{metric}@{q}']:.4f}")
@@ -166,8 +178,9 @@ def main(argv: list[str] | None = None) -> None:
             results[name][acq], timings[name][acq] = res, t
             curves[name][acq] = {**learning_curve(res, acq), **t}
             c = curves[name][acq]
+            m = main_metric({name: {acq: c}})
             print(
-                f"{name:>10s} {acq:>8s}: mse {c['mse'][0]:.3f} -> {c['mse'][-1]:.3f}, "
+                f"{name:>10s} {acq:>8s}: {m} {c[m][0]:.3f} -> {c[m][-1]:.3f}, "
                 f"nll {c['nll'][0]:.3f} -> {c['nll'][-1]:.3f}; step {1e3 * t['step_s']:.1f} ms, "
                 f"compile {t['compile_s']:.1f}s",
                 flush=True,
@@ -199,10 +212,10 @@ def main(argv: list[str] | None = None) -> None:
     for name, by_acq in curves.items():
         plots.learning_curves(
             by_acq,
-            "mse",
+            METRIC,
             path=f"{out}_{name}.png",
-            title=f"{name}: evaluation MSE vs labelled points (±1 s.e.)",
-            logy=True,
+            title=f"{name}: evaluation {METRIC} vs labelled points (±1 s.e.)",
+            logy=METRIC == "mse",
         )
     print(markdown(rows, meta, args.queries))
     print(f"wrote {out}.json, {out}.md and {out}_<method>.png")
