@@ -53,8 +53,6 @@ class HierarchicalModel:
         Initial observation noise σ_y0 (Gaussian likelihood).
     hyper_mu_scale, hyper_log_sigma_scale, hyper_log_noise_scale : float
         Scales of the weak hyper-prior on θ.
-    init_key_seed : int
-        Seed used only to fix the shapes (P) of φ.
     """
 
     network: Network
