@@ -79,6 +79,9 @@ def reference(family: TaskFamily, *, quadrature_points: int = 64) -> Method:
                 z = (y[None] - f) / noise[:, None, None]
                 ll = -0.5 * z**2 - jnp.log(noise)[:, None, None] - 0.5 * math.log(2 * math.pi)
             lw = log_prior + jnp.sum(jnp.sum(ll, -1) * mask[None], -1)
+            if family.support_x_logpdf is not None:
+                lx = jax.vmap(lambda g: family.support_x_logpdf(g, x))(grid)  # (G, K)
+                lw = lw + jnp.sum(lx * mask[None], -1)
             return lw - jax.scipy.special.logsumexp(lw)
 
         lw = jax.lax.map(lambda a: one(*a), (support.x, support.y, support.mask), batch_size=8)

@@ -90,6 +90,9 @@ class TaskFamily:
     sample_support_x : (key, ψ, K) -> (K, Dx), optional
         Where a task's support inputs come from when not uniform on ``x_range`` (e.g. inside
         the positive region); query inputs are always uniform.
+    support_x_logpdf : (ψ, x (K, Dx)) -> (K,), optional
+        log p(x | ψ) of support inputs drawn by ``sample_support_x``: where they lie says
+        something about ψ, so the exact (generative) reference multiplies it in.
     """
 
     name: str
@@ -104,6 +107,7 @@ class TaskFamily:
     likelihood: str = "gaussian"
     num_classes: int | None = None
     sample_support_x: Callable[[Array, Array, int], Array] | None = None
+    support_x_logpdf: Callable[[Array, Array], Array] | None = None
 
     def sample_x(self, key: Array, shape: tuple[int, ...]) -> Array:
         lo, hi = self.x_range

@@ -204,7 +204,7 @@ def circles(
     radius: tuple[float, float] = (1.0, 3.0),
     sharpness: float = 0.1,
     x_range: tuple[float, float] = (-5.0, 5.0),
-    grid_size: tuple[int, int] = (40, 20),
+    grid_size: tuple[int, int] = (60, 24),
 ) -> TaskFamily:
     """PLATIPUS's ambiguous 2-D classification: the positive class is a disc; ψ = (c₁, c₂, r).
 
@@ -213,8 +213,8 @@ def circles(
     slightly soft boundary, so that the likelihood never takes log 0). Support points are drawn
     uniformly inside 0.8 r of the centre, so they are (almost always) positives: one positive
     point says little about where the circle is, hence the ambiguity. The reference grid is
-    ``grid_size[0]``² centres × ``grid_size[1]`` radii, and its posterior conditions on the
-    labels given the inputs (the discriminative posterior every method approximates).
+    ``grid_size[0]``² centres × ``grid_size[1]`` radii; its posterior uses the labels and also
+    where the support inputs lie (``support_x_logpdf``), which a meta-learner can learn too.
     """
     lo = jnp.array([center[0], center[0], radius[0]])
     hi = jnp.array([center[1], center[1], radius[1]])
@@ -233,6 +233,13 @@ def circles(
         a = jax.random.uniform(k_a, (k,), maxval=2 * math.pi)
         return psi[:2] + rr[:, None] * jnp.stack([jnp.cos(a), jnp.sin(a)], -1)
 
+    def support_x_logpdf(psi, x):
+        # Uniform on the disc of radius 0.8 r, its edge softened like the labels' (so that a
+        # grid node just missing a support point keeps a finite weight).
+        d = jnp.sqrt(jnp.sum((x - psi[:2]) ** 2, -1) + 1e-12)
+        rr = 0.8 * psi[2]
+        return jax.nn.log_sigmoid((rr - d) / sharpness) - jnp.log(math.pi * rr**2)
+
     def reference_grid():
         nc, nr = grid_size
         grid = _uniform_grid([center, center, radius], [nc, nc, nr])
@@ -250,6 +257,7 @@ def circles(
         likelihood="categorical",
         num_classes=2,
         sample_support_x=sample_support_x,
+        support_x_logpdf=support_x_logpdf,
     )
 
 
