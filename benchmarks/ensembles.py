@@ -70,6 +70,14 @@ def compare(args) -> None:
             "seed": args.seed,
             "budget": args.budget,
         }
+        if args.reuse and (run_dir / "checkpoint.pkl").exists():
+            from bayesmeta.cli import load_run
+
+            _, method, state, _ = load_run(str(run_dir))
+            fitted[name] = (method, state)
+            steps[name] = int(state.step)
+            print(f"{name}: loaded {run_dir} ({steps[name]} steps)", flush=True)
+            continue
         method, res = spec.fit(
             name,
             args.budget,
@@ -83,15 +91,21 @@ def compare(args) -> None:
         train_s[name] = round(res.seconds, 1)
         steps[name] = int(res.state.step)
         print(f"{name}: {steps[name]} steps in {res.seconds:.0f}s", flush=True)
-    rows, posts, tasks = evaluate_methods(
-        spec,
-        fitted,
-        spec.eval_k,
-        args.num_tasks,
-        args.samples,
-        seed=args.seed,
-        train_seconds=train_s,
-    )
+    # One K at a time, keeping only the plotted tasks' posteriors: (200, 1000, 1761) samples
+    # per method and K do not all fit in memory at once.
+    rows, posts, tasks = [], {}, {}
+    for k in spec.eval_k:
+        r_k, p_k, t_k = evaluate_methods(
+            spec, fitted, (k,), args.num_tasks, args.samples, seed=args.seed,
+            train_seconds=train_s,
+        )  # fmt: skip
+        rows += r_k
+        tasks.update(t_k)
+        if k == spec.eval_k[0]:
+            posts = {key: dataclasses.replace(p, phi=p.phi[:4], log_weights=p.log_weights[:4],
+                                              noise_std=p.noise_std[:4])
+                     for key, p in p_k.items()}  # fmt: skip
+        del p_k
     rows = [{k: v for k, v in r.items() if k not in ("pit", "calibration_curve")} for r in rows]
     if core_rows:
         have = {(r["method"], r["k"]) for r in rows}
@@ -126,7 +140,7 @@ def compare(args) -> None:
         def true(i, grid):
             return np.asarray(spec.family.mean_fn(params[i], grid[:, None]))[:, 0]
 
-    sup = padded_support(ts, k)
+    sup = jax.tree_util.tree_map(lambda a: a[:4], padded_support(ts, k))
     plots.predictive_bands(
         shown,
         sup.x,
@@ -203,6 +217,7 @@ def main() -> None:
     c.add_argument("--retrain-maml", action="store_true")
     c.add_argument("--budget", default="default")
     c.add_argument("--runs", default="runs", help="where to keep the run directories")
+    c.add_argument("--reuse", action="store_true", help="load runs that already exist")
     c.add_argument("--seconds", type=float, default=None, help="cap on each model's training")
     s = sub.add_parser("setting")
     s.add_argument("--seconds", type=float, default=240.0)
