@@ -93,14 +93,19 @@ class TaskFamily:
     support_x_logpdf : (ψ, x (K, Dx)) -> (K,), optional
         log p(x | ψ) of support inputs drawn by ``sample_support_x``: where they lie says
         something about ψ, so the exact (generative) reference multiplies it in.
+    sample_episode : (key, num_tasks, k_range, num_query) -> (TaskBatch, params), optional
+        For families drawn from a finite data set (glyphs, grouped real data) rather than a
+        generative ψ: draws a whole jittable episodic batch and per-task identifiers
+        ``(T, P_task)``. :func:`sample_batch` delegates to it; ``mean_fn`` and ``noise_fn``
+        may then be ``None`` and no exact reference exists.
     """
 
     name: str
     dx: int
     dy: int
     sample_params: Callable[[Array, int], Array]
-    mean_fn: Callable[[Array, Array], Array]
-    noise_fn: Callable[[Array], Array]
+    mean_fn: Callable[[Array, Array], Array] | None
+    noise_fn: Callable[[Array], Array] | None
     x_range: tuple[float, float]
     reference_grid: Callable[[], tuple[Array, Array]] | None = None
     gaussian_prior: tuple[Array, Array, float] | None = None
@@ -108,6 +113,9 @@ class TaskFamily:
     num_classes: int | None = None
     sample_support_x: Callable[[Array, Array, int], Array] | None = None
     support_x_logpdf: Callable[[Array, Array], Array] | None = None
+    sample_episode: Callable[[Array, int, tuple[int, int], int], tuple[TaskBatch, Array]] | None = (
+        None
+    )
 
     def sample_x(self, key: Array, shape: tuple[int, ...]) -> Array:
         lo, hi = self.x_range
@@ -134,6 +142,8 @@ def sample_batch(
     Each task's support size is uniform on ``k_range = (k_min, k_max)``; support sets are
     padded to ``k_max`` and masked. Returns the batch and the task parameters ``(T, P_task)``.
     """
+    if family.sample_episode is not None:
+        return family.sample_episode(key, num_tasks, k_range, num_query)
     k_min, k_max = k_range
     k_params, k_x, k_y, k_k = jax.random.split(key, 4)
     params = family.sample_params(k_params, num_tasks)
