@@ -6,8 +6,11 @@
 
 φ is the flat weight vector of a functional network (:mod:`bayesmeta.nn`). Every inference
 method obtains log p(D | φ), log p(φ | θ) and log p(θ) from :meth:`HierarchicalModel.model` by
-tracing it with substituted values — they are never coded twice — so a user who changes the
-network, the prior or the likelihood gets every method for free.
+tracing it with substituted values, so a user who changes the network, the prior or the
+likelihood gets every method for free. For this class's own model the same densities are
+also written in closed form (about 20% of a MAML meta-step saved on the sinusoid) and tested
+equal to the traced ones, values and gradients; a subclass that overrides ``model`` is always
+traced.
 """
 
 from __future__ import annotations
@@ -187,8 +190,26 @@ class HierarchicalModel:
             lp = site["scale"] * lp
         return jnp.sum(lp)
 
+    @property
+    def _direct(self) -> bool:
+        # Closed-form log densities (equal to the traced ones; tests/test_model.py checks) are
+        # used only while ``model`` is this class's own: a subclass that rewrites the model
+        # is always traced.
+        return type(self).model is HierarchicalModel.model
+
+    def _log_lik_points_direct(self, theta: Theta, phi: Array, x: Array, y: Array) -> Array:
+        f = self.apply(phi, x)
+        if self.likelihood == "gaussian":
+            s = self.noise_std(theta)
+            z = (y - f) / s
+            return jnp.sum(-0.5 * z * z - jnp.log(s) - 0.5 * math.log(2 * math.pi), axis=-1)
+        logp = jax.nn.log_softmax(f, axis=-1)
+        return jnp.take_along_axis(logp, y.astype(jnp.int32)[:, None], axis=-1)[:, 0]
+
     def log_likelihood_points(self, theta: Theta, phi: Array, x: Array, y: Array) -> Array:
         """log p(y_j | x_j, φ, θ) of each point of one task, ``(N,)``."""
+        if self._direct:
+            return self._log_lik_points_direct(theta, phi, x, y)
         tr = self._trace(theta, phi[None, None], x[None], y[None], None)
         site = tr["y"]
         return site["fn"].log_prob(site["value"])[0]
@@ -198,6 +219,9 @@ class HierarchicalModel:
     ) -> Array:
         """log p(D | φ, θ) of one task: ``phi (P,)``, ``x (N, Dx)``, ``y (N, Dy)``,
         ``mask (N,)``."""
+        if self._direct:
+            lp = self._log_lik_points_direct(theta, phi, x, y)
+            return jnp.sum(lp if mask is None else jnp.where(mask.astype(bool), lp, 0.0))
         m = None if mask is None else mask[None]
         tr = self._trace(theta, phi[None, None], x[None], y[None], m)
         return self._site_log_prob(tr["y"])
@@ -213,6 +237,8 @@ class HierarchicalModel:
 
     def log_prior(self, theta: Theta, phi: Array) -> Array:
         """log p(φ | θ) of one task's ``phi (P,)``."""
+        if self._direct:
+            return self.prior(theta).log_prob(phi)
         tr = self._trace(theta, phi[None, None], *self._dummy_data())
         return self._site_log_prob(tr["phi"])
 

@@ -98,3 +98,41 @@ def test_per_layer_prior_scale(key):
     assert float(model.log_hyperprior(theta)) > float(model.log_hyperprior(shifted))
     with pytest.raises(ValueError, match="one value per layer"):
         HierarchicalModel(mlp((1, 4, 1)), prior_scale=(0.1, 0.2, 0.3))
+
+
+class _Traced(HierarchicalModel):
+    """The same model, forced through the NumPyro trace (``model`` overridden)."""
+
+    def model(self, x, y=None, mask=None):
+        return super().model(x, y, mask)
+
+
+@pytest.mark.parametrize("likelihood", ["gaussian", "categorical"])
+def test_direct_log_densities_equal_the_traced_model(likelihood, key):
+    kw = dict(likelihood=likelihood, dx=2, num_classes=3 if likelihood == "categorical" else None)
+    net = mlp((2, 8, 3 if likelihood == "categorical" else 2), activation="tanh")
+    fast, traced = HierarchicalModel(net, **kw), _Traced(net, **kw)
+    assert fast._direct and not traced._direct
+    k1, k2, k3, k4 = jax.random.split(key, 4)
+    theta = fast.init_theta(k1)
+    phi = theta["mu"] + 0.3 * jax.random.normal(k2, theta["mu"].shape)
+    x = jax.random.normal(k3, (7, 2))
+    if likelihood == "categorical":
+        y = jax.random.randint(k4, (7,), 0, 3)
+    else:
+        y = jax.random.normal(k4, (7, 2))
+    mask = jnp.array([1, 1, 0, 1, 0, 1, 1], jnp.float32)
+    for m in (fast, traced):
+        assert m.num_params == fast.num_params
+    pairs = [
+        (lambda m, th, p: m.log_likelihood(th, p, x, y, mask)),
+        (lambda m, th, p: m.log_likelihood(th, p, x, y)),
+        (lambda m, th, p: m.log_likelihood_points(th, p, x, y).sum()),
+        (lambda m, th, p: m.log_prior(th, p)),
+    ]
+    for f in pairs:
+        np.testing.assert_allclose(f(fast, theta, phi), f(traced, theta, phi), rtol=1e-5)
+        g_fast = jax.grad(f, argnums=(1, 2))(fast, theta, phi)
+        g_traced = jax.grad(f, argnums=(1, 2))(traced, theta, phi)
+        for a, b in zip(*map(jax.tree_util.tree_leaves, (g_fast, g_traced)), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

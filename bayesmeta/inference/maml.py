@@ -99,7 +99,7 @@ def maml(
                 g = jax.lax.stop_gradient(g)
             return phi - clip_update(alpha * g, max_inner_update), None
 
-        phi, _ = jax.lax.scan(step, theta["mu"], None, length=inner_steps)
+        phi, _ = jax.lax.scan(step, theta["mu"], None, length=inner_steps, unroll=True)
         return phi
 
     def task_loss(theta, x_s, y_s, m_s, x_q, y_q):

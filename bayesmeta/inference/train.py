@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -19,9 +20,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from bayesmeta.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from bayesmeta.inference.base import MetaState, Method
+from bayesmeta.parallel import check_divisible, replicate, shard_tasks
 from bayesmeta.tasks.base import TaskBatch
 
 Array = jax.Array
@@ -65,11 +68,43 @@ class ProgressBar:
             sys.stderr.flush()
 
 
+_RUNNERS: OrderedDict[tuple, Callable] = OrderedDict()
+_RUNNER_CACHE_SIZE = 32
+
+
 def make_chunk_runner(
-    method: Method, sample_batch: Callable[[Array], TaskBatch], chunk_size: int
+    method: Method,
+    sample_batch: Callable[[Array], TaskBatch],
+    chunk_size: int,
+    mesh: Mesh | None = None,
 ) -> Callable[[MetaState, Array], tuple[MetaState, Array, Any]]:
     """A jitted ``run(state, key) -> (state, key, infos, theta_finite)`` of ``chunk_size``
-    meta-steps."""
+    meta-steps. With ``mesh``, every sampled batch is split over its ``"tasks"`` axis
+    (:mod:`bayesmeta.parallel`).
+
+    Runners are cached by the identity of ``method.meta_step`` and ``sample_batch`` and by
+    ``chunk_size``, so that calling :func:`train` again with the same method and sampler (a
+    resumed run, an active-learning loop, a benchmark) reuses the compiled chunk instead of
+    tracing and compiling it anew.
+    """
+    cache_key = (method.meta_step, sample_batch, int(chunk_size), mesh)
+    if cache_key in _RUNNERS:
+        _RUNNERS.move_to_end(cache_key)
+        return _RUNNERS[cache_key]
+    if mesh is not None:
+        unsharded = sample_batch
+
+        def sample_batch(key):
+            return shard_tasks(unsharded(key), mesh)
+
+    run = _build_chunk_runner(method, sample_batch, chunk_size)
+    _RUNNERS[cache_key] = run
+    if len(_RUNNERS) > _RUNNER_CACHE_SIZE:
+        _RUNNERS.popitem(last=False)
+    return run
+
+
+def _build_chunk_runner(method, sample_batch, chunk_size):
 
     def body(carry, _):
         state, key = carry
@@ -104,6 +139,7 @@ def train(
     max_seconds: float | None = None,
     progress: bool | None = None,
     desc: str | None = None,
+    mesh: Mesh | None = None,
 ) -> TrainResult:
     """Meta-train ``method`` for ``num_steps`` steps (rounded up to whole chunks).
 
@@ -119,6 +155,10 @@ def train(
         Stop after the chunk during which this wall-clock budget runs out.
     progress : bool, optional
         Show a progress bar (default: only when stderr is a terminal).
+    mesh : jax.sharding.Mesh, optional
+        Shard each meta-batch's tasks over this mesh (:func:`bayesmeta.parallel.task_mesh`);
+        θ, the optimiser state and the key are replicated. The meta-batch size must be a
+        multiple of the number of devices.
     """
     if num_steps < 1:
         raise ValueError(f"num_steps: expected a positive integer, got {num_steps}")
@@ -126,7 +166,11 @@ def train(
         raise ValueError(f"chunk_size: expected a positive integer, got {chunk_size}")
     chunk_size = min(chunk_size, num_steps)
     num_chunks = math.ceil(num_steps / chunk_size)
-    run = make_chunk_runner(method, sample_batch, chunk_size)
+    if mesh is not None:
+        num_tasks = jax.eval_shape(sample_batch, key).x_support.shape[0]
+        check_divisible(num_tasks, mesh)
+        state, key = replicate((state, key), mesh)
+    run = make_chunk_runner(method, sample_batch, chunk_size, mesh)
     bar = ProgressBar(num_chunks * chunk_size, desc or method.name, progress)
     ckpt = Path(run_dir) / CHECKPOINT_NAME if run_dir is not None else None
 
