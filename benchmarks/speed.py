@@ -19,8 +19,12 @@ round, so a busy machine slows all alike. Ratios are taken within this one run. 
 XLA's buffer assignment for the jitted JAX chunk (arguments + outputs + temporaries), and the
 peak resident set of a child process that runs only that implementation.
 
-    python benchmarks/speed.py [--steps 500] [--repeats 5] [--out benchmarks/results/speed.json]
-    python benchmarks/speed.py scaling   # steps/s against meta-batch, particles, K, width
+    python benchmarks/speed.py [compare|methods|svgd|scaling|sharding|all] [--steps 500]
+
+``compare`` writes ``speed.json`` (the table above); ``methods`` every method's meta-step
+relative to MAML; ``svgd`` our SVGD step against NumPyro's SteinVI on one task's posterior;
+``scaling`` steps/s against meta-batch, support size, width and particles (JSON + PNG);
+``sharding`` MAML with tasks split over 1, 2, 4 forced host devices.
 """
 
 from __future__ import annotations
@@ -430,19 +434,221 @@ def _print_compare(out: dict) -> None:
             print(f"{k:28s} {v:8.3f}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="cmd")
-    p.add_argument("--steps", type=int, default=500, help="JAX meta-steps per timed block")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--skip", nargs="*", default=[], choices=list(IMPLEMENTATIONS))
-    p.add_argument("--no-memory", action="store_true")
-    p.add_argument("--out", type=Path, default=RESULTS / "speed.json")
-    sub.add_parser("compare")
-    args = p.parse_args(argv)
-    out = main_compare(args)
-    _print_compare(out)
-    out["machine"] = {
+# ---------------------------------------------------------------------------------------------
+# every method per meta-step, SVGD against NumPyro's SteinVI, scaling, sharding
+# ---------------------------------------------------------------------------------------------
+def _chunk_steps_per_s(method, sampler, steps: int, repeats: int) -> tuple[float, float]:
+    """(steps/s, compile seconds) of the library's jitted chunk runner."""
+    from bayesmeta.inference.train import make_chunk_runner
+
+    run = make_chunk_runner(method, sampler, steps)
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(run(method.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1)))
+    first = time.perf_counter() - t0
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(run(out[0], out[1]))
+        best = min(best, time.perf_counter() - t0)
+    return steps / best, max(first - best, 0.0)
+
+
+def main_methods(args) -> dict:
+    """Every method's meta-step on the same work, relative to MAML."""
+    from bayesmeta.zoo import METHOD_FACTORIES
+
+    model, sampler = bayesmeta_model(), bayesmeta_sampler()
+    rows = {}
+    for name, factory in METHOD_FACTORIES.items():
+        kw = {} if name == "neural-process" else {"inner_steps": 1}
+        sps, comp = _chunk_steps_per_s(factory(model, **kw), sampler, args.steps // 5, 3)
+        rows[name] = {"steps_per_s": sps, "compile_s": comp}
+        print(f"{name:16s} {sps:9.1f} steps/s  compile {comp:5.1f} s", flush=True)
+    for r in rows.values():
+        r["ratio_vs_maml"] = r["steps_per_s"] / rows["maml"]["steps_per_s"]
+    return {"work": "as compare; every method with one inner step, defaults otherwise", **rows}
+
+
+def main_svgd(args) -> dict:
+    """One sinusoid task's posterior over the 1761 weights: our SVGD step against
+    ``numpyro.contrib.einstein.SVGD`` (same model, same particles, RBF kernel)."""
+    import numpyro
+    import numpyro.distributions as dist
+    from numpyro.contrib.einstein import SVGD, RBFKernel
+    from numpyro.optim import Adagrad
+
+    from bayesmeta.inference import svgd
+
+    model = bayesmeta_model()
+    theta = model.init_theta(jax.random.PRNGKey(0))
+    batch = bayesmeta_sampler(1)(jax.random.PRNGKey(2))
+    x, y = batch.x_support[0], batch.y_support[0]
+    sigma = jnp.exp(theta["log_sigma"])
+
+    def log_post(phi):
+        return model.log_prior(theta, phi) + model.log_likelihood(theta, phi, x, y)
+
+    def np_model(x, y):
+        phi = numpyro.sample("phi", dist.Normal(theta["mu"], sigma).to_event(1))
+        numpyro.sample("y", dist.Normal(model.apply(phi, x), 0.3).to_event(1), obs=y)
+
+    def timed(f, arg, n_calls=3):
+        jax.block_until_ready(f(arg))
+        best = float("inf")
+        for _ in range(n_calls):
+            t0 = time.perf_counter()
+            jax.block_until_ready(f(arg))
+            best = min(best, time.perf_counter() - t0)
+        return best
+
+    n = args.svgd_steps
+    out = {"steps_per_call": n, "dim": int(theta["mu"].size)}
+    for m in (8, 32):
+        x0 = theta["mu"] + sigma * jax.random.normal(jax.random.PRNGKey(1), (m, theta["mu"].size))
+        ours = jax.jit(lambda z: svgd.run(z, jax.grad(log_post), 1e-3, n))
+        stein = SVGD(np_model, Adagrad(1e-3), RBFKernel(), num_stein_particles=m)
+        st0 = stein.init(jax.random.PRNGKey(0), x, y)
+
+        # both as n steps of one lax.scan inside one jit, so neither pays dispatch per step
+        @jax.jit
+        def theirs(st, stein=stein):
+            return jax.lax.scan(lambda s, _: stein.update(s, x, y), st, None, length=n)[0]
+
+        ours_sps = n / timed(ours, x0)
+        theirs_sps = n / timed(theirs, st0)
+        out[f"particles_{m}"] = {
+            "bayesmeta_steps_per_s": ours_sps,
+            "numpyro_steinvi_steps_per_s": theirs_sps,
+            "ratio": ours_sps / theirs_sps,
+        }
+        print(f"SVGD M={m}: ours {ours_sps:.1f}/s, SteinVI {theirs_sps:.1f}/s", flush=True)
+    return out
+
+
+SCALING = {
+    "meta_batch": (1, 4, 16, 64, 256, 512),
+    "support": (5, 10, 20, 50, 100),
+    "width": (10, 40, 160, 640),
+    "particles": (1, 2, 4, 8, 16, 32, 64),
+}
+
+
+def main_scaling(args) -> dict:
+    """Steps/s of MAML against meta-batch size, support size and width, and of BMAML and one
+    SVGD kernel step against the number of particles."""
+    from bayesmeta.inference import bmaml, maml, svgd
+
+    out: dict[str, list] = {k: [] for k in SCALING}
+    steps = max(args.steps // 10, 10)
+    for t in SCALING["meta_batch"]:
+        method = maml(bayesmeta_model(), inner_steps=1, inner_lr=INNER_LR)
+        sps, _ = _chunk_steps_per_s(method, bayesmeta_sampler(tasks=t), steps, 3)
+        out["meta_batch"].append({"value": t, "steps_per_s": sps, "tasks_per_s": sps * t})
+        print(f"meta_batch {t:4d}: {sps:8.1f} steps/s", flush=True)
+    for k in SCALING["support"]:
+        method = maml(bayesmeta_model(), inner_steps=1, inner_lr=INNER_LR)
+        sps, _ = _chunk_steps_per_s(method, bayesmeta_sampler(k=k), steps, 3)
+        out["support"].append({"value": k, "steps_per_s": sps})
+        print(f"support {k:4d}: {sps:8.1f} steps/s", flush=True)
+    for w in SCALING["width"]:
+        model = bayesmeta_model(w)
+        method = maml(model, inner_steps=1, inner_lr=INNER_LR)
+        sps, _ = _chunk_steps_per_s(method, bayesmeta_sampler(), steps, 3)
+        out["width"].append({"value": w, "steps_per_s": sps, "num_params": model.num_params})
+        print(f"width {w:4d}: {sps:8.1f} steps/s", flush=True)
+    model = bayesmeta_model()
+    d = model.num_params
+    for m in SCALING["particles"]:
+        method = bmaml(model, num_particles=m, inner_steps=1, meta_sgd=True, inner_lr=0.1)
+        sps, _ = _chunk_steps_per_s(method, bayesmeta_sampler(), max(steps // 4, 5), 2)
+        # the kernel alone (M² D) against the M score evaluations it is paired with
+        x0 = jax.random.normal(jax.random.PRNGKey(0), (m, d))
+        scores = jax.random.normal(jax.random.PRNGKey(1), (m, d))
+        kern = jax.jit(lambda z, s: svgd.direction(z, s))
+        jax.block_until_ready(kern(x0, scores))
+        t0 = time.perf_counter()
+        for _ in range(20):
+            r = kern(x0, scores)
+        jax.block_until_ready(r)
+        kernel_ms = (time.perf_counter() - t0) / 20 * 1e3
+        out["particles"].append(
+            {"value": m, "bmaml_steps_per_s": sps, "kernel_ms": kernel_ms, "dim": d}
+        )
+        print(f"particles {m:3d}: BMAML {sps:8.1f} steps/s, kernel {kernel_ms:.3f} ms", flush=True)
+    return out
+
+
+def plot_scaling(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    specs = [
+        ("meta_batch", "tasks_per_s", "meta-batch size (tasks)", "tasks / s (MAML)"),
+        ("support", "steps_per_s", "support points K", "meta-steps / s (MAML)"),
+        ("width", "steps_per_s", "hidden width", "meta-steps / s (MAML)"),
+        ("particles", "bmaml_steps_per_s", "particles M", "meta-steps / s (BMAML)"),
+    ]
+    for ax, (key, field, xl, yl) in zip(axes, specs, strict=True):
+        rows = res[key]
+        ax.loglog([r["value"] for r in rows], [r[field] for r in rows], "o-", color="C0")
+        ax.set_xlabel(xl)
+        ax.set_ylabel(yl)
+        ax.grid(True, which="both", alpha=0.3)
+        if key == "particles":
+            ax2 = ax.twinx()
+            ax2.loglog(
+                [r["value"] for r in rows], [r["kernel_ms"] for r in rows], "s--", color="C3"
+            )
+            ax2.set_ylabel("SVGD kernel alone (ms)", color="C3")
+    fig.suptitle(f"bayesmeta scaling on {jax.devices()[0].device_kind} ({os.cpu_count()} cores)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main_sharding(args) -> dict:
+    """MAML meta-steps/s with tasks sharded over 1, 2 and 4 forced host devices (each in a
+    child process, since the device count is fixed when jax starts)."""
+    code = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import speed, jax; "
+        "from bayesmeta.inference import maml, train; from bayesmeta.parallel import task_mesh; "
+        "import time; m = maml(speed.bayesmeta_model(), inner_steps=1); "
+        "s = speed.bayesmeta_sampler(tasks=64); st = m.init(jax.random.PRNGKey(0)); "
+        "mesh = task_mesh(); k = jax.random.PRNGKey(1); "
+        f"r = train(m, st, s, k, {args.steps // 5}, chunk_size={args.steps // 5}, mesh=mesh); "
+        "t0 = time.perf_counter(); "
+        f"r = train(m, r.state, s, r.key, {args.steps // 5}, chunk_size={args.steps // 5}, "
+        "mesh=mesh); "
+        f"print({args.steps // 5} / (time.perf_counter() - t0))"
+    )
+    out = {}
+    for n in (1, 2, 4):
+        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
+        proc = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600
+        )
+        sps = float(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else None
+        out[f"devices_{n}"] = {"steps_per_s": sps, "tasks_per_s": sps and sps * 64}
+        print(f"{n} host devices: {sps} steps/s (64 tasks per step)", flush=True)
+    base = out["devices_1"]["steps_per_s"]
+    for r in out.values():
+        r["speedup"] = r["steps_per_s"] / base if base and r["steps_per_s"] else None
+    return out
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=float))
+    os.replace(tmp, path)
+    print(f"wrote {path}")
+
+
+def _machine() -> dict:
+    info = {
         "platform": platform.platform(),
         "device": str(jax.devices()[0].device_kind),
         "cpu_count": os.cpu_count(),
@@ -452,14 +658,42 @@ def main(argv: list[str] | None = None) -> None:
     try:
         import torch
 
-        out["machine"]["torch"] = torch.__version__
+        info["torch"] = torch.__version__
     except ImportError:
         pass
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=2, default=float))
-    os.replace(tmp, args.out)
-    print(f"wrote {args.out}")
+    return info
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument(
+        "what",
+        nargs="?",
+        default="compare",
+        choices=["compare", "methods", "svgd", "scaling", "sharding", "all"],
+    )
+    p.add_argument("--steps", type=int, default=500, help="JAX meta-steps per timed block")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--svgd-steps", type=int, default=200)
+    p.add_argument("--skip", nargs="*", default=[], choices=list(IMPLEMENTATIONS))
+    p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON and PNG")
+    args = p.parse_args(argv)
+    todo = (
+        ["compare", "methods", "svgd", "scaling", "sharding"] if args.what == "all" else [args.what]
+    )
+    for what in todo:
+        if what == "compare":
+            out = main_compare(args)
+            _print_compare(out)
+            _write_json(args.out / "speed.json", {**out, "machine": _machine()})
+        elif what == "scaling":
+            out = main_scaling(args)
+            _write_json(args.out / "speed_scaling.json", {**out, "machine": _machine()})
+            plot_scaling(out, args.out / "speed_scaling.png")
+        else:
+            fn = {"methods": main_methods, "svgd": main_svgd, "sharding": main_sharding}[what]
+            _write_json(args.out / f"speed_{what}.json", {**fn(args), "machine": _machine()})
 
 
 if __name__ == "__main__":

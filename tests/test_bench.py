@@ -1,0 +1,106 @@
+"""The calibration benchmark end to end on a tiny budget."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bayesmeta import bench
+from bayesmeta.bench import Budget, Family, markdown, run_calibration, summarise
+
+TINY = Budget(seconds=0.5, seeds=(0, 1), num_tasks=4, num_samples=5, chunk_size=5)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    mp = pytest.MonkeyPatch()
+    # one K per family keeps the grid references cheap; "add a family" is one dict entry
+    mp.setitem(bench.FAMILIES, "sinusoid", Family("sinusoid", (5,)))
+    mp.setitem(bench.FAMILIES, "circles", Family("circles", (1,), num_query=20))
+    try:
+        rows = run_calibration(
+            TINY, out=out, families=["sinusoid", "circles"], methods=["maml"], log=None
+        )
+    finally:
+        mp.undo()
+    return rows, out
+
+
+def test_rows_hold_every_field_and_the_oracle(tiny_run):
+    rows, out = tiny_run
+    assert json.loads((out / "calibration.json").read_text()) == json.loads(
+        json.dumps(rows, default=float)
+    )
+    fams = {(r["family"], r["method"]) for r in rows}
+    assert fams == {(f, m) for f in ("sinusoid", "circles") for m in ("maml", "reference")}
+    for r in rows:
+        assert r["seed"] in (0, 1) and r["k"] in (1, 5)
+        assert np.isfinite(r["nll"]) and np.isfinite(r["oracle_nll"])
+        assert r["gap"] == pytest.approx(r["nll"] - r["oracle_nll"])
+        if r["family"] == "circles":
+            assert {"accuracy", "ece", "mce", "brier"} <= set(r)
+            assert 0 <= r["ece"] <= 1 and 0 <= r["accuracy"] <= 1
+        else:
+            assert {"mse", "cov50", "cov90", "calibration_error"} <= set(r)
+            assert 0 <= r["cov90"] <= 1
+        if r["method"] == "maml":
+            assert r["steps"] >= 5 and r["train_seconds"] > 0
+
+
+def test_summary_and_markdown(tiny_run):
+    rows, out = tiny_run
+    summ = summarise(rows)
+    one = next(s for s in summ if s["family"] == "sinusoid" and s["k"] == 5)
+    vals = [
+        r["nll"]
+        for r in rows
+        if (r["family"], r["k"], r["method"]) == ("sinusoid", 5, one["method"])
+    ]
+    assert one["nll"]["mean"] == pytest.approx(np.mean(vals))
+    assert one["nll"]["se"] == pytest.approx(np.std(vals, ddof=1) / np.sqrt(2))
+    md = (out / "calibration.md").read_text()
+    assert "### sinusoid" in md and "### circles" in md and "| 5 | maml |" in md
+    assert markdown(rows) in md
+
+
+def test_worse_calibrated_than_maml_is_marked():
+    base = dict(family="circles", k=1, nll=0.5, gap=None, accuracy=0.8, mce=0.1, brier=0.2)
+    rows = [
+        {**base, "method": "maml", "seed": 0, "ece": 0.05},
+        {**base, "method": "abml", "seed": 0, "ece": 0.09},
+        {**base, "method": "bmaml", "seed": 0, "ece": 0.01},
+    ]
+    md = markdown(rows)
+    assert "0.090 †" in md and "0.010 †" not in md and "0.050 †" not in md
+
+
+def test_arviz_export_has_task_sample_point_dims(tiny_run):
+    az = pytest.importorskip("arviz")
+    _, out = tiny_run
+    reg = az.from_netcdf(str(out / "posteriors" / "sinusoid_maml_k5.nc"))
+    assert reg.posterior_predictive["y"].dims == ("task", "sample", "point")
+    cls = az.from_netcdf(str(out / "posteriors" / "circles_reference_k1.nc"))
+    probs = cls.posterior_predictive["probs"]
+    assert probs.dims == ("task", "sample", "point", "class")
+    np.testing.assert_allclose(probs.sum("class"), 1.0, rtol=1e-5)
+
+
+def test_figures_are_written(tiny_run):
+    _, out = tiny_run
+    names = {p.name for p in (out / "calibration").glob("*.png")}
+    assert {"circles_reliability_maml.png", "sinusoid_calibration_k5.png"} <= names
+    assert "sinusoid_bands_k5.png" in names
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="budget: expected one of"):
+        run_calibration("huge")
+    with pytest.raises(ValueError, match="families: expected names"):
+        run_calibration(TINY, families=["mnist"])
+    with pytest.raises(ValueError, match="methods: expected names"):
+        run_calibration(TINY, methods=["reference"])
+    with pytest.raises(ValueError, match="seconds: expected > 0"):
+        run_calibration(TINY, seconds=0)
