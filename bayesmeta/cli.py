@@ -7,7 +7,9 @@ output file is left behind.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import numbers
 import os
 import sys
 import tempfile
@@ -16,10 +18,59 @@ from pathlib import Path
 from typing import Any
 
 CLI_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, FileNotFoundError)
+SEED_LIMIT = 2**32  # jax.random.PRNGKey folds larger seeds onto others
 
 
 class UsageError(ValueError):
     """Bad input on the command line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``bayesmeta CMD: error: ...`` and exit status 2 (no
+    usage block, so that every bad input gives exactly one line on stderr)."""
+
+    def error(self, message: str):
+        message = " ".join(str(message).split())
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _seed(text: str) -> int:
+    try:
+        val = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--seed: expected an integer in [0, 2**32), got {text!r}"
+        ) from None
+    if not 0 <= val < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"--seed: expected an integer in [0, 2**32), got {val}")
+    return val
+
+
+def _check_out_file(path: str, arg: str = "--out") -> None:
+    """Refuse an output file path that can never be written, before any work is done."""
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{arg}: expected a file path, got the existing directory {path!r}")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(
+                    f"{arg}: expected a file path in a directory, but {str(parent)!r} in "
+                    f"{path!r} is a file"
+                )
+            break
+
+
+def _check_out_dir(path: str, arg: str = "--out") -> None:
+    """Refuse an output directory path that is an existing file (or lies under one)."""
+    p = Path(path)
+    for q in (p, *p.parents):
+        if q.exists():
+            if not q.is_dir():
+                raise UsageError(
+                    f"{arg}: expected a directory, but {str(q)!r} in {path!r} is a file"
+                )
+            break
 
 
 def _positive(kind: str):
@@ -55,36 +106,118 @@ def _atomic_savez(path: Path, arrays: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _check_positive(arg: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise UsageError(f"{arg}: expected a positive integer, got {value!r}")
+
+
+@contextlib.contextmanager
+def _progress(total: int, desc: str, quiet: bool):
+    """A progress bar on stderr, off with ``--quiet`` and whenever stderr is not a terminal.
+
+    On an error the bar's line is erased, so the error stays the only line it leaves."""
+    from bayesmeta.inference.train import ProgressBar
+
+    bar = ProgressBar(total, desc, False if quiet else None)
+    bar.update(0)
+    try:
+        yield bar
+    except BaseException:
+        if bar.enabled:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+        raise
+    bar.close()
+
+
+def _load_tasks_for(spec, tasks: str) -> dict:
+    """Read a task file and check it against a model: Dx, Dy (regression) or the number of
+    classes (classification)."""
+    from bayesmeta.tasks.io import TaskFileError, load_tasks
+
+    model = spec.model
+    try:
+        if model.likelihood == "categorical":
+            return load_tasks(
+                tasks, dx=model.dx, classification=True, num_classes=int(model.num_classes)
+            )
+        return load_tasks(tasks, dx=model.dx, classification=False, dy=int(model.dy))
+    except TaskFileError as err:
+        # "(from dx)" names the API argument; here the expectation is the run's model.
+        msg = str(err)
+        for arg in ("dx", "dy"):
+            msg = msg.replace(f"(from {arg})", f"(model {spec.name!r})")
+        raise TaskFileError(msg.replace("(num_classes=", f"(model {spec.name!r}: C=")) from None
+
+
 # -- run directories ----------------------------------------------------------------------------
 def load_run(run_dir: str):
-    """``(spec, method, state, payload)`` of a fitted run directory."""
+    """``(spec, method, state, payload)`` of a fitted run directory.
+
+    Raises
+    ------
+    UsageError
+        ``run_dir`` is not a directory.
+    CheckpointError
+        Its checkpoint is missing, corrupt, not a bayesmeta run, names a model or method that
+        cannot be built, or holds parameters whose shapes do not match that model (or that
+        are not finite).
+    """
     import jax
+    import numpy as np
 
     from bayesmeta.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
     from bayesmeta.zoo import load_model_spec
 
     path = Path(run_dir)
-    if not path.is_dir():
+    if not path.exists():
         raise UsageError(f"RUN_DIR: no run directory at {run_dir!r}")
+    if not path.is_dir():
+        raise UsageError(
+            f"RUN_DIR: expected a run directory (from bayesmeta fit --out), got the file "
+            f"{run_dir!r}"
+        )
     payload = load_checkpoint(path / CHECKPOINT_NAME)
-    for key in ("model_source", "method", "settings", "state"):
+    for key, kind in (("model_source", str), ("method", str), ("settings", dict)):
         if key not in payload:
             raise CheckpointError(f"checkpoint: {run_dir!r} lacks {key!r}; not a bayesmeta run")
-    spec = load_model_spec(payload["model_source"])
-    method, _ = spec.build(payload["method"], **payload["settings"])
+        if not isinstance(payload[key], kind):
+            raise CheckpointError(
+                f"checkpoint: {run_dir!r} has {key}={payload[key]!r}; expected a "
+                f"{kind.__name__}, so it is corrupt"
+            )
+    if "state" not in payload:
+        raise CheckpointError(f"checkpoint: {run_dir!r} lacks 'state'; not a bayesmeta run")
+    try:
+        spec = load_model_spec(payload["model_source"])
+        method, _ = spec.build(payload["method"], **payload["settings"])
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(
+            f"checkpoint: {run_dir!r} names model {payload['model_source']!r} / method "
+            f"{payload['method']!r}, which cannot be built ({str(err).splitlines()[0]})"
+        ) from None
     template = method.init(jax.random.PRNGKey(0))
     state = payload["state"]
-    ok = jax.tree_util.tree_structure(template) == jax.tree_util.tree_structure(state) and all(
-        a.shape == b.shape
-        for a, b in zip(
-            jax.tree_util.tree_leaves(template), jax.tree_util.tree_leaves(state), strict=True
-        )
+    mismatch = (
+        f"checkpoint: {run_dir!r} does not match model {spec.name!r} / method "
+        f"{payload['method']!r} (parameter shapes differ)"
     )
-    if not ok:
-        raise CheckpointError(
-            f"checkpoint: {run_dir!r} does not match model {spec.name!r} / method "
-            f"{payload['method']!r} (parameter shapes differ)"
-        )
+    if jax.tree_util.tree_structure(template) != jax.tree_util.tree_structure(state):
+        raise CheckpointError(mismatch)
+    for a, b in zip(
+        jax.tree_util.tree_leaves(template), jax.tree_util.tree_leaves(state), strict=True
+    ):
+        b = np.asarray(b)
+        if np.shape(a) != b.shape:
+            raise CheckpointError(f"{mismatch[:-1]}: expected {tuple(np.shape(a))}, got {b.shape})")
+    for b in jax.tree_util.tree_leaves(getattr(state, "theta", state)):
+        b = np.asarray(b)
+        if b.dtype.kind == "f" and not np.isfinite(b).all():
+            raise CheckpointError(
+                f"checkpoint: {run_dir!r} holds non-finite parameters "
+                f"({int((~np.isfinite(b)).sum())} NaN/inf of {b.size} in an array of shape "
+                f"{b.shape}); the run diverged or the file is corrupt"
+            )
     state = jax.tree_util.tree_map(jax.numpy.asarray, state)
     return spec, method, state, payload
 
@@ -107,6 +240,7 @@ def fit(
     from bayesmeta.checkpoint import CHECKPOINT_NAME, save_checkpoint
     from bayesmeta.zoo import load_model_spec
 
+    _check_out_dir(out)
     spec = load_model_spec(model)
     method, cfg = spec.build(method_name, budget, steps=steps)
     out_dir = Path(out)
@@ -202,25 +336,40 @@ def evaluate(
     samples: int = 1000,
     predictive: str | None = None,
     seed: int = 0,
+    quiet: bool = False,
 ) -> dict:
-    """Adapt a fitted run to the support sets of a task file and score the query sets."""
+    """Adapt a fitted run to the support sets of a task file and score the query sets.
+
+    Both outputs (``out`` and ``predictive``) are written only once everything is computed,
+    so a failure leaves neither behind."""
     import jax
     import jax.numpy as jnp
 
     from bayesmeta.evaluate import evaluate as score
     from bayesmeta.evaluate import predictive_arrays
     from bayesmeta.tasks.base import Support
-    from bayesmeta.tasks.io import load_tasks
 
+    _check_out_file(out)
+    if predictive:
+        _check_out_file(predictive, "--predictive")
+        if Path(predictive).resolve() == Path(out).resolve():
+            raise UsageError(f"--predictive: expected a path other than --out, got {predictive!r}")
+    _check_positive("--samples", samples)
     spec, method, state, payload = load_run(run_dir)
-    classification = spec.model.likelihood == "categorical"
-    data = load_tasks(tasks, dx=spec.model.dx, classification=classification)
+    data = _load_tasks_for(spec, tasks)
     x_s, y_s = jnp.asarray(data["x_support"]), jnp.asarray(data["y_support"])
     support = Support(x_s, y_s, jnp.ones(x_s.shape[:2], x_s.dtype))
     k_adapt, k_pred = jax.random.split(jax.random.PRNGKey(seed))
-    post = method.adapt(k_adapt, state, support, samples)
     xq, yq = jnp.asarray(data["x_query"]), jnp.asarray(data["y_query"])
-    report = score(post, xq, yq)
+    arrays = None
+    with _progress(3 if predictive else 2, f"evaluate {spec.name}/{method.name}", quiet) as bar:
+        post = method.adapt(k_adapt, state, support, samples)
+        bar.update(1, "adapted")
+        report = score(post, xq, yq)
+        bar.update(2, "scored")
+        if predictive:
+            arrays = predictive_arrays(post, k_pred, xq, yq, samples)
+            bar.update(3, "predictive")
     report.update(
         {
             "model": spec.name,
@@ -230,10 +379,16 @@ def evaluate(
             "tasks": str(tasks),
         }
     )
-    if predictive:
-        arrays = predictive_arrays(post, k_pred, xq, yq, samples)
+    text = json.dumps(report, indent=2)
+    if arrays is not None:
         _atomic_savez(Path(predictive), arrays)
-    _atomic_write_text(Path(out), json.dumps(report, indent=2))
+        try:
+            _atomic_write_text(Path(out), text)
+        except BaseException:
+            Path(predictive).unlink(missing_ok=True)
+            raise
+    else:
+        _atomic_write_text(Path(out), text)
     return report
 
 
@@ -253,6 +408,11 @@ def make_tasks(
     from bayesmeta.tasks.io import save_tasks
     from bayesmeta.zoo import load_model_spec
 
+    _check_out_file(out)
+    for arg, value in (("--k", k), ("--num-tasks", num_tasks), ("--queries", num_query)):
+        _check_positive(arg, value)
+    if isinstance(pool, bool) or not isinstance(pool, numbers.Integral) or pool < 0:
+        raise UsageError(f"--pool: expected a non-negative integer, got {pool!r}")
     spec = load_model_spec(model)
     data = make_task_set(spec.family, jax.random.PRNGKey(seed), num_tasks, k, num_query + pool)
     data = {k_: np.asarray(v) for k_, v in data.items()}
@@ -260,6 +420,7 @@ def make_tasks(
         for name in ("x", "y"):
             q = data.pop(f"{name}_query")
             data[f"{name}_pool"], data[f"{name}_query"] = q[:, :pool], q[:, pool:]
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     save_tasks(out, data)
 
 
@@ -282,6 +443,7 @@ def active(
     samples: int = 100,
     batch: int = 1,
     seed: int = 0,
+    quiet: bool = False,
 ) -> dict:
     """Pool-based active learning on a task file; writes ``CURVE.json``.
 
@@ -300,16 +462,18 @@ def active(
         run_active,
     )
     from bayesmeta.tasks.base import Support
-    from bayesmeta.tasks.io import load_tasks
 
+    _check_out_file(out)
     if acquisition != "all" and acquisition not in ACQUISITIONS:
         raise UsageError(
             f"--acquisition: expected one of {[*ACQUISITIONS, 'all']}, got {acquisition!r}"
         )
+    for arg, value in (("--queries", queries), ("--samples", samples), ("--batch", batch)):
+        _check_positive(arg, value)
     names = list(ACQUISITIONS) if acquisition == "all" else [acquisition]
     spec, method, state, _ = load_run(run_dir)
     classification = spec.model.likelihood == "categorical"
-    data = load_tasks(tasks, dx=spec.model.dx, classification=classification)
+    data = _load_tasks_for(spec, tasks)
     if "x_pool" not in data:
         raise UsageError(
             f"x_pool: missing key in {tasks!r}; active learning needs x_pool (T, P, Dx) and "
@@ -325,22 +489,24 @@ def active(
     support = Support(x_s, jnp.asarray(data["y_support"]), jnp.ones(x_s.shape[:2], x_s.dtype))
     key = jax.random.PRNGKey(seed)
     results, curves = {}, {}
-    for name in names:
-        results[name] = run_active(
-            key,
-            method,
-            state,
-            support,
-            jnp.asarray(x_pool),
-            jnp.asarray(data["y_pool"]),
-            jnp.asarray(data["x_query"]),
-            jnp.asarray(data["y_query"]),
-            name,
-            queries,
-            samples,
-            batch,
-        )
-        curves[name] = learning_curve(results[name], name)
+    with _progress(len(names), f"active {spec.name}/{method.name}", quiet) as bar:
+        for i, name in enumerate(names):
+            results[name] = run_active(
+                key,
+                method,
+                state,
+                support,
+                jnp.asarray(x_pool),
+                jnp.asarray(data["y_pool"]),
+                jnp.asarray(data["x_query"]),
+                jnp.asarray(data["y_query"]),
+                name,
+                queries,
+                samples,
+                batch,
+            )
+            curves[name] = learning_curve(results[name], name)
+            bar.update(i + 1, name)
     metric = "accuracy" if classification else "mse"
     if "random" in results and len(results) > 1:
         for name in names:
@@ -375,7 +541,7 @@ def active(
 def build_parser() -> argparse.ArgumentParser:
     from bayesmeta.zoo import BUDGETS, METHOD_NAMES
 
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="bayesmeta",
         description="Probabilistic meta-learning: task posteriors from a few examples.",
     )
@@ -387,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f.add_argument("--method", required=True, choices=METHOD_NAMES)
     f.add_argument("--steps", type=_positive("--steps"), default=None)
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--seed", type=_seed, default=0)
     f.add_argument("--budget", choices=BUDGETS, default="default")
     f.add_argument("--out", required=True, metavar="RUN_DIR")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -399,9 +565,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--tasks", required=True, metavar="FILE.npz")
     e.add_argument("--samples", type=_positive("--samples"), default=1000)
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=_seed, default=0)
     e.add_argument("--out", required=True, metavar="REPORT.json")
     e.add_argument("--predictive", default=None, metavar="PRED.npz")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
 
     a = sub.add_parser("active", help="active learning from a pool: learning curves")
     a.add_argument("run_dir", metavar="RUN_DIR")
@@ -422,8 +589,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=100,
         help="posterior samples per adaptation (ignored by particle and grid methods)",
     )
-    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--seed", type=_seed, default=0)
     a.add_argument("--out", required=True, metavar="CURVE.json")
+    a.add_argument("--quiet", action="store_true", help="no progress bar")
 
     t = sub.add_parser("tasks", help="write a held-out task file from a model's task family")
     t.add_argument("model", metavar="MODEL")
@@ -436,7 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="also write x_pool/y_pool with this many candidates per task (active learning)",
     )
-    t.add_argument("--seed", type=int, default=12345)
+    t.add_argument("--seed", type=_seed, default=12345)
     t.add_argument("--out", required=True, metavar="FILE.npz")
 
     i = sub.add_parser("info", help="versions, devices, and a run's configuration")
@@ -451,8 +619,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="training budget per method in seconds (default: the embedded recipe)",
     )
     r.add_argument("--num-tasks", type=_positive("--num-tasks"), default=200)
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--quiet", action="store_true")
+    r.add_argument("--seed", type=_seed, default=0)
+    r.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
     return p
 
 
@@ -480,7 +648,13 @@ def main(argv: list[str] | None = None) -> int:
             )
         elif args.command == "evaluate":
             rep = evaluate(
-                args.run_dir, args.tasks, args.out, args.samples, args.predictive, args.seed
+                args.run_dir,
+                args.tasks,
+                args.out,
+                args.samples,
+                args.predictive,
+                args.seed,
+                args.quiet,
             )
             keys = [k for k in ("nll", "mse", "accuracy", "calibration_error", "ece") if k in rep]
             print(" ".join(f"{k}={rep[k]:.4f}" for k in keys) + f" -> {args.out}")
@@ -508,6 +682,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.samples,
                 args.batch,
                 args.seed,
+                args.quiet,
             )
             for name, c in (
                 rep["curves"] if "curves" in rep else {rep["acquisition"]: rep}
@@ -523,6 +698,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "run":
             from bayesmeta.main_job import run_main_job
 
+            _check_out_dir(args.out)
             run_main_job(
                 args.out,
                 seconds=args.seconds,
@@ -536,6 +712,10 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, *CLI_ERRORS) as err:
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"bayesmeta: error: {msg}", file=sys.stderr)
+        return 2
+    except OSError as err:  # an unreadable input or unwritable output path
+        where = f" {err.filename!r}" if err.filename else ""
+        print(f"bayesmeta: error:{where} {err.strerror or err}", file=sys.stderr)
         return 2
     return 0
 

@@ -56,6 +56,9 @@ class TaskPosterior:
     likelihood: str = "gaussian"
     method: str = ""
 
+    def __post_init__(self):
+        _validate(self)
+
     @property
     def num_tasks(self) -> int:
         return self.phi.shape[0]
@@ -74,9 +77,15 @@ class TaskPosterior:
         method: str = "",
     ) -> TaskPosterior:
         """Equally weighted samples ``phi (T, S, P)``."""
+        if not hasattr(phi, "ndim"):
+            phi = jnp.asarray(phi)
         if phi.ndim != 3:
             raise ValueError(f"phi: expected shape (T, S, P), got {tuple(phi.shape)}")
+        if not jnp.issubdtype(phi.dtype, jnp.floating):
+            raise TypeError(f"phi: expected a floating-point array, got dtype {phi.dtype}")
         t, s = phi.shape[:2]
+        if t < 1 or s < 1:
+            raise ValueError(f"phi: expected T >= 1 tasks and S >= 1 samples, got {phi.shape}")
         lw = jnp.full((t, s), -math.log(s), phi.dtype)
         noise = jnp.asarray(noise_std, phi.dtype)
         if noise.ndim == 1:  # one noise level per task
@@ -86,6 +95,13 @@ class TaskPosterior:
                     f"got {tuple(noise.shape)}"
                 )
             noise = noise[:, None]
+        if noise.ndim > 2 or any(
+            n not in (1, m) for n, m in zip(noise.shape[::-1], (s, t), strict=False)
+        ):
+            raise ValueError(
+                f"noise_std: expected a scalar, (T,)=({t},) or (T, S)=({t}, {s}), "
+                f"got {tuple(noise.shape)}"
+            )
         noise = jnp.broadcast_to(noise, (t, s))
         return cls(phi, lw, noise, apply, likelihood, method)
 
@@ -197,6 +213,42 @@ class TaskPosterior:
         return az.from_dict(
             posterior=posterior, coords=coords, dims=dims, attrs={"method": self.method}, **kwargs
         )
+
+
+# -- validation -----------------------------------------------------------------------------------
+def _concrete(a) -> bool:
+    return isinstance(a, np.ndarray | jax.Array) and not isinstance(a, jax.core.Tracer)
+
+
+def _validate(post: TaskPosterior) -> None:
+    """Shape and type checks of a constructed posterior (no device sync: values are not read).
+
+    Skipped when the data fields are not concrete arrays (tracers inside ``jit``/``vmap``, or
+    placeholders while JAX rebuilds the pytree), where shapes may legitimately differ.
+    """
+    if post.likelihood not in ("gaussian", "categorical"):
+        raise ValueError(
+            f"likelihood: expected 'gaussian' or 'categorical', got {post.likelihood!r}"
+        )
+    if not callable(post.apply):
+        raise TypeError(f"apply: expected a callable (phi, x) -> outputs, got {post.apply!r}")
+    phi, lw, sd = post.phi, post.log_weights, post.noise_std
+    if not all(_concrete(a) for a in (phi, lw, sd)):
+        return
+    if phi.ndim != 3:
+        raise ValueError(f"phi: expected shape (T, S, P), got {tuple(phi.shape)}")
+    t, s = phi.shape[:2]
+    if t < 1 or s < 1:
+        raise ValueError(f"phi: expected T >= 1 tasks and S >= 1 samples, got {phi.shape}")
+    for name, a in (("phi", phi), ("log_weights", lw), ("noise_std", sd)):
+        if not jnp.issubdtype(a.dtype, jnp.floating):
+            raise TypeError(f"{name}: expected a floating-point array, got dtype {a.dtype}")
+    for name, a in (("log_weights", lw), ("noise_std", sd)):
+        if tuple(a.shape) != (t, s):
+            raise ValueError(
+                f"{name}: expected shape (T, S)=({t}, {s}) matching phi {tuple(phi.shape)}, "
+                f"got {tuple(a.shape)}"
+            )
 
 
 # -- kernels: module-level and jitted, so repeated calls reuse one compilation -----------------

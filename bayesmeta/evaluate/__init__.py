@@ -106,6 +106,10 @@ def _check_query(posterior, x_query, y_query) -> tuple[jax.Array, jax.Array]:
     Catches the shape errors that :class:`TaskPosterior` would otherwise broadcast silently
     (e.g. regression ``y (T, Q)`` against outputs ``(S, Q, 1)``).
     """
+    from bayesmeta.posterior import TaskPosterior
+
+    if not isinstance(posterior, TaskPosterior):
+        raise TypeError(f"posterior: expected a TaskPosterior, got {type(posterior).__name__}")
     if posterior.likelihood not in _LIKELIHOODS:
         raise ValueError(
             f"posterior.likelihood: expected one of {_LIKELIHOODS}, got {posterior.likelihood!r}"
@@ -131,7 +135,14 @@ def _check_query(posterior, x_query, y_query) -> tuple[jax.Array, jax.Array]:
         raise ValueError(f"x_query: expected finite values, got {bad}")
     dtype = posterior.phi.dtype if jnp.issubdtype(posterior.phi.dtype, jnp.floating) else None
     xj = jnp.asarray(x, dtype=dtype)
-    out = jax.eval_shape(posterior.outputs, xj)  # (T, S, Q, Dy or C)
+    try:
+        out = jax.eval_shape(posterior.outputs, xj)  # (T, S, Q, Dy or C)
+    except (TypeError, ValueError) as err:
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(
+            f"x_query: shape (T, Q, Dx)={x.shape} does not fit the posterior's network "
+            f"(is Dx={x.shape[2]} the model's input dimension?): {msg}"
+        ) from None
     width = out.shape[-1]
     q = x.shape[1]
     if posterior.likelihood == "categorical":
@@ -230,17 +241,17 @@ def predictive_arrays(
         ``log_predictive (T, Q)``; regression ``mean (T, Q, Dy)`` and ``samples (T, S, Q, Dy)``
         (draws of y, noise included); classification ``probs (T, Q, C)``.
     """
-    x, y = _check_query(posterior, x_query, y_query)
-    out = {"log_predictive": np.asarray(posterior.log_predictive(x, y))}
-    if posterior.likelihood == "categorical":
-        out["probs"] = np.asarray(posterior.probs(x))
-        return out
     if (
         not isinstance(num_samples, (int, np.integer))
         or isinstance(num_samples, bool)
         or num_samples < 1
     ):
         raise ValueError(f"num_samples: expected a positive integer, got {num_samples!r}")
+    x, y = _check_query(posterior, x_query, y_query)
+    out = {"log_predictive": np.asarray(posterior.log_predictive(x, y))}
+    if posterior.likelihood == "categorical":
+        out["probs"] = np.asarray(posterior.probs(x))
+        return out
     out["mean"] = np.asarray(posterior.mean(x))
     out["samples"] = np.asarray(posterior.sample_predictive(key, x, int(num_samples)))
     return out

@@ -55,9 +55,11 @@ from jax.scipy.special import logsumexp
 from bayesmeta.inference.base import (
     MetaState,
     Method,
+    checked_adapt,
     clip_update,
     gradient_step,
     make_optimizer,
+    model_dims,
 )
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.posterior import TaskPosterior
@@ -262,7 +264,7 @@ def abml(
         "abml",
         init,
         gradient_step(loss_fn, optimizer),
-        adapt,
+        checked_adapt(adapt, **model_dims(model)),
         config,
         extras={"variational_params": variational_params},
     )

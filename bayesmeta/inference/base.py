@@ -52,6 +52,48 @@ class Method(NamedTuple):
     extras: dict | None = None
 
 
+def checked_adapt(
+    adapt: Callable[..., TaskPosterior],
+    *,
+    dx: int,
+    dy: int | None,
+    num_classes: int | None,
+) -> Callable[..., TaskPosterior]:
+    """``adapt`` that first checks its support sets against the model's dimensions.
+
+    Shapes always (also under ``jit``); values (finite inputs, labels in range, a mask in
+    [0, 1]) when the arrays are concrete. A bad support raises
+    :class:`~bayesmeta.tasks.io.TaskFileError` (a ``ValueError``) naming ``support.x``,
+    ``support.y`` or ``support.mask`` instead of a JAX shape error deep inside, or a NaN.
+    """
+    from bayesmeta.tasks.io import validate_support
+
+    classification = num_classes is not None
+
+    def adapt_checked(key, state, support, *args, **kwargs):
+        validate_support(
+            support,
+            dx=dx,
+            dy=None if classification else dy,
+            num_classes=num_classes,
+            classification=classification,
+        )
+        return adapt(key, state, support, *args, **kwargs)
+
+    adapt_checked.__doc__ = adapt.__doc__
+    return adapt_checked
+
+
+def model_dims(model) -> dict:
+    """``dx``, ``dy`` and ``num_classes`` of a hierarchical model, for :func:`checked_adapt`."""
+    cls = model.likelihood == "categorical"
+    return {
+        "dx": model.dx,
+        "dy": None if cls else model.dy,
+        "num_classes": model.num_classes if cls else None,
+    }
+
+
 def make_optimizer(
     lr: float = 1e-3, clip: float | None = 10.0, decay_steps: int | None = None
 ) -> optax.GradientTransformation:

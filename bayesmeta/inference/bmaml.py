@@ -41,9 +41,11 @@ from bayesmeta.inference import svgd
 from bayesmeta.inference.base import (
     MetaState,
     Method,
+    checked_adapt,
     gradient_step,
     make_optimizer,
     masked_mean_count,
+    model_dims,
 )
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.posterior import TaskPosterior
@@ -253,7 +255,7 @@ def bmaml(
         "bmaml",
         init,
         meta_step,
-        adapt,
+        checked_adapt(adapt, **model_dims(model)),
         config,
         extras={"particles": particles, "log_target": log_target},
     )

@@ -18,7 +18,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from bayesmeta.inference.base import Info, MetaState, Method
+from bayesmeta.inference.base import Info, MetaState, Method, checked_adapt, model_dims
 from bayesmeta.inference.maml import maml
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.posterior import TaskPosterior
@@ -77,4 +77,4 @@ def emaml(model: HierarchicalModel, *, num_particles: int = 10, **maml_kwargs) -
         return TaskPosterior(phi, lw, noise, model.apply, model.likelihood, "emaml")
 
     config = dict(num_particles=num_particles, **base.config)
-    return Method("emaml", init, meta_step, adapt, config)
+    return Method("emaml", init, meta_step, checked_adapt(adapt, **model_dims(model)), config)

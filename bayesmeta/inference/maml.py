@@ -24,10 +24,12 @@ from bayesmeta.inference.base import (
     Info,
     MetaState,
     Method,
+    checked_adapt,
     clip_update,
     gradient_step,
     make_optimizer,
     masked_mean_count,
+    model_dims,
 )
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.posterior import TaskPosterior
@@ -134,4 +136,10 @@ def maml(
         lr_decay_steps=lr_decay_steps,
         grad_clip=grad_clip,
     )
-    return Method(name, init, gradient_step(loss_fn, optimizer), adapt, config)
+    return Method(
+        name,
+        init,
+        gradient_step(loss_fn, optimizer),
+        checked_adapt(adapt, **model_dims(model)),
+        config,
+    )

@@ -30,7 +30,14 @@ import numpyro.distributions as dist
 from jax.flatten_util import ravel_pytree
 from jax.scipy.special import logsumexp
 
-from bayesmeta.inference.base import MetaState, Method, gradient_step, make_optimizer
+from bayesmeta.inference.base import (
+    MetaState,
+    Method,
+    checked_adapt,
+    gradient_step,
+    make_optimizer,
+    model_dims,
+)
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.nn import mlp
 from bayesmeta.posterior import TaskPosterior
@@ -169,7 +176,7 @@ def neural_process(
         "neural-process",
         init,
         gradient_step(loss_fn, optimizer),
-        adapt,
+        checked_adapt(adapt, **model_dims(model)),
         config,
         extras={"variational_params": variational_params},
     )

@@ -21,7 +21,7 @@ import numpy as np
 from numpyro.diagnostics import split_gelman_rubin
 from numpyro.infer import MCMC, NUTS
 
-from bayesmeta.inference.base import MetaState, Method
+from bayesmeta.inference.base import MetaState, Method, checked_adapt, model_dims
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.posterior import TaskPosterior
 from bayesmeta.tasks.base import Support
@@ -142,4 +142,11 @@ def nuts(
     config = dict(
         num_warmup=num_warmup, num_chains=num_chains, target_accept_prob=target_accept_prob
     )
-    return Method("nuts", init, meta_step, adapt, config, extras={"diagnostics": diagnostics})
+    return Method(
+        "nuts",
+        init,
+        meta_step,
+        checked_adapt(adapt, **model_dims(model)),
+        config,
+        extras={"diagnostics": diagnostics},
+    )

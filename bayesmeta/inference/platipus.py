@@ -31,10 +31,12 @@ from jax.scipy.special import logsumexp
 from bayesmeta.inference.base import (
     MetaState,
     Method,
+    checked_adapt,
     clip_update,
     gradient_step,
     make_optimizer,
     masked_mean_count,
+    model_dims,
 )
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.posterior import TaskPosterior
@@ -189,4 +191,10 @@ def platipus(
         lr_decay_steps=lr_decay_steps,
         grad_clip=grad_clip,
     )
-    return Method("platipus", init, gradient_step(loss_fn, optimizer), adapt, config)
+    return Method(
+        "platipus",
+        init,
+        gradient_step(loss_fn, optimizer),
+        checked_adapt(adapt, **model_dims(model)),
+        config,
+    )

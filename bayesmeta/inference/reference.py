@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bayesmeta.inference.base import Info, MetaState, Method
+from bayesmeta.inference.base import Info, MetaState, Method, checked_adapt
 from bayesmeta.posterior import TaskPosterior
 from bayesmeta.tasks.base import Support, TaskFamily
 
@@ -127,7 +127,12 @@ def reference(family: TaskFamily, *, quadrature_points: int = 64) -> Method:
         "reference",
         init,
         meta_step,
-        adapt,
+        checked_adapt(
+            adapt,
+            dx=family.dx,
+            dy=None if family.likelihood == "categorical" else family.dy,
+            num_classes=family.num_classes if family.likelihood == "categorical" else None,
+        ),
         {"family": family.name},
         extras={"linear_gaussian_posterior": linear_gaussian_posterior},
     )

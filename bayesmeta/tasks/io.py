@@ -20,7 +20,14 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["REQUIRED_KEYS", "TaskFileError", "load_tasks", "save_tasks", "validate_tasks"]
+__all__ = [
+    "REQUIRED_KEYS",
+    "TaskFileError",
+    "load_tasks",
+    "save_tasks",
+    "validate_support",
+    "validate_tasks",
+]
 
 REQUIRED_KEYS = ("x_support", "y_support", "x_query", "y_query")
 POOL_KEYS = ("x_pool", "y_pool")
@@ -37,20 +44,43 @@ def _shape(a: np.ndarray) -> str:
     return f"{a.ndim}-D {a.dtype} of shape {a.shape}"
 
 
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
 def _check_finite(key: str, a: np.ndarray) -> None:
-    if a.dtype.kind != "f":
+    """Finite values that stay finite as float32 (the dtype they are read as)."""
+    if a.dtype.kind not in "fiu":
         return
-    bad = ~np.isfinite(a)
-    if bad.any():
-        n_nan = int(np.isnan(a).sum())
-        n_inf = int(bad.sum()) - n_nan
+    if a.dtype.kind == "f":
+        bad = ~np.isfinite(a)
+        if bad.any():
+            n_nan = int(np.isnan(a).sum())
+            n_inf = int(bad.sum()) - n_nan
+            raise TaskFileError(
+                f"{key}: expected finite values, got {n_nan} NaN and {n_inf} inf of {a.size}"
+            )
+    big = float(np.max(np.abs(a.astype(np.float64))))
+    if big > _F32_MAX:
         raise TaskFileError(
-            f"{key}: expected finite values, got {n_nan} NaN and {n_inf} inf of {a.size}"
+            f"{key}: expected values within float32 range (|v| <= {_F32_MAX:.4g}), "
+            f"got max |v| = {big:.4g}"
         )
 
 
+def _check_dim(name: str, value) -> None:
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1
+    ):
+        raise TaskFileError(f"{name}: expected a positive integer, got {value!r}")
+
+
 def validate_tasks(
-    tasks: Mapping[str, object], *, dx: int | None = None, classification: bool | None = None
+    tasks: Mapping[str, object],
+    *,
+    dx: int | None = None,
+    classification: bool | None = None,
+    dy: int | None = None,
+    num_classes: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Check a task dict against the task-file format and normalise its dtypes.
 
@@ -65,6 +95,10 @@ def validate_tasks(
         ``True``: labels must be ``(T, N)`` integers; ``False``: outputs must be
         ``(T, N, Dy)``; ``None``: decided by the rank of ``y_support`` (2-D integer labels are
         classification, 3-D outputs regression).
+    dy : int, optional
+        Expected output dimension Dy (regression; e.g. the model's).
+    num_classes : int, optional
+        Number of classes C (classification): labels must lie in ``[0, C - 1]``.
 
     Returns
     -------
@@ -78,6 +112,14 @@ def validate_tasks(
     """
     if not isinstance(tasks, Mapping):
         raise TaskFileError(f"tasks: expected a dict of arrays, got {type(tasks).__name__}")
+    bad_keys = [k for k in tasks if not isinstance(k, str)]
+    if bad_keys:
+        raise TaskFileError(f"tasks: expected string keys, got {bad_keys[0]!r}")
+    if classification not in (None, True, False):
+        raise TaskFileError(f"classification: expected True, False or None, got {classification!r}")
+    _check_dim("dx", dx)
+    _check_dim("dy", dy)
+    _check_dim("num_classes", num_classes)
     missing = [k for k in REQUIRED_KEYS if k not in tasks]
     if missing:
         raise TaskFileError(
@@ -105,9 +147,6 @@ def validate_tasks(
                 )
             arrays[key] = a
 
-    if dx is not None and (not isinstance(dx, (int, np.integer)) or dx < 1):
-        raise TaskFileError(f"dx: expected a positive integer, got {dx!r}")
-
     # Inputs: (T, N, Dx), one Dx.
     for xk, _, n in sets:
         x = arrays[xk]
@@ -127,7 +166,11 @@ def validate_tasks(
 
     # Outputs: classification or regression, decided once from y_support.
     ys = arrays["y_support"]
+    inferred = ""
     if classification is None:
+        inferred = f"; y_support {_shape(ys)} makes this " + (
+            "classification" if ys.ndim == 2 else "regression"
+        )
         if ys.ndim == 2 and ys.dtype.kind in "iu":
             classification = True
         elif ys.ndim == 3:
@@ -139,28 +182,33 @@ def validate_tasks(
             )
     for _, yk, n in sets:
         y = arrays[yk]
+        why = inferred if yk != "y_support" else ""
         if classification:
             if y.ndim != 2:
                 raise TaskFileError(
-                    f"{yk}: expected 2-D (T, {n}) integer labels (classification), got {_shape(y)}"
+                    f"{yk}: expected 2-D (T, {n}) integer labels (classification{why}), "
+                    f"got {_shape(y)}"
                 )
             if y.dtype.kind not in "iu":
                 raise TaskFileError(
-                    f"{yk}: expected integer class labels (classification), got dtype {y.dtype} "
-                    f"of shape {y.shape}"
+                    f"{yk}: expected integer class labels (classification{why}), got dtype "
+                    f"{y.dtype} of shape {y.shape}"
                 )
         elif y.ndim != 3:
             hint = " (integer (T, N) labels need classification)" if y.ndim == 2 else ""
             raise TaskFileError(
-                f"{yk}: expected 3-D (T, {n}, Dy) float outputs (regression), got {_shape(y)}{hint}"
+                f"{yk}: expected 3-D (T, {n}, Dy) float outputs (regression{why}), "
+                f"got {_shape(y)}{hint}"
             )
     if not classification:
-        dy = ys.shape[2]
+        d0 = ys.shape[2]
         for _, yk, n in sets:
             y = arrays[yk]
-            if y.shape[2] != dy or dy < 1:
+            if dy is not None and y.shape[2] != dy:
+                raise TaskFileError(f"{yk}: expected Dy={dy} (from dy), got (T, {n}, Dy)={y.shape}")
+            if y.shape[2] != d0 or d0 < 1:
                 raise TaskFileError(
-                    f"{yk}: expected Dy={dy} >= 1 as in y_support {ys.shape}, "
+                    f"{yk}: expected Dy={d0} >= 1 as in y_support {ys.shape}, "
                     f"got (T, {n}, Dy)={y.shape}"
                 )
 
@@ -196,6 +244,12 @@ def validate_tasks(
                     f"{yk}: expected class labels >= 0, got min {y.min()} "
                     f"({int((y < 0).sum())} negative of {y.size})"
                 )
+            if num_classes is not None and y.max() >= num_classes:
+                raise TaskFileError(
+                    f"{yk}: expected class labels in [0, {num_classes - 1}] "
+                    f"(num_classes={num_classes}), got max {y.max()} "
+                    f"({int((y >= num_classes).sum())} out of range of {y.size})"
+                )
             if y.max() > np.iinfo(np.int32).max:
                 raise TaskFileError(f"{yk}: expected class labels < 2**31, got max {y.max()}")
 
@@ -207,6 +261,120 @@ def validate_tasks(
         if key not in out:
             out[key] = np.asarray(value)
     return out
+
+
+def _is_concrete(a) -> bool:
+    try:
+        import jax
+    except ImportError:  # pragma: no cover - jax is a dependency
+        return True
+    return not isinstance(a, jax.core.Tracer)
+
+
+def validate_support(
+    support,
+    *,
+    dx: int | None = None,
+    dy: int | None = None,
+    num_classes: int | None = None,
+    classification: bool | None = None,
+) -> None:
+    """Check the support sets a method adapts to (a :class:`~bayesmeta.tasks.base.Support`).
+
+    Shapes: ``x (T, K, Dx)``, ``y (T, K, Dy)`` float (regression) or ``(T, K)`` integer
+    labels (classification), ``mask (T, K)``, with T, K >= 1. Values (when the arrays are
+    concrete, i.e. not traced inside ``jit``): finite ``x`` and ``y``, ``mask`` in [0, 1],
+    labels in ``[0, num_classes - 1]``.
+
+    Parameters
+    ----------
+    support : Support or (x, y, mask)
+    dx, dy : int, optional
+        The model's input and output dimensions.
+    num_classes : int, optional
+        The model's number of classes (classification).
+    classification : bool, optional
+        ``None``: decided by the rank of ``y`` (2-D means labels).
+
+    Raises
+    ------
+    TaskFileError
+        (a ``ValueError``) on the first problem, naming ``support.x``, ``support.y`` or
+        ``support.mask``, what was expected and what was got.
+    """
+    try:
+        x, y, mask = support
+    except (TypeError, ValueError):
+        raise TaskFileError(
+            f"support: expected a Support (x, y, mask), got {type(support).__name__}"
+        ) from None
+    for name, value in (("dx", dx), ("dy", dy), ("num_classes", num_classes)):
+        _check_dim(name, value)
+    arrays = {}
+    for name, a in (("support.x", x), ("support.y", y), ("support.mask", mask)):
+        shape, dtype = getattr(a, "shape", None), getattr(a, "dtype", None)
+        if shape is None or dtype is None:
+            a = np.asarray(a)
+            shape, dtype = a.shape, a.dtype
+        if np.dtype(dtype).kind not in "biuf":
+            raise TaskFileError(f"{name}: expected a numeric array, got dtype {dtype}")
+        arrays[name] = (a, tuple(shape), np.dtype(dtype))
+    (xa, xs, _), (ya, ys, ydt), (ma, ms, _) = arrays.values()
+    if len(xs) != 3:
+        raise TaskFileError(f"support.x: expected 3-D (T, K, Dx), got shape {xs}")
+    t, k, d = xs
+    if t < 1 or k < 1:
+        raise TaskFileError(
+            f"support.x: expected T >= 1 tasks and K >= 1 points in (T, K, Dx), got {xs}"
+            + (" (an empty support set)" if k < 1 else "")
+        )
+    if dx is not None and d != dx:
+        raise TaskFileError(f"support.x: expected Dx={dx} (the model's), got (T, K, Dx)={xs}")
+    if classification is None:
+        classification = len(ys) == 2
+    if classification:
+        if len(ys) != 2 or ys != (t, k):
+            raise TaskFileError(
+                f"support.y: expected (T, K)=({t}, {k}) integer labels matching support.x {xs}, "
+                f"got shape {ys}"
+            )
+        if ydt.kind not in "iu":
+            raise TaskFileError(f"support.y: expected integer class labels, got dtype {ydt}")
+    else:
+        if len(ys) != 3 or ys[:2] != (t, k):
+            raise TaskFileError(
+                f"support.y: expected (T, K, Dy) with (T, K)=({t}, {k}) as in support.x {xs}, "
+                f"got shape {ys}"
+            )
+        if dy is not None and ys[2] != dy:
+            raise TaskFileError(f"support.y: expected Dy={dy} (the model's), got {ys}")
+    if ms != (t, k):
+        raise TaskFileError(
+            f"support.mask: expected shape (T, K)=({t}, {k}) matching support.x {xs}, got {ms}"
+        )
+    if not all(_is_concrete(a) for a in (xa, ya, ma)):
+        return  # traced: shapes only
+    for name, a in (("support.x", xa), ("support.y", ya), ("support.mask", ma)):
+        v = np.asarray(a)
+        if v.dtype.kind == "f" and not np.isfinite(v).all():
+            n_nan = int(np.isnan(v).sum())
+            n_inf = int((~np.isfinite(v)).sum()) - n_nan
+            raise TaskFileError(
+                f"{name}: expected finite values, got {n_nan} NaN and {n_inf} inf of {v.size}"
+            )
+    m = np.asarray(ma)
+    if m.min() < 0 or m.max() > 1:
+        raise TaskFileError(
+            f"support.mask: expected values in [0, 1], got min {m.min()}, max {m.max()}"
+        )
+    if classification:
+        lab = np.asarray(ya)
+        hi = num_classes - 1 if num_classes is not None else None
+        if lab.min() < 0 or (hi is not None and lab.max() > hi):
+            want = f"[0, {hi}]" if hi is not None else ">= 0"
+            raise TaskFileError(
+                f"support.y: expected class labels {want}, got min {lab.min()}, max {lab.max()}"
+            )
 
 
 def save_tasks(
@@ -226,9 +394,14 @@ def save_tasks(
     validate : bool
         Check the format first (:func:`validate_tasks`) and refuse to write a bad file.
     """
-    arrays = {k: np.asarray(v) for k, v in tasks.items()}
     if validate:
-        validate_tasks(arrays)
+        validate_tasks(tasks)
+    elif not isinstance(tasks, Mapping):
+        raise TaskFileError(f"tasks: expected a dict of arrays, got {type(tasks).__name__}")
+    bad_keys = [k for k in tasks if not isinstance(k, str)]
+    if bad_keys:
+        raise TaskFileError(f"tasks: expected string keys, got {bad_keys[0]!r}")
+    arrays = {k: np.asarray(v) for k, v in tasks.items()}
     path = os.fspath(path)
     tmp = path + ".tmp"
     try:
@@ -242,7 +415,12 @@ def save_tasks(
 
 
 def load_tasks(
-    path: str | os.PathLike, *, dx: int | None = None, classification: bool | None = None
+    path: str | os.PathLike,
+    *,
+    dx: int | None = None,
+    classification: bool | None = None,
+    dy: int | None = None,
+    num_classes: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Read and validate a task file.
 
@@ -250,7 +428,7 @@ def load_tasks(
     ----------
     path : str or PathLike
         An ``.npz`` archive in the task-file format.
-    dx, classification
+    dx, classification, dy, num_classes
         As in :func:`validate_tasks`.
 
     Returns
@@ -274,20 +452,23 @@ def load_tasks(
         )
     try:
         npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise TaskFileError(f"tasks file {path!r}: cannot read as .npz ({e})") from e
+    except Exception as e:  # noqa: BLE001 - any failure to open means an unreadable archive
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise TaskFileError(f"tasks file {path!r}: cannot read as .npz ({msg})") from None
     data: dict[str, np.ndarray] = {}
     with npz:
         for key in npz.files:
             try:
                 data[key] = npz[key]
-            except (OSError, ValueError, zipfile.BadZipFile) as e:
+            except Exception as e:  # noqa: BLE001 - zlib.error, EOFError, BadZipFile, ...
                 msg = str(e).splitlines()[0] if str(e) else type(e).__name__
                 raise TaskFileError(
                     f"{key}: cannot read array from {path!r} "
                     f"(expected a plain numeric array; {msg})"
-                ) from e
+                ) from None
     try:
-        return validate_tasks(data, dx=dx, classification=classification)
+        return validate_tasks(
+            data, dx=dx, classification=classification, dy=dy, num_classes=num_classes
+        )
     except TaskFileError as e:
         raise TaskFileError(f"{e} [in {path}]") from None
