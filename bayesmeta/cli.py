@@ -621,6 +621,26 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--num-tasks", type=_positive("--num-tasks"), default=200)
     r.add_argument("--seed", type=_seed, default=0)
     r.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
+
+    from bayesmeta.bench import BUDGETS as BENCH_BUDGETS
+    from bayesmeta.bench import FAMILIES, METHODS
+
+    b = sub.add_parser("bench", help="benchmark suites (calibration of every method and family)")
+    b.add_argument("suite", choices=["calibration"], help="the suite to run")
+    b.add_argument(
+        "--budget",
+        choices=list(BENCH_BUDGETS),
+        default="small",
+        help="small: the whole suite in under 30 minutes on 2 CPU cores; full: the papers' steps",
+    )
+    b.add_argument("--families", nargs="+", choices=list(FAMILIES), default=None)
+    b.add_argument("--methods", nargs="+", choices=list(METHODS), default=None)
+    b.add_argument("--seeds", nargs="+", type=_seed, default=None)
+    b.add_argument(
+        "--seconds", type=_positive("--seconds"), default=None, help="training seconds per run"
+    )
+    b.add_argument("--out", default="bench-out", metavar="DIR")
+    b.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
     return p
 
 
@@ -706,6 +726,21 @@ def main(argv: list[str] | None = None) -> int:
                 seed=args.seed,
                 quiet=args.quiet,
             )
+        elif args.command == "bench":
+            from bayesmeta.bench import run_calibration
+
+            _check_out_dir(args.out)
+            rows = run_calibration(
+                args.budget,
+                out=args.out,
+                families=args.families,
+                methods=args.methods,
+                seeds=args.seeds,
+                seconds=args.seconds,
+                progress=False if args.quiet else None,
+                log=None if args.quiet else print,
+            )
+            print(f"{len(rows)} rows -> {Path(args.out) / 'calibration.json'}, calibration.md")
     except DivergenceError as err:
         print(f"bayesmeta: error: {err}", file=sys.stderr)
         return 1

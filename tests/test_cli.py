@@ -304,3 +304,39 @@ def test_info_prints_versions_and_the_run(fitted, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["versions"]["jax"] and out["devices"]
     assert out["run"]["method"] == "maml" and out["run"]["step"] > 0
+
+
+def test_bench_calibration_passes_its_options(monkeypatch, tmp_path, capsys):
+    import bayesmeta.bench as bench
+
+    seen = {}
+
+    def fake(budget, **kw):
+        seen.update(budget=budget, **kw)
+        return [{"family": "circles"}]
+
+    monkeypatch.setattr(bench, "run_calibration", fake)
+    argv = ["bench", "calibration", "--families", "circles", "glyphs", "--methods", "maml"]
+    argv += ["--seeds", "3", "--seconds", "5", "--out", str(tmp_path / "b"), "--quiet"]
+    assert main(argv) == 0
+    assert seen["budget"] == "small" and seen["families"] == ["circles", "glyphs"]
+    assert seen["methods"] == ["maml"] and seen["seeds"] == [3] and seen["seconds"] == 5
+    assert seen["out"] == str(tmp_path / "b") and seen["log"] is None
+    assert "1 rows" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--families", "mnist"], "--families"),
+        (["--methods", "reference"], "--methods"),
+        (["--seconds", "0"], "--seconds"),
+        (["--budget", "huge"], "--budget"),
+    ],
+)
+def test_bench_rejects_bad_options(extra, needle, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "calibration", *extra])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0] and "Traceback" not in err[0]
