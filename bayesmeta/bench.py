@@ -66,7 +66,7 @@ FAMILIES: dict[str, Family] = {
     "sine_line": Family("sine_line", (1, 5)),
     "circles": Family("circles", (1, 5)),
     "glyphs": Family("glyphs", (1, 5), num_query=50, label="glyphs 5-way"),
-    "nlschools": Family("nlschools", (5,), num_query=5),
+    "nlschools": Family("nlschools", (1, 5), num_query=8),
     "cigar": Family("cigar", (5, 10), num_query=15),
 }
 METHODS: tuple[str, ...] = ("maml", "emaml", "bmaml", "abml", "platipus", "neural-process")

@@ -17,6 +17,9 @@ from bayesmeta.tasks.families import (
     sinusoid,
     sinusoid_bmaml,
 )
+from bayesmeta.tasks.glyphs import GlyphData as GlyphData
+from bayesmeta.tasks.glyphs import load_glyphs as load_glyphs
+from bayesmeta.tasks.grouped import grouped_family as grouped_family
 
 __all__ = [
     "FAMILIES",
