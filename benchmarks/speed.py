@@ -338,10 +338,12 @@ def xla_memory(steps: int) -> dict[str, int]:
 
 def child_peak_rss(name: str, steps: int) -> float | None:
     """Peak resident set (MiB) of a child process that runs only ``name`` for ``steps``."""
+    # VmHWM of the child's own address space (ru_maxrss would carry over the parent's peak
+    # through fork and exec)
     code = (
-        f"import sys, resource; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
         f"import speed; r = speed.IMPLEMENTATIONS[{name!r}]({steps}); r(); r(); "
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "print([ln.split()[1] for ln in open('/proc/self/status') if ln.startswith('VmHWM')][0])"
     )
     try:
         out = subprocess.run(

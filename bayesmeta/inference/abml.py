@@ -116,9 +116,9 @@ def abml(
     lr, lr_decay_steps, grad_clip : float, int or None, float
         Adam step size, the length of its cosine decay (to lr/10), and the global-norm clip
         of the meta-gradient.
-    inner_update : {"natural", "gradient"}
-        How the inner loop steps on the ELBO (see the module docstring): natural-gradient
-        steps on q's precision and mean (default), or plain gradient steps on (m, log s).
+    inner_update : {"gradient", "natural"}
+        How the inner loop steps on the ELBO (see the module docstring): plain gradient steps
+        on (m, log s) (default), or natural-gradient steps on q's precision and mean.
     precondition : bool
         ``inner_update="gradient"`` only: scale the mean's step by the prior variance σ².
     """
