@@ -42,6 +42,7 @@ class Family:
     ks: tuple[int, ...]
     num_query: int = 50
     label: str = ""
+    max_samples: int | None = None
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,9 @@ FAMILIES: dict[str, Family] = {
     "sinusoid": Family("sinusoid", (1, 5, 10)),
     "sine_line": Family("sine_line", (1, 5)),
     "circles": Family("circles", (1, 5)),
-    "glyphs": Family("glyphs", (1, 5), num_query=50, label="glyphs 5-way"),
+    # 8 posterior samples: the conv4 predictive of 100 samples x 60 tasks x 50 images needs
+    # ~35 GB in one batch (TaskPosterior batches tasks by S, not by network size)
+    "glyphs": Family("glyphs", (1, 5), num_query=50, label="glyphs 5-way", max_samples=8),
     "nlschools": Family("nlschools", (1, 5), num_query=8),
     "cigar": Family("cigar", (5, 10), num_query=15),
 }
@@ -293,7 +296,8 @@ def run_calibration(
                 for k in fam.ks:
                     ts = tasks[(s, k)]
                     key = jax.random.PRNGKey(1000 + s)
-                    post = method.adapt(key, res.state, _support(ts, size), budget.num_samples)
+                    n_s = min(budget.num_samples, fam.max_samples or budget.num_samples)
+                    post = method.adapt(key, res.state, _support(ts, size), n_s)
                     rep = evaluate(post, ts["x_query"], ts["y_query"])
                     row = _row(fname, mname, k, s, rep)
                     row.update(
@@ -384,7 +388,9 @@ def _figures(fname, spec, fam, posts, tasks, seed, out_dir: Path) -> None:
             curves[m] = calibration_curve(pit)
     fig = plots.calibration_curves(curves, path=fig_dir / f"{fname}_calibration_k{k}.png")
     plt.close(fig)
-    if spec.model.dx == 1 and "reference" in names:
+    # bands for the sinusoid only: for sine-or-line the same call was OOM-killed (24 GB)
+    # in this suite and is not yet understood
+    if fname == "sinusoid" and spec.model.dx == 1 and "reference" in names:
         fam_obj = spec.family
         params = np.asarray(ts["task_params"])
         sub = {m: posts[(m, seed, k)] for m in names if (m, seed, k) in posts}
