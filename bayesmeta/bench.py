@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayesmeta.main_job import padded_support
+
 EVAL_SEED = 20_261_122
 
 
@@ -88,19 +90,6 @@ def _held_out(spec, k: int, seed: int, num_tasks: int, num_query: int) -> dict:
 
     key = jax.random.PRNGKey(EVAL_SEED + 7919 * seed + k)
     return make_task_set(spec.family, key, num_tasks, k, num_query)
-
-
-def _support(tasks: dict, size: int):
-    """Support sets padded to ``size`` points with a mask (one compilation for every K)."""
-    from bayesmeta.tasks.base import Support
-
-    x, y = jnp.asarray(tasks["x_support"]), jnp.asarray(tasks["y_support"])
-    t, k = x.shape[:2]
-    pad = max(size - k, 0)
-    mask = jnp.concatenate([jnp.ones((t, k)), jnp.zeros((t, pad))], axis=1)
-    x = jnp.concatenate([x, jnp.zeros((t, pad, *x.shape[2:]), x.dtype)], axis=1)
-    y = jnp.concatenate([y, jnp.zeros((t, pad, *y.shape[2:]), y.dtype)], axis=1)
-    return Support(x, y, mask)
 
 
 def _row(family: str, method: str, k: int, seed: int, rep: dict) -> dict[str, Any]:
@@ -254,7 +243,7 @@ def run_calibration(
         if has_ref:
             ref, _ = spec.build("reference")
             for (s, k), ts in tasks.items():
-                post = ref.adapt(jax.random.PRNGKey(s), None, _support(ts, size), 1)
+                post = ref.adapt(jax.random.PRNGKey(s), None, padded_support(ts, size), 1)
                 rep = evaluate(post, ts["x_query"], ts["y_query"])
                 rows.append({**_row(fname, "reference", k, s, rep), "train_seconds": 0.0})
                 rows[-1].update(oracle_nll=rep["nll"], gap=0.0, steps=0)
@@ -297,7 +286,7 @@ def run_calibration(
                     ts = tasks[(s, k)]
                     key = jax.random.PRNGKey(1000 + s)
                     n_s = min(budget.num_samples, fam.max_samples or budget.num_samples)
-                    post = method.adapt(key, res.state, _support(ts, size), n_s)
+                    post = method.adapt(key, res.state, padded_support(ts, size), n_s)
                     rep = evaluate(post, ts["x_query"], ts["y_query"])
                     row = _row(fname, mname, k, s, rep)
                     row.update(
@@ -396,7 +385,7 @@ def _figures(fname, spec, fam, posts, tasks, seed, out_dir: Path) -> None:
         sub = {m: posts[(m, seed, k)] for m in names if (m, seed, k) in posts}
         # the grid reference has ~10⁴ weighted nodes: 500 draws of it draw the same bands
         sub["reference"] = sub["reference"].resample(jax.random.PRNGKey(3), 500)
-        sup = _support(ts, ts["x_support"].shape[1])
+        sup = padded_support(ts, ts["x_support"].shape[1])
         fig = plots.predictive_bands(
             sub,
             sup.x,

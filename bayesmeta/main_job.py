@@ -34,7 +34,7 @@ def padded_support(tasks: dict, k_max: int):
     t, k = x.shape[:2]
     pad = max(k_max - k, 0)
     mask = jnp.concatenate([jnp.ones((t, k)), jnp.zeros((t, pad))], axis=1)
-    x = jnp.concatenate([x, jnp.zeros((t, pad, x.shape[2]), x.dtype)], axis=1)
+    x = jnp.concatenate([x, jnp.zeros((t, pad, *x.shape[2:]), x.dtype)], axis=1)
     y = jnp.concatenate([y, jnp.zeros((t, pad, *y.shape[2:]), y.dtype)], axis=1)
     return Support(x, y, mask)
 

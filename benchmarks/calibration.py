@@ -13,32 +13,21 @@ committed). The same as ``bayesmeta bench calibration``; the code is
 
 from __future__ import annotations
 
-import argparse
+import sys
 from pathlib import Path
 
-from bayesmeta.bench import BUDGETS, FAMILIES, METHODS, run_calibration
+from bayesmeta.cli import main as cli_main
 
 RESULTS = Path(__file__).parent / "results"
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--budget", choices=list(BUDGETS), default="small")
-    p.add_argument("--families", nargs="*", choices=list(FAMILIES))
-    p.add_argument("--methods", nargs="*", choices=list(METHODS))
-    p.add_argument("--seeds", nargs="*", type=int)
-    p.add_argument("--seconds", type=float, help="training seconds per run (overrides budget)")
-    p.add_argument("--out", type=Path, default=RESULTS)
-    args = p.parse_args(argv)
-    run_calibration(
-        args.budget,
-        out=args.out,
-        families=args.families,
-        methods=args.methods,
-        seeds=args.seeds,
-        seconds=args.seconds,
-    )
+def main(argv: list[str] | None = None) -> int:
+    """``bayesmeta bench calibration ARGS``, writing into benchmarks/results by default."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--out" not in argv:
+        argv += ["--out", str(RESULTS)]
+    return cli_main(["bench", "calibration", *argv])
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

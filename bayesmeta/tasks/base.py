@@ -154,16 +154,22 @@ def sample_batch(
         )
         x = jnp.concatenate([xs, x[:, k_max:]], axis=1)
     y = jax.vmap(family.sample_y)(jax.random.split(k_y, num_tasks), params, x)
-    k = jax.random.randint(k_k, (num_tasks,), k_min, k_max + 1)
+    return split_episode(k_k, x, y, k_min, k_max), params
+
+
+def split_episode(key: Array, x: Array, y: Array, k_min: int, k_max: int) -> TaskBatch:
+    """A batch from ``k_max + Q`` points per task: the first ``k_max`` are the support set,
+    of which the first k ~ U{k_min..k_max} per task are real (``mask_support``), the rest
+    the query set."""
+    k = jax.random.randint(key, (x.shape[0],), k_min, k_max + 1)
     mask = (jnp.arange(k_max)[None, :] < k[:, None]).astype(x.dtype)
-    batch = TaskBatch(
+    return TaskBatch(
         x_support=x[:, :k_max],
         y_support=y[:, :k_max],
         mask_support=mask,
         x_query=x[:, k_max:],
         y_query=y[:, k_max:],
     )
-    return batch, params
 
 
 def finite_pool(family: TaskFamily, num_tasks: int, seed: int = 0) -> TaskFamily:

@@ -51,7 +51,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bayesmeta.tasks.base import TaskBatch, TaskFamily
+from bayesmeta.tasks.base import TaskBatch, TaskFamily, split_episode
 
 Array = jax.Array
 
@@ -303,16 +303,7 @@ def _draw(key, x_all, y_all, lengths, labels, eligible, num_tasks, k_min, k_max,
         return x_all[g, idx], y_all[g, idx]
 
     x, y = jax.vmap(points)(jax.random.split(k_perm, num_tasks), g)
-    k = jax.random.randint(k_k, (num_tasks,), k_min, k_max + 1)
-    mask = (jnp.arange(k_max)[None, :] < k[:, None]).astype(x.dtype)
-    batch = TaskBatch(
-        x_support=x[:, :k_max],
-        y_support=y[:, :k_max],
-        mask_support=mask,
-        x_query=x[:, k_max:],
-        y_query=y[:, k_max:],
-    )
-    return batch, labels[g][:, None]
+    return split_episode(k_k, x, y, k_min, k_max), labels[g][:, None]
 
 
 def episode_sampler(
