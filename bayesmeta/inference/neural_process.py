@@ -17,6 +17,20 @@ task, with S samples w_s:
   −(1/|D_ts|) [E_{q(w | D_tr ∪ D_ts)} log p(D_ts | w) − KL(q(w | D_tr ∪ D_ts) ‖ q(w | D_tr))].
 
 The likelihood (and its learned noise) is the shared model's ``log_likelihood_points``.
+
+For a Gaussian likelihood the encoder can be exact (``encoder="conjugate"``, the default
+there; ALPaCA, Harrison et al. 2018). With body features z(x) = [h(x), 1] and a learned prior
+W ~ N(M₀, S₀) over the last layer (each output column, S₀ = L₀L₀ᵀ), the posterior given D is
+
+    Λ = S₀⁻¹ + Σ_j z_j z_jᵀ / σ_y²,    M = Λ⁻¹ (S₀⁻¹ M₀ + Σ_j z_j y_jᵀ / σ_y²),
+
+a sum-pooled, permutation-invariant function of the data (computed in the equivalent
+covariance form, which never inverts S₀), and q(W | D) = N(M, Λ⁻¹) is the
+exact posterior of the model's last layer, so the objectives are closed form:
+``"predictive"`` is −(1/|D_ts|) Σ_j log N(y_j; z_jᵀM, σ_y² + z_jᵀΛ⁻¹z_j) (the S → ∞ limit of
+the one above) and ``"elbo"``, whose q is exact, equals −(1/|D_ts|) log p(D_ts | D_tr), the
+query set's joint Gaussian predictive. Non-Gaussian likelihoods use the learned encoder
+(``encoder="mlp"``).
 """
 
 from __future__ import annotations
@@ -43,9 +57,12 @@ from bayesmeta.nn import mlp
 from bayesmeta.posterior import TaskPosterior
 from bayesmeta.tasks.base import Support, TaskBatch
 
+Array = jax.Array
+
 __all__ = ["neural_process"]
 
 OUTERS = ("predictive", "elbo")
+ENCODERS = ("auto", "conjugate", "mlp")
 
 
 def neural_process(
@@ -54,6 +71,8 @@ def neural_process(
     encoder_sizes: Sequence[int] = (128, 128),
     train_samples: int = 16,
     outer: str = "predictive",
+    encoder: str = "auto",
+    prior_scale: float = 0.5,
     min_scale: float = 1e-3,
     lr: float = 1e-3,
     lr_decay_steps: int | None = None,
@@ -72,6 +91,12 @@ def neural_process(
     train_samples : int
         S, samples of w per task in meta-training.
     outer : {"predictive", "elbo"}
+    encoder : {"auto", "conjugate", "mlp"}
+        ``"conjugate"``: the exact Gaussian posterior of the last layer (Gaussian likelihood
+        only); ``"mlp"``: the learned mean-pooled encoder g_ψ; ``"auto"``: conjugate where
+        the likelihood is Gaussian.
+    prior_scale : float
+        Initial standard deviation of the conjugate encoder's prior S₀ = L₀L₀ᵀ.
     min_scale : float
         Floor added to s so that q never collapses to a point.
     lr, lr_decay_steps, grad_clip
@@ -79,34 +104,141 @@ def neural_process(
     """
     if outer not in OUTERS:
         raise ValueError(f"outer: expected one of {OUTERS}, got {outer!r}")
+    if encoder not in ENCODERS:
+        raise ValueError(f"encoder: expected one of {ENCODERS}, got {encoder!r}")
+    if encoder == "conjugate" and model.likelihood != "gaussian":
+        raise ValueError(
+            f"encoder: 'conjugate' needs a Gaussian likelihood, got {model.likelihood!r}"
+        )
+    if not prior_scale > 0:
+        raise ValueError(f"prior_scale: expected > 0, got {prior_scale!r}")
     if not isinstance(train_samples, int) or train_samples < 1:
         raise ValueError(f"train_samples: expected a positive integer, got {train_samples!r}")
     params0 = model.network.init(jax.random.PRNGKey(0))
     if not isinstance(params0, list | tuple) or len(params0) < 2:
         raise ValueError("model: the neural process needs a network with at least two layers")
-    num_last = int(ravel_pytree(params0[-1])[0].shape[0])
+    last0 = params0[-1]
+    flat_last0, unravel_last = ravel_pytree(last0)
+    num_last = int(flat_last0.shape[0])
     num_body = model.num_params - num_last
     classify = model.likelihood == "categorical"
+    conjugate = encoder == "conjugate" or (encoder == "auto" and not classify)
+    if conjugate and not (
+        isinstance(last0, dict) and set(last0) == {"w", "b"} and jnp.ndim(last0["w"]) == 2
+    ):
+        raise ValueError(
+            "model: the conjugate encoder needs a linear last layer {'w': (F, Dy), 'b': (Dy,)}"
+        )
     din = model.dx + (model.num_classes if classify else model.dy)
     enc = mlp((din, *encoder_sizes), activation="relu")
     optimizer = make_optimizer(lr, grad_clip, lr_decay_steps)
+    if conjugate:
+        num_feat, dy = last0["w"].shape
+        _, unravel_body = ravel_pytree(list(params0[:-1]))
+        identity_head = {"w": jnp.eye(num_feat), "b": jnp.zeros(num_feat)}
 
     def init(key):
         k_net, k_enc, k_head = jax.random.split(key, 3)
         th = model.init_theta(k_net)
-        width = encoder_sizes[-1]
-        w_head = jax.random.normal(k_head, (width, 2 * num_last)) * (0.1 / math.sqrt(width))
-        # Start q at the network initialisation's last layer with a moderate spread.
-        b_head = jnp.concatenate([th["mu"][num_body:], jnp.full((num_last,), math.log(0.3))])
-        theta = {
-            "body": th["mu"][:num_body],
-            "encoder": enc.init(k_enc),
-            "head": {"w": w_head, "b": b_head},
-        }
+        theta = {"body": th["mu"][:num_body]}
+        if conjugate:
+            last = unravel_last(th["mu"][num_body:])
+            theta["prior_mean"] = jnp.concatenate([last["w"], last["b"][None]], 0)
+            theta["prior_chol"] = jnp.eye(num_feat + 1) * math.log(prior_scale)
+        else:
+            width = encoder_sizes[-1]
+            w_head = jax.random.normal(k_head, (width, 2 * num_last)) * (0.1 / math.sqrt(width))
+            # Start q at the network initialisation's last layer with a moderate spread.
+            b_head = jnp.concatenate([th["mu"][num_body:], jnp.full((num_last,), math.log(0.3))])
+            theta["encoder"] = enc.init(k_enc)
+            theta["head"] = {"w": w_head, "b": b_head}
         if "log_noise" in th:
             theta["log_noise"] = th["log_noise"]
         return MetaState(theta, optimizer.init(theta), jnp.zeros((), jnp.int32))
 
+    def model_theta(theta):
+        return {"log_noise": theta["log_noise"]} if "log_noise" in theta else {}
+
+    # -- the conjugate encoder: exact Gaussian posterior of the last layer --------------------
+    def features(theta, x):
+        """z(x) = [h(x), 1], ``(N, F + 1)``: the body's last hidden layer and a bias."""
+        params = [*unravel_body(theta["body"]), identity_head]
+        h = model.network.apply(params, x)
+        return jnp.concatenate([h, jnp.ones((*h.shape[:-1], 1), h.dtype)], -1)
+
+    def prior_factor(theta):
+        """L₀, lower triangular with a positive (exp) diagonal: S₀ = L₀L₀ᵀ."""
+        raw = jnp.tril(theta["prior_chol"])
+        return raw - jnp.diag(jnp.diag(raw)) + jnp.diag(jnp.exp(jnp.diag(raw)))
+
+    def _gain(theta, x, mask):
+        """Masked features Z, B = S₀Zᵀ and the Cholesky factor of A = Z S₀ Zᵀ + σ_y² I.
+
+        The posterior is computed in this covariance form (a K×K solve) rather than through
+        Λ = S₀⁻¹ + ZᵀZ/σ_y²: it never inverts S₀, so it stays well conditioned in float32
+        however small or large the learned prior scales become. A masked point has z = 0 and
+        adds only σ_y² to A's diagonal, so it has no effect.
+        """
+        z = features(theta, x) * mask[:, None]
+        l0 = prior_factor(theta)
+        s0 = l0 @ l0.T
+        b = s0 @ z.T
+        noise_var = model.noise_std(model_theta(theta)) ** 2
+        a = z @ b + noise_var * jnp.eye(z.shape[0], dtype=z.dtype)
+        return z, l0, s0, b, jnp.linalg.cholesky(a)
+
+    def conjugate_posterior(theta, x, y, mask):
+        """(M (F+1, Dy), S (F+1, F+1)) of q(W | D) = N(M, S), the exact posterior:
+        M = M₀ + B A⁻¹ (Y − Z M₀), S = S₀ − B A⁻¹ Bᵀ with B = S₀Zᵀ."""
+        z, _, s0, b, chol_a = _gain(theta, x, mask)
+        resid = (y - z @ theta["prior_mean"]) * mask[:, None]
+        mean = theta["prior_mean"] + b @ jax.scipy.linalg.cho_solve((chol_a, True), resid)
+        cov = s0 - b @ jax.scipy.linalg.cho_solve((chol_a, True), b.T)
+        return mean, 0.5 * (cov + cov.T)
+
+    def conjugate_predictive(theta, post, x):
+        """Per-point predictive mean ``(N, Dy)`` and variance ``(N, 1)``, noise included."""
+        mean, cov = post
+        z = features(theta, x)
+        var = jnp.maximum(jnp.einsum("nf,fg,ng->n", z, cov, z), 0.0)[:, None]
+        return z @ mean, var + model.noise_std(model_theta(theta)) ** 2
+
+    def conjugate_sample(key, theta, x, y, mask, num):
+        """``num`` flat last layers W ~ N(M, S), ``(num, L)``, by pathwise conditioning
+        (W = W₀ + B A⁻¹ (Y − Z W₀ − ε), W₀ ~ N(M₀, S₀), ε ~ N(0, σ_y² I)): exact, and free of
+        a square root of S."""
+        z, l0, _, b, chol_a = _gain(theta, x, mask)
+        k_w, k_e = jax.random.split(key)
+        noise = model.noise_std(model_theta(theta))
+        w0 = theta["prior_mean"] + jnp.einsum(
+            "fg,sgd->sfd", l0, jax.random.normal(k_w, (num, num_feat + 1, dy), z.dtype)
+        )
+        eps = noise * jax.random.normal(k_e, (num, *y.shape), z.dtype)
+        resid = (y - jnp.einsum("nf,sfd->snd", z, w0) - eps) * mask[:, None]
+        solve = jax.vmap(lambda r: b @ jax.scipy.linalg.cho_solve((chol_a, True), r))
+        ws = w0 + solve(resid)
+        return jax.vmap(lambda w: ravel_pytree({"w": w[:-1], "b": w[-1]})[0])(ws)
+
+    def conjugate_task_loss(theta, key, x_s, y_s, m_s, x_q, y_q):
+        del key
+        post = conjugate_posterior(theta, x_s, y_s, m_s)
+        if outer == "predictive":
+            mu, var = conjugate_predictive(theta, post, x_q)
+            lp = -0.5 * ((y_q - mu) ** 2 / var + jnp.log(2 * math.pi * var))
+            return -jnp.sum(lp) / x_q.shape[0]
+        # q is exact, so the conditional ELBO is log p(D_ts | D_tr): per output column,
+        # y_ts ~ N(Z_ts M, Z_ts S Z_tsᵀ + σ_y² I).
+        mean, cov = post
+        z = features(theta, x_q)
+        noise_var = model.noise_std(model_theta(theta)) ** 2
+        cov_q = z @ cov @ z.T + noise_var * jnp.eye(x_q.shape[0], dtype=z.dtype)
+        dist_q = dist.MultivariateNormal(
+            jnp.zeros(x_q.shape[0]), covariance_matrix=0.5 * (cov_q + cov_q.T)
+        )
+        lp = jax.vmap(dist_q.log_prob, in_axes=1)(y_q - z @ mean)
+        return -jnp.sum(lp) / x_q.shape[0]
+
+    # -- the learned (mean-pooled MLP) encoder ----------------------------------------------
     def encode(theta, x, y, mask):
         """q(w | D) = N(m, s²) of one data set ``x (N, Dx)``, ``y``, ``mask (N,)``."""
         yin = jax.nn.one_hot(y, model.num_classes) if classify else y
@@ -118,13 +250,10 @@ def neural_process(
     def full_phi(theta, w):
         return jnp.concatenate([jnp.broadcast_to(theta["body"], (*w.shape[:-1], num_body)), w], -1)
 
-    def model_theta(theta):
-        return {"log_noise": theta["log_noise"]} if "log_noise" in theta else {}
-
     def log_lik_points(theta, w, x, y):
         return model.log_likelihood_points(model_theta(theta), full_phi(theta, w), x, y)
 
-    def task_loss(theta, key, x_s, y_s, m_s, x_q, y_q):
+    def mlp_task_loss(theta, key, x_s, y_s, m_s, x_q, y_q):
         n_q = x_q.shape[0]
         m_c, s_c = encode(theta, x_s, y_s, m_s)
         eps = jax.random.normal(key, (train_samples, num_last))
@@ -143,40 +272,75 @@ def neural_process(
         )
         return -(jnp.mean(jnp.sum(ll, 1)) - kl) / n_q
 
+    task_loss = conjugate_task_loss if conjugate else mlp_task_loss
+
     def loss_fn(theta, key, batch: TaskBatch):
         keys = jax.random.split(key, batch.num_tasks)
         return jnp.mean(jax.vmap(task_loss, in_axes=(None, 0, 0, 0, 0, 0, 0))(theta, keys, *batch))
 
+    def sample_last(key, theta, x, y, mask, num):
+        if conjugate:
+            return conjugate_sample(key, theta, x, y, mask, num)
+        m, s = encode(theta, x, y, mask)
+        return m + s * jax.random.normal(key, (num, num_last), m.dtype)
+
     def adapt(key, state: MetaState, support: Support, num_samples: int = 32):
         theta = state.theta
-        m, s = jax.vmap(encode, in_axes=(None, 0, 0, 0))(theta, support.x, support.y, support.mask)
-        eps = jax.random.normal(key, (m.shape[0], num_samples, num_last), m.dtype)
-        phi = full_phi(theta, m[:, None] + s[:, None] * eps)
+        keys = jax.random.split(key, support.x.shape[0])
+        ws = jax.vmap(sample_last, in_axes=(0, None, 0, 0, 0, None))(
+            keys, theta, support.x, support.y, support.mask, num_samples
+        )
         noise = model.noise_std(model_theta(theta))
         return TaskPosterior.from_samples(
-            phi, noise, model.apply, model.likelihood, "neural-process"
+            full_phi(theta, ws), noise, model.apply, model.likelihood, "neural-process"
         )
 
     def variational_params(state: MetaState, support: Support):
-        """q(w | D_tr) per task: ``(m, s)``, each ``(T, L)``."""
-        return jax.vmap(encode, in_axes=(None, 0, 0, 0))(
-            state.theta, support.x, support.y, support.mask
-        )
+        """q(w | D_tr) per task: mean and marginal standard deviation, each ``(T, L)`` in the
+        layout of the flat last layer."""
+        if not conjugate:
+            return jax.vmap(encode, in_axes=(None, 0, 0, 0))(
+                state.theta, support.x, support.y, support.mask
+            )
+
+        def one(x, y, mask):
+            mean, cov = conjugate_posterior(state.theta, x, y, mask)
+            sd = jnp.sqrt(jnp.maximum(jnp.diag(cov), 0.0))
+            sds = jnp.broadcast_to(sd[:, None], mean.shape)
+            flat = lambda w: ravel_pytree({"w": w[:-1], "b": w[-1]})[0]  # noqa: E731
+            return flat(mean), flat(sds)
+
+        return jax.vmap(one)(support.x, support.y, support.mask)
 
     config = dict(
         encoder_sizes=tuple(encoder_sizes),
         train_samples=train_samples,
         outer=outer,
+        encoder="conjugate" if conjugate else "mlp",
+        prior_scale=prior_scale,
         min_scale=min_scale,
         lr=lr,
         lr_decay_steps=lr_decay_steps,
         grad_clip=grad_clip,
     )
+
+    def query_loss(state: MetaState, batch: TaskBatch, key: Array | None = None) -> Array:
+        """The meta-objective on ``batch`` (mean over tasks), as minimised in training."""
+        return loss_fn(state.theta, jax.random.PRNGKey(0) if key is None else key, batch)
+
+    extras = {"variational_params": variational_params, "query_loss": query_loss}
+    if conjugate:
+        extras["conjugate_posterior"] = lambda state, x, y, mask: conjugate_posterior(
+            state.theta, x, y, mask
+        )
+        extras["conjugate_predictive"] = lambda state, post, x: conjugate_predictive(
+            state.theta, post, x
+        )
     return Method(
         "neural-process",
         init,
         gradient_step(loss_fn, optimizer),
         checked_adapt(adapt, **model_dims(model)),
         config,
-        extras={"variational_params": variational_params},
+        extras=extras,
     )

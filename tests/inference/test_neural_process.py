@@ -21,9 +21,10 @@ def _support(key, t=3, k=5):
     return b, Support(b.x_support, b.y_support, b.mask_support)
 
 
+@pytest.mark.parametrize("encoder", ["mlp", "conjugate"])
 @pytest.mark.parametrize("jit", [False, True])
-def test_samples_are_full_phi_with_the_shared_body(model, key, jit):
-    method = neural_process(model, encoder_sizes=(16,))
+def test_samples_are_full_phi_with_the_shared_body(model, key, jit, encoder):
+    method = neural_process(model, encoder_sizes=(16,), encoder=encoder)
     st = method.init(key)
     batch, sup = _support(key)
     adapt = jax.jit(method.adapt, static_argnums=3) if jit else method.adapt
@@ -31,7 +32,7 @@ def test_samples_are_full_phi_with_the_shared_body(model, key, jit):
     assert post.phi.shape == (3, 7, model.num_params) and post.method == "neural-process"
     body = st.theta["body"]
     np.testing.assert_array_equal(post.phi[..., : body.shape[0]], np.broadcast_to(body, (3, 7, 16)))
-    # The last layer (9 weights) is drawn from q(w | D_tr) = N(m, s²).
+    # The last layer (9 weights) is drawn from q(w | D_tr), mean m and marginal sd s.
     m, s = method.extras["variational_params"](st, sup)
     w = np.asarray(post.phi[..., body.shape[0] :])
     assert w.shape == (3, 7, 9) and bool(jnp.all(s > 0))
@@ -39,10 +40,12 @@ def test_samples_are_full_phi_with_the_shared_body(model, key, jit):
     np.testing.assert_allclose(
         np.asarray(big.phi[..., 16:]).mean(1), m, atol=5 * float(s.max()) / 60
     )
+    np.testing.assert_allclose(np.asarray(big.phi[..., 16:]).std(1), s, rtol=0.1)
 
 
-def test_encoder_is_permutation_invariant_and_ignores_padding(model, key):
-    method = neural_process(model, encoder_sizes=(16,))
+@pytest.mark.parametrize("encoder", ["mlp", "conjugate"])
+def test_encoder_is_permutation_invariant_and_ignores_padding(model, key, encoder):
+    method = neural_process(model, encoder_sizes=(16,), encoder=encoder)
     st = method.init(key)
     _, sup = _support(key, t=1, k=5)
     x, y = sup.x[0], sup.y[0]
@@ -60,10 +63,14 @@ def test_encoder_is_permutation_invariant_and_ignores_padding(model, key):
         np.testing.assert_allclose(u[1], v[1], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("outer", ["predictive", "elbo"])
-def test_meta_training_improves_held_out_predictive(key, outer):
+@pytest.mark.parametrize(
+    "outer, encoder", [("predictive", "mlp"), ("elbo", "mlp"), ("predictive", "conjugate")]
+)
+def test_meta_training_improves_held_out_predictive(key, outer, encoder):
     model = HierarchicalModel(mlp((1, 32, 32, 1), activation="tanh"), noise_init=0.5)
-    method = neural_process(model, encoder_sizes=(32, 32), lr=3e-3, outer=outer, train_samples=8)
+    method = neural_process(
+        model, encoder_sizes=(32, 32), lr=3e-3, outer=outer, train_samples=8, encoder=encoder
+    )
     fam = sinusoid()
     sampler = lambda k: sample_batch(fam, k, 16, (1, 10), 10)[0]  # noqa: E731
     held = sample_batch(fam, jax.random.PRNGKey(99), 100, (5, 5), 20)[0]
@@ -81,8 +88,9 @@ def test_meta_training_improves_held_out_predictive(key, outer):
     assert nll(res.state) < before - 0.3
 
 
-def test_meta_step_traces_once(model, key):
-    method = neural_process(model, encoder_sizes=(16,), outer="elbo")
+@pytest.mark.parametrize("encoder", ["mlp", "conjugate"])
+def test_meta_step_traces_once(model, key, encoder):
+    method = neural_process(model, encoder_sizes=(16,), outer="elbo", encoder=encoder)
     traces = []
 
     def counted(k, s, b):
@@ -103,3 +111,84 @@ def test_bad_arguments_are_named(model):
         neural_process(model, train_samples=0)
     with pytest.raises(ValueError, match="at least two layers"):
         neural_process(HierarchicalModel(mlp((1, 1))))
+    with pytest.raises(ValueError, match="encoder"):
+        neural_process(model, encoder="set-transformer")
+    with pytest.raises(ValueError, match="encoder: 'conjugate' needs a Gaussian"):
+        classifier = HierarchicalModel(mlp((2, 8, 3)), likelihood="categorical", num_classes=3)
+        neural_process(classifier, encoder="conjugate")
+    with pytest.raises(ValueError, match="prior_scale"):
+        neural_process(model, prior_scale=0.0)
+
+
+def _blr_posterior(z, y, prior_mean, prior_cov, noise):
+    """Bayesian linear regression by the textbook formulas, in float64 NumPy."""
+    prec = np.linalg.inv(prior_cov) + z.T @ z / noise**2
+    cov = np.linalg.inv(prec)
+    mean = cov @ (np.linalg.solve(prior_cov, prior_mean) + z.T @ y / noise**2)
+    return mean, cov
+
+
+def _conjugate_setup(key):
+    model = HierarchicalModel(mlp((1, 8, 1), activation="tanh"), noise_init=0.4)
+    method = neural_process(model, encoder="conjugate")
+    st = method.init(key)
+    # A full (non-diagonal) prior factor and a non-zero prior mean exercise every term.
+    theta = dict(st.theta)
+    noise = jax.random.normal(jax.random.PRNGKey(5), theta["prior_chol"].shape)
+    theta["prior_chol"] = theta["prior_chol"] + 0.2 * noise
+    theta["prior_mean"] = theta["prior_mean"] + 0.3
+    return model, method, st._replace(theta=theta)
+
+
+def _features(model, theta, x):
+    # z(x) = [h(x), 1] computed from the flat body by hand: layer 1 of the 1-8-1 network.
+    w1, b1 = theta["body"][8:16].reshape(1, 8), theta["body"][:8]  # ravel order: b then w
+    return np.concatenate([np.tanh(x @ w1 + b1), np.ones((x.shape[0], 1))], 1)
+
+
+def test_conjugate_posterior_is_the_exact_last_layer_posterior(key):
+    model, method, st = _conjugate_setup(key)
+    th = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), st.theta)
+    x = np.linspace(-4, 4, 6)[:, None]
+    y = np.sin(x) * 2.0
+    mask = np.array([1, 1, 0, 1, 1, 0], np.float32)
+    mean, cov = method.extras["conjugate_posterior"](st, x, y, mask)
+    raw = np.tril(th["prior_chol"])
+    l0 = raw - np.diag(np.diag(raw)) + np.diag(np.exp(np.diag(raw)))
+    keep = mask > 0
+    z = _features(model, th, x[keep])
+    m_ref, c_ref = _blr_posterior(z, y[keep], th["prior_mean"], l0 @ l0.T, 0.4)
+    np.testing.assert_allclose(mean, m_ref, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(cov, c_ref, rtol=1e-3, atol=1e-5)
+    # The closed-form predictive equals the model's own likelihood averaged over q's samples.
+    xq = np.linspace(-5, 5, 7)[:, None]
+    yq = np.cos(xq)
+    mu, var = method.extras["conjugate_predictive"](st, (mean, cov), xq)
+    exact = -0.5 * ((yq - mu) ** 2 / var + np.log(2 * np.pi * var))[:, 0]
+    post = method.adapt(key, st, Support(x[None], y[None], mask[None]), 20_000)
+    mc = post.log_predictive(xq[None], yq[None])[0]
+    np.testing.assert_allclose(mc, exact, rtol=0.01, atol=0.02)
+
+
+def test_conjugate_elbo_is_the_query_sets_joint_predictive(key):
+    """With q exact, the conditional ELBO equals log p(D_ts | D_tr) = log p(D) − log p(D_tr)."""
+    model, _, st = _conjugate_setup(key)
+    th = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), st.theta)
+    batch = sample_batch(sinusoid(), key, 1, (4, 4), 5)[0]
+    method = neural_process(model, encoder="conjugate", outer="elbo")
+    raw = np.tril(th["prior_chol"])
+    l0 = raw - np.diag(np.diag(raw)) + np.diag(np.exp(np.diag(raw)))
+    s0 = l0 @ l0.T
+
+    def log_evidence(x, y):
+        z = _features(model, th, np.asarray(x, np.float64))
+        cov = z @ s0 @ z.T + 0.4**2 * np.eye(len(z))
+        r = np.asarray(y, np.float64)[:, 0] - z @ th["prior_mean"][:, 0]
+        _, logdet = np.linalg.slogdet(2 * np.pi * cov)
+        return -0.5 * (logdet + r @ np.linalg.solve(cov, r))
+
+    xs, ys = batch.x_support[0], batch.y_support[0]
+    xq, yq = batch.x_query[0], batch.y_query[0]
+    want = log_evidence(np.concatenate([xs, xq]), np.concatenate([ys, yq])) - log_evidence(xs, ys)
+    got = -5 * float(method.extras["query_loss"](st, batch))
+    np.testing.assert_allclose(got, want, rtol=1e-4)
