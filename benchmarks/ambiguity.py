@@ -83,7 +83,15 @@ def main() -> None:
     p.add_argument("--retrain", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--out-dir", type=Path, default=RESULTS, help="folder for JSON, MD and PNG")
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the existing JSON's rows of methods not evaluated in this run",
+    )
     args = p.parse_args()
+    results = args.out_dir
+    results.mkdir(parents=True, exist_ok=True)
 
     spec = load_model_spec(args.model)
     ref, _ = spec.build("reference")
@@ -115,9 +123,13 @@ def main() -> None:
             params = np.asarray(ts["task_params"])[:4]
         del posts
     rows = [{k: v for k, v in r.items() if k not in ("pit", "calibration_curve")} for r in rows]
+    out = results / f"ambiguity_{spec.name}.json"
+    if args.merge and out.exists():
+        done = {(r["method"], r["k"]) for r in rows}
+        old = json.loads(out.read_text())["rows"]
+        rows += [r for r in old if (r["method"], r["k"]) not in done and r["k"] in args.ks]
     rows.sort(key=lambda r: (r["k"], ORDER.get(r["method"], 9)))
     print(format_table(rows))
-    out = RESULTS / f"ambiguity_{spec.name}.json"
     meta = {
         "model": spec.name,
         "n_tasks": args.num_tasks,
@@ -138,7 +150,7 @@ def main() -> None:
                 shown_sup.y,
                 shown_sup.mask,
                 true_circles=params,
-                path=RESULTS / f"ambiguity_{spec.name}_boundaries.png",
+                path=results / f"ambiguity_{spec.name}_boundaries.png",
             )
         print(f"wrote {out}")
         return
@@ -162,7 +174,7 @@ def main() -> None:
         shown_sup.y,
         shown_sup.mask,
         num_curves=40,
-        path=RESULTS / f"ambiguity_{spec.name}_hypotheses.png",
+        path=results / f"ambiguity_{spec.name}_hypotheses.png",
     )
 
     def true(i, grid):
@@ -177,7 +189,7 @@ def main() -> None:
         shown_sup.mask,
         true_fn=true,
         num_curves=10,
-        path=RESULTS / f"ambiguity_{spec.name}_bands.png",
+        path=results / f"ambiguity_{spec.name}_bands.png",
     )
     print(f"wrote {out}")
 
