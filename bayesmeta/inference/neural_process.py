@@ -29,14 +29,18 @@ covariance form, which never inverts S₀), and q(W | D) = N(M, Λ⁻¹) is the
 exact posterior of the model's last layer, so the objectives are closed form:
 ``"predictive"`` is −(1/|D_ts|) Σ_j log N(y_j; z_jᵀM, σ_y² + z_jᵀΛ⁻¹z_j) (the S → ∞ limit of
 the one above) and ``"elbo"``, whose q is exact, equals −(1/|D_ts|) log p(D_ts | D_tr), the
-query set's joint Gaussian predictive. Non-Gaussian likelihoods use the learned encoder
-(``encoder="mlp"``).
+query set's joint Gaussian predictive. With ``components = C > 1`` the prior is a mixture
+Σ_c π_c N(M₀_c, S₀_c) and the posterior, still exact, is the mixture of the components'
+posteriors with weights ∝ π_c p_c(D): a task that two hypotheses explain equally well (a
+sine or a line through one point) gets a multi-modal predictive, which one Gaussian over W
+cannot express. Non-Gaussian likelihoods use the learned encoder (``encoder="mlp"``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -59,7 +63,23 @@ from bayesmeta.tasks.base import Support, TaskBatch
 
 Array = jax.Array
 
-__all__ = ["neural_process"]
+__all__ = ["ConjugatePosterior", "neural_process"]
+
+
+class ConjugatePosterior(NamedTuple):
+    """The conjugate encoder's exact posterior over the last layer, Σ_c w_c N(M_c, S_c).
+
+    Attributes
+    ----------
+    log_weights : (C,) log posterior weights of the components.
+    mean : (C, F + 1, Dy) posterior means M_c (the last row is the bias).
+    cov : (C, F + 1, F + 1) posterior covariances S_c, shared by the output columns.
+    """
+
+    log_weights: jax.Array
+    mean: jax.Array
+    cov: jax.Array
+
 
 OUTERS = ("predictive", "elbo")
 ENCODERS = ("auto", "conjugate", "mlp")
@@ -73,6 +93,7 @@ def neural_process(
     outer: str = "predictive",
     encoder: str = "auto",
     prior_scale: float = 0.5,
+    components: int = 1,
     min_scale: float = 1e-3,
     lr: float = 1e-3,
     lr_decay_steps: int | None = None,
@@ -97,6 +118,8 @@ def neural_process(
         the likelihood is Gaussian.
     prior_scale : float
         Initial standard deviation of the conjugate encoder's prior S₀ = L₀L₀ᵀ.
+    components : int
+        C, Gaussian components of the conjugate encoder's mixture prior over W.
     min_scale : float
         Floor added to s so that q never collapses to a point.
     lr, lr_decay_steps, grad_clip
@@ -112,6 +135,10 @@ def neural_process(
         )
     if not prior_scale > 0:
         raise ValueError(f"prior_scale: expected > 0, got {prior_scale!r}")
+    if not isinstance(components, int) or components < 1:
+        raise ValueError(f"components: expected a positive integer, got {components!r}")
+    if components > 1 and encoder == "mlp":
+        raise ValueError("components: a mixture prior needs encoder='conjugate' (or 'auto')")
     if not isinstance(train_samples, int) or train_samples < 1:
         raise ValueError(f"train_samples: expected a positive integer, got {train_samples!r}")
     params0 = model.network.init(jax.random.PRNGKey(0))
@@ -143,8 +170,15 @@ def neural_process(
         theta = {"body": th["mu"][:num_body]}
         if conjugate:
             last = unravel_last(th["mu"][num_body:])
-            theta["prior_mean"] = jnp.concatenate([last["w"], last["b"][None]], 0)
-            theta["prior_chol"] = jnp.eye(num_feat + 1) * math.log(prior_scale)
+            m0 = jnp.concatenate([last["w"], last["b"][None]], 0)
+            # distinct component means break the symmetry between the components
+            spread = prior_scale * jax.random.normal(k_head, (components, *m0.shape))
+            theta["prior_mean"] = m0 + spread.at[0].set(0.0)
+            theta["prior_chol"] = jnp.broadcast_to(
+                jnp.eye(num_feat + 1) * math.log(prior_scale),
+                (components, num_feat + 1, num_feat + 1),
+            )
+            theta["prior_logits"] = jnp.zeros((components,))
         else:
             width = encoder_sizes[-1]
             w_head = jax.random.normal(k_head, (width, 2 * num_last)) * (0.1 / math.sqrt(width))
@@ -166,77 +200,100 @@ def neural_process(
         h = model.network.apply(params, x)
         return jnp.concatenate([h, jnp.ones((*h.shape[:-1], 1), h.dtype)], -1)
 
-    def prior_factor(theta):
-        """L₀, lower triangular with a positive (exp) diagonal: S₀ = L₀L₀ᵀ."""
-        raw = jnp.tril(theta["prior_chol"])
+    def prior_factor(raw):
+        """L₀ of one component, lower triangular with a positive (exp) diagonal: S₀ = L₀L₀ᵀ."""
+        raw = jnp.tril(raw)
         return raw - jnp.diag(jnp.diag(raw)) + jnp.diag(jnp.exp(jnp.diag(raw)))
 
-    def _gain(theta, x, mask):
-        """Masked features Z, B = S₀Zᵀ and the Cholesky factor of A = Z S₀ Zᵀ + σ_y² I.
+    def _gain(theta, z, chol_raw):
+        """L₀, S₀, B = S₀Zᵀ and the Cholesky factor of A = Z S₀ Zᵀ + σ_y² I of one component.
 
         The posterior is computed in this covariance form (a K×K solve) rather than through
         Λ = S₀⁻¹ + ZᵀZ/σ_y²: it never inverts S₀, so it stays well conditioned in float32
         however small or large the learned prior scales become. A masked point has z = 0 and
-        adds only σ_y² to A's diagonal, so it has no effect.
+        adds only σ_y² to A's diagonal, so it has no effect (and adds the same constant to
+        every component's evidence).
         """
-        z = features(theta, x) * mask[:, None]
-        l0 = prior_factor(theta)
+        l0 = prior_factor(chol_raw)
         s0 = l0 @ l0.T
         b = s0 @ z.T
         noise_var = model.noise_std(model_theta(theta)) ** 2
         a = z @ b + noise_var * jnp.eye(z.shape[0], dtype=z.dtype)
-        return z, l0, s0, b, jnp.linalg.cholesky(a)
+        return l0, s0, b, jnp.linalg.cholesky(a)
 
-    def conjugate_posterior(theta, x, y, mask):
-        """(M (F+1, Dy), S (F+1, F+1)) of q(W | D) = N(M, S), the exact posterior:
-        M = M₀ + B A⁻¹ (Y − Z M₀), S = S₀ − B A⁻¹ Bᵀ with B = S₀Zᵀ."""
-        z, _, s0, b, chol_a = _gain(theta, x, mask)
-        resid = (y - z @ theta["prior_mean"]) * mask[:, None]
-        mean = theta["prior_mean"] + b @ jax.scipy.linalg.cho_solve((chol_a, True), resid)
+    def _component(theta, z, y, m0, chol_raw):
+        """One component's posterior N(M, S) and log evidence log N(Y; Z M₀, A):
+        M = M₀ + B A⁻¹ (Y − Z M₀), S = S₀ − B A⁻¹ Bᵀ."""
+        _, s0, b, chol_a = _gain(theta, z, chol_raw)
+        resid = y - z @ m0
+        alpha = jax.scipy.linalg.cho_solve((chol_a, True), resid)
         cov = s0 - b @ jax.scipy.linalg.cho_solve((chol_a, True), b.T)
-        return mean, 0.5 * (cov + cov.T)
+        log_ev = -0.5 * jnp.sum(resid * alpha) - dy * jnp.sum(jnp.log(jnp.diag(chol_a)))
+        return m0 + b @ alpha, 0.5 * (cov + cov.T), log_ev
 
-    def conjugate_predictive(theta, post, x):
-        """Per-point predictive mean ``(N, Dy)`` and variance ``(N, 1)``, noise included."""
-        mean, cov = post
+    def conjugate_posterior(theta, x, y, mask) -> ConjugatePosterior:
+        """The exact posterior of the last layer, Σ_c w_c N(M_c, S_c), w_c ∝ π_c p_c(D)."""
+        z = features(theta, x) * mask[:, None]
+        mean, cov, log_ev = jax.vmap(_component, in_axes=(None, None, None, 0, 0))(
+            theta, z, y * mask[:, None], theta["prior_mean"], theta["prior_chol"]
+        )
+        return ConjugatePosterior(jax.nn.log_softmax(theta["prior_logits"] + log_ev), mean, cov)
+
+    def conjugate_predictive(theta, post: ConjugatePosterior, x):
+        """Per-point predictive of each component: log weights ``(C,)``, means ``(C, N, Dy)``
+        and variances ``(C, N, 1)``, noise included."""
         z = features(theta, x)
-        var = jnp.maximum(jnp.einsum("nf,fg,ng->n", z, cov, z), 0.0)[:, None]
-        return z @ mean, var + model.noise_std(model_theta(theta)) ** 2
+        var = jnp.maximum(jnp.einsum("nf,cfg,ng->cn", z, post.cov, z), 0.0)[..., None]
+        noise_var = model.noise_std(model_theta(theta)) ** 2
+        return post.log_weights, jnp.einsum("nf,cfd->cnd", z, post.mean), var + noise_var
+
+    def conjugate_log_predictive(theta, post: ConjugatePosterior, x, y):
+        """log p(y_n | x_n, D) per point ``(N,)``: logsumexp_c [log w_c + log N(y_n; ·)]."""
+        log_w, mu, var = conjugate_predictive(theta, post, x)
+        lp = -0.5 * jnp.sum((y - mu) ** 2 / var + jnp.log(2 * math.pi * var), -1)
+        return jax.nn.logsumexp(log_w[:, None] + lp, 0)
 
     def conjugate_sample(key, theta, x, y, mask, num):
-        """``num`` flat last layers W ~ N(M, S), ``(num, L)``, by pathwise conditioning
-        (W = W₀ + B A⁻¹ (Y − Z W₀ − ε), W₀ ~ N(M₀, S₀), ε ~ N(0, σ_y² I)): exact, and free of
-        a square root of S."""
-        z, l0, _, b, chol_a = _gain(theta, x, mask)
-        k_w, k_e = jax.random.split(key)
+        """``num`` flat last layers from the posterior mixture, ``(num, L)``: a component
+        c ~ Categorical(w), then pathwise conditioning W = W₀ + B A⁻¹ (Y − Z W₀ − ε) with
+        W₀ ~ N(M₀_c, S₀_c), ε ~ N(0, σ_y² I): exact, and free of a square root of S."""
+        post = conjugate_posterior(theta, x, y, mask)
+        z = features(theta, x) * mask[:, None]
+        l0, _, b, chol_a = jax.vmap(_gain, in_axes=(None, None, 0))(theta, z, theta["prior_chol"])
+        k_c, k_w = jax.random.split(key)
+        comp = jax.random.categorical(k_c, post.log_weights, shape=(num,))
         noise = model.noise_std(model_theta(theta))
-        w0 = theta["prior_mean"] + jnp.einsum(
-            "fg,sgd->sfd", l0, jax.random.normal(k_w, (num, num_feat + 1, dy), z.dtype)
-        )
-        eps = noise * jax.random.normal(k_e, (num, *y.shape), z.dtype)
-        resid = (y - jnp.einsum("nf,sfd->snd", z, w0) - eps) * mask[:, None]
-        solve = jax.vmap(lambda r: b @ jax.scipy.linalg.cho_solve((chol_a, True), r))
-        ws = w0 + solve(resid)
-        return jax.vmap(lambda w: ravel_pytree({"w": w[:-1], "b": w[-1]})[0])(ws)
+        ym = y * mask[:, None]
+
+        def one(c, k):
+            kw, ke = jax.random.split(k)
+            w0 = theta["prior_mean"][c] + l0[c] @ jax.random.normal(kw, (num_feat + 1, dy))
+            eps = noise * jax.random.normal(ke, y.shape, z.dtype)
+            resid = (ym - z @ w0 - eps) * mask[:, None]
+            w = w0 + b[c] @ jax.scipy.linalg.cho_solve((chol_a[c], True), resid)
+            return ravel_pytree({"w": w[:-1], "b": w[-1]})[0]
+
+        return jax.vmap(one)(comp, jax.random.split(k_w, num))
 
     def conjugate_task_loss(theta, key, x_s, y_s, m_s, x_q, y_q):
         del key
         post = conjugate_posterior(theta, x_s, y_s, m_s)
         if outer == "predictive":
-            mu, var = conjugate_predictive(theta, post, x_q)
-            lp = -0.5 * ((y_q - mu) ** 2 / var + jnp.log(2 * math.pi * var))
-            return -jnp.sum(lp) / x_q.shape[0]
-        # q is exact, so the conditional ELBO is log p(D_ts | D_tr): per output column,
-        # y_ts ~ N(Z_ts M, Z_ts S Z_tsᵀ + σ_y² I).
-        mean, cov = post
+            return -jnp.sum(conjugate_log_predictive(theta, post, x_q, y_q)) / x_q.shape[0]
+        # q is exact, so the conditional ELBO is log p(D_ts | D_tr): per component and output
+        # column, y_ts ~ N(Z_ts M_c, Z_ts S_c Z_tsᵀ + σ_y² I), mixed with the weights w_c.
         z = features(theta, x_q)
         noise_var = model.noise_std(model_theta(theta)) ** 2
-        cov_q = z @ cov @ z.T + noise_var * jnp.eye(x_q.shape[0], dtype=z.dtype)
-        dist_q = dist.MultivariateNormal(
-            jnp.zeros(x_q.shape[0]), covariance_matrix=0.5 * (cov_q + cov_q.T)
-        )
-        lp = jax.vmap(dist_q.log_prob, in_axes=1)(y_q - z @ mean)
-        return -jnp.sum(lp) / x_q.shape[0]
+
+        def joint(mean, cov):
+            cov_q = z @ cov @ z.T + noise_var * jnp.eye(x_q.shape[0], dtype=z.dtype)
+            dist_q = dist.MultivariateNormal(
+                jnp.zeros(x_q.shape[0]), covariance_matrix=0.5 * (cov_q + cov_q.T)
+            )
+            return jnp.sum(jax.vmap(dist_q.log_prob, in_axes=1)(y_q - z @ mean))
+
+        lp = jax.vmap(joint)(post.mean, post.cov)
+        return -jax.nn.logsumexp(post.log_weights + lp) / x_q.shape[0]
 
     # -- the learned (mean-pooled MLP) encoder ----------------------------------------------
     def encode(theta, x, y, mask):
@@ -304,11 +361,13 @@ def neural_process(
             )
 
         def one(x, y, mask):
-            mean, cov = conjugate_posterior(state.theta, x, y, mask)
-            sd = jnp.sqrt(jnp.maximum(jnp.diag(cov), 0.0))
-            sds = jnp.broadcast_to(sd[:, None], mean.shape)
+            post = conjugate_posterior(state.theta, x, y, mask)
+            w = jnp.exp(post.log_weights)
+            mean = jnp.einsum("c,cfd->fd", w, post.mean)
+            var_c = jnp.diagonal(post.cov, axis1=1, axis2=2)[..., None] + post.mean**2
+            sd = jnp.sqrt(jnp.maximum(jnp.einsum("c,cfd->fd", w, var_c) - mean**2, 0.0))
             flat = lambda w: ravel_pytree({"w": w[:-1], "b": w[-1]})[0]  # noqa: E731
-            return flat(mean), flat(sds)
+            return flat(mean), flat(sd)
 
         return jax.vmap(one)(support.x, support.y, support.mask)
 
@@ -318,6 +377,7 @@ def neural_process(
         outer=outer,
         encoder="conjugate" if conjugate else "mlp",
         prior_scale=prior_scale,
+        components=components,
         min_scale=min_scale,
         lr=lr,
         lr_decay_steps=lr_decay_steps,

@@ -16,15 +16,25 @@ def model():
     return HierarchicalModel(mlp((1, 8, 1), activation="tanh"), noise_init=0.5)
 
 
+ENCODERS = ["mlp", "conjugate", "mixture"]
+
+
+def _np(model, encoder, **kw):
+    """The method with ``encoder``; "mixture" is the conjugate encoder with two components."""
+    if encoder == "mixture":
+        return neural_process(model, encoder="conjugate", components=2, **kw)
+    return neural_process(model, encoder=encoder, **kw)
+
+
 def _support(key, t=3, k=5):
     b = sample_batch(sinusoid(), key, t, (1, k), 4)[0]
     return b, Support(b.x_support, b.y_support, b.mask_support)
 
 
-@pytest.mark.parametrize("encoder", ["mlp", "conjugate"])
+@pytest.mark.parametrize("encoder", ENCODERS)
 @pytest.mark.parametrize("jit", [False, True])
 def test_samples_are_full_phi_with_the_shared_body(model, key, jit, encoder):
-    method = neural_process(model, encoder_sizes=(16,), encoder=encoder)
+    method = _np(model, encoder, encoder_sizes=(16,))
     st = method.init(key)
     batch, sup = _support(key)
     adapt = jax.jit(method.adapt, static_argnums=3) if jit else method.adapt
@@ -43,9 +53,9 @@ def test_samples_are_full_phi_with_the_shared_body(model, key, jit, encoder):
     np.testing.assert_allclose(np.asarray(big.phi[..., 16:]).std(1), s, rtol=0.1)
 
 
-@pytest.mark.parametrize("encoder", ["mlp", "conjugate"])
+@pytest.mark.parametrize("encoder", ENCODERS)
 def test_encoder_is_permutation_invariant_and_ignores_padding(model, key, encoder):
-    method = neural_process(model, encoder_sizes=(16,), encoder=encoder)
+    method = _np(model, encoder, encoder_sizes=(16,))
     st = method.init(key)
     _, sup = _support(key, t=1, k=5)
     x, y = sup.x[0], sup.y[0]
@@ -64,13 +74,12 @@ def test_encoder_is_permutation_invariant_and_ignores_padding(model, key, encode
 
 
 @pytest.mark.parametrize(
-    "outer, encoder", [("predictive", "mlp"), ("elbo", "mlp"), ("predictive", "conjugate")]
+    "outer, encoder",
+    [("predictive", "mlp"), ("elbo", "mlp"), ("predictive", "conjugate"), ("elbo", "mixture")],
 )
 def test_meta_training_improves_held_out_predictive(key, outer, encoder):
     model = HierarchicalModel(mlp((1, 32, 32, 1), activation="tanh"), noise_init=0.5)
-    method = neural_process(
-        model, encoder_sizes=(32, 32), lr=3e-3, outer=outer, train_samples=8, encoder=encoder
-    )
+    method = _np(model, encoder, encoder_sizes=(32, 32), lr=3e-3, outer=outer, train_samples=8)
     fam = sinusoid()
     sampler = lambda k: sample_batch(fam, k, 16, (1, 10), 10)[0]  # noqa: E731
     held = sample_batch(fam, jax.random.PRNGKey(99), 100, (5, 5), 20)[0]
@@ -88,9 +97,9 @@ def test_meta_training_improves_held_out_predictive(key, outer, encoder):
     assert nll(res.state) < before - 0.3
 
 
-@pytest.mark.parametrize("encoder", ["mlp", "conjugate"])
+@pytest.mark.parametrize("encoder", ENCODERS)
 def test_meta_step_traces_once(model, key, encoder):
-    method = neural_process(model, encoder_sizes=(16,), outer="elbo", encoder=encoder)
+    method = _np(model, encoder, encoder_sizes=(16,), outer="elbo")
     traces = []
 
     def counted(k, s, b):
@@ -118,6 +127,10 @@ def test_bad_arguments_are_named(model):
         neural_process(classifier, encoder="conjugate")
     with pytest.raises(ValueError, match="prior_scale"):
         neural_process(model, prior_scale=0.0)
+    with pytest.raises(ValueError, match="components"):
+        neural_process(model, components=0)
+    with pytest.raises(ValueError, match="components: a mixture prior needs"):
+        neural_process(model, encoder="mlp", components=2)
 
 
 def _blr_posterior(z, y, prior_mean, prior_cov, noise):
@@ -128,16 +141,33 @@ def _blr_posterior(z, y, prior_mean, prior_cov, noise):
     return mean, cov
 
 
-def _conjugate_setup(key):
+def _conjugate_setup(key, components=1, **kw):
     model = HierarchicalModel(mlp((1, 8, 1), activation="tanh"), noise_init=0.4)
-    method = neural_process(model, encoder="conjugate")
+    method = neural_process(model, encoder="conjugate", components=components, **kw)
     st = method.init(key)
     # A full (non-diagonal) prior factor and a non-zero prior mean exercise every term.
     theta = dict(st.theta)
     noise = jax.random.normal(jax.random.PRNGKey(5), theta["prior_chol"].shape)
     theta["prior_chol"] = theta["prior_chol"] + 0.2 * noise
     theta["prior_mean"] = theta["prior_mean"] + 0.3
+    theta["prior_logits"] = jnp.linspace(0.0, 0.7, components)
     return model, method, st._replace(theta=theta)
+
+
+def _prior_factors(th):
+    raw = np.tril(th["prior_chol"])
+    eye = np.eye(raw.shape[-1])
+    return raw * (1 - eye) + np.exp(raw * eye) * eye  # the exp diagonal of L₀, per component
+
+
+def _log_evidence(model, th, x, y, c):
+    """log N(y; Z M₀_c, Z S₀_c Zᵀ + σ² I) of component c, float64."""
+    l0 = _prior_factors(th)[c]
+    z = _features(model, th, np.asarray(x, np.float64))
+    cov = z @ l0 @ l0.T @ z.T + 0.4**2 * np.eye(len(z))
+    r = np.asarray(y, np.float64)[:, 0] - z @ th["prior_mean"][c][:, 0]
+    _, logdet = np.linalg.slogdet(2 * np.pi * cov)
+    return -0.5 * (logdet + r @ np.linalg.solve(cov, r))
 
 
 def _features(model, theta, x):
@@ -146,46 +176,47 @@ def _features(model, theta, x):
     return np.concatenate([np.tanh(x @ w1 + b1), np.ones((x.shape[0], 1))], 1)
 
 
-def test_conjugate_posterior_is_the_exact_last_layer_posterior(key):
-    model, method, st = _conjugate_setup(key)
+@pytest.mark.parametrize("components", [1, 2])
+def test_conjugate_posterior_is_the_exact_last_layer_posterior(key, components):
+    model, method, st = _conjugate_setup(key, components)
     th = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), st.theta)
     x = np.linspace(-4, 4, 6)[:, None]
     y = np.sin(x) * 2.0
     mask = np.array([1, 1, 0, 1, 1, 0], np.float32)
-    mean, cov = method.extras["conjugate_posterior"](st, x, y, mask)
-    raw = np.tril(th["prior_chol"])
-    l0 = raw - np.diag(np.diag(raw)) + np.diag(np.exp(np.diag(raw)))
+    post = method.extras["conjugate_posterior"](st, x, y, mask)
     keep = mask > 0
     z = _features(model, th, x[keep])
-    m_ref, c_ref = _blr_posterior(z, y[keep], th["prior_mean"], l0 @ l0.T, 0.4)
-    np.testing.assert_allclose(mean, m_ref, rtol=1e-3, atol=1e-4)
-    np.testing.assert_allclose(cov, c_ref, rtol=1e-3, atol=1e-5)
+    l0 = _prior_factors(th)
+    log_prior = th["prior_logits"] - np.logaddexp.reduce(th["prior_logits"])
+    log_w = log_prior + [_log_evidence(model, th, x[keep], y[keep], c) for c in range(components)]
+    np.testing.assert_allclose(post.log_weights, log_w - np.logaddexp.reduce(log_w), atol=1e-4)
+    for c in range(components):
+        m_ref, c_ref = _blr_posterior(z, y[keep], th["prior_mean"][c], l0[c] @ l0[c].T, 0.4)
+        np.testing.assert_allclose(post.mean[c], m_ref, rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(post.cov[c], c_ref, rtol=1e-3, atol=1e-5)
     # The closed-form predictive equals the model's own likelihood averaged over q's samples.
     xq = np.linspace(-5, 5, 7)[:, None]
     yq = np.cos(xq)
-    mu, var = method.extras["conjugate_predictive"](st, (mean, cov), xq)
-    exact = -0.5 * ((yq - mu) ** 2 / var + np.log(2 * np.pi * var))[:, 0]
-    post = method.adapt(key, st, Support(x[None], y[None], mask[None]), 20_000)
-    mc = post.log_predictive(xq[None], yq[None])[0]
+    lw, mu, var = method.extras["conjugate_predictive"](st, post, xq)
+    per_comp = -0.5 * ((yq - mu) ** 2 / var + np.log(2 * np.pi * var))[..., 0]
+    exact = np.logaddexp.reduce(np.asarray(lw)[:, None] + per_comp, axis=0)
+    samples = method.adapt(key, st, Support(x[None], y[None], mask[None]), 20_000)
+    mc = samples.log_predictive(xq[None], yq[None])[0]
     np.testing.assert_allclose(mc, exact, rtol=0.01, atol=0.02)
 
 
-def test_conjugate_elbo_is_the_query_sets_joint_predictive(key):
-    """With q exact, the conditional ELBO equals log p(D_ts | D_tr) = log p(D) − log p(D_tr)."""
-    model, _, st = _conjugate_setup(key)
+@pytest.mark.parametrize("components", [1, 2])
+def test_conjugate_elbo_is_the_query_sets_joint_predictive(key, components):
+    """With q exact, the conditional ELBO equals log p(D_ts | D_tr) = log p(D) − log p(D_tr),
+    each evidence a mixture over the prior's components."""
+    model, method, st = _conjugate_setup(key, components, outer="elbo")
     th = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), st.theta)
     batch = sample_batch(sinusoid(), key, 1, (4, 4), 5)[0]
-    method = neural_process(model, encoder="conjugate", outer="elbo")
-    raw = np.tril(th["prior_chol"])
-    l0 = raw - np.diag(np.diag(raw)) + np.diag(np.exp(np.diag(raw)))
-    s0 = l0 @ l0.T
+    log_prior = th["prior_logits"] - np.logaddexp.reduce(th["prior_logits"])
 
     def log_evidence(x, y):
-        z = _features(model, th, np.asarray(x, np.float64))
-        cov = z @ s0 @ z.T + 0.4**2 * np.eye(len(z))
-        r = np.asarray(y, np.float64)[:, 0] - z @ th["prior_mean"][:, 0]
-        _, logdet = np.linalg.slogdet(2 * np.pi * cov)
-        return -0.5 * (logdet + r @ np.linalg.solve(cov, r))
+        ev = [_log_evidence(model, th, x, y, c) for c in range(components)]
+        return np.logaddexp.reduce(log_prior + ev)
 
     xs, ys = batch.x_support[0], batch.y_support[0]
     xq, yq = batch.x_query[0], batch.y_query[0]
