@@ -78,8 +78,9 @@ REGRESSION_RECIPES: dict[str, dict[str, Any]] = {
         "outer": "predictive",
     },
     "neural-process": {
-        "steps": 100_000,
-        "lr_decay_steps": 100_000,
+        "steps": 200_000,
+        "lr_decay_steps": 200_000,
+        "components": 2,
         "max_seconds": 560,
         "train_samples": 16,
         "outer": "predictive",

@@ -87,7 +87,8 @@ def main() -> None:
     p.add_argument(
         "--merge",
         action="store_true",
-        help="keep the existing JSON's rows of methods not evaluated in this run",
+        help="keep the existing JSON's rows of methods not evaluated in this run; figures "
+        "are named after the methods evaluated",
     )
     args = p.parse_args()
     results = args.out_dir
@@ -139,6 +140,8 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
     }
     out.write_text(json.dumps({**meta, "rows": rows}, indent=2, default=float))
+    # a merged run draws only the methods it evaluated: its figures get their own names
+    tag = "_" + "_".join(args.methods) if args.merge else ""
     if not sine_line:
         out.with_suffix(".md").write_text(
             f"# {spec.name}: {args.num_tasks} held-out tasks\n\n" + markdown_table(rows) + "\n"
@@ -150,7 +153,7 @@ def main() -> None:
                 shown_sup.y,
                 shown_sup.mask,
                 true_circles=params,
-                path=results / f"ambiguity_{spec.name}_boundaries.png",
+                path=results / f"ambiguity_{spec.name}_boundaries{tag}.png",
             )
         print(f"wrote {out}")
         return
@@ -174,7 +177,7 @@ def main() -> None:
         shown_sup.y,
         shown_sup.mask,
         num_curves=40,
-        path=results / f"ambiguity_{spec.name}_hypotheses.png",
+        path=results / f"ambiguity_{spec.name}_hypotheses{tag}.png",
     )
 
     def true(i, grid):
@@ -189,7 +192,7 @@ def main() -> None:
         shown_sup.mask,
         true_fn=true,
         num_curves=10,
-        path=results / f"ambiguity_{spec.name}_bands.png",
+        path=results / f"ambiguity_{spec.name}_bands{tag}.png",
     )
     print(f"wrote {out}")
 
