@@ -119,7 +119,9 @@ def neural_process(
     prior_scale : float
         Initial standard deviation of the conjugate encoder's prior S₀ = L₀L₀ᵀ.
     components : int
-        C, Gaussian components of the conjugate encoder's mixture prior over W.
+        C, Gaussian components of the conjugate encoder's mixture prior over W (with
+        ``encoder="auto"`` and a non-Gaussian likelihood the learned encoder is used and C is
+        recorded as 1, so one recipe serves regression and classification models).
     min_scale : float
         Floor added to s so that q never collapses to a point.
     lr, lr_decay_steps, grad_clip
@@ -377,7 +379,7 @@ def neural_process(
         outer=outer,
         encoder="conjugate" if conjugate else "mlp",
         prior_scale=prior_scale,
-        components=components,
+        components=components if conjugate else 1,
         min_scale=min_scale,
         lr=lr,
         lr_decay_steps=lr_decay_steps,
