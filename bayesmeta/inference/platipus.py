@@ -14,7 +14,11 @@ Meta-training (``outer="elbo"``, the paper's) minimises per task, with S samples
     −(1/|D_ts|) [ (1/S) Σ_s log p(D_ts | φ(θ_s)) − β KL(q(θ | D_tr, D_ts) ‖ p(θ | D_tr)) ];
 
 ``outer="predictive"`` replaces the expected log-likelihood by the log predictive of the
-S-sample mixture (the ML-PIP objective, as ABML's default), keeping the KL term. Test time
+S-sample mixture (the ML-PIP objective, as ABML's default), keeping the KL term.
+``outer="sampler"`` scores the S-sample mixture drawn as at test time, θ_s ~ N(μ_θ −
+γ_p ∇_μ L(μ_θ; D_tr), v_q), which has not seen D_ts: the fit term is then exactly the test-time
+predictive, so v_q is not learned from samples that already know the query set (the other two
+objectives' θ_s come from q, which has), and the KL term still trains γ_q and v_q. Test time
 is "add noise, then run gradient descent" (the paper's Algorithm 2): θ_s ~ N(μ_θ −
 γ_p ∇_μ L(μ_θ; D_tr), v_q), φ_s = θ_s after the inner steps, S samples vmapped.
 """
@@ -44,7 +48,7 @@ from bayesmeta.tasks.base import Support, TaskBatch
 
 __all__ = ["platipus"]
 
-OUTERS = ("elbo", "predictive")
+OUTERS = ("elbo", "predictive", "sampler")
 
 
 def platipus(
@@ -77,7 +81,7 @@ def platipus(
         Initial γ_p and γ_q (learned, one per weight).
     train_samples : int
         S, samples of θ ~ q per task in meta-training.
-    outer : {"predictive", "elbo"}
+    outer : {"predictive", "elbo", "sampler"}
         Meta-objective (see the module docstring).
     kl_weight : float
         β, the weight of KL(q ‖ p(θ | D_tr)).
@@ -142,14 +146,14 @@ def platipus(
         m_q = shifted_mean(theta, theta["log_gamma_q"], x_all, y_all, m_all)
         s_q = jnp.exp(theta["log_sigma_q"])
         eps = jax.random.normal(key, (train_samples, m_q.shape[0]))
-        thetas = m_q + s_q * eps
+        thetas = (m_p if outer == "sampler" else m_q) + s_q * eps
         phis = jax.vmap(inner, in_axes=(None, 0, None, None, None))(theta, thetas, x_s, y_s, m_s)
         ll = jax.vmap(lambda ph: model.log_likelihood_points(mth, ph, x_q, y_q))(phis)  # (S, Q)
         q_dist = dist.Normal(m_q, s_q).to_event(1)
         p_dist = model.prior({**mth, "mu": m_p})
         kl = dist.kl_divergence(q_dist, p_dist)
         n_q = x_q.shape[0]
-        if outer == "predictive":
+        if outer in ("predictive", "sampler"):
             fit = jnp.sum(logsumexp(ll, axis=0) - math.log(train_samples))
         else:
             fit = jnp.mean(jnp.sum(ll, axis=1))

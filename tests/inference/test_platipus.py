@@ -67,7 +67,7 @@ def test_samples_spread_with_v_q(lin_model, key):
     np.testing.assert_allclose(sd, [[0.5, 2.0]] * 2, rtol=0.05)
 
 
-@pytest.mark.parametrize("outer", ["elbo", "predictive"])
+@pytest.mark.parametrize("outer", ["elbo", "predictive", "sampler"])
 def test_kl_term_is_between_inference_and_prior_shifts(lin_model, key, outer):
     # loss(β=1) − loss(β=0) = mean over tasks of KL(q(θ|D_tr ∪ D_ts) ‖ p(θ|D_tr)) / |D_ts|,
     # with q = N(μ − γ_q ∇L(μ; D_tr ∪ D_ts), v_q) and p = N(μ − γ_p ∇L(μ; D_tr), σ²).
@@ -97,6 +97,27 @@ def test_kl_term_is_between_inference_and_prior_shifts(lin_model, key, outer):
         kl = np.sum(np.log(sig / sq) + (sq**2 + (mq - mp) ** 2) / (2 * sig**2) - 0.5)
         kls.append(kl / 5)
     np.testing.assert_allclose(losses[1.0] - losses[0.0], np.mean(kls), rtol=1e-4)
+
+
+def test_sampler_outer_scores_the_test_time_predictive(lin_model, key):
+    # With β = 0 and a vanishing v_q, the "sampler" objective is the query NLL of the test-time
+    # sample φ(μ − γ_p ∇L(μ; D_tr)), exactly what adapt + log_predictive report; "predictive"
+    # scores the sample shifted by γ_q on D_tr ∪ D_ts instead, which has seen the query set.
+    batch = _batch(key)
+    support = Support(batch.x_support, batch.y_support, batch.mask_support)
+    got = {}
+    for outer in ("sampler", "predictive"):
+        m = platipus(lin_model, kl_weight=0.0, outer=outer, hyperprior_weight=0.0,
+                     inner_steps=2, train_samples=3)  # fmt: skip
+        st = m.init(key)
+        th = {**st.theta, "mu": jnp.array([0.2, -0.4]), "log_sigma_q": jnp.full(2, -12.0)}
+        th["log_gamma_q"] = jnp.log(jnp.array([0.5, 0.4]))
+        st = st._replace(theta=th)
+        got[outer] = float(m.meta_step(key, st, batch)[1].loss)
+        post = m.adapt(key, st, support, 3)
+        want = -float(jnp.mean(post.log_predictive(batch.x_query, batch.y_query)))
+    np.testing.assert_allclose(got["sampler"], want, rtol=1e-5)
+    assert abs(got["predictive"] - want) > 1e-3
 
 
 def test_meta_gradient_matches_finite_differences(lin_model, key):
