@@ -455,7 +455,7 @@ def _chunk_steps_per_s(
     out = jax.block_until_ready(run(out[0], out[1]))
     one = time.perf_counter() - t0
     calls = max(1, math.ceil(min_block_s / max(one, 1e-6)))
-    best = one
+    best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
         for _ in range(calls):

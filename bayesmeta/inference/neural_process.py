@@ -225,21 +225,32 @@ def neural_process(
 
     def _component(theta, z, y, m0, chol_raw):
         """One component's posterior N(M, S) and log evidence log N(Y; Z M₀, A):
-        M = M₀ + B A⁻¹ (Y − Z M₀), S = S₀ − B A⁻¹ Bᵀ."""
-        _, s0, b, chol_a = _gain(theta, z, chol_raw)
+        M = M₀ + B A⁻¹ (Y − Z M₀), S = S₀ − B A⁻¹ Bᵀ; also L₀, B and chol A for sampling."""
+        l0, s0, b, chol_a = _gain(theta, z, chol_raw)
         resid = y - z @ m0
         alpha = jax.scipy.linalg.cho_solve((chol_a, True), resid)
         cov = s0 - b @ jax.scipy.linalg.cho_solve((chol_a, True), b.T)
         log_ev = -0.5 * jnp.sum(resid * alpha) - dy * jnp.sum(jnp.log(jnp.diag(chol_a)))
-        return m0 + b @ alpha, 0.5 * (cov + cov.T), log_ev
+        return m0 + b @ alpha, 0.5 * (cov + cov.T), log_ev, l0, b, chol_a
+
+    def _components(theta, x, y, mask):
+        """Masked Z and Y, the posterior log weights log w_c ∝ log π_c + log p_c(D), and every
+        component's (M, S, L₀, B, chol A), stacked over C."""
+        z, ym = features(theta, x) * mask[:, None], y * mask[:, None]
+        mean, cov, log_ev, l0, b, chol_a = jax.vmap(_component, in_axes=(None, None, None, 0, 0))(
+            theta, z, ym, theta["prior_mean"], theta["prior_chol"]
+        )
+        log_w = jax.nn.log_softmax(theta["prior_logits"] + log_ev)
+        return z, ym, log_w, (mean, cov, l0, b, chol_a)
 
     def conjugate_posterior(theta, x, y, mask) -> ConjugatePosterior:
         """The exact posterior of the last layer, Σ_c w_c N(M_c, S_c), w_c ∝ π_c p_c(D)."""
-        z = features(theta, x) * mask[:, None]
-        mean, cov, log_ev = jax.vmap(_component, in_axes=(None, None, None, 0, 0))(
-            theta, z, y * mask[:, None], theta["prior_mean"], theta["prior_chol"]
-        )
-        return ConjugatePosterior(jax.nn.log_softmax(theta["prior_logits"] + log_ev), mean, cov)
+        _, _, log_w, (mean, cov, *_) = _components(theta, x, y, mask)
+        return ConjugatePosterior(log_w, mean, cov)
+
+    def flat_last(w):
+        """The ``(F + 1, Dy)`` matrix [W; bᵀ] as the network's flat last layer ``(L,)``."""
+        return ravel_pytree({"w": w[:-1], "b": w[-1]})[0]
 
     def conjugate_predictive(theta, post: ConjugatePosterior, x):
         """Per-point predictive of each component: log weights ``(C,)``, means ``(C, N, Dy)``
@@ -259,21 +270,17 @@ def neural_process(
         """``num`` flat last layers from the posterior mixture, ``(num, L)``: a component
         c ~ Categorical(w), then pathwise conditioning W = W₀ + B A⁻¹ (Y − Z W₀ − ε) with
         W₀ ~ N(M₀_c, S₀_c), ε ~ N(0, σ_y² I): exact, and free of a square root of S."""
-        post = conjugate_posterior(theta, x, y, mask)
-        z = features(theta, x) * mask[:, None]
-        l0, _, b, chol_a = jax.vmap(_gain, in_axes=(None, None, 0))(theta, z, theta["prior_chol"])
+        z, ym, log_w, (_, _, l0, b, chol_a) = _components(theta, x, y, mask)
         k_c, k_w = jax.random.split(key)
-        comp = jax.random.categorical(k_c, post.log_weights, shape=(num,))
+        comp = jax.random.categorical(k_c, log_w, shape=(num,))
         noise = model.noise_std(model_theta(theta))
-        ym = y * mask[:, None]
 
         def one(c, k):
             kw, ke = jax.random.split(k)
             w0 = theta["prior_mean"][c] + l0[c] @ jax.random.normal(kw, (num_feat + 1, dy))
             eps = noise * jax.random.normal(ke, y.shape, z.dtype)
             resid = (ym - z @ w0 - eps) * mask[:, None]
-            w = w0 + b[c] @ jax.scipy.linalg.cho_solve((chol_a[c], True), resid)
-            return ravel_pytree({"w": w[:-1], "b": w[-1]})[0]
+            return flat_last(w0 + b[c] @ jax.scipy.linalg.cho_solve((chol_a[c], True), resid))
 
         return jax.vmap(one)(comp, jax.random.split(k_w, num))
 
@@ -368,8 +375,7 @@ def neural_process(
             mean = jnp.einsum("c,cfd->fd", w, post.mean)
             var_c = jnp.diagonal(post.cov, axis1=1, axis2=2)[..., None] + post.mean**2
             sd = jnp.sqrt(jnp.maximum(jnp.einsum("c,cfd->fd", w, var_c) - mean**2, 0.0))
-            flat = lambda w: ravel_pytree({"w": w[:-1], "b": w[-1]})[0]  # noqa: E731
-            return flat(mean), flat(sd)
+            return flat_last(mean), flat_last(sd)
 
         return jax.vmap(one)(support.x, support.y, support.mask)
 
