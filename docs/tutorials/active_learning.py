@@ -23,7 +23,7 @@ OUT = os.environ.get("BAYESMETA_TUTORIAL_OUT", ".")
 
 # %%
 spec = load_model_spec("sinusoid")
-method, result = spec.fit("abml", max_seconds=15 if QUICK else 300, progress=False)
+method, result = spec.fit("abml", max_seconds=5 if QUICK else 300, progress=False)
 state_meta = result.state
 tasks = held_out_tasks(spec, k=1, num_tasks=20, num_query=150)
 x_pool, y_pool = tasks["x_query"][:, :100], tasks["y_query"][:, :100]

@@ -17,7 +17,7 @@ from bayesmeta.zoo import load_model_spec
 
 QUICK = os.environ.get("BAYESMETA_TUTORIAL_QUICK") == "1"
 OUT = os.environ.get("BAYESMETA_TUTORIAL_OUT", ".")
-SECONDS = 10 if QUICK else 120
+SECONDS = 4 if QUICK else 120
 
 # %%
 spec = load_model_spec("sinusoid")

@@ -32,7 +32,7 @@ print(spec.family.name, "tasks;", spec.model.num_params, "weights per task")
 # functions) and the training result, whose `state` holds θ.
 
 # %%
-bmaml, result = spec.fit("bmaml", max_seconds=20 if QUICK else 300, progress=False)
+bmaml, result = spec.fit("bmaml", max_seconds=5 if QUICK else 300, progress=False)
 print(f"{int(result.state.step)} meta-steps in {result.seconds:.0f} s")
 
 # %% [markdown]

@@ -38,8 +38,9 @@ def test_inner_loop_converges_to_optimal_mean_field_gaussian(
     _, batch, model, theta = _linear_setup(key)
     method = abml(
         model,
-        inner_steps=3000,
-        inner_lr=0.02,
+        inner_steps=steps,
+        inner_lr=inner_lr,
+        inner_update=inner_update,
         inner_samples=100_000,
         max_inner_update=None,
         learn_inner_lr=False,
