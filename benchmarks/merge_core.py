@@ -22,7 +22,11 @@ def main(out: str, *inputs: str) -> None:
     rows.sort(key=lambda r: (r["k"], ORDER.get(r["method"], 9)))
     merged = {k: v for k, v in runs[0].items() if k != "rows"}
     for key in ("steps", "train_seconds"):
-        merged[key] = {m: v for run in runs for m, v in run[key].items()}
+        # the first run holding a method wins, as for its rows
+        merged[key] = {}
+        for run in runs:
+            for m, v in run[key].items():
+                merged[key].setdefault(m, v)
     merged["note"] = "methods trained in parallel processes, one CPU core each"
     merged["rows"] = rows
     Path(out).write_text(json.dumps(merged, indent=2))
