@@ -23,10 +23,7 @@ def main(out: str, *inputs: str) -> None:
     merged = {k: v for k, v in runs[0].items() if k != "rows"}
     for key in ("steps", "train_seconds"):
         # the first run holding a method wins, as for its rows
-        merged[key] = {}
-        for run in runs:
-            for m, v in run[key].items():
-                merged[key].setdefault(m, v)
+        merged[key] = {m: v for run in reversed(runs) for m, v in run[key].items()}
     merged["note"] = "methods trained in parallel processes, one CPU core each"
     merged["rows"] = rows
     Path(out).write_text(json.dumps(merged, indent=2))
