@@ -30,7 +30,6 @@ import math
 import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
-from jax.scipy.special import logsumexp
 
 from bayesmeta.inference.base import (
     MetaState,
@@ -38,6 +37,7 @@ from bayesmeta.inference.base import (
     checked_adapt,
     clip_update,
     gradient_step,
+    log_mean_exp,
     make_optimizer,
     masked_mean_count,
     model_dims,
@@ -59,6 +59,7 @@ def platipus(
     meta_sgd: bool = False,
     shift_lr: float = 0.01,
     train_samples: int = 4,
+    jackknife: bool = False,
     outer: str = "predictive",
     kl_weight: float = 1.0,
     hyperprior_weight: float = 1e-4,
@@ -81,6 +82,9 @@ def platipus(
         Initial γ_p and γ_q (learned, one per weight).
     train_samples : int
         S, samples of θ ~ q per task in meta-training.
+    jackknife : bool
+        ``outer="predictive"`` or ``"sampler"``: score the S-sample mixture with the
+        jackknife-corrected estimate (:func:`bayesmeta.inference.base.log_mean_exp`).
     outer : {"predictive", "elbo", "sampler"}
         Meta-objective (see the module docstring).
     kl_weight : float
@@ -154,7 +158,7 @@ def platipus(
         kl = dist.kl_divergence(q_dist, p_dist)
         n_q = x_q.shape[0]
         if outer in ("predictive", "sampler"):
-            fit = jnp.sum(logsumexp(ll, axis=0) - math.log(train_samples))
+            fit = jnp.sum(log_mean_exp(ll, jackknife))
         else:
             fit = jnp.mean(jnp.sum(ll, axis=1))
         return -(fit - kl_weight * kl) / n_q
@@ -186,6 +190,7 @@ def platipus(
         meta_sgd=meta_sgd,
         shift_lr=shift_lr,
         train_samples=train_samples,
+        jackknife=jackknife,
         outer=outer,
         kl_weight=kl_weight,
         hyperprior_weight=hyperprior_weight,

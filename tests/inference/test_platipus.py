@@ -198,3 +198,18 @@ def test_bad_arguments_are_named(lin_model):
     ]:
         with pytest.raises(ValueError, match=name):
             platipus(lin_model, **kw)
+
+
+@pytest.mark.parametrize("outer", ["predictive", "sampler"])
+def test_jackknife_is_plumbed_into_the_mixture_objectives(lin_model, key, outer):
+    batch = _batch(key)
+    losses = {}
+    for jk in (False, True):
+        m = platipus(lin_model, outer=outer, kl_weight=0.0, hyperprior_weight=0.0,
+                     inner_steps=1, train_samples=6, jackknife=jk)  # fmt: skip
+        st = m.init(key)
+        wide = st._replace(theta={**st.theta, "log_sigma_q": jnp.full(2, 0.5)})
+        narrow = st._replace(theta={**st.theta, "log_sigma_q": jnp.full(2, -15.0)})
+        losses[jk] = [float(jax.jit(m.meta_step)(key, s, batch)[1].loss) for s in (wide, narrow)]
+    np.testing.assert_allclose(losses[True][1], losses[False][1], rtol=1e-5)
+    assert losses[True][0] < losses[False][0] - 1e-4
