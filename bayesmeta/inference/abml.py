@@ -79,7 +79,6 @@ def abml(
     antithetic: bool = True,
     outer: str = "predictive",
     outer_samples: int = 8,
-    jackknife: bool = False,
     kl_weight: float = 1.0,
     hyperprior_weight: float = 1e-4,
     max_inner_update: float | None = 1.0,
@@ -108,10 +107,6 @@ def abml(
         Meta-objective on the query set (see the module docstring).
     outer_samples : int
         Samples of q for the meta-objective.
-    jackknife : bool
-        ``outer="predictive"`` only: score the mixture with the jackknife-corrected estimate
-        (:func:`bayesmeta.inference.base.log_mean_exp`), whose bias against function-space
-        spread is O(1/S²) instead of O(1/S).
     kl_weight : float
         β, the KL weight of the query ELBO (``outer="elbo"``).
     hyperprior_weight : float
@@ -215,7 +210,7 @@ def abml(
         ll = jax.vmap(lambda ph: model.log_likelihood_points(mth, ph, x_q, y_q))(phis)  # (S, Q)
         q_n = x_q.shape[0]
         if outer == "predictive":
-            return -jnp.mean(log_mean_exp(ll, jackknife))
+            return -jnp.mean(log_mean_exp(ll))
         if outer == "moment":
             f = jax.vmap(lambda ph: model.apply(ph, x_q))(phis)  # (S, Q, Dy)
             var = jnp.var(f, axis=0, ddof=1) + model.noise_std(mth) ** 2
@@ -257,7 +252,6 @@ def abml(
         antithetic=antithetic,
         outer=outer,
         outer_samples=outer_samples,
-        jackknife=jackknife,
         kl_weight=kl_weight,
         hyperprior_weight=hyperprior_weight,
         max_inner_update=max_inner_update,

@@ -21,6 +21,12 @@ predictive, so v_q is not learned from samples that already know the query set (
 objectives' θ_s come from q, which has), and the KL term still trains γ_q and v_q. Test time
 is "add noise, then run gradient descent" (the paper's Algorithm 2): θ_s ~ N(μ_θ −
 γ_p ∇_μ L(μ_θ; D_tr), v_q), φ_s = θ_s after the inner steps, S samples vmapped.
+
+The paper's v_q is one learned variance for every task, so it cannot be wide after one
+point and narrow after five. ``variance="ggn"`` makes it data-dependent, as a Laplace
+approximation would: v_q(D)⁻¹ = v_q⁻¹ + κ ⊙ Σ_{x∈D} (∂f_μ(x)/∂θ)², the diagonal Gauss-Newton
+precision of D's inputs at μ_θ (no gradient through it) with κ learned per weight; p uses
+D_tr, q uses D_tr ∪ D_ts.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from bayesmeta.tasks.base import Support, TaskBatch
 __all__ = ["platipus"]
 
 OUTERS = ("elbo", "predictive", "sampler")
+VARIANCES = ("fixed", "ggn")
 
 
 def platipus(
@@ -59,8 +66,8 @@ def platipus(
     meta_sgd: bool = False,
     shift_lr: float = 0.01,
     train_samples: int = 4,
-    jackknife: bool = False,
     outer: str = "predictive",
+    variance: str = "fixed",
     kl_weight: float = 1.0,
     hyperprior_weight: float = 1e-4,
     max_inner_update: float | None = 1.0,
@@ -82,11 +89,13 @@ def platipus(
         Initial γ_p and γ_q (learned, one per weight).
     train_samples : int
         S, samples of θ ~ q per task in meta-training.
-    jackknife : bool
-        ``outer="predictive"`` or ``"sampler"``: score the S-sample mixture with the
-        jackknife-corrected estimate (:func:`bayesmeta.inference.base.log_mean_exp`).
     outer : {"predictive", "elbo", "sampler"}
         Meta-objective (see the module docstring).
+    variance : {"fixed", "ggn"}
+        The inference variance: one learned v_q (the paper's), or a data-dependent one,
+        v_q(D) = v_q / (1 + κ ⊙ Σ_{x∈D} (∂f_μ(x)/∂θ)²): the diagonal Gauss-Newton precision of
+        the points at μ_θ added to v_q⁻¹, with a learned κ per weight (started at the Laplace
+        value v_q/σ_y², σ_y = 1 for a categorical likelihood).
     kl_weight : float
         β, the weight of KL(q ‖ p(θ | D_tr)).
     hyperprior_weight : float
@@ -100,6 +109,8 @@ def platipus(
     """
     if outer not in OUTERS:
         raise ValueError(f"outer: expected one of {OUTERS}, got {outer!r}")
+    if variance not in VARIANCES:
+        raise ValueError(f"variance: expected one of {VARIANCES}, got {variance!r}")
     if inner_steps < 0:
         raise ValueError(f"inner_steps: expected >= 0, got {inner_steps}")
     if not isinstance(train_samples, int) or train_samples < 1:
@@ -112,6 +123,9 @@ def platipus(
         theta = dict(model.init_theta(key))
         p, dt = theta["mu"].shape, theta["mu"].dtype
         theta["log_sigma_q"] = theta["log_sigma"]
+        if variance == "ggn":
+            # the Laplace value κ = v_q / σ_y² (a model linear in θ), then learned
+            theta["log_kappa"] = 2 * (theta["log_sigma_q"] - theta.get("log_noise", 0.0))
         theta["log_gamma_p"] = jnp.full(p, math.log(shift_lr), dt)
         theta["log_gamma_q"] = jnp.full(p, math.log(shift_lr), dt)
         theta["log_inner_lr"] = jnp.full(p if meta_sgd else (), math.log(inner_lr), dt)
@@ -128,6 +142,16 @@ def platipus(
     def shifted_mean(theta, log_gamma, x, y, mask):
         g = jax.grad(loss_l)(theta["mu"], theta, x, y, mask)
         return theta["mu"] - clip_update(jnp.exp(log_gamma) * g, max_inner_update)
+
+    def inference_std(theta, x, mask):
+        """√v_q(D): the learned v_q, or with ``variance="ggn"`` its data-dependent shrinkage."""
+        s_q = jnp.exp(theta["log_sigma_q"])
+        if variance == "fixed":
+            return s_q
+        mu = jax.lax.stop_gradient(theta["mu"])
+        jac = jax.jacrev(model.apply)(mu, x)  # (N, Dy, P)
+        ggn = jnp.einsum("n,ndp->p", mask.astype(jac.dtype), jac**2)
+        return s_q * jax.lax.rsqrt(1.0 + jnp.exp(theta["log_kappa"]) * ggn)
 
     def inner(theta, phi, x, y, mask):
         alpha = jnp.exp(theta["log_inner_lr"])
@@ -148,9 +172,12 @@ def platipus(
         y_all = jnp.concatenate([y_s, y_q], 0)
         m_all = jnp.concatenate([m_s, jnp.ones(x_q.shape[0], m_s.dtype)], 0)
         m_q = shifted_mean(theta, theta["log_gamma_q"], x_all, y_all, m_all)
-        s_q = jnp.exp(theta["log_sigma_q"])
+        s_q = inference_std(theta, x_all, m_all)
         eps = jax.random.normal(key, (train_samples, m_q.shape[0]))
-        thetas = (m_p if outer == "sampler" else m_q) + s_q * eps
+        if outer == "sampler":
+            thetas = m_p + inference_std(theta, x_s, m_s) * eps
+        else:
+            thetas = m_q + s_q * eps
         phis = jax.vmap(inner, in_axes=(None, 0, None, None, None))(theta, thetas, x_s, y_s, m_s)
         ll = jax.vmap(lambda ph: model.log_likelihood_points(mth, ph, x_q, y_q))(phis)  # (S, Q)
         q_dist = dist.Normal(m_q, s_q).to_event(1)
@@ -158,7 +185,7 @@ def platipus(
         kl = dist.kl_divergence(q_dist, p_dist)
         n_q = x_q.shape[0]
         if outer in ("predictive", "sampler"):
-            fit = jnp.sum(log_mean_exp(ll, jackknife))
+            fit = jnp.sum(log_mean_exp(ll))
         else:
             fit = jnp.mean(jnp.sum(ll, axis=1))
         return -(fit - kl_weight * kl) / n_q
@@ -171,7 +198,7 @@ def platipus(
     def sample_one(theta, key, x, y, mask, num_samples):
         m_p = shifted_mean(theta, theta["log_gamma_p"], x, y, mask)
         eps = jax.random.normal(key, (num_samples, m_p.shape[0]))
-        thetas = m_p + jnp.exp(theta["log_sigma_q"]) * eps
+        thetas = m_p + inference_std(theta, x, mask) * eps
         return jax.vmap(inner, in_axes=(None, 0, None, None, None))(theta, thetas, x, y, mask)
 
     def adapt(key, state: MetaState, support: Support, num_samples: int = 32):
@@ -190,8 +217,8 @@ def platipus(
         meta_sgd=meta_sgd,
         shift_lr=shift_lr,
         train_samples=train_samples,
-        jackknife=jackknife,
         outer=outer,
+        variance=variance,
         kl_weight=kl_weight,
         hyperprior_weight=hyperprior_weight,
         max_inner_update=max_inner_update,
