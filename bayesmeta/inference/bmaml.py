@@ -35,7 +35,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import logsumexp
 
 from bayesmeta.inference import svgd
 from bayesmeta.inference.base import (
@@ -43,6 +42,7 @@ from bayesmeta.inference.base import (
     Method,
     checked_adapt,
     gradient_step,
+    log_mean_exp,
     make_optimizer,
     masked_mean_count,
     model_dims,
@@ -203,7 +203,7 @@ def bmaml(
             ll = jax.vmap(particle_log_lik_points, in_axes=(0, None, None, None))(
                 z, theta, x_q, y_q
             )
-            return -jnp.mean(logsumexp(ll, 0) - math.log(m))
+            return -jnp.mean(log_mean_exp(ll))
         x_all = jnp.concatenate([x_s, x_q], 0)
         y_all = jnp.concatenate([y_s, y_q], 0)
         m_all = jnp.concatenate([m_s, jnp.ones(x_q.shape[0], m_s.dtype)], 0)

@@ -46,13 +46,13 @@ import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
 from jax.flatten_util import ravel_pytree
-from jax.scipy.special import logsumexp
 
 from bayesmeta.inference.base import (
     MetaState,
     Method,
     checked_adapt,
     gradient_step,
+    log_mean_exp,
     make_optimizer,
     model_dims,
 )
@@ -326,7 +326,7 @@ def neural_process(
         if outer == "predictive":
             ws = m_c + s_c * eps
             ll = jax.vmap(log_lik_points, in_axes=(None, 0, None, None))(theta, ws, x_q, y_q)
-            return -jnp.mean(logsumexp(ll, 0) - math.log(train_samples))
+            return -jnp.mean(log_mean_exp(ll))
         x_a = jnp.concatenate([x_s, x_q], 0)
         y_a = jnp.concatenate([y_s, y_q], 0)
         m_a = jnp.concatenate([m_s, jnp.ones(n_q, m_s.dtype)], 0)

