@@ -40,10 +40,12 @@ import jax.numpy as jnp
 import numpyro.distributions as dist
 
 from bayesmeta.inference.base import (
+    INNER_RULES,
     MetaState,
     Method,
     checked_adapt,
     clip_update,
+    gauss_newton_update,
     gradient_step,
     log_mean_exp,
     make_optimizer,
@@ -66,6 +68,8 @@ def platipus(
     inner_steps: int = 5,
     inner_lr: float = 0.01,
     meta_sgd: bool = False,
+    inner_rule: str = "gradient",
+    damping: float = 1.0,
     shift_lr: float = 0.01,
     train_samples: int = 4,
     outer: str = "predictive",
@@ -87,6 +91,12 @@ def platipus(
         Gradient steps from each sampled θ and the initial α (learned).
     meta_sgd : bool
         One learned α per weight instead of one scalar.
+    inner_rule : {"gradient", "gauss-newton"}
+        Each inner step a gradient step φ ← φ − α ∇L, or a damped Gauss-Newton step
+        φ ← φ − α Jᵀ(J α Jᵀ + λ I)⁻¹ r on the support residuals (Gaussian likelihood only;
+        :func:`~bayesmeta.inference.base.gauss_newton_update`), λ = c·|D_tr| with c learned.
+    damping : float
+        Initial c; large c makes a Gauss-Newton step the gradient step.
     shift_lr : float
         Initial γ_p and γ_q (learned, one per weight).
     train_samples : int
@@ -113,6 +123,14 @@ def platipus(
         raise ValueError(f"outer: expected one of {OUTERS}, got {outer!r}")
     if variance not in VARIANCES:
         raise ValueError(f"variance: expected one of {VARIANCES}, got {variance!r}")
+    if inner_rule not in INNER_RULES:
+        raise ValueError(f"inner_rule: expected one of {INNER_RULES}, got {inner_rule!r}")
+    if inner_rule == "gauss-newton" and model.likelihood != "gaussian":
+        raise ValueError(
+            f"inner_rule='gauss-newton' needs a Gaussian likelihood, got {model.likelihood!r}"
+        )
+    if not damping > 0:
+        raise ValueError(f"damping: expected > 0, got {damping}")
     if inner_steps < 0:
         raise ValueError(f"inner_steps: expected >= 0, got {inner_steps}")
     if not isinstance(train_samples, int) or train_samples < 1:
@@ -131,6 +149,8 @@ def platipus(
         theta["log_gamma_p"] = jnp.full(p, math.log(shift_lr), dt)
         theta["log_gamma_q"] = jnp.full(p, math.log(shift_lr), dt)
         theta["log_inner_lr"] = jnp.full(p if meta_sgd else (), math.log(inner_lr), dt)
+        if inner_rule == "gauss-newton":
+            theta["log_damping"] = jnp.asarray(math.log(damping), dt)
         return MetaState(theta, optimizer.init(theta), jnp.zeros((), jnp.int32))
 
     def model_theta(theta):
@@ -159,10 +179,14 @@ def platipus(
         alpha = jnp.exp(theta["log_inner_lr"])
 
         def step(ph, _):
-            g = jax.grad(loss_l)(ph, theta, x, y, mask)
-            if first_order:
-                g = jax.lax.stop_gradient(g)
-            return ph - clip_update(alpha * g, max_inner_update), None
+            if inner_rule == "gauss-newton":
+                lam = jnp.exp(theta["log_damping"]) * masked_mean_count(mask)
+                at = jax.lax.stop_gradient(ph) if first_order else ph
+                upd = -gauss_newton_update(model.apply, at, x, y, mask, alpha, lam)
+            else:
+                g = jax.grad(loss_l)(ph, theta, x, y, mask)
+                upd = alpha * (jax.lax.stop_gradient(g) if first_order else g)
+            return ph - clip_update(upd, max_inner_update), None
 
         phi, _ = jax.lax.scan(step, phi, None, length=inner_steps)
         return phi
@@ -222,6 +246,8 @@ def platipus(
         inner_steps=inner_steps,
         inner_lr=inner_lr,
         meta_sgd=meta_sgd,
+        inner_rule=inner_rule,
+        damping=damping,
         shift_lr=shift_lr,
         train_samples=train_samples,
         outer=outer,

@@ -196,6 +196,8 @@ def test_bad_arguments_are_named(lin_model):
         ({"inner_steps": -1}, "inner_steps"),
         ({"shift_lr": 0.0}, "shift_lr"),
         ({"variance": "laplace"}, "variance"),
+        ({"inner_rule": "newton"}, "inner_rule"),
+        ({"inner_rule": "gauss-newton", "damping": 0.0}, "damping"),
     ]:
         with pytest.raises(ValueError, match=name):
             platipus(lin_model, **kw)
@@ -233,3 +235,48 @@ def test_ggn_meta_step_is_finite_and_learns_kappa(key, outer):
     new, info = jax.jit(method.meta_step)(key, state, batch)
     assert np.isfinite(float(info.loss))
     assert float(jnp.abs(new.theta["log_kappa"] - state.theta["log_kappa"]).max()) > 0
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_gauss_newton_sampler_is_noise_then_the_linear_posterior_mean(lin_model, key, jit):
+    """On the linear model one Gauss-Newton step from each θ_s gives the posterior mean under
+    N(θ_s, α) with noise λ = c·|D_tr|: the support-fitted line, whatever the noise drew."""
+    method = platipus(
+        lin_model, inner_steps=1, inner_lr=0.5, inner_rule="gauss-newton", damping=0.01,
+        max_inner_update=None,
+    )  # fmt: skip
+    st = method.init(key)
+    np.testing.assert_allclose(np.exp(st.theta["log_damping"]), 0.01, rtol=1e-5)
+    batch = _batch(key, t=2)
+    adapt = jax.jit(method.adapt, static_argnums=3) if jit else method.adapt
+    sup = Support(batch.x_support, batch.y_support, batch.mask_support)
+    theta_post = method.adapt(key, st._replace(theta={**st.theta, "log_inner_lr": -30.0}), sup, 5)
+    post = adapt(key, st, sup, 5)
+    for i in range(2):
+        keep = np.asarray(batch.mask_support[i], bool)
+        xd = np.hstack([np.ones((keep.sum(), 1)), np.asarray(batch.x_support[i])[keep]])
+        yd = np.asarray(batch.y_support[i])[keep, 0]
+        lam = 0.01 * keep.sum()
+        # the same key draws the same θ_s; α → 0 leaves each where the noise put it
+        for th, got in zip(np.asarray(theta_post.phi[i]), np.asarray(post.phi[i]), strict=True):
+            want = np.linalg.solve(xd.T @ xd / lam + np.eye(2) / 0.5, xd.T @ yd / lam + th / 0.5)
+            np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
+        assert np.asarray(theta_post.phi[i]).std(0).min() > 0.1  # the noise did spread θ_s
+
+
+def test_gauss_newton_meta_step_is_finite_and_learns_damping(key):
+    model = HierarchicalModel(mlp((1, 8, 1)), noise_init=0.5, prior_scale=0.1)
+    method = platipus(model, inner_steps=2, train_samples=2, inner_rule="gauss-newton")
+    state = method.init(key)
+    batch = sample_batch(sine_line(), key, 4, (1, 5), 6)[0]
+    new, info = jax.jit(method.meta_step)(key, state, batch)
+    eager, _ = method.meta_step(key, state, batch)
+    assert np.isfinite(float(info.loss))
+    assert float(jnp.abs(new.theta["log_damping"] - state.theta["log_damping"])) > 0
+    np.testing.assert_allclose(new.theta["mu"], eager.theta["mu"], rtol=1e-4, atol=1e-6)
+
+
+def test_gauss_newton_needs_a_gaussian_likelihood():
+    model = HierarchicalModel(mlp((2, 8, 2)), likelihood="categorical", num_classes=2)
+    with pytest.raises(ValueError, match="gauss-newton.*Gaussian"):
+        platipus(model, inner_rule="gauss-newton")
