@@ -96,7 +96,9 @@ def platipus(
         φ ← φ − α Jᵀ(J α Jᵀ + λ I)⁻¹ r on the support residuals (Gaussian likelihood only;
         :func:`~bayesmeta.inference.base.gauss_newton_update`), λ = c·|D_tr| with c learned.
     damping : float
-        Initial c; large c makes a Gauss-Newton step the gradient step.
+        Initial c; large c makes a Gauss-Newton step the gradient step. Memory: ``adapt``
+        holds a ``(|D_tr|·Dy, P)`` Jacobian per sample and task at once, so adapt large
+        evaluations in chunks of tasks.
     shift_lr : float
         Initial γ_p and γ_q (learned, one per weight).
     train_samples : int
