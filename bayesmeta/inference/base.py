@@ -174,8 +174,10 @@ def gauss_newton_update(
     Returns Δφ ``(P,)`` (add it to ``phi``).
     """
     w = mask.astype(phi.dtype)[:, None]
-    r = ((apply(phi, x) - y) * w).reshape(-1)
-    jac = (jax.jacrev(apply)(phi, x) * w[..., None]).reshape(r.shape[0], -1)
+    f, vjp = jax.vjp(lambda p: apply(p, x), phi)  # one forward pass for f and J
+    r = ((f - y) * w).reshape(-1)
+    rows = jnp.eye(r.shape[0], dtype=f.dtype).reshape(r.shape[0], *f.shape)
+    jac = jax.vmap(lambda v: vjp(v)[0])(rows) * jnp.broadcast_to(w, f.shape).reshape(-1, 1)
     jp = jac * precond
     gram = jp @ jac.T + damping * jnp.eye(r.shape[0], dtype=phi.dtype)
     return -(jp.T @ jnp.linalg.solve(gram, r))
