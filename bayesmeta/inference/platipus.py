@@ -60,6 +60,7 @@ __all__ = ["platipus"]
 
 OUTERS = ("elbo", "predictive", "sampler")
 VARIANCES = ("fixed", "ggn")
+GN_ADAPT_BYTES = 2**30  # working-memory bound per chunk of tasks in a Gauss-Newton ``adapt``
 
 
 def platipus(
@@ -236,10 +237,18 @@ def platipus(
 
     def adapt(key, state: MetaState, support: Support, num_samples: int = 32):
         theta = state.theta
-        t = support.x.shape[0]
-        phi = jax.vmap(sample_one, in_axes=(None, 0, 0, 0, 0, None))(
-            theta, jax.random.split(key, t), support.x, support.y, support.mask, num_samples
-        )
+        t, n = support.x.shape[:2]
+        keys = jax.random.split(key, t)
+
+        def one(args):
+            return sample_one(theta, *args, num_samples)
+
+        xs = (keys, support.x, support.y, support.mask)
+        if inner_rule == "gauss-newton":  # each sample holds an (n·Dy, P) Jacobian: bound memory
+            per_task = num_samples * n * support.y.shape[-1] * theta["mu"].size * 4 * 6
+            phi = jax.lax.map(one, xs, batch_size=int(min(t, max(1, GN_ADAPT_BYTES // per_task))))
+        else:
+            phi = jax.vmap(one)(xs)
         return TaskPosterior.from_samples(
             phi, model.noise_std(model_theta(theta)), model.apply, model.likelihood, "platipus"
         )

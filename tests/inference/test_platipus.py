@@ -1,4 +1,5 @@
 import math
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -262,6 +263,22 @@ def test_gauss_newton_sampler_is_noise_then_the_linear_posterior_mean(lin_model,
             want = np.linalg.solve(xd.T @ xd / lam + np.eye(2) / 0.5, xd.T @ yd / lam + th / 0.5)
             np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
         assert np.asarray(theta_post.phi[i]).std(0).min() > 0.1  # the noise did spread θ_s
+
+
+def test_gauss_newton_adapt_in_task_chunks_equals_one_chunk(key, monkeypatch):
+    """A memory bound that forces one task per chunk (and a remainder) changes no sample."""
+    mod = sys.modules["bayesmeta.inference.platipus"]  # the package re-exports the function
+
+    model = HierarchicalModel(mlp((1, 8, 1)), noise_init=0.5, prior_scale=0.1)
+    method = platipus(model, inner_steps=2, inner_rule="gauss-newton")
+    st = method.init(key)
+    b = sample_batch(sine_line(), key, 5, (1, 5), 6)[0]
+    sup = Support(b.x_support, b.y_support, b.mask_support)
+    whole = method.adapt(key, st, sup, 7).phi
+    monkeypatch.setattr(mod, "GN_ADAPT_BYTES", 1)
+    for adapt in (method.adapt, jax.jit(method.adapt, static_argnums=3)):
+        np.testing.assert_allclose(adapt(key, st, sup, 7).phi, whole, rtol=1e-5, atol=1e-6)
+    assert whole.shape == (5, 7, st.theta["mu"].size)
 
 
 def test_gauss_newton_meta_step_is_finite_and_learns_damping(key):
