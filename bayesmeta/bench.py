@@ -253,7 +253,7 @@ def run_calibration(
             if budget.chunk_size:
                 overrides["chunk_size"] = budget.chunk_size
             method, cfg = spec.build(mname, budget.recipe_budget, **overrides)
-            sampler = spec.sampler(cfg["meta_batch"], cfg["num_query"])
+            sampler = spec.sampler(cfg["meta_batch"], cfg["num_query"], cfg["k_power"])
             # compile once, outside the timed budget (the runner is cached for every seed)
             chunk = min(cfg["chunk_size"], cfg["steps"])
             t0 = time.perf_counter()

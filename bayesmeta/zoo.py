@@ -31,7 +31,7 @@ from bayesmeta.inference import (
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.tasks.base import TaskBatch, TaskFamily, sample_batch
 
-TRAIN_KEYS = ("steps", "meta_batch", "num_query", "chunk_size", "max_seconds")
+TRAIN_KEYS = ("steps", "meta_batch", "num_query", "chunk_size", "max_seconds", "k_power")
 
 # Recipes tuned on the sinusoid (docs/results.md) and shared by the 1-D regression models:
 # meta-batch 10, Adam 3e-3 with a cosine decay; ABML with 4 inner / 64 outer samples, capped at
@@ -125,7 +125,8 @@ class ModelSpec:
         Network, prior and likelihood.
     recipes : dict
         ``method -> settings``; settings are training keys (``steps``, ``meta_batch``,
-        ``num_query``, ``chunk_size``, ``max_seconds``) and the method's own keyword arguments.
+        ``num_query``, ``chunk_size``, ``max_seconds``, ``k_power``: p(k) ∝ k^(−k_power) over
+        ``k_range``) and the method's own keyword arguments.
         A ``"*"`` entry applies to every method.
     budgets : dict
         ``budget -> method -> overrides`` (e.g. ``"full"`` for longer training).
@@ -160,6 +161,7 @@ class ModelSpec:
             "num_query": 10,
             "chunk_size": 250,
             "max_seconds": None,
+            "k_power": 0.0,
         }
         for src in (
             self.recipes.get("*", {}),
@@ -217,7 +219,7 @@ class ModelSpec:
         res = train(
             m,
             state,
-            self.sampler(cfg["meta_batch"], cfg["num_query"]),
+            self.sampler(cfg["meta_batch"], cfg["num_query"], cfg["k_power"]),
             k_train,
             steps,
             chunk_size=cfg["chunk_size"],
@@ -229,10 +231,13 @@ class ModelSpec:
         )
         return m, res
 
-    def sampler(self, meta_batch: int, num_query: int) -> Callable[[jax.Array], TaskBatch]:
-        """Jittable episode sampler for meta-training."""
+    def sampler(
+        self, meta_batch: int, num_query: int, k_power: float = 0.0
+    ) -> Callable[[jax.Array], TaskBatch]:
+        """Jittable episode sampler for meta-training: support sizes on ``k_range`` with
+        p(k) ∝ k^(−k_power)."""
         fam = self.train_family or self.family
-        return lambda key: sample_batch(fam, key, meta_batch, self.k_range, num_query)[0]
+        return lambda key: sample_batch(fam, key, meta_batch, self.k_range, num_query, k_power)[0]
 
 
 def _models_dir() -> Path | None:

@@ -13,6 +13,7 @@ support sizes drawn from ``[k_min, k_max]`` share one shape and compile once.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import NamedTuple
@@ -136,13 +137,20 @@ def sample_batch(
     num_tasks: int,
     k_range: tuple[int, int],
     num_query: int,
+    k_power: float = 0.0,
 ) -> tuple[TaskBatch, Array]:
     """Draw an episodic batch; jittable (all sizes static).
 
-    Each task's support size is uniform on ``k_range = (k_min, k_max)``; support sets are
-    padded to ``k_max`` and masked. Returns the batch and the task parameters ``(T, P_task)``.
+    Each task's support size k on ``k_range = (k_min, k_max)`` has p(k) ∝ k^(−k_power)
+    (uniform for 0); support sets are padded to ``k_max`` and masked. Returns the batch and
+    the task parameters ``(T, P_task)``.
     """
     if family.sample_episode is not None:
+        if k_power != 0:
+            raise ValueError(
+                f"k_power: family {family.name!r} draws its own episodes (sample_episode), "
+                f"so only uniform support sizes (k_power=0) are supported, got {k_power}"
+            )
         return family.sample_episode(key, num_tasks, k_range, num_query)
     k_min, k_max = k_range
     k_params, k_x, k_y, k_k = jax.random.split(key, 4)
@@ -154,14 +162,26 @@ def sample_batch(
         )
         x = jnp.concatenate([xs, x[:, k_max:]], axis=1)
     y = jax.vmap(family.sample_y)(jax.random.split(k_y, num_tasks), params, x)
-    return split_episode(k_k, x, y, k_min, k_max), params
+    return split_episode(k_k, x, y, k_min, k_max, k_power), params
 
 
-def split_episode(key: Array, x: Array, y: Array, k_min: int, k_max: int) -> TaskBatch:
+def split_episode(
+    key: Array, x: Array, y: Array, k_min: int, k_max: int, k_power: float = 0.0
+) -> TaskBatch:
     """A batch from ``k_max + Q`` points per task: the first ``k_max`` are the support set,
-    of which the first k ~ U{k_min..k_max} per task are real (``mask_support``), the rest
-    the query set."""
-    k = jax.random.randint(key, (x.shape[0],), k_min, k_max + 1)
+    of which the first k per task are real (``mask_support``), the rest the query set.
+
+    k is uniform on {k_min..k_max} for ``k_power = 0``; otherwise p(k) ∝ k^(−k_power), which
+    for ``k_power > 0`` trains more on the small support sets where a posterior is widest.
+    """
+    if not math.isfinite(k_power):
+        raise ValueError(f"k_power: expected a finite number, got {k_power!r}")
+    if k_power == 0:
+        k = jax.random.randint(key, (x.shape[0],), k_min, k_max + 1)
+    else:
+        ks = jnp.arange(k_min, k_max + 1)
+        logits = -k_power * jnp.log(ks.astype(jnp.float32))
+        k = ks[jax.random.categorical(key, logits, shape=(x.shape[0],))]
     mask = (jnp.arange(k_max)[None, :] < k[:, None]).astype(x.dtype)
     return TaskBatch(
         x_support=x[:, :k_max],

@@ -239,3 +239,9 @@ def test_glyphs_model_builds_every_method_without_rendering(tmp_path, monkeypatc
     with pytest.raises(ValueError, match="no exact reference"):
         spec.build("reference")
     assert not list(tmp_path.iterdir())  # the data set is loaded on the first episode only
+
+
+def test_k_power_is_refused_for_families_that_draw_their_own_episodes(cache, key):
+    fam = glyphs(5, "test", **SMALL)
+    with pytest.raises(ValueError, match=r"k_power: family .*\(sample_episode\)"):
+        sample_batch(fam, key, 2, (1, 3), 2, 1.0)
