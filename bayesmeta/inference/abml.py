@@ -37,6 +37,19 @@ or the Gaussian log density with the samples' moments (``outer="moment"``),
 
     −(1/|D_ts|) Σ_j log N(y_j | mean_s f_φs(x_j), var_s f_φs(x_j) + σ_y²).
 
+``head="collapsed"`` keeps q mean-field over the body (every layer but the last) only and
+integrates the last layer w out exactly under its prior N(μ_w, diag σ_w²), as a Gaussian
+likelihood allows: the inner ELBO becomes the collapsed bound
+
+    ℒ(m, s) = −E_q[log N(y; Z m_w, Z diag(σ_w²) Zᵀ + σ_y² I)] + KL(q ‖ p(body | θ)),
+
+with Z = [h_body(x), 1] the body's features of the support inputs, and each sample of the
+task posterior is a body drawn from q and a last layer drawn from its exact conditional
+posterior p(w | body, D_tr) (perturb-and-MAP: w = w₀ + S₀Zᵀ A⁻¹ (y + σ_y ξ − Z w₀),
+w₀ ~ N(μ_w, S₀), A = Z S₀ Zᵀ + σ_y² I). A mean-field q over every weight cannot tie the
+output bias to the last-layer weights, so after one point it can neither pass through it
+nor stay wide elsewhere; the exact last layer can.
+
 With few samples S the mixture estimator is biased against function-space spread (a mixture
 of S narrow components scores badly between them, so training moves the spread into σ_y);
 the moment objective has no such bias. All add a weak hyper-prior −log p(θ) / N_θ. The task
@@ -50,6 +63,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
+from jax.flatten_util import ravel_pytree
 
 from bayesmeta.inference.base import (
     MetaState,
@@ -67,6 +81,7 @@ from bayesmeta.tasks.base import Support, TaskBatch
 
 OUTERS = ("elbo", "predictive", "moment")
 INNER_UPDATES = ("natural", "gradient")
+HEADS = ("mean-field", "collapsed")
 
 
 def abml(
@@ -88,6 +103,7 @@ def abml(
     lr: float = 1e-3,
     lr_decay_steps: int | None = None,
     grad_clip: float | None = 10.0,
+    head: str = "mean-field",
 ) -> Method:
     """Build ABML.
 
@@ -121,7 +137,13 @@ def abml(
         on (m, log s) (default), or natural-gradient steps on q's precision and mean.
     precondition : bool
         ``inner_update="gradient"`` only: scale the mean's step by the prior variance σ².
+    head : {"mean-field", "collapsed"}
+        ``"mean-field"``: q over every weight (the paper's). ``"collapsed"``: q over the body,
+        the last layer integrated out exactly (Gaussian likelihood and a linear last layer
+        ``{"w", "b"}`` only; see the module docstring).
     """
+    if head not in HEADS:
+        raise ValueError(f"head: expected one of {HEADS}, got {head!r}")
     if inner_update not in INNER_UPDATES:
         raise ValueError(f"inner_update: expected one of {INNER_UPDATES}, got {inner_update!r}")
     if outer not in OUTERS:
@@ -138,18 +160,96 @@ def abml(
     if inner_lr <= 0:
         raise ValueError(f"inner_lr: expected > 0, got {inner_lr}")
     optimizer = make_optimizer(lr, grad_clip, lr_decay_steps)
+    collapsed = head == "collapsed"
+    num_body = model.num_params
+    if collapsed:
+        if model.likelihood != "gaussian":
+            raise ValueError(
+                f"head: 'collapsed' needs a Gaussian likelihood, got {model.likelihood!r}"
+            )
+        if outer == "elbo":
+            raise ValueError("outer: 'elbo' is not offered with head='collapsed'; use 'predictive'")
+        params0 = model.network.init(jax.random.PRNGKey(0))
+        last0 = params0[-1] if isinstance(params0, list | tuple) and len(params0) > 1 else None
+        if not (isinstance(last0, dict) and set(last0) == {"w", "b"} and last0["w"].ndim == 2):
+            raise ValueError(
+                "head: 'collapsed' needs a network whose last layer is linear {'w': (F, Dy), "
+                "'b': (Dy,)} after at least one other layer"
+            )
+        _, unravel_last = ravel_pytree(last0)
+        _, unravel_body = ravel_pytree(list(params0[:-1]))
+        num_feat = last0["w"].shape[0]
+        num_body = model.num_params - num_feat * last0["w"].shape[1] - last0["b"].shape[0]
+        identity_head = {"w": jnp.eye(num_feat), "b": jnp.zeros(num_feat)}
+
+    def head_matrix(flat):
+        """The last layer's flat slice as one ``(F + 1, Dy)`` matrix [W; b]."""
+        last = unravel_last(flat)
+        return jnp.concatenate([last["w"], last["b"][None]], 0)
+
+    def features(body, x):
+        """Z = [h_body(x), 1], ``(N, F + 1)``."""
+        h = model.network.apply([*unravel_body(body), identity_head], x)
+        return jnp.concatenate([h, jnp.ones((*h.shape[:-1], 1), h.dtype)], -1)
+
+    def head_system(mth, body, x, mask):
+        """Masked features Z, the prior's mean and variance of [W; b] and σ_y²."""
+        z = features(body, x) * mask[:, None]
+        m0 = head_matrix(mth["mu"][num_body:])
+        v0 = head_matrix(jnp.exp(2 * mth["log_sigma"][num_body:]))
+        return z, m0, v0, model.noise_std(mth) ** 2
+
+    def collapsed_log_lik(mth, body, x, y, mask):
+        """log p(D | body) = Σ_d log N(y_d; Z m_d, Z diag(v_d) Zᵀ + σ_y² I) over real points."""
+        z, m0, v0, nv = head_system(mth, body, x, mask)
+        eye = jnp.eye(z.shape[0], dtype=z.dtype)
+
+        def column(m, v, yc):
+            chol = jnp.linalg.cholesky((z * v) @ z.T + nv * eye)
+            r = yc * mask - z @ m
+            alpha = jax.scipy.linalg.cho_solve((chol, True), r)
+            return -0.5 * jnp.sum(r * alpha) - jnp.sum(jnp.log(jnp.diag(chol)))
+
+        ll = jnp.sum(jax.vmap(column, in_axes=(1, 1, 1))(m0, v0, y))
+        # a masked point adds only log N(0; 0, σ_y²); remove it and add 2π for the real ones
+        n_real, n_pad = jnp.sum(mask), jnp.sum(1.0 - mask)
+        return ll + y.shape[-1] * (0.5 * n_pad * jnp.log(nv) - 0.5 * n_real * math.log(2 * math.pi))
+
+    def sample_head(mth, body, key, x, y, mask):
+        """One draw of [W; b] from p(w | body, D) by perturb-and-MAP, as the flat slice."""
+        z, m0, v0, nv = head_system(mth, body, x, mask)
+        k0, k1 = jax.random.split(key)
+        w0 = m0 + jnp.sqrt(v0) * jax.random.normal(k0, m0.shape, m0.dtype)
+        y_pert = (y + jnp.sqrt(nv) * jax.random.normal(k1, y.shape, y.dtype)) * mask[:, None]
+        eye = jnp.eye(z.shape[0], dtype=z.dtype)
+
+        def column(w0c, v, yc):
+            b = v[:, None] * z.T
+            chol = jnp.linalg.cholesky(z @ b + nv * eye)
+            return w0c + b @ jax.scipy.linalg.cho_solve((chol, True), yc - z @ w0c)
+
+        w = jax.vmap(column, in_axes=(1, 1, 1), out_axes=1)(w0, v0, y_pert)
+        return ravel_pytree({"w": w[:-1], "b": w[-1]})[0]
+
+    def full_samples(mth, bodies, key, x, y, mask):
+        """Whole-network samples ``(S, P)`` from body samples ``(S, P_body)``."""
+        if not collapsed:
+            return bodies
+        keys = jax.random.split(key, bodies.shape[0])
+        heads = jax.vmap(lambda b, k: sample_head(mth, b, k, x, y, mask))(bodies, keys)
+        return jnp.concatenate([bodies, heads], -1)
 
     def init(key):
         theta = dict(model.init_theta(key))
-        theta["log_lr_m"] = jnp.full_like(theta["mu"], math.log(inner_lr))
-        theta["log_lr_rho"] = jnp.full_like(theta["mu"], math.log(inner_lr))
+        theta["log_lr_m"] = jnp.full((num_body,), math.log(inner_lr), theta["mu"].dtype)
+        theta["log_lr_rho"] = jnp.full((num_body,), math.log(inner_lr), theta["mu"].dtype)
         return MetaState(theta, optimizer.init(theta), jnp.zeros((), jnp.int32))
 
     def model_theta(theta):
         return {k: v for k, v in theta.items() if not k.startswith("log_lr")}
 
     def base_noise(key, n):
-        p = model.num_params
+        p = num_body
         if antithetic:
             eps = jax.random.normal(key, ((n + 1) // 2, p))
             return jnp.concatenate([eps, -eps])[:n]
@@ -159,9 +259,18 @@ def abml(
         m, rho = q
         mth = model_theta(theta)
         phis = m + jnp.exp(rho) * eps
-        ell = jnp.mean(jax.vmap(lambda ph: model.log_likelihood(mth, ph, x, y, mask))(phis))
-        kl = dist.kl_divergence(dist.Normal(m, jnp.exp(rho)).to_event(1), model.prior(mth))
+        if collapsed:
+            ell = jnp.mean(jax.vmap(lambda b: collapsed_log_lik(mth, b, x, y, mask))(phis))
+        else:
+            ell = jnp.mean(jax.vmap(lambda ph: model.log_likelihood(mth, ph, x, y, mask))(phis))
+        kl = dist.kl_divergence(dist.Normal(m, jnp.exp(rho)).to_event(1), body_prior(mth))
         return -ell + kl
+
+    def body_prior(mth):
+        """p(body | θ): the model's prior restricted to the weights that q covers."""
+        if not collapsed:
+            return model.prior(mth)
+        return dist.Normal(mth["mu"][:num_body], jnp.exp(mth["log_sigma"][:num_body])).to_event(1)
 
     def adapt_one(theta, key, x, y, mask):
         """q = (m, ρ) for one task after the inner ELBO steps."""
@@ -170,7 +279,7 @@ def abml(
         if not learn_inner_lr:
             lr_m, lr_rho = jax.lax.stop_gradient(lr_m), jax.lax.stop_gradient(lr_rho)
         eps = base_noise(key, inner_samples)
-        prior_prec = jnp.exp(-2 * mth["log_sigma"])
+        prior_prec = jnp.exp(-2 * mth["log_sigma"][:num_body])
 
         def natural_step(q, _):
             m, rho = q
@@ -187,7 +296,9 @@ def abml(
             return (m, -0.5 * jnp.log(prec)), None
 
         noise_var = jax.lax.stop_gradient(model.noise_std(mth) ** 2)
-        prior_var = jax.lax.stop_gradient(jnp.exp(2 * mth["log_sigma"])) if precondition else 1.0
+        prior_var = (
+            jax.lax.stop_gradient(jnp.exp(2 * mth["log_sigma"][:num_body])) if precondition else 1.0
+        )
 
         def gradient_step_(q, _):
             g_m, g_rho = jax.grad(neg_elbo)(q, theta, eps, x, y, mask)
@@ -198,15 +309,17 @@ def abml(
             return (m, rho), None
 
         step = natural_step if inner_update == "natural" else gradient_step_
-        q0 = (mth["mu"], mth["log_sigma"])
+        q0 = (mth["mu"][:num_body], mth["log_sigma"][:num_body])
         q, _ = jax.lax.scan(step, q0, None, length=inner_steps)
         return q
 
     def task_loss(theta, key, x_s, y_s, m_s, x_q, y_q):
         k_in, k_out = jax.random.split(key)
+        k_head = jax.random.fold_in(k_out, 1)  # unused by a mean-field head
         m, rho = adapt_one(theta, k_in, x_s, y_s, m_s)
         mth = model_theta(theta)
-        phis = m + jnp.exp(rho) * base_noise(k_out, outer_samples)
+        bodies = m + jnp.exp(rho) * base_noise(k_out, outer_samples)
+        phis = full_samples(mth, bodies, k_head, x_s, y_s, m_s)
         ll = jax.vmap(lambda ph: model.log_likelihood_points(mth, ph, x_q, y_q))(phis)  # (S, Q)
         q_n = x_q.shape[0]
         if outer == "predictive":
@@ -216,7 +329,7 @@ def abml(
             var = jnp.var(f, axis=0, ddof=1) + model.noise_std(mth) ** 2
             z2 = (y_q - jnp.mean(f, axis=0)) ** 2 / var
             return jnp.mean(jnp.sum(0.5 * (z2 + jnp.log(2 * math.pi * var)), -1))
-        kl = dist.kl_divergence(dist.Normal(m, jnp.exp(rho)).to_event(1), model.prior(mth))
+        kl = dist.kl_divergence(dist.Normal(m, jnp.exp(rho)).to_event(1), body_prior(mth))
         return -(jnp.mean(jnp.sum(ll, axis=1)) - kl_weight * kl) / q_n
 
     def loss_fn(theta, key, batch: TaskBatch):
@@ -228,17 +341,21 @@ def abml(
         theta = state.theta
         t = support.x.shape[0]
         k_in, k_out = jax.random.split(key)
+        k_head = jax.random.fold_in(k_out, 1)  # unused by a mean-field head
         m, rho = jax.vmap(adapt_one, in_axes=(None, 0, 0, 0, 0))(
             theta, jax.random.split(k_in, t), support.x, support.y, support.mask
         )
-        eps = jax.random.normal(k_out, (t, num_samples, model.num_params))
-        phi = m[:, None] + jnp.exp(rho)[:, None] * eps
+        eps = jax.random.normal(k_out, (t, num_samples, num_body))
+        bodies = m[:, None] + jnp.exp(rho)[:, None] * eps
+        phi = jax.vmap(full_samples, in_axes=(None, 0, 0, 0, 0, 0))(
+            model_theta(theta), bodies, jax.random.split(k_head, t), *support
+        )
         return TaskPosterior.from_samples(
             phi, model.noise_std(model_theta(theta)), model.apply, model.likelihood, "abml"
         )
 
     def variational_params(key, state, support: Support):
-        """The per-task q = (m, log s), each ``(T, P)``."""
+        """The per-task q = (m, log s), each ``(T, P)`` (``(T, P_body)`` with a collapsed head)."""
         t = support.x.shape[0]
         return jax.vmap(adapt_one, in_axes=(None, 0, 0, 0, 0))(
             state.theta, jax.random.split(key, t), support.x, support.y, support.mask
@@ -259,6 +376,7 @@ def abml(
         lr=lr,
         lr_decay_steps=lr_decay_steps,
         grad_clip=grad_clip,
+        head=head,
     )
     return Method(
         "abml",
@@ -266,5 +384,6 @@ def abml(
         gradient_step(loss_fn, optimizer),
         checked_adapt(adapt, **model_dims(model)),
         config,
-        extras={"variational_params": variational_params},
+        extras={"variational_params": variational_params}
+        | ({"log_marginal_head": collapsed_log_lik} if collapsed else {}),
     )
