@@ -63,7 +63,6 @@ import math
 import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
-from jax.flatten_util import ravel_pytree
 
 from bayesmeta.inference.base import (
     MetaState,
@@ -75,6 +74,7 @@ from bayesmeta.inference.base import (
     make_optimizer,
     model_dims,
 )
+from bayesmeta.inference.heads import conjugate_head, resample_heads
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.posterior import TaskPosterior
 from bayesmeta.tasks.base import Support, TaskBatch
@@ -163,81 +163,14 @@ def abml(
     collapsed = head == "collapsed"
     num_body = model.num_params
     if collapsed:
-        if model.likelihood != "gaussian":
-            raise ValueError(
-                f"head: 'collapsed' needs a Gaussian likelihood, got {model.likelihood!r}"
-            )
+        conj = conjugate_head(model)
+        num_body = conj.num_body
         if outer == "elbo":
             raise ValueError("outer: 'elbo' is not offered with head='collapsed'; use 'predictive'")
-        params0 = model.network.init(jax.random.PRNGKey(0))
-        last0 = params0[-1] if isinstance(params0, list | tuple) and len(params0) > 1 else None
-        if not (isinstance(last0, dict) and set(last0) == {"w", "b"} and last0["w"].ndim == 2):
-            raise ValueError(
-                "head: 'collapsed' needs a network whose last layer is linear {'w': (F, Dy), "
-                "'b': (Dy,)} after at least one other layer"
-            )
-        _, unravel_last = ravel_pytree(last0)
-        _, unravel_body = ravel_pytree(list(params0[:-1]))
-        num_feat = last0["w"].shape[0]
-        num_body = model.num_params - num_feat * last0["w"].shape[1] - last0["b"].shape[0]
-        identity_head = {"w": jnp.eye(num_feat), "b": jnp.zeros(num_feat)}
-
-    def head_matrix(flat):
-        """The last layer's flat slice as one ``(F + 1, Dy)`` matrix [W; b]."""
-        last = unravel_last(flat)
-        return jnp.concatenate([last["w"], last["b"][None]], 0)
-
-    def features(body, x):
-        """Z = [h_body(x), 1], ``(N, F + 1)``."""
-        h = model.network.apply([*unravel_body(body), identity_head], x)
-        return jnp.concatenate([h, jnp.ones((*h.shape[:-1], 1), h.dtype)], -1)
-
-    def head_system(mth, body, x, mask):
-        """Masked features Z, the prior's mean and variance of [W; b] and σ_y²."""
-        z = features(body, x) * mask[:, None]
-        m0 = head_matrix(mth["mu"][num_body:])
-        v0 = head_matrix(jnp.exp(2 * mth["log_sigma"][num_body:]))
-        return z, m0, v0, model.noise_std(mth) ** 2
-
-    def collapsed_log_lik(mth, body, x, y, mask):
-        """log p(D | body) = Σ_d log N(y_d; Z m_d, Z diag(v_d) Zᵀ + σ_y² I) over real points."""
-        z, m0, v0, nv = head_system(mth, body, x, mask)
-        eye = jnp.eye(z.shape[0], dtype=z.dtype)
-
-        def column(m, v, yc):
-            chol = jnp.linalg.cholesky((z * v) @ z.T + nv * eye)
-            r = yc * mask - z @ m
-            alpha = jax.scipy.linalg.cho_solve((chol, True), r)
-            return -0.5 * jnp.sum(r * alpha) - jnp.sum(jnp.log(jnp.diag(chol)))
-
-        ll = jnp.sum(jax.vmap(column, in_axes=(1, 1, 1))(m0, v0, y))
-        # a masked point adds only log N(0; 0, σ_y²); remove it and add 2π for the real ones
-        n_real, n_pad = jnp.sum(mask), jnp.sum(1.0 - mask)
-        return ll + y.shape[-1] * (0.5 * n_pad * jnp.log(nv) - 0.5 * n_real * math.log(2 * math.pi))
-
-    def sample_head(mth, body, key, x, y, mask):
-        """One draw of [W; b] from p(w | body, D) by perturb-and-MAP, as the flat slice."""
-        z, m0, v0, nv = head_system(mth, body, x, mask)
-        k0, k1 = jax.random.split(key)
-        w0 = m0 + jnp.sqrt(v0) * jax.random.normal(k0, m0.shape, m0.dtype)
-        y_pert = (y + jnp.sqrt(nv) * jax.random.normal(k1, y.shape, y.dtype)) * mask[:, None]
-        eye = jnp.eye(z.shape[0], dtype=z.dtype)
-
-        def column(w0c, v, yc):
-            b = v[:, None] * z.T
-            chol = jnp.linalg.cholesky(z @ b + nv * eye)
-            return w0c + b @ jax.scipy.linalg.cho_solve((chol, True), yc - z @ w0c)
-
-        w = jax.vmap(column, in_axes=(1, 1, 1), out_axes=1)(w0, v0, y_pert)
-        return ravel_pytree({"w": w[:-1], "b": w[-1]})[0]
 
     def full_samples(mth, bodies, key, x, y, mask):
         """Whole-network samples ``(S, P)`` from body samples ``(S, P_body)``."""
-        if not collapsed:
-            return bodies
-        keys = jax.random.split(key, bodies.shape[0])
-        heads = jax.vmap(lambda b, k: sample_head(mth, b, k, x, y, mask))(bodies, keys)
-        return jnp.concatenate([bodies, heads], -1)
+        return resample_heads(conj, mth, bodies, key, x, y, mask) if collapsed else bodies
 
     def init(key):
         theta = dict(model.init_theta(key))
@@ -260,7 +193,7 @@ def abml(
         mth = model_theta(theta)
         phis = m + jnp.exp(rho) * eps
         if collapsed:
-            ell = jnp.mean(jax.vmap(lambda b: collapsed_log_lik(mth, b, x, y, mask))(phis))
+            ell = jnp.mean(jax.vmap(lambda b: conj.log_marginal(mth, b, x, y, mask))(phis))
         else:
             ell = jnp.mean(jax.vmap(lambda ph: model.log_likelihood(mth, ph, x, y, mask))(phis))
         kl = dist.kl_divergence(dist.Normal(m, jnp.exp(rho)).to_event(1), body_prior(mth))
@@ -385,5 +318,5 @@ def abml(
         checked_adapt(adapt, **model_dims(model)),
         config,
         extras={"variational_params": variational_params}
-        | ({"log_marginal_head": collapsed_log_lik} if collapsed else {}),
+        | ({"log_marginal_head": conj.log_marginal} if collapsed else {}),
     )
