@@ -29,6 +29,11 @@ precision of D's inputs at μ_θ (no gradient through it) with κ learned per we
 D_tr, q uses D_tr ∪ D_ts. On sine-or-line it changed nothing measurable (docs/methods.md):
 there the predictive is wide at K = 5 through σ_y, which covers what the inner steps fail to
 fit, not through v_q.
+
+``head="collapsed"`` attacks that misfit: the inner steps move each sample as before, then its
+last layer is redrawn from the exact conditional posterior p(w | body(φ_s), D_tr) under the
+model's prior N(μ_w, σ_w²) (Gaussian likelihood; :mod:`bayesmeta.inference.heads`), so each
+sample fits the support set as well as its adapted features allow, with the right spread.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from bayesmeta.inference.base import (
     masked_mean_count,
     model_dims,
 )
+from bayesmeta.inference.heads import conjugate_head, resample_heads
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.posterior import TaskPosterior
 from bayesmeta.tasks.base import Support, TaskBatch
@@ -82,6 +88,7 @@ def platipus(
     lr: float = 1e-3,
     lr_decay_steps: int | None = None,
     grad_clip: float | None = 10.0,
+    head: str = "mean-field",
 ) -> Method:
     """Build PLATIPUS.
 
@@ -121,7 +128,15 @@ def platipus(
         Stop the gradient through the inner-loop gradients (not through the shifts).
     lr, lr_decay_steps, grad_clip
         Adam settings of the meta-optimiser.
+    head : {"mean-field", "collapsed"}
+        ``"collapsed"``: after the inner steps, redraw each sample's last layer from its exact
+        conditional posterior given the adapted body and D_tr (Gaussian likelihood and a
+        linear last layer only); ``"mean-field"``: keep the inner steps' last layer (the
+        paper's).
     """
+    if head not in ("mean-field", "collapsed"):
+        raise ValueError(f"head: expected 'mean-field' or 'collapsed', got {head!r}")
+    conj = conjugate_head(model) if head == "collapsed" else None
     if outer not in OUTERS:
         raise ValueError(f"outer: expected one of {OUTERS}, got {outer!r}")
     if variance not in VARIANCES:
@@ -212,6 +227,8 @@ def platipus(
         else:
             thetas = m_q + s_q * eps
         phis = jax.vmap(inner, in_axes=(None, 0, None, None, None))(theta, thetas, x_s, y_s, m_s)
+        if conj is not None:
+            phis = resample_heads(conj, mth, phis, jax.random.fold_in(key, 1), x_s, y_s, m_s)
         ll = jax.vmap(lambda ph: model.log_likelihood_points(mth, ph, x_q, y_q))(phis)  # (S, Q)
         q_dist = dist.Normal(m_q, s_q).to_event(1)
         p_dist = model.prior({**mth, "mu": m_p})
@@ -233,7 +250,12 @@ def platipus(
         eps = jax.random.normal(key, (num_samples, m_p.shape[0]))
         ggn = ggn_diags(theta, x, (mask,))[0] if variance == "ggn" else None
         thetas = m_p + inference_std(theta, ggn) * eps
-        return jax.vmap(inner, in_axes=(None, 0, None, None, None))(theta, thetas, x, y, mask)
+        phis = jax.vmap(inner, in_axes=(None, 0, None, None, None))(theta, thetas, x, y, mask)
+        if conj is None:
+            return phis
+        return resample_heads(
+            conj, model_theta(theta), phis, jax.random.fold_in(key, 1), x, y, mask
+        )
 
     def adapt(key, state: MetaState, support: Support, num_samples: int = 32):
         theta = state.theta
@@ -270,6 +292,7 @@ def platipus(
         lr=lr,
         lr_decay_steps=lr_decay_steps,
         grad_clip=grad_clip,
+        head=head,
     )
     return Method(
         "platipus",

@@ -147,9 +147,10 @@ def test_meta_gradient_matches_finite_differences(lin_model, key):
         jax.config.update("jax_enable_x64", False)
 
 
-def test_meta_step_jitted_equals_eager_and_traces_once(key):
+@pytest.mark.parametrize("head", ["mean-field", "collapsed"])
+def test_meta_step_jitted_equals_eager_and_traces_once(key, head):
     model = HierarchicalModel(mlp((1, 8, 1)), noise_init=0.5, prior_scale=0.1)
-    method = platipus(model, inner_steps=2, train_samples=2)
+    method = platipus(model, inner_steps=2, train_samples=2, head=head)
     fam = sine_line()
     state = method.init(key)
     batch = sample_batch(fam, key, 4, (1, 5), 6)[0]
@@ -297,3 +298,28 @@ def test_gauss_newton_needs_a_gaussian_likelihood():
     model = HierarchicalModel(mlp((2, 8, 2)), likelihood="categorical", num_classes=2)
     with pytest.raises(ValueError, match="gauss-newton.*Gaussian"):
         platipus(model, inner_rule="gauss-newton")
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_collapsed_head_keeps_the_sampler_bodies_and_redraws_the_last_layer(key, jit):
+    """``head="collapsed"`` is the same sampler (same bodies for the same key) whose last
+    layers are redrawn from the exact conditional (tested in tests/inference/test_heads.py):
+    with several support points they fit the support better than the inner steps' last layer."""
+    model = HierarchicalModel(mlp((1, 8, 1), activation="tanh"), noise_init=0.3, prior_scale=1.0)
+    plain = platipus(model, inner_steps=2)
+    exact = platipus(model, inner_steps=2, head="collapsed")
+    state = plain.init(key)
+    batch = sample_batch(sine_line(), key, 3, (8, 8), 1)[0]
+    sup = Support(batch.x_support, batch.y_support, batch.mask_support)
+    adapt = jax.jit(exact.adapt, static_argnums=3) if jit else exact.adapt
+    a = plain.adapt(key, state, sup, 64)
+    b = adapt(key, state, sup, 64)
+    nb = model.num_params - 9
+    np.testing.assert_allclose(a.phi[..., :nb], b.phi[..., :nb], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(a.phi[..., nb:], b.phi[..., nb:])
+
+    def support_mse(post):
+        f = jax.vmap(jax.vmap(model.apply, in_axes=(0, None)))(post.phi, sup.x)[..., 0]
+        return float(jnp.mean((f - sup.y[:, None, :, 0]) ** 2))
+
+    assert support_mse(b) < 0.5 * support_mse(a)
