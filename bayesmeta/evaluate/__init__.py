@@ -172,7 +172,7 @@ def _check_query(posterior, x_query, y_query) -> tuple[jax.Array, jax.Array]:
 
 
 # -- reports --------------------------------------------------------------------------------------
-def evaluate(posterior, x_query, y_query) -> dict[str, Any]:
+def evaluate(posterior, x_query, y_query, return_pit: bool = False) -> dict[str, Any]:
     """Metrics of a posterior predictive on query sets: the ``REPORT.json`` fields.
 
     Parameters
@@ -191,6 +191,8 @@ def evaluate(posterior, x_query, y_query) -> dict[str, Any]:
         central predictive intervals (noise included) and ``pit_histogram`` (10-bin density of
         the PIT). Classification adds ``accuracy``, ``ece``, ``mce`` (15 bins) and ``brier``.
         All values are plain Python scalars, lists and dicts (JSON-serialisable).
+        ``return_pit=True`` (regression) adds ``pit``, the ``(T, Q, Dy)`` PIT values as a
+        NumPy array (not JSON-serialisable), so callers need not compute the CDF again.
     """
     x, y = _check_query(posterior, x_query, y_query)
     lp = posterior.log_predictive(x, y)
@@ -217,6 +219,8 @@ def evaluate(posterior, x_query, y_query) -> dict[str, Any]:
         coverage=coverage_from_pit(pit),
         pit_histogram=[float(v) for v in density],
     )
+    if return_pit:
+        report["pit"] = np.asarray(pit)
     return report
 
 

@@ -114,6 +114,10 @@ def test_report_nll_matches_analytic_and_is_json(sinusoid_tasks):
         "pit_histogram",
     }
     assert list(report["coverage"]) == ["0.5", "0.8", "0.9", "0.95"]
+    with_pit = evaluate(post, tasks["x_query"], tasks["y_query"], return_pit=True)
+    pit = with_pit.pop("pit")
+    np.testing.assert_array_equal(pit, np.asarray(post.cdf(tasks["x_query"], tasks["y_query"])))
+    assert with_pit == report
 
 
 def test_predictive_arrays_regression(sinusoid_tasks):
