@@ -2,6 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_heads import _closed_form  # the same directory: Bayesian linear regression on features
 
 from bayesmeta.inference import abml, linear_gaussian_posterior
 from bayesmeta.model import HierarchicalModel
@@ -128,28 +129,6 @@ def _collapsed_setup(key, k=4):
     return model, method, state, Support(batch.x_support, batch.y_support, mask), num_body
 
 
-def _blr(model, theta, num_body, x, y, mask):
-    """Closed-form posterior of the flat head (b, w₁…w_F) given the body at μ."""
-    phi0 = theta["mu"].at[num_body:].set(0.0)
-    f = jax.vmap(lambda i: model.apply(phi0.at[num_body + i].set(1.0), x)[:, 0])(
-        jnp.arange(model.num_params - num_body)
-    ).T  # (N, 7): ∂f/∂head, exact because f is linear in the head
-    f = np.asarray(f, np.float64) * np.asarray(mask)[:, None]
-    m0 = np.asarray(theta["mu"][num_body:], np.float64)
-    v0 = np.exp(2 * np.asarray(theta["log_sigma"][num_body:], np.float64))
-    nv = float(np.exp(2 * theta["log_noise"]))
-    prec = np.diag(1 / v0) + f.T @ f / nv
-    cov = np.linalg.inv(prec)
-    mean = cov @ (m0 / v0 + f.T @ (np.asarray(y)[:, 0] * np.asarray(mask)) / nv)
-    a = (f * v0) @ f.T + nv * np.eye(len(f))
-    r = np.asarray(y)[:, 0] * np.asarray(mask) - f @ m0
-    n = float(np.sum(mask))
-    log_ml = -0.5 * (
-        r @ np.linalg.solve(a, r) + np.linalg.slogdet(a)[1] - (len(f) - n) * np.log(nv)
-    )
-    return mean, cov, log_ml - 0.5 * n * np.log(2 * np.pi)
-
-
 @pytest.mark.parametrize("jit", [False, True])
 def test_collapsed_head_samples_the_exact_conditional_posterior(key, jit):
     """With the body pinned, head samples have the closed-form Bayesian linear regression
@@ -160,7 +139,9 @@ def test_collapsed_head_samples_the_exact_conditional_posterior(key, jit):
     post = adapt(jax.random.PRNGKey(5), state, sup, 20_000)
     lml = method.extras["log_marginal_head"]
     for i in range(2):
-        mean, cov, log_ml = _blr(model, state.theta, num_body, sup.x[i], sup.y[i], sup.mask[i])
+        mean, cov, log_ml = _closed_form(
+            model, state.theta, num_body, sup.x[i], sup.y[i], sup.mask[i]
+        )
         heads = np.asarray(post.phi[i, :, num_body:], np.float64)
         body = np.broadcast_to(state.theta["mu"][:num_body], (20_000, num_body))
         np.testing.assert_allclose(post.phi[i, :, :num_body], body, atol=1e-6)

@@ -147,7 +147,7 @@ def test_meta_gradient_matches_finite_differences(lin_model, key):
         jax.config.update("jax_enable_x64", False)
 
 
-@pytest.mark.parametrize("head", ["mean-field", "collapsed"])
+@pytest.mark.parametrize("head", ["adapted", "collapsed"])
 def test_meta_step_jitted_equals_eager_and_traces_once(key, head):
     model = HierarchicalModel(mlp((1, 8, 1)), noise_init=0.5, prior_scale=0.1)
     method = platipus(model, inner_steps=2, train_samples=2, head=head)
