@@ -35,6 +35,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpyro.distributions as dist
 
 from bayesmeta.inference import svgd
 from bayesmeta.inference.base import (
@@ -47,6 +48,7 @@ from bayesmeta.inference.base import (
     masked_mean_count,
     model_dims,
 )
+from bayesmeta.inference.heads import conjugate_head
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.posterior import TaskPosterior
 from bayesmeta.tasks.base import Support, TaskBatch
@@ -75,6 +77,7 @@ def bmaml(
     lr: float = 1e-3,
     lr_decay_steps: int | None = None,
     grad_clip: float | None = 10.0,
+    head: str = "adapted",
 ) -> Method:
     """Build BMAML.
 
@@ -109,7 +112,16 @@ def bmaml(
         Element-wise clip of each SVGD update.
     lr, lr_decay_steps, grad_clip
         Adam settings of the meta-optimiser (see :func:`~bayesmeta.inference.base.make_optimizer`).
+    head : {"adapted", "collapsed"}
+        ``"adapted"``: particles over every weight (the paper's). ``"collapsed"``: particles over
+        the body (and σ_y), the last layer integrated out exactly under the prior N(μ_w, σ_w²)
+        (:mod:`bayesmeta.inference.heads`): SVGD targets log p(body) + log p(D | body, σ_y),
+        the predictive loss uses each particle's exact Gaussian predictive, and ``adapt``
+        draws ``num_samples // M`` last layers per particle from p(w | body, D). Gaussian
+        likelihood and a linear last layer only.
     """
+    if head not in ("adapted", "collapsed"):
+        raise ValueError(f"head: expected 'adapted' or 'collapsed', got {head!r}")
     if noise not in NOISES:
         raise ValueError(f"noise: expected one of {NOISES}, got {noise!r}")
     if loss not in LOSSES:
@@ -127,7 +139,8 @@ def bmaml(
         raise ValueError(f"noise_prior: expected (shape, rate) > 0, got {noise_prior}")
     gaussian = model.likelihood == "gaussian"
     in_particle = gaussian and noise == "particle"
-    p = model.num_params
+    conj = conjugate_head(model) if head == "collapsed" else None
+    p = model.num_params if conj is None else conj.num_body
     dim = p + 1 if in_particle else p
     m = num_particles
     optimizer = make_optimizer(lr, grad_clip, lr_decay_steps)
@@ -143,14 +156,14 @@ def bmaml(
     def init(key):
         keys = jax.random.split(key, m)
         phi0 = jax.vmap(lambda k: model.init_theta(k)["mu"])(keys)
-        z0 = phi0
+        z0 = phi0[:, :p]
         if in_particle:
             log_noise = jnp.full((m, 1), math.log(model.noise_init), phi0.dtype)
-            z0 = jnp.concatenate([phi0, log_noise], 1)
+            z0 = jnp.concatenate([z0, log_noise], 1)
         theta = {
             "particles": z0,
             "mu": jnp.mean(phi0, 0),
-            "log_sigma": jnp.full((p,), math.log(prior_scale), phi0.dtype),
+            "log_sigma": jnp.full(phi0.shape[1:], math.log(prior_scale), phi0.dtype),
             "log_inner_lr": jnp.full((dim,) if meta_sgd else (), math.log(inner_lr), phi0.dtype),
         }
         if gaussian and not in_particle:
@@ -160,11 +173,14 @@ def bmaml(
     def log_target(z, theta, x, y, mask):
         phi, log_noise = split(z, theta)
         prior_theta = {"mu": theta["mu"], "log_sigma": theta["log_sigma"]}
-        lp = model.log_prior(prior_theta, phi)
-        if gaussian:
-            lp = lp + model.log_likelihood({"log_noise": log_noise}, phi, x, y, mask)
+        if conj is not None:  # phi is the body: its prior, and the last layer integrated out
+            body_prior = dist.Normal(theta["mu"][:p], jnp.exp(theta["log_sigma"][:p]))
+            lp = jnp.sum(body_prior.log_prob(phi))
+            lp = lp + conj.log_marginal({**prior_theta, "log_noise": log_noise}, phi, x, y, mask)
         else:
-            lp = lp + model.log_likelihood({}, phi, x, y, mask)
+            lik_theta = {"log_noise": log_noise} if gaussian else {}
+            lp = model.log_prior(prior_theta, phi)
+            lp = lp + model.log_likelihood(lik_theta, phi, x, y, mask)
         if in_particle:
             gamma = jnp.exp(-2.0 * log_noise)
             lp = lp + a0 * jnp.log(b0) - math.lgamma(a0) + (a0 - 1) * jnp.log(gamma) - b0 * gamma
@@ -197,12 +213,25 @@ def bmaml(
         theta = {"log_noise": log_noise} if gaussian else {}
         return model.log_likelihood_points(theta, phi, x, y)
 
+    def exact_log_lik_points(z, theta, x_s, y_s, m_s, x_q, y_q):
+        """log N(y_q; the particle's exact predictive) with the last layer integrated out."""
+        body, log_noise = split(z, theta)
+        th = {"mu": theta["mu"], "log_sigma": theta["log_sigma"], "log_noise": log_noise}
+        mean, var = conj.predictive(th, body, x_s, y_s, m_s, x_q)
+        var = var + jnp.exp(2.0 * log_noise)
+        return jnp.sum(-0.5 * ((y_q - mean) ** 2 / var + jnp.log(2 * math.pi * var)), -1)
+
     def task_loss(theta, x_s, y_s, m_s, x_q, y_q):
         z = run_svgd(theta, theta["particles"], x_s, y_s, m_s, inner_steps)
         if loss == "predictive":
-            ll = jax.vmap(particle_log_lik_points, in_axes=(0, None, None, None))(
-                z, theta, x_q, y_q
-            )
+            if conj is not None:
+                ll = jax.vmap(
+                    exact_log_lik_points, in_axes=(0, None, None, None, None, None, None)
+                )(z, theta, x_s, y_s, m_s, x_q, y_q)
+            else:
+                ll = jax.vmap(particle_log_lik_points, in_axes=(0, None, None, None))(
+                    z, theta, x_q, y_q
+                )
             return -jnp.mean(log_mean_exp(ll))
         x_all = jnp.concatenate([x_s, x_q], 0)
         y_all = jnp.concatenate([y_s, y_q], 0)
@@ -216,14 +245,31 @@ def bmaml(
         return jnp.mean(losses)
 
     def adapt(key, state: MetaState, support: Support, num_samples: int = m):
-        del key, num_samples  # the posterior is the M particles
         theta = state.theta
         z = jax.vmap(run_svgd, in_axes=(None, None, 0, 0, 0, None))(
             theta, theta["particles"], support.x, support.y, support.mask, inner_steps
         )
         phi, log_noise = split(z, theta)
+        if conj is not None:  # r exact last layers per particle: M·r equally weighted samples
+            r = max(1, num_samples // m)
+            t = phi.shape[0]
+            phi = jnp.repeat(phi, r, axis=1)
+            log_noise = jnp.repeat(log_noise, r, axis=1)
+
+            def task_heads(bodies, noises, k, x, y, mask):
+                th = {"mu": theta["mu"], "log_sigma": theta["log_sigma"]}
+                keys = jax.random.split(k, bodies.shape[0])
+                one = lambda b, s, kk: conj.sample({**th, "log_noise": s}, b, kk, x, y, mask)  # noqa: E731
+                return jax.vmap(one)(bodies, noises, keys)
+
+            heads = jax.vmap(task_heads)(
+                phi, log_noise, jax.random.split(key, t), support.x, support.y, support.mask
+            )
+            phi = jnp.concatenate([phi, heads], -1)
+        else:
+            del key, num_samples  # the posterior is the M particles
         noise = jnp.exp(log_noise) if gaussian else jnp.ones(phi.shape[:2], phi.dtype)
-        lw = jnp.full(phi.shape[:2], -math.log(m), phi.dtype)
+        lw = jnp.full(phi.shape[:2], -math.log(phi.shape[1]), phi.dtype)
         return TaskPosterior(phi, lw, noise, model.apply, model.likelihood, "bmaml")
 
     def particles(state: MetaState, support: Support, num_steps: int = inner_steps):
@@ -249,6 +295,7 @@ def bmaml(
         lr=lr,
         lr_decay_steps=lr_decay_steps,
         grad_clip=grad_clip,
+        head=head,
     )
     meta_step = gradient_step(loss_fn, optimizer)
     return Method(

@@ -32,12 +32,15 @@ class ConjugateHead(NamedTuple):
 
     ``log_marginal(theta, body, x, y, mask)`` is log p(D | body) with the last layer integrated
     out under θ's prior; ``sample(theta, body, key, x, y, mask)`` draws the flat last layer
-    from p(w | body, D). ``theta`` holds the model's sites (μ, log σ over all of φ, log σ_y).
+    from p(w | body, D); ``predictive(theta, body, x, y, mask, x_new)`` is the mean and
+    variance of f(x_new) under p(w | body, D), each ``(N, Dy)`` (add σ_y² for y). ``theta``
+    holds the model's sites (μ, log σ over all of φ, log σ_y).
     """
 
     num_body: int
     log_marginal: Callable
     sample: Callable
+    predictive: Callable
 
 
 def conjugate_head(model: HierarchicalModel, arg: str = "head") -> ConjugateHead:
@@ -102,7 +105,22 @@ def conjugate_head(model: HierarchicalModel, arg: str = "head") -> ConjugateHead
         w = jax.vmap(column, in_axes=(1, 1, 1), out_axes=1)(w0, v0, y_pert)
         return ravel_pytree({"w": w[:-1], "b": w[-1]})[0]
 
-    return ConjugateHead(num_body, log_marginal, sample)
+    def predictive(theta, body, x, y, mask, x_new):
+        z, m0, v0, nv = system(theta, body, x, mask)
+        zn = system(theta, body, x_new, jnp.ones(x_new.shape[0], x_new.dtype))[0]
+        eye = jnp.eye(z.shape[0], dtype=z.dtype)
+
+        def column(m, v, yc):
+            chol = jnp.linalg.cholesky((z * v) @ z.T + nv * eye)
+            alpha = jax.scipy.linalg.cho_solve((chol, True), yc * mask - z @ m)
+            cross = (z * v) @ zn.T  # Z S₀ Z_newᵀ, (K, N)
+            w = jax.scipy.linalg.solve_triangular(chol, cross, lower=True)
+            return zn @ m + cross.T @ alpha, (zn**2) @ v - jnp.sum(w**2, 0)
+
+        mean, var = jax.vmap(column, in_axes=(1, 1, 1), out_axes=1)(m0, v0, y)
+        return mean, jnp.maximum(var, 0.0)
+
+    return ConjugateHead(num_body, log_marginal, sample, predictive)
 
 
 def resample_heads(

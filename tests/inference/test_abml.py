@@ -139,7 +139,7 @@ def test_collapsed_head_samples_the_exact_conditional_posterior(key, jit):
     post = adapt(jax.random.PRNGKey(5), state, sup, 20_000)
     lml = method.extras["log_marginal_head"]
     for i in range(2):
-        mean, cov, log_ml = _closed_form(
+        mean, cov, log_ml, _ = _closed_form(
             model, state.theta, num_body, sup.x[i], sup.y[i], sup.mask[i]
         )
         heads = np.asarray(post.phi[i, :, num_body:], np.float64)

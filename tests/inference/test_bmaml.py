@@ -197,9 +197,12 @@ def test_first_order_drops_the_svgd_jacobians(key):
     assert float(jnp.max(jnp.abs(grads[True] - grads[False]))) > 0
 
 
-def test_meta_step_jitted_equals_eager_and_traces_once(key):
+@pytest.mark.parametrize(
+    "kwargs", [{"loss": "chaser"}, {"loss": "predictive", "head": "collapsed"}]
+)
+def test_meta_step_jitted_equals_eager_and_traces_once(key, kwargs):
     model = HierarchicalModel(mlp((1, 8, 1)), noise_init=0.5)
-    method = bmaml(model, num_particles=3, inner_steps=2, loss="chaser")
+    method = bmaml(model, num_particles=3, inner_steps=2, **kwargs)
     state = method.init(key)
     batch = _batch(key)
     s_eager, i_eager = method.meta_step(key, state, batch)
@@ -252,3 +255,23 @@ def test_bad_arguments_are_named(key):
     ]:
         with pytest.raises(ValueError, match=name):
             bmaml(model, **kw)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_collapsed_head_particles_are_bodies_and_samples_draw_exact_heads(key, jit):
+    """With ``head="collapsed"`` the particles hold the body and σ_y only; ``adapt`` returns
+    M·r equally weighted samples whose bodies repeat the particles (the last layers' exact
+    draws are tested in tests/inference/test_heads.py)."""
+    model = HierarchicalModel(mlp((1, 8, 1), activation="tanh"), noise_init=0.3)
+    method = bmaml(model, num_particles=3, inner_steps=2, head="collapsed")
+    state = method.init(key)
+    nb = model.num_params - 9
+    assert state.theta["particles"].shape == (3, nb + 1)
+    batch = _batch(key)
+    sup = Support(batch.x_support, batch.y_support, batch.mask_support)
+    adapt = jax.jit(method.adapt, static_argnums=3) if jit else method.adapt
+    post = adapt(key, state, sup, 12)
+    assert post.phi.shape == (sup.x.shape[0], 12, model.num_params)
+    z = method.extras["particles"](state, sup)
+    np.testing.assert_allclose(post.phi[:, ::4, :nb], z[..., :nb], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.exp(np.asarray(post.log_weights)), 1 / 12, rtol=1e-5)

@@ -13,7 +13,7 @@ N_SAMPLES = 20_000
 
 def _closed_form(model, theta, num_body, x, y, mask):
     """Bayesian linear regression on the body's features: posterior of the flat head
-    (b, w₁…w_F) and the log evidence of the real points, in float64."""
+    (b, w₁…w_F), the log evidence of the real points and the masked features, in float64."""
     base = theta["mu"].at[num_body:].set(0.0)
     f = jax.vmap(lambda i: model.apply(base.at[num_body + i].set(1.0), x)[:, 0])(
         jnp.arange(model.num_params - num_body)
@@ -32,7 +32,7 @@ def _closed_form(model, theta, num_body, x, y, mask):
     log_ev = -0.5 * (
         r @ np.linalg.solve(a, r) + np.linalg.slogdet(a)[1] + real.sum() * np.log(2 * np.pi)
     )
-    return mean, cov, log_ev
+    return mean, cov, log_ev, f
 
 
 @pytest.mark.parametrize("jit", [False, True])
@@ -54,7 +54,7 @@ def test_head_draws_and_evidence_are_exact(key, jit):
     log_marginal = jax.jit(head.log_marginal) if jit else head.log_marginal
     body = theta["mu"][: head.num_body]
     for mask in (jnp.ones(4), jnp.array([1.0, 1.0, 1.0, 0.0])):
-        mean, cov, log_ev = _closed_form(model, theta, head.num_body, x, y, mask)
+        mean, cov, log_ev, _ = _closed_form(model, theta, head.num_body, x, y, mask)
         out = np.asarray(redraw(head, theta, phis, jax.random.PRNGKey(3), x, y, mask), np.float64)
         np.testing.assert_array_equal(out[:, : head.num_body], np.asarray(phis[:, : head.num_body]))
         sd = np.sqrt(np.diag(cov)).max()
@@ -65,6 +65,14 @@ def test_head_draws_and_evidence_are_exact(key, jit):
             np.cov(out[:, head.num_body :].T), cov, atol=5 * sd**2 * np.sqrt(2 / N_SAMPLES)
         )
         np.testing.assert_allclose(float(log_marginal(theta, body, x, y, mask)), log_ev, rtol=1e-4)
+        # the exact predictive of f at new inputs: z* m_N and z* S_N z*ᵀ
+        x_new = jnp.linspace(-5.0, 5.0, 7)[:, None]
+        z_new = _closed_form(model, theta, head.num_body, x_new, jnp.zeros((7, 1)), jnp.ones(7))[3]
+        pred = jax.jit(head.predictive) if jit else head.predictive
+        f_mean, f_var = pred(theta, body, x, y, mask, x_new)
+        np.testing.assert_allclose(np.asarray(f_mean)[:, 0], z_new @ mean, rtol=1e-3, atol=1e-4)
+        expected_var = np.einsum("ni,ij,nj->n", z_new, cov, z_new)
+        np.testing.assert_allclose(np.asarray(f_var)[:, 0], expected_var, rtol=1e-3, atol=1e-5)
 
 
 def test_rejects_models_without_an_exact_head():
