@@ -67,20 +67,27 @@ def conjugate_head(model: HierarchicalModel, arg: str = "head") -> ConjugateHead
         last = unravel_last(flat)
         return jnp.concatenate([last["w"], last["b"][None]], 0)
 
-    def system(theta, body, x, mask):
-        """Masked features Z = [h_body(x), 1], the prior mean and variance of [W; b], σ_y²."""
+    def features(body, x):
+        """Z = [h_body(x), 1], ``(N, F + 1)``."""
         h = model.network.apply([*unravel_body(body), identity_head], x)
-        z = jnp.concatenate([h, jnp.ones((*h.shape[:-1], 1), h.dtype)], -1) * mask[:, None]
+        return jnp.concatenate([h, jnp.ones((*h.shape[:-1], 1), h.dtype)], -1)
+
+    def gram_chol(z, v, nv):
+        """Lower Cholesky factor of A = Z diag(v) Zᵀ + σ_y² I for one output column."""
+        return jnp.linalg.cholesky((z * v) @ z.T + nv * jnp.eye(z.shape[0], dtype=z.dtype))
+
+    def system(theta, body, x, mask):
+        """Masked features Z, the prior mean and variance of [W; b], σ_y²."""
+        z = features(body, x) * mask[:, None]
         m0 = head_matrix(theta["mu"][num_body:])
         v0 = head_matrix(jnp.exp(2 * theta["log_sigma"][num_body:]))
         return z, m0, v0, model.noise_std(theta) ** 2
 
     def log_marginal(theta, body, x, y, mask):
         z, m0, v0, nv = system(theta, body, x, mask)
-        eye = jnp.eye(z.shape[0], dtype=z.dtype)
 
         def column(m, v, yc):
-            chol = jnp.linalg.cholesky((z * v) @ z.T + nv * eye)
+            chol = gram_chol(z, v, nv)
             r = yc * mask - z @ m
             alpha = jax.scipy.linalg.cho_solve((chol, True), r)
             return -0.5 * jnp.sum(r * alpha) - jnp.sum(jnp.log(jnp.diag(chol)))
@@ -95,23 +102,21 @@ def conjugate_head(model: HierarchicalModel, arg: str = "head") -> ConjugateHead
         k0, k1 = jax.random.split(key)
         w0 = m0 + jnp.sqrt(v0) * jax.random.normal(k0, m0.shape, m0.dtype)
         y_pert = (y + jnp.sqrt(nv) * jax.random.normal(k1, y.shape, y.dtype)) * mask[:, None]
-        eye = jnp.eye(z.shape[0], dtype=z.dtype)
 
         def column(w0c, v, yc):
-            b = v[:, None] * z.T
-            chol = jnp.linalg.cholesky(z @ b + nv * eye)
-            return w0c + b @ jax.scipy.linalg.cho_solve((chol, True), yc - z @ w0c)
+            chol = gram_chol(z, v, nv)
+            resid = jax.scipy.linalg.cho_solve((chol, True), yc - z @ w0c)
+            return w0c + v * (z.T @ resid)
 
         w = jax.vmap(column, in_axes=(1, 1, 1), out_axes=1)(w0, v0, y_pert)
         return ravel_pytree({"w": w[:-1], "b": w[-1]})[0]
 
     def predictive(theta, body, x, y, mask, x_new):
         z, m0, v0, nv = system(theta, body, x, mask)
-        zn = system(theta, body, x_new, jnp.ones(x_new.shape[0], x_new.dtype))[0]
-        eye = jnp.eye(z.shape[0], dtype=z.dtype)
+        zn = features(body, x_new)
 
         def column(m, v, yc):
-            chol = jnp.linalg.cholesky((z * v) @ z.T + nv * eye)
+            chol = gram_chol(z, v, nv)
             alpha = jax.scipy.linalg.cho_solve((chol, True), yc * mask - z @ m)
             cross = (z * v) @ zn.T  # Z S₀ Z_newᵀ, (K, N)
             w = jax.scipy.linalg.solve_triangular(chol, cross, lower=True)
