@@ -37,7 +37,7 @@ from bayesmeta.tasks import finite_pool
 from bayesmeta.zoo import load_model_spec
 
 RESULTS = Path(__file__).parent / "results"
-ORDER = {"reference": 0, "maml": 1, "emaml": 2, "bmaml": 3}
+ORDER = {"reference": 0, "maml": 1, "emaml": 2, "bmaml": 3, "abml": 4, "platipus": 5}
 
 
 def _meta() -> dict:
@@ -55,7 +55,7 @@ def compare(args) -> None:
     methods = list(args.methods)
     core_data = json.loads(core.read_text()) if core.exists() else {}
     if core_data.get("n_tasks") == args.num_tasks and not args.retrain_maml:
-        core_rows = [r for r in core_data["rows"] if r["method"] in ("maml", "reference")]
+        core_rows = [r for r in core_data["rows"] if r["method"] in ("maml", "reference", "abml")]
     elif "maml" not in methods:
         methods.insert(0, "maml")
     ref, _ = spec.build("reference")
@@ -110,15 +110,26 @@ def compare(args) -> None:
     if core_rows:
         have = {(r["method"], r["k"]) for r in rows}
         rows += [r for r in core_rows if (r["method"], r["k"]) not in have]
+    out = Path(args.out) if args.out else RESULTS / f"ensembles_{spec.name}.json"
+    kept = []
+    if args.merge and out.exists():
+        old = json.loads(out.read_text())
+        have = {(r["method"], r["k"]) for r in rows}
+        kept = sorted({r["method"] for r in old["rows"] if (r["method"], r["k"]) not in have})
+        rows += [r for r in old["rows"] if r["method"] in kept and r["k"] in spec.eval_k]
+        steps.update({m: old["steps"][m] for m in kept if m in old.get("steps", {})})
+        train_s.update(
+            {m: old["train_seconds"][m] for m in kept if m in old.get("train_seconds", {})}
+        )
     rows.sort(key=lambda r: (r["k"], ORDER.get(r["method"], 9)))
     print(format_table(rows))
-    out = Path(args.out) if args.out else RESULTS / f"ensembles_{spec.name}.json"
     payload = {
         "model": spec.name,
         "n_tasks": args.num_tasks,
         "steps": steps,
         "train_seconds": train_s,
         "maml_rows_from": core.name if core_rows else None,
+        "rows_kept_from_previous_run": kept,
         **_meta(),
         "rows": rows,
     }
@@ -128,7 +139,14 @@ def compare(args) -> None:
         "50 query points\n\n"
         + markdown_table(rows)
         + f"\n\nTraining steps: {steps}; seconds: {train_s}."
-        + (f" MAML and reference rows from `{core.name}` (same tasks).\n" if core_rows else "\n")
+        + (f" MAML, ABML and reference rows from `{core.name}` (same tasks)." if core_rows else "")
+        + (
+            f" Rows of {', '.join(kept)} kept from the previous run of this table (same tasks and"
+            " seeds; their recipe unchanged)."
+            if kept
+            else ""
+        )
+        + "\n"
     )
     k = spec.eval_k[0]
     ts = tasks[k]
@@ -218,6 +236,12 @@ def main() -> None:
     c.add_argument("--budget", default="default")
     c.add_argument("--runs", default="runs", help="where to keep the run directories")
     c.add_argument("--reuse", action="store_true", help="load runs that already exist")
+    c.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the existing JSON's rows of methods not evaluated in this run (the figure "
+        "then shows only the methods evaluated)",
+    )
     c.add_argument("--seconds", type=float, default=None, help="cap on each model's training")
     s = sub.add_parser("setting")
     s.add_argument("--seconds", type=float, default=240.0)
