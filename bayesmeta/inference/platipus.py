@@ -30,11 +30,15 @@ D_tr, q uses D_tr ∪ D_ts. On sine-or-line it changed nothing measurable (docs/
 there the predictive is wide at K = 5 through σ_y, which covers what the inner steps fail to
 fit, not through v_q.
 
-``head="collapsed"`` attacks that misfit: the inner steps move each sample as before, then its
-last layer is redrawn from the exact conditional posterior p(w | body(φ_s), D_tr) under the
-model's prior N(μ_w, σ_w²) (Gaussian likelihood; :mod:`bayesmeta.inference.heads`), so each
-sample fits the support set as well as its adapted features allow, with the right spread. On
-sine-or-line it did not help (the learned noise rose instead; docs/methods.md).
+``head="collapsed"`` (Gaussian likelihood, linear last layer; as ABML's and BMAML's) integrates
+the last layer w out exactly under the model's prior N(μ_w, σ_w²)
+(:mod:`bayesmeta.inference.heads`): θ, the shifts, q, p and the inner steps live on the body
+alone, with the collapsed loss L_c(body; D) = −σ_y² log p(D | body) / |D|; each sample's last
+layer is then drawn from p(w | body_s, D_tr), and the meta-objective's fit term uses each
+sample's exact Gaussian predictive p(y_q | body_s, D_tr) rather than one draw of w.
+``head="redraw"`` keeps the full-φ inner steps and only redraws the last layer afterwards from
+p(w | body(φ_s), D_tr); on sine-or-line it did not help (the learned noise rose instead;
+docs/methods.md).
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ __all__ = ["platipus"]
 
 OUTERS = ("elbo", "predictive", "sampler")
 VARIANCES = ("fixed", "ggn")
+HEADS = ("adapted", "collapsed", "redraw")
 GN_ADAPT_BYTES = 2**30  # working-memory bound per chunk of tasks in a Gauss-Newton ``adapt``
 
 
@@ -129,14 +134,21 @@ def platipus(
         Stop the gradient through the inner-loop gradients (not through the shifts).
     lr, lr_decay_steps, grad_clip
         Adam settings of the meta-optimiser.
-    head : {"adapted", "collapsed"}
-        ``"adapted"``: keep the inner steps' last layer (the paper's); ``"collapsed"``: after
-        the inner steps, redraw each sample's last layer from its exact conditional posterior
-        given the adapted body and D_tr (Gaussian likelihood and a linear last layer only).
+    head : {"adapted", "collapsed", "redraw"}
+        ``"adapted"``: the inner steps move all of φ and keep their last layer (the paper's);
+        ``"collapsed"``: the last layer is integrated out, everything else acts on the body,
+        and each sample's last layer is drawn exactly given its adapted body and D_tr;
+        ``"redraw"``: the paper's sampler, then each last layer redrawn exactly (see the
+        module docstring). The last two need a Gaussian likelihood and a linear last layer.
     """
-    if head not in ("adapted", "collapsed"):
-        raise ValueError(f"head: expected 'adapted' or 'collapsed', got {head!r}")
-    conj = conjugate_head(model) if head == "collapsed" else None
+    if head not in HEADS:
+        raise ValueError(f"head: expected one of {HEADS}, got {head!r}")
+    conj = conjugate_head(model) if head != "adapted" else None
+    collapsed = head == "collapsed"
+    if collapsed and inner_rule != "gradient":
+        raise ValueError(f"inner_rule: head='collapsed' needs 'gradient', got {inner_rule!r}")
+    # the coordinates that θ's shifts, q, p and the inner steps act on: the body when collapsed
+    nb = conj.num_body if collapsed else model.num_params
     if outer not in OUTERS:
         raise ValueError(f"outer: expected one of {OUTERS}, got {outer!r}")
     if variance not in VARIANCES:
@@ -179,22 +191,34 @@ def platipus(
         scale = jax.lax.stop_gradient(model.noise_std(mth) ** 2)
         return -scale * model.log_likelihood(mth, phi, x, y, mask) / masked_mean_count(mask)
 
+    def loss_c(body, theta, x, y, mask):
+        """L_c(body; D) = −σ_y² log p(D | body) / |D|, the last layer integrated out."""
+        mth = model_theta(theta)
+        scale = jax.lax.stop_gradient(model.noise_std(mth) ** 2)
+        return -scale * conj.log_marginal(mth, body, x, y, mask) / masked_mean_count(mask)
+
+    inner_loss = loss_c if collapsed else loss_l
+
     def shifted_mean(theta, log_gamma, x, y, mask):
-        g = jax.grad(loss_l)(theta["mu"], theta, x, y, mask)
-        return theta["mu"] - clip_update(jnp.exp(log_gamma) * g, max_inner_update)
+        mu = theta["mu"][:nb]
+        g = jax.grad(inner_loss)(mu, theta, x, y, mask)
+        return mu - clip_update(jnp.exp(log_gamma[:nb]) * g, max_inner_update)
 
     def ggn_diags(theta, x, masks):
         """Σ_n mask_n (∂f_μ(x_n)/∂θ)² for each mask, from one Jacobian ``(N, Dy, P)`` at μ."""
-        jac2 = jax.jacrev(model.apply)(jax.lax.stop_gradient(theta["mu"]), x) ** 2
+        jac2 = jax.jacrev(model.apply)(jax.lax.stop_gradient(theta["mu"]), x)[..., :nb] ** 2
         return [jnp.einsum("n,ndp->p", m.astype(jac2.dtype), jac2) for m in masks]
 
     def inference_std(theta, ggn=None):
         """√v_q(D): the learned v_q, or given D's GGN diagonal its data-dependent shrinkage."""
-        s_q = jnp.exp(theta["log_sigma_q"])
-        return s_q if ggn is None else s_q * jax.lax.rsqrt(1.0 + jnp.exp(theta["log_kappa"]) * ggn)
+        s_q = jnp.exp(theta["log_sigma_q"][:nb])
+        if ggn is None:
+            return s_q
+        return s_q * jax.lax.rsqrt(1.0 + jnp.exp(theta["log_kappa"][:nb]) * ggn)
 
     def inner(theta, phi, x, y, mask):
         alpha = jnp.exp(theta["log_inner_lr"])
+        alpha = alpha[:nb] if meta_sgd else alpha
 
         def step(ph, _):
             if inner_rule == "gauss-newton":
@@ -202,12 +226,18 @@ def platipus(
                 at = jax.lax.stop_gradient(ph) if first_order else ph
                 upd = -gauss_newton_update(model.apply, at, x, y, mask, alpha, lam)
             else:
-                g = jax.grad(loss_l)(ph, theta, x, y, mask)
+                g = jax.grad(inner_loss)(ph, theta, x, y, mask)
                 upd = alpha * (jax.lax.stop_gradient(g) if first_order else g)
             return ph - clip_update(upd, max_inner_update), None
 
         phi, _ = jax.lax.scan(step, phi, None, length=inner_steps)
         return phi
+
+    def collapsed_log_pred(mth, body, x_s, y_s, m_s, x_q, y_q):
+        """log p(y_q | body, D_tr) per query point, ``(Q,)``, w integrated out."""
+        mean, var = conj.predictive(mth, body, x_s, y_s, m_s, x_q)
+        sd = jnp.sqrt(var + model.noise_std(mth) ** 2)
+        return jnp.sum(dist.Normal(mean, sd).log_prob(y_q), -1)
 
     def task_loss(theta, key, x_s, y_s, m_s, x_q, y_q):
         mth = model_theta(theta)
@@ -227,11 +257,14 @@ def platipus(
         else:
             thetas = m_q + s_q * eps
         phis = jax.vmap(inner, in_axes=(None, 0, None, None, None))(theta, thetas, x_s, y_s, m_s)
-        if conj is not None:
-            phis = resample_heads(conj, mth, phis, jax.random.fold_in(key, 1), x_s, y_s, m_s)
-        ll = jax.vmap(lambda ph: model.log_likelihood_points(mth, ph, x_q, y_q))(phis)  # (S, Q)
-        q_dist = dist.Normal(m_q, s_q).to_event(1)
-        p_dist = model.prior({**mth, "mu": m_p})
+        if collapsed:  # each body's exact Gaussian predictive, the last layer integrated out
+            ll = jax.vmap(lambda b: collapsed_log_pred(mth, b, x_s, y_s, m_s, x_q, y_q))(phis)
+        else:
+            if conj is not None:
+                phis = resample_heads(conj, mth, phis, jax.random.fold_in(key, 1), x_s, y_s, m_s)
+            ll = jax.vmap(lambda ph: model.log_likelihood_points(mth, ph, x_q, y_q))(phis)
+        q_dist = dist.Normal(m_q, s_q).to_event(1)  # ll: (S, Q)
+        p_dist = dist.Normal(m_p, jnp.exp(mth["log_sigma"][:nb])).to_event(1)
         kl = dist.kl_divergence(q_dist, p_dist)
         n_q = x_q.shape[0]
         if outer in ("predictive", "sampler"):
