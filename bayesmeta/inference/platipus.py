@@ -299,8 +299,14 @@ def platipus(
             return sample_one(theta, *args, num_samples)
 
         xs = (keys, support.x, support.y, support.mask)
+        per_task = None
         if inner_rule == "gauss-newton":  # each sample holds an (n·Dy, P) Jacobian: bound memory
             per_task = num_samples * n * support.y.shape[-1] * theta["mu"].size * 4 * 6
+        elif collapsed:
+            # one vmap over 200 tasks × 1000 samples stalled XLA's CPU runtime (no progress,
+            # no CPU use) where chunks of 25 tasks ran in 50 s: bound the working set
+            per_task = num_samples * (theta["mu"].size + n * n) * 4 * 16
+        if per_task is not None:
             phi = jax.lax.map(one, xs, batch_size=int(min(t, max(1, GN_ADAPT_BYTES // per_task))))
         else:
             phi = jax.vmap(one)(xs)
