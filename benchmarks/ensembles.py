@@ -13,7 +13,7 @@ run directory ``runs/<model>/<method>`` (what ``bayesmeta fit`` writes; usable b
 training tasks, EMAML vs BMAML, MSE on 200 fresh tasks at K = 5 and 10 (as in Yoon et al.
 2018, Table 1). Writes ``benchmarks/results/ensembles_bmaml_setting.{json,md}``.
 
-    python benchmarks/ensembles.py compare --model sinusoid [--methods emaml bmaml]
+    python benchmarks/ensembles.py compare --model sinusoid [--methods bmaml] [--keep-rows emaml]
     python benchmarks/ensembles.py setting [--seconds 240]
 """
 
@@ -112,10 +112,13 @@ def compare(args) -> None:
         rows += [r for r in core_rows if (r["method"], r["k"]) not in have]
     out = Path(args.out) if args.out else RESULTS / f"ensembles_{spec.name}.json"
     kept = []
-    if args.merge and out.exists():
+    if args.keep_rows and out.exists():
         old = json.loads(out.read_text())
         have = {(r["method"], r["k"]) for r in rows}
-        kept = sorted({r["method"] for r in old["rows"] if (r["method"], r["k"]) not in have})
+        kept = sorted(
+            {r["method"] for r in old["rows"] if (r["method"], r["k"]) not in have}
+            & set(args.keep_rows)
+        )
         rows += [r for r in old["rows"] if r["method"] in kept and r["k"] in spec.eval_k]
         steps.update({m: old["steps"][m] for m in kept if m in old.get("steps", {})})
         train_s.update(
@@ -237,10 +240,12 @@ def main() -> None:
     c.add_argument("--runs", default="runs", help="where to keep the run directories")
     c.add_argument("--reuse", action="store_true", help="load runs that already exist")
     c.add_argument(
-        "--merge",
-        action="store_true",
-        help="keep the existing JSON's rows of methods not evaluated in this run (the figure "
-        "then shows only the methods evaluated)",
+        "--keep-rows",
+        nargs="+",
+        default=[],
+        metavar="METHOD",
+        help="keep the existing JSON's rows of these methods (not retrained here; only valid "
+        "when their recipe has not changed); the figure shows only the methods evaluated",
     )
     c.add_argument("--seconds", type=float, default=None, help="cap on each model's training")
     s = sub.add_parser("setting")
