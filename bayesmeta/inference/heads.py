@@ -1,6 +1,6 @@
 """The exact (conjugate) last layer of a network with a Gaussian likelihood.
 
-With f_φ(x) = [h_body(x), 1] [W; b] = Z [W; b] and the model's prior N(μ_w, diag σ_w²) over
+With f_φ(x) = Z·[W; b], Z = (h_body(x), 1), and the model's prior N(μ_w, diag σ_w²) over
 the last layer, the last layer can be integrated out exactly for any fixed body:
 
     log p(D | body) = Σ_d log N(y_d; Z m_d, Z diag(v_d) Zᵀ + σ_y² I),
