@@ -72,7 +72,7 @@ __all__ = ["platipus"]
 OUTERS = ("elbo", "predictive", "sampler")
 VARIANCES = ("fixed", "ggn")
 HEADS = ("adapted", "collapsed", "redraw")
-GN_ADAPT_BYTES = 2**30  # working-memory bound per chunk of tasks in a Gauss-Newton ``adapt``
+GN_ADAPT_BYTES = 2**30  # memory bound per chunk of tasks (Gauss-Newton or collapsed ``adapt``)
 
 
 def platipus(
