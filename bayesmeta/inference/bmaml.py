@@ -217,9 +217,7 @@ def bmaml(
         """log N(y_q; the particle's exact predictive) with the last layer integrated out."""
         body, log_noise = split(z, theta)
         th = {"mu": theta["mu"], "log_sigma": theta["log_sigma"], "log_noise": log_noise}
-        mean, var = conj.predictive(th, body, x_s, y_s, m_s, x_q)
-        var = var + jnp.exp(2.0 * log_noise)
-        return jnp.sum(-0.5 * ((y_q - mean) ** 2 / var + jnp.log(2 * math.pi * var)), -1)
+        return conj.log_predictive(th, body, x_s, y_s, m_s, x_q, y_q)
 
     def task_loss(theta, x_s, y_s, m_s, x_q, y_q):
         z = run_svgd(theta, theta["particles"], x_s, y_s, m_s, inner_steps)

@@ -33,14 +33,17 @@ class ConjugateHead(NamedTuple):
     ``log_marginal(theta, body, x, y, mask)`` is log p(D | body) with the last layer integrated
     out under θ's prior; ``sample(theta, body, key, x, y, mask)`` draws the flat last layer
     from p(w | body, D); ``predictive(theta, body, x, y, mask, x_new)`` is the mean and
-    variance of f(x_new) under p(w | body, D), each ``(N, Dy)`` (add σ_y² for y). ``theta``
-    holds the model's sites (μ, log σ over all of φ, log σ_y).
+    variance of f(x_new) under p(w | body, D), each ``(N, Dy)`` (add σ_y² for y);
+    ``log_predictive(theta, body, x, y, mask, x_new, y_new)`` is log p(y_new | body, D) per new
+    point, ``(N,)``, σ_y² added. ``theta`` holds the model's sites (μ, log σ over all of φ,
+    log σ_y).
     """
 
     num_body: int
     log_marginal: Callable
     sample: Callable
     predictive: Callable
+    log_predictive: Callable
 
 
 def conjugate_head(model: HierarchicalModel, arg: str = "head") -> ConjugateHead:
@@ -125,7 +128,12 @@ def conjugate_head(model: HierarchicalModel, arg: str = "head") -> ConjugateHead
         mean, var = jax.vmap(column, in_axes=(1, 1, 1), out_axes=1)(m0, v0, y)
         return mean, jnp.maximum(var, 0.0)
 
-    return ConjugateHead(num_body, log_marginal, sample, predictive)
+    def log_predictive(theta, body, x, y, mask, x_new, y_new):
+        mean, var = predictive(theta, body, x, y, mask, x_new)
+        var = var + model.noise_std(theta) ** 2
+        return jnp.sum(-0.5 * ((y_new - mean) ** 2 / var + jnp.log(2 * math.pi * var)), -1)
+
+    return ConjugateHead(num_body, log_marginal, sample, predictive, log_predictive)
 
 
 def resample_heads(

@@ -233,12 +233,6 @@ def platipus(
         phi, _ = jax.lax.scan(step, phi, None, length=inner_steps)
         return phi
 
-    def collapsed_log_pred(mth, body, x_s, y_s, m_s, x_q, y_q):
-        """log p(y_q | body, D_tr) per query point, ``(Q,)``, w integrated out."""
-        mean, var = conj.predictive(mth, body, x_s, y_s, m_s, x_q)
-        sd = jnp.sqrt(var + model.noise_std(mth) ** 2)
-        return jnp.sum(dist.Normal(mean, sd).log_prob(y_q), -1)
-
     def task_loss(theta, key, x_s, y_s, m_s, x_q, y_q):
         mth = model_theta(theta)
         m_p = shifted_mean(theta, theta["log_gamma_p"], x_s, y_s, m_s)
@@ -258,7 +252,7 @@ def platipus(
             thetas = m_q + s_q * eps
         phis = jax.vmap(inner, in_axes=(None, 0, None, None, None))(theta, thetas, x_s, y_s, m_s)
         if collapsed:  # each body's exact Gaussian predictive, the last layer integrated out
-            ll = jax.vmap(lambda b: collapsed_log_pred(mth, b, x_s, y_s, m_s, x_q, y_q))(phis)
+            ll = jax.vmap(lambda b: conj.log_predictive(mth, b, x_s, y_s, m_s, x_q, y_q))(phis)
         else:
             if conj is not None:
                 phis = resample_heads(conj, mth, phis, jax.random.fold_in(key, 1), x_s, y_s, m_s)
