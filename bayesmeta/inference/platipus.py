@@ -28,7 +28,9 @@ approximation would: v_q(D)⁻¹ = v_q⁻¹ + κ ⊙ Σ_{x∈D} (∂f_μ(x)/∂�
 precision of D's inputs at μ_θ (no gradient through it) with κ learned per weight; p uses
 D_tr, q uses D_tr ∪ D_ts. On sine-or-line it changed nothing measurable (docs/methods.md):
 there the predictive is wide at K = 5 through σ_y, which covers what the inner steps fail to
-fit, not through v_q.
+fit, not through v_q. With ``head="collapsed"`` it acts on the body's coordinates, the
+Jacobian taken with the last layer at its prior mean μ_w; there it is part of the sine-or-line
+recipe (two inner steps, ``models/sine_line.py``).
 
 ``head="collapsed"`` (Gaussian likelihood, linear last layer; as ABML's and BMAML's) integrates
 the last layer w out exactly under the model's prior N(μ_w, σ_w²)

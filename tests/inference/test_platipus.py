@@ -228,15 +228,21 @@ def test_ggn_variance_shrinks_with_the_support_inputs(lin_model, key, jit):
         np.testing.assert_allclose(sd[i], want, rtol=0.05)
 
 
-@pytest.mark.parametrize("outer", ["predictive", "sampler"])
-def test_ggn_meta_step_is_finite_and_learns_kappa(key, outer):
+@pytest.mark.parametrize(
+    ("outer", "head"), [("predictive", "adapted"), ("sampler", "adapted"), ("sampler", "collapsed")]
+)
+def test_ggn_meta_step_is_finite_and_learns_kappa(key, outer, head):
+    """κ learns; with the collapsed head only the body's κ (the coordinates θ's noise acts on)
+    gets a gradient."""
     model = HierarchicalModel(mlp((1, 8, 1)), noise_init=0.5, prior_scale=0.1)
-    method = platipus(model, inner_steps=1, train_samples=4, outer=outer, variance="ggn")
+    method = platipus(model, inner_steps=1, train_samples=4, outer=outer, variance="ggn", head=head)
     state = method.init(key)
     batch = sample_batch(sine_line(), key, 4, (1, 5), 6)[0]
     new, info = jax.jit(method.meta_step)(key, state, batch)
     assert np.isfinite(float(info.loss))
-    assert float(jnp.abs(new.theta["log_kappa"] - state.theta["log_kappa"]).max()) > 0
+    moved = np.abs(np.asarray(new.theta["log_kappa"] - state.theta["log_kappa"])) > 0
+    nb = model.num_params - 9 if head == "collapsed" else model.num_params  # last layer: 8 + 1
+    assert moved[:nb].any() and not moved[nb:].any()
 
 
 @pytest.mark.parametrize("jit", [False, True])
