@@ -145,3 +145,61 @@ def resample_heads(
     keys = jax.random.split(key, phis.shape[0])
     heads = jax.vmap(lambda b, k: head.sample(theta, b, k, x, y, mask))(bodies, keys)
     return jnp.concatenate([bodies, heads], -1)
+
+
+MIXTURE_KEYS = ("head_mu", "head_log_sigma", "head_logits")
+
+
+def mixture_head(head: ConjugateHead) -> ConjugateHead:
+    """``head`` under a mixture prior over the flat last layer, Σ_c π_c N(μ_c, diag σ_c²).
+
+    Each component is the conjugate head with θ's last-layer prior replaced, so everything
+    stays exact: with ℓ_c = log π_c + log p(D | body, c),
+
+        log p(D | body) = logsumexp_c ℓ_c,     p(c | body, D) = softmax_c ℓ_c,
+        p(y* | body, D) = Σ_c p(c | body, D) p(y* | body, D, c),
+
+    and a draw picks c ~ p(c | body, D), then w ~ p(w | body, D, c). ``theta`` holds the
+    model's sites plus ``head_mu`` and ``head_log_sigma`` ``(C, P_last)`` and ``head_logits``
+    ``(C,)`` (log π up to a constant); the model's own last-layer sites are not read.
+    ``predictive`` returns the mixture's mean and variance of f.
+    """
+    nb = head.num_body
+
+    def each(theta, fn):
+        """``fn(θ_c)`` for every component, stacked on a leading axis."""
+        base = {k: v for k, v in theta.items() if k not in MIXTURE_KEYS}
+
+        def one(mu_c, log_sigma_c):
+            th = dict(base)
+            th["mu"] = base["mu"].at[nb:].set(mu_c)
+            th["log_sigma"] = base["log_sigma"].at[nb:].set(log_sigma_c)
+            return fn(th)
+
+        return jax.vmap(one)(theta["head_mu"], theta["head_log_sigma"])
+
+    def joint(theta, body, x, y, mask):
+        """ℓ_c = log π_c + log p(D | body, c), ``(C,)``."""
+        lm = each(theta, lambda t: head.log_marginal(t, body, x, y, mask))
+        return jax.nn.log_softmax(theta["head_logits"]) + lm
+
+    def log_marginal(theta, body, x, y, mask):
+        return jax.nn.logsumexp(joint(theta, body, x, y, mask))
+
+    def sample(theta, body, key, x, y, mask):
+        k_c, k_w = jax.random.split(key)
+        c = jax.random.categorical(k_c, joint(theta, body, x, y, mask))
+        return each(theta, lambda t: head.sample(t, body, k_w, x, y, mask))[c]
+
+    def predictive(theta, body, x, y, mask, x_new):
+        w = jax.nn.softmax(joint(theta, body, x, y, mask))[:, None, None]
+        means, variances = each(theta, lambda t: head.predictive(t, body, x, y, mask, x_new))
+        mean = jnp.sum(w * means, 0)
+        return mean, jnp.maximum(jnp.sum(w * (variances + means**2), 0) - mean**2, 0.0)
+
+    def log_predictive(theta, body, x, y, mask, x_new, y_new):
+        log_w = jax.nn.log_softmax(joint(theta, body, x, y, mask))
+        lp = each(theta, lambda t: head.log_predictive(t, body, x, y, mask, x_new, y_new))
+        return jax.nn.logsumexp(log_w[:, None] + lp, 0)
+
+    return ConjugateHead(nb, log_marginal, sample, predictive, log_predictive)

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bayesmeta.inference.heads import conjugate_head, resample_heads
+from bayesmeta.inference.heads import conjugate_head, mixture_head, resample_heads
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.nn import linear, mlp
 from bayesmeta.tasks import sample_batch, sinusoid
@@ -82,3 +82,60 @@ def test_rejects_models_without_an_exact_head():
         conjugate_head(
             HierarchicalModel(mlp((2, 4, 3)), likelihood="categorical", num_classes=3, dx=2)
         )
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_mixture_head_is_the_exact_mixture_of_conjugate_heads(key, jit):
+    """Under a two-component prior the log evidence is logsumexp_c(log π_c + closed-form
+    evidence_c), the log predictive is the posterior-weighted mixture of the components'
+    predictives, and draws come from each component as often as its posterior weight says
+    (5 binomial standard errors)."""
+    model = HierarchicalModel(mlp((1, 6, 1), activation="tanh"), prior_scale=0.7, noise_init=0.4)
+    base = conjugate_head(model)
+    head = mixture_head(base)
+    nb = base.num_body
+    theta = model.init_theta(key)
+    mus = jnp.stack([jnp.full(7, 1.5), jnp.full(7, -1.0)])
+    log_sigmas = jnp.log(jnp.stack([jnp.full(7, 0.3), jnp.linspace(0.5, 1.5, 7)]))
+    logits = jnp.array([-1.6, 1.6])  # about even posterior weights on this support
+    mix = {**theta, "head_mu": mus, "head_log_sigma": log_sigmas, "head_logits": logits}
+    batch, _ = sample_batch(sinusoid(), key, 1, (3, 3), 5)
+    x, y, mask = batch.x_support[0], batch.y_support[0], jnp.array([1.0, 1.0, 0.0])
+    body = theta["mu"][:nb]
+    comps = [
+        {**theta, "mu": theta["mu"].at[nb:].set(m), "log_sigma": theta["log_sigma"].at[nb:].set(s)}
+        for m, s in zip(mus, log_sigmas, strict=True)
+    ]
+    log_pi = np.asarray(jax.nn.log_softmax(logits), np.float64)
+    ell = log_pi + np.array([_closed_form(model, c, nb, x, y, mask)[2] for c in comps])
+    post_w = np.exp(ell - np.logaddexp.reduce(ell))
+    f = (lambda fn: jax.jit(fn)) if jit else (lambda fn: fn)
+    np.testing.assert_allclose(
+        float(f(head.log_marginal)(mix, body, x, y, mask)), np.logaddexp.reduce(ell), rtol=1e-4
+    )
+    x_new, y_new = batch.x_query[0], batch.y_query[0]
+    lp = np.stack(
+        [np.asarray(base.log_predictive(c, body, x, y, mask, x_new, y_new)) for c in comps]
+    )
+    want = np.logaddexp.reduce(np.log(post_w)[:, None] + lp, axis=0)
+    got = f(head.log_predictive)(mix, body, x, y, mask, x_new, y_new)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)
+    # draws: under component 0 the head sits near 1.5 (σ 0.3), under component 1 near −1
+    n = 4000
+    keys = jax.random.split(jax.random.PRNGKey(5), n)
+    draws = jax.vmap(lambda k: f(head.sample)(mix, body, k, x, y, mask))(keys)
+    from_first = np.mean(
+        np.abs(np.asarray(draws) - 1.5).mean(1) < np.abs(np.asarray(draws) + 1.0).mean(1)
+    )
+    assert abs(from_first - post_w[0]) < 5 * np.sqrt(post_w[0] * post_w[1] / n)
+    # one component with identical parameters twice is that component
+    same = {
+        **mix,
+        "head_mu": jnp.stack([mus[1]] * 2),
+        "head_log_sigma": jnp.stack([log_sigmas[1]] * 2),
+    }
+    np.testing.assert_allclose(
+        float(head.log_marginal(same, body, x, y, mask)),
+        float(base.log_marginal(comps[1], body, x, y, mask)),
+        rtol=1e-5,
+    )
