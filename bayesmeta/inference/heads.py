@@ -166,16 +166,16 @@ def mixture_head(head: ConjugateHead) -> ConjugateHead:
     """
     nb = head.num_body
 
+    def component(theta, mu_c, log_sigma_c):
+        """θ with its last-layer prior replaced by one component's."""
+        th = {k: v for k, v in theta.items() if k not in MIXTURE_KEYS}
+        th["mu"] = th["mu"].at[nb:].set(mu_c)
+        th["log_sigma"] = th["log_sigma"].at[nb:].set(log_sigma_c)
+        return th
+
     def each(theta, fn):
         """``fn(θ_c)`` for every component, stacked on a leading axis."""
-        base = {k: v for k, v in theta.items() if k not in MIXTURE_KEYS}
-
-        def one(mu_c, log_sigma_c):
-            th = dict(base)
-            th["mu"] = base["mu"].at[nb:].set(mu_c)
-            th["log_sigma"] = base["log_sigma"].at[nb:].set(log_sigma_c)
-            return fn(th)
-
+        one = lambda m, s: fn(component(theta, m, s))  # noqa: E731
         return jax.vmap(one)(theta["head_mu"], theta["head_log_sigma"])
 
     def joint(theta, body, x, y, mask):
@@ -189,7 +189,8 @@ def mixture_head(head: ConjugateHead) -> ConjugateHead:
     def sample(theta, body, key, x, y, mask):
         k_c, k_w = jax.random.split(key)
         c = jax.random.categorical(k_c, joint(theta, body, x, y, mask))
-        return each(theta, lambda t: head.sample(t, body, k_w, x, y, mask))[c]
+        th = component(theta, theta["head_mu"][c], theta["head_log_sigma"][c])
+        return head.sample(th, body, k_w, x, y, mask)
 
     def predictive(theta, body, x, y, mask, x_new):
         w = jax.nn.softmax(joint(theta, body, x, y, mask))[:, None, None]
