@@ -64,7 +64,7 @@ from bayesmeta.inference.base import (
     masked_mean_count,
     model_dims,
 )
-from bayesmeta.inference.heads import conjugate_head, resample_heads
+from bayesmeta.inference.heads import MIXTURE_KEYS, conjugate_head, mixture_head, resample_heads
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.posterior import TaskPosterior
 from bayesmeta.tasks.base import Support, TaskBatch
@@ -97,6 +97,7 @@ def platipus(
     lr_decay_steps: int | None = None,
     grad_clip: float | None = 10.0,
     head: str = "adapted",
+    head_components: int = 1,
 ) -> Method:
     """Build PLATIPUS.
 
@@ -142,10 +143,21 @@ def platipus(
         and each sample's last layer is drawn exactly given its adapted body and D_tr;
         ``"redraw"``: the paper's sampler, then each last layer redrawn exactly (see the
         module docstring). The last two need a Gaussian likelihood and a linear last layer.
+    head_components : int
+        C > 1 (``head="collapsed"`` only) gives the last layer a learned mixture prior
+        Σ_c π_c N(μ_c, diag σ_c²) in place of the model's Gaussian, still integrated out exactly
+        (:func:`~bayesmeta.inference.heads.mixture_head`): each sample's body then carries a
+        posterior over which component explains D_tr, so one sampler can say "a sine or a line".
     """
     if head not in HEADS:
         raise ValueError(f"head: expected one of {HEADS}, got {head!r}")
+    if not isinstance(head_components, int) or head_components < 1:
+        raise ValueError(f"head_components: expected a positive integer, got {head_components!r}")
+    if head_components > 1 and head != "collapsed":
+        raise ValueError(f"head_components > 1 needs head='collapsed', got head={head!r}")
     conj = conjugate_head(model) if head != "adapted" else None
+    if head_components > 1:
+        conj = mixture_head(conj)
     collapsed = head == "collapsed"
     if collapsed and inner_rule != "gradient":
         raise ValueError(f"inner_rule: head='collapsed' needs 'gradient', got {inner_rule!r}")
@@ -183,10 +195,20 @@ def platipus(
         theta["log_inner_lr"] = jnp.full(p if meta_sgd else (), math.log(inner_lr), dt)
         if inner_rule == "gauss-newton":
             theta["log_damping"] = jnp.asarray(math.log(damping), dt)
+        if head_components > 1:  # distinct component means break the symmetry between them
+            mu_w, log_sigma_w = theta["mu"][nb:], theta["log_sigma"][nb:]
+            spread = jax.random.normal(jax.random.fold_in(key, 1), (head_components, *mu_w.shape))
+            theta["head_mu"] = mu_w + jnp.exp(log_sigma_w) * spread.astype(dt)
+            theta["head_log_sigma"] = jnp.broadcast_to(log_sigma_w, spread.shape)
+            theta["head_logits"] = jnp.zeros(head_components, dt)
         return MetaState(theta, optimizer.init(theta), jnp.zeros((), jnp.int32))
 
     def model_theta(theta):
         return {k: theta[k] for k in ("mu", "log_sigma", "log_noise") if k in theta}
+
+    def head_theta(theta):
+        """What the exact head reads: the model's sites, and the mixture prior if any."""
+        return {**model_theta(theta), **{k: theta[k] for k in MIXTURE_KEYS if k in theta}}
 
     def loss_l(phi, theta, x, y, mask):
         mth = model_theta(theta)
@@ -195,9 +217,9 @@ def platipus(
 
     def loss_c(body, theta, x, y, mask):
         """L_c(body; D) = −σ_y² log p(D | body) / |D|, the last layer integrated out."""
-        mth = model_theta(theta)
-        scale = jax.lax.stop_gradient(model.noise_std(mth) ** 2)
-        return -scale * conj.log_marginal(mth, body, x, y, mask) / masked_mean_count(mask)
+        hth = head_theta(theta)
+        scale = jax.lax.stop_gradient(model.noise_std(hth) ** 2)
+        return -scale * conj.log_marginal(hth, body, x, y, mask) / masked_mean_count(mask)
 
     inner_loss = loss_c if collapsed else loss_l
 
@@ -208,7 +230,11 @@ def platipus(
 
     def ggn_diags(theta, x, masks):
         """Σ_n mask_n (∂f_μ(x_n)/∂θ)² for each mask, from one Jacobian ``(N, Dy, P)`` at μ."""
-        jac2 = jax.jacrev(model.apply)(jax.lax.stop_gradient(theta["mu"]), x)[..., :nb] ** 2
+        mu = theta["mu"]
+        if head_components > 1:  # the last layer at the mixture prior's mean
+            pi = jax.nn.softmax(theta["head_logits"])
+            mu = mu.at[nb:].set(pi @ theta["head_mu"])
+        jac2 = jax.jacrev(model.apply)(jax.lax.stop_gradient(mu), x)[..., :nb] ** 2
         return [jnp.einsum("n,ndp->p", m.astype(jac2.dtype), jac2) for m in masks]
 
     def inference_std(theta, ggn=None):
@@ -254,7 +280,8 @@ def platipus(
             thetas = m_q + s_q * eps
         phis = jax.vmap(inner, in_axes=(None, 0, None, None, None))(theta, thetas, x_s, y_s, m_s)
         if collapsed:  # each body's exact Gaussian predictive, the last layer integrated out
-            ll = jax.vmap(lambda b: conj.log_predictive(mth, b, x_s, y_s, m_s, x_q, y_q))(phis)
+            hth = head_theta(theta)
+            ll = jax.vmap(lambda b: conj.log_predictive(hth, b, x_s, y_s, m_s, x_q, y_q))(phis)
         else:
             if conj is not None:
                 phis = resample_heads(conj, mth, phis, jax.random.fold_in(key, 1), x_s, y_s, m_s)
@@ -282,9 +309,7 @@ def platipus(
         phis = jax.vmap(inner, in_axes=(None, 0, None, None, None))(theta, thetas, x, y, mask)
         if conj is None:
             return phis
-        return resample_heads(
-            conj, model_theta(theta), phis, jax.random.fold_in(key, 1), x, y, mask
-        )
+        return resample_heads(conj, head_theta(theta), phis, jax.random.fold_in(key, 1), x, y, mask)
 
     def adapt(key, state: MetaState, support: Support, num_samples: int = 32):
         theta = state.theta
@@ -328,6 +353,7 @@ def platipus(
         lr_decay_steps=lr_decay_steps,
         grad_clip=grad_clip,
         head=head,
+        head_components=head_components,
     )
     return Method(
         "platipus",

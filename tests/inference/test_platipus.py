@@ -147,10 +147,12 @@ def test_meta_gradient_matches_finite_differences(lin_model, key):
         jax.config.update("jax_enable_x64", False)
 
 
-@pytest.mark.parametrize("head", ["adapted", "collapsed", "redraw"])
-def test_meta_step_jitted_equals_eager_and_traces_once(key, head):
+@pytest.mark.parametrize(
+    ("head", "components"), [("adapted", 1), ("collapsed", 1), ("redraw", 1), ("collapsed", 2)]
+)
+def test_meta_step_jitted_equals_eager_and_traces_once(key, head, components):
     model = HierarchicalModel(mlp((1, 8, 1)), noise_init=0.5, prior_scale=0.1)
-    method = platipus(model, inner_steps=2, train_samples=2, head=head)
+    method = platipus(model, inner_steps=2, train_samples=2, head=head, head_components=components)
     fam = sine_line()
     state = method.init(key)
     batch = sample_batch(fam, key, 4, (1, 5), 6)[0]
@@ -168,6 +170,15 @@ def test_meta_step_jitted_equals_eager_and_traces_once(key, head):
     for i in range(3):
         s_jit, _ = step(key, s_jit, sample_batch(fam, jax.random.PRNGKey(i), 4, (1, 5), 6)[0])
     assert len(traces) == 1
+    if components > 1:  # the mixture prior over the last layer is learned
+        for k in ("head_mu", "head_log_sigma", "head_logits"):
+            assert state.theta[k].shape[0] == components
+            assert float(jnp.abs(s_eager.theta[k] - state.theta[k]).max()) > 0
+        post = jax.jit(method.adapt, static_argnums=3)(
+            key, s_jit, Support(batch.x_support, batch.y_support, batch.mask_support), 5
+        )
+        assert post.phi.shape == (4, 5, model.num_params)
+        assert np.isfinite(np.asarray(post.phi)).all()
 
 
 def test_meta_training_improves_held_out_predictive(key):
@@ -200,6 +211,8 @@ def test_bad_arguments_are_named(lin_model):
         ({"variance": "laplace"}, "variance"),
         ({"inner_rule": "newton"}, "inner_rule"),
         ({"inner_rule": "gauss-newton", "damping": 0.0}, "damping"),
+        ({"head_components": 0}, "head_components"),
+        ({"head_components": 2}, "head_components"),  # needs head="collapsed"
     ]:
         with pytest.raises(ValueError, match=name):
             platipus(lin_model, **kw)
