@@ -12,11 +12,12 @@ from bayesmeta.zoo import REGRESSION_BUDGETS, REGRESSION_RECIPES, ModelSpec
 
 # PLATIPUS on this family scores the mixture drawn as at test time (outer="sampler") with 8
 # samples and a learned step per weight, and integrates the last layer out exactly (the inner
-# steps move the body under the marginal likelihood). Two inner steps (the learned steps had
-# shrunk to a median 0.005, so five cost much and did little) buy 25k meta-steps in the 560 s
-# instead of 15k, and the data-dependent variance lets θ's noise shrink as points arrive:
-# K = 1 / 2 / 5 gaps 0.34 / 0.58 / 0.36 in a trial and 0.41 / 0.65 / 0.36 in the ambiguity
-# table, against 0.36 / 0.68 / 0.40 (trial) with five steps and the fixed variance.
+# steps move the body under the marginal likelihood) under a learned two-component mixture
+# prior, so that one sampler can say "a sine or a line" (docs/methods.md). Two inner steps and
+# the data-dependent variance as before; 12k meta-steps fit the 560 s (each costs about twice
+# the one-Gaussian head's), on a cosine schedule stopped halfway (a full decay was worse at
+# K = 2 and 5 in one run). K = 1 / 2 / 5 gaps: see docs/results.md; with one Gaussian over the
+# last layer the best was 0.34 / 0.58 / 0.36.
 RECIPES = {
     **REGRESSION_RECIPES,
     "platipus": {
@@ -27,8 +28,9 @@ RECIPES = {
         "head": "collapsed",
         "inner_steps": 2,
         "variance": "ggn",
-        "steps": 25_000,
-        "lr_decay_steps": 25_000,
+        "head_components": 2,
+        "steps": 12_000,
+        "lr_decay_steps": 24_000,
     },
     # ABML's q covers the body, the last layer integrated out exactly: K = 1 / 2 / 5 gaps
     # 0.44 / 0.84 / 0.52 in the ambiguity table against the mean-field head's 0.52 / 0.99 / 1.08.
