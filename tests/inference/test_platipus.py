@@ -387,6 +387,34 @@ def test_exact_heads_fit_the_support_better_than_the_papers_sampler(key, jit, he
     assert support_mse(b) < 0.5 * support_mse(a)
 
 
+# eager adapt is slow (40 s) and its pieces are tested eager in tests/inference/test_heads.py
+@pytest.mark.parametrize("jit", [pytest.param(False, marks=pytest.mark.slow), True])
+def test_mixture_of_identical_components_is_the_gaussian_head(key, jit):
+    """With every component equal to the model's last-layer prior (any weights π), the
+    ``head_components=2`` mixture is that prior: the meta-objective equals the one-Gaussian
+    collapsed head's, and ``adapt`` moves the bodies identically (same key)."""
+    model = HierarchicalModel(mlp((1, 4, 1), activation="tanh"), noise_init=0.3, prior_scale=0.5)
+    kw = dict(inner_steps=1, train_samples=2, head="collapsed", variance="ggn")
+    one, mix = platipus(model, **kw), platipus(model, head_components=2, **kw)
+    s1, s2 = one.init(key), mix.init(key)
+    nb = model.num_params - 5
+    theta = {**s2.theta, **{k: s1.theta[k] for k in s1.theta}}
+    theta["head_mu"] = jnp.stack([s1.theta["mu"][nb:]] * 2)
+    theta["head_log_sigma"] = jnp.stack([s1.theta["log_sigma"][nb:]] * 2)
+    theta["head_logits"] = jnp.array([0.7, -0.4])
+    s2 = s2._replace(theta=theta)
+    batch = sample_batch(sine_line(), key, 3, (1, 5), 6)[0]
+    # the meta-step itself is tested jitted = eager above
+    _, i1 = jax.jit(one.meta_step)(key, s1, batch)
+    _, i2 = jax.jit(mix.meta_step)(key, s2, batch)
+    np.testing.assert_allclose(i1.loss, i2.loss, rtol=1e-5)
+    sup = Support(batch.x_support, batch.y_support, batch.mask_support)
+    a1, a2 = (jax.jit(m.adapt, static_argnums=3) if jit else m.adapt for m in (one, mix))
+    p1, p2 = a1(key, s1, sup, 8), a2(key, s2, sup, 8)
+    np.testing.assert_allclose(p1.phi[..., :nb], p2.phi[..., :nb], rtol=1e-5, atol=1e-6)
+    assert bool(jnp.all(jnp.isfinite(p2.phi)))
+
+
 def test_collapsed_head_needs_gradient_inner_steps():
     model = HierarchicalModel(mlp((1, 8, 1)), noise_init=0.3)
     with pytest.raises(ValueError, match="inner_rule"):
