@@ -326,7 +326,7 @@ def platipus(
         elif collapsed:
             # one vmap over 200 tasks × 1000 samples stalled XLA's CPU runtime (no progress,
             # no CPU use) where chunks of 25 tasks ran in 50 s: bound the working set
-            per_task = num_samples * (theta["mu"].size + n * n) * 4 * 16
+            per_task = num_samples * (theta["mu"].size + head_components * n * n) * 4 * 16
         if per_task is not None:
             phi = jax.lax.map(one, xs, batch_size=int(min(t, max(1, GN_ADAPT_BYTES // per_task))))
         else:

@@ -398,7 +398,7 @@ def test_mixture_of_identical_components_is_the_gaussian_head(key, jit):
     one, mix = platipus(model, **kw), platipus(model, head_components=2, **kw)
     s1, s2 = one.init(key), mix.init(key)
     nb = model.num_params - 5
-    theta = {**s2.theta, **{k: s1.theta[k] for k in s1.theta}}
+    theta = {**s2.theta, **s1.theta}
     theta["head_mu"] = jnp.stack([s1.theta["mu"][nb:]] * 2)
     theta["head_log_sigma"] = jnp.stack([s1.theta["log_sigma"][nb:]] * 2)
     theta["head_logits"] = jnp.array([0.7, -0.4])
