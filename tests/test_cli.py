@@ -122,6 +122,7 @@ def test_bad_input_exits_2_with_one_line(args, needle, tmp_path, task_file, fitt
     assert not (tmp_path / "r.json").exists()
 
 
+@pytest.mark.slow
 def test_abml_fit_evaluate_round_trip(task_file, tmp_path):
     run = tmp_path / "abml"
     assert (
@@ -262,6 +263,7 @@ def test_active_cli_subprocess_exit_code(reference_run, task_file, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_resume_after_a_killed_process_reproduces_the_uninterrupted_run(tmp_path):
     # A real `bayesmeta fit` subprocess is killed (SIGKILL) right after its first checkpoint
     # (step 2500 of 5000); `fit --resume` then finishes it, and the parameters, optimiser state

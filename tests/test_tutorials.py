@@ -10,6 +10,8 @@ import pytest
 TUTORIALS = sorted((Path(__file__).parent.parent / "docs" / "tutorials").glob("*.py"))
 
 
+# each tutorial runs a few fits end to end in its own process: the slow tier
+@pytest.mark.slow
 @pytest.mark.parametrize("path", TUTORIALS, ids=lambda p: p.stem)
 def test_tutorial_executes(path, tmp_path):
     env = {**os.environ, "BAYESMETA_TUTORIAL_QUICK": "1", "BAYESMETA_TUTORIAL_OUT": str(tmp_path),

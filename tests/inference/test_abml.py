@@ -29,7 +29,11 @@ def _linear_setup(key, k=5):
 
 @pytest.mark.parametrize(
     "jit, inner_update, inner_lr, steps",
-    [(False, "natural", 0.5, 200), (True, "natural", 0.5, 200), (True, "gradient", 0.02, 3000)],
+    [
+        (False, "natural", 0.5, 200),
+        (True, "natural", 0.5, 200),
+        pytest.param(True, "gradient", 0.02, 3000, marks=pytest.mark.slow),
+    ],
 )
 def test_inner_loop_converges_to_optimal_mean_field_gaussian(
     key, jit, inner_update, inner_lr, steps
@@ -129,7 +133,7 @@ def _collapsed_setup(key, k=4):
     return model, method, state, Support(batch.x_support, batch.y_support, mask), num_body
 
 
-@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("jit", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_collapsed_head_samples_the_exact_conditional_posterior(key, jit):
     """With the body pinned, head samples have the closed-form Bayesian linear regression
     mean and covariance (20k samples: tolerances ≈ 5 Monte Carlo standard errors), padded
@@ -164,7 +168,7 @@ def test_collapsed_head_samples_the_exact_conditional_posterior(key, jit):
     )
 
 
-@pytest.mark.parametrize("head", ["mean-field", "collapsed"])
+@pytest.mark.parametrize("head", ["mean-field", pytest.param("collapsed", marks=pytest.mark.slow)])
 def test_meta_step_jitted_equals_eager_and_traces_once(key, head):
     model = HierarchicalModel(mlp((1, 8, 1), activation="tanh"), prior_scale=0.1)
     method = abml(model, head=head, inner_steps=1, inner_samples=2, outer_samples=2)
@@ -188,6 +192,7 @@ def test_meta_step_jitted_equals_eager_and_traces_once(key, head):
     assert len(traces) == 1
 
 
+@pytest.mark.slow
 def test_collapsed_meta_training_learns(key):
     model = HierarchicalModel(mlp((1, 20, 20, 1), activation="tanh"), prior_scale=0.1)
     method = abml(model, head="collapsed", inner_steps=2, outer_samples=8, lr=3e-3)

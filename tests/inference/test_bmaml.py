@@ -198,7 +198,11 @@ def test_first_order_drops_the_svgd_jacobians(key):
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"loss": "chaser"}, {"loss": "predictive", "head": "collapsed"}]
+    "kwargs",
+    [
+        {"loss": "chaser"},
+        pytest.param({"loss": "predictive", "head": "collapsed"}, marks=pytest.mark.slow),
+    ],
 )
 def test_meta_step_jitted_equals_eager_and_traces_once(key, kwargs):
     model = HierarchicalModel(mlp((1, 8, 1)), noise_init=0.5)
@@ -223,7 +227,7 @@ def test_meta_step_jitted_equals_eager_and_traces_once(key, kwargs):
     assert len(traces) == 1
 
 
-@pytest.mark.parametrize("loss", ["predictive", "chaser"])
+@pytest.mark.parametrize("loss", ["predictive", pytest.param("chaser", marks=pytest.mark.slow)])
 def test_meta_training_improves_held_out_predictive(key, loss):
     model = HierarchicalModel(
         mlp((1, 16, 16, 1), activation="tanh"), noise_init=0.5, prior_scale=0.1

@@ -16,7 +16,7 @@ def setup(key):
     return model, batch
 
 
-@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("jit", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_particles_train_exactly_like_independent_maml_runs(setup, key, jit):
     # Particle m of EMAML is MAML started from split(key, M)[m] and stepped with
     # split(step_key, M)[m] on the same batches: nothing couples the particles.

@@ -84,7 +84,7 @@ def test_rejects_models_without_an_exact_head():
         )
 
 
-@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("jit", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_mixture_head_is_the_exact_mixture_of_conjugate_heads(key, jit):
     """Under a two-component prior the log evidence is logsumexp_c(log π_c + closed-form
     evidence_c), the log predictive is the posterior-weighted mixture of the components'

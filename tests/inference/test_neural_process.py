@@ -32,7 +32,7 @@ def _support(key, t=3, k=5):
 
 
 @pytest.mark.parametrize("encoder", ENCODERS)
-@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("jit", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_samples_are_full_phi_with_the_shared_body(model, key, jit, encoder):
     method = _np(model, encoder, encoder_sizes=(16,))
     st = method.init(key)
@@ -75,7 +75,12 @@ def test_encoder_is_permutation_invariant_and_ignores_padding(model, key, encode
 
 @pytest.mark.parametrize(
     "outer, encoder",
-    [("predictive", "mlp"), ("elbo", "mlp"), ("predictive", "conjugate"), ("elbo", "mixture")],
+    [
+        pytest.param("predictive", "mlp", marks=pytest.mark.slow),
+        ("elbo", "mlp"),
+        pytest.param("predictive", "conjugate", marks=pytest.mark.slow),
+        pytest.param("elbo", "mixture", marks=pytest.mark.slow),
+    ],
 )
 def test_meta_training_improves_held_out_predictive(key, outer, encoder):
     model = HierarchicalModel(mlp((1, 32, 32, 1), activation="tanh"), noise_init=0.5)

@@ -11,6 +11,7 @@ against NUTS under ABML's θ a small negative difference is possible.)
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from bayesmeta.inference import abml, bmaml, nuts, platipus, train
 from bayesmeta.model import HierarchicalModel
@@ -18,6 +19,7 @@ from bayesmeta.nn import mlp
 from bayesmeta.tasks import Support, sample_batch, sinusoid
 
 
+@pytest.mark.slow
 def test_methods_against_nuts_on_one_task(key):
     model = HierarchicalModel(mlp((1, 12, 1), activation="tanh"), noise_init=0.5, prior_scale=0.3)
     fam = sinusoid()

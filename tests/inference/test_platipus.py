@@ -68,7 +68,9 @@ def test_samples_spread_with_v_q(lin_model, key):
     np.testing.assert_allclose(sd, [[0.5, 2.0]] * 2, rtol=0.05)
 
 
-@pytest.mark.parametrize("outer", ["elbo", "predictive", "sampler"])
+@pytest.mark.parametrize(
+    "outer", [pytest.param("elbo", marks=pytest.mark.slow), "predictive", "sampler"]
+)
 def test_kl_term_is_between_inference_and_prior_shifts(lin_model, key, outer):
     # loss(β=1) − loss(β=0) = mean over tasks of KL(q(θ|D_tr ∪ D_ts) ‖ p(θ|D_tr)) / |D_ts|,
     # with q = N(μ − γ_q ∇L(μ; D_tr ∪ D_ts), v_q) and p = N(μ − γ_p ∇L(μ; D_tr), σ²).
@@ -147,8 +149,15 @@ def test_meta_gradient_matches_finite_differences(lin_model, key):
         jax.config.update("jax_enable_x64", False)
 
 
+# the paper's sampler in the default tier; the other heads' eager meta-steps in the slow tier
 @pytest.mark.parametrize(
-    ("head", "components"), [("adapted", 1), ("collapsed", 1), ("redraw", 1), ("collapsed", 2)]
+    ("head", "components"),
+    [
+        ("adapted", 1),
+        pytest.param("collapsed", 1, marks=pytest.mark.slow),
+        pytest.param("redraw", 1, marks=pytest.mark.slow),
+        pytest.param("collapsed", 2, marks=pytest.mark.slow),
+    ],
 )
 def test_meta_step_jitted_equals_eager_and_traces_once(key, head, components):
     model = HierarchicalModel(mlp((1, 8, 1)), noise_init=0.5, prior_scale=0.1)
@@ -181,6 +190,7 @@ def test_meta_step_jitted_equals_eager_and_traces_once(key, head, components):
         assert np.isfinite(np.asarray(post.phi)).all()
 
 
+@pytest.mark.slow
 def test_meta_training_improves_held_out_predictive(key):
     model = HierarchicalModel(mlp((1, 16, 16, 1), activation="tanh"), noise_init=0.5,
                               prior_scale=0.1)  # fmt: skip
@@ -285,7 +295,10 @@ def test_gauss_newton_sampler_is_noise_then_the_linear_posterior_mean(lin_model,
         assert np.asarray(theta_post.phi[i]).std(0).min() > 0.1  # the noise did spread θ_s
 
 
-@pytest.mark.parametrize("kw", [{"inner_rule": "gauss-newton"}, {"head": "collapsed"}])
+@pytest.mark.parametrize(
+    "kw",
+    [{"inner_rule": "gauss-newton"}, pytest.param({"head": "collapsed"}, marks=pytest.mark.slow)],
+)
 def test_adapt_in_task_chunks_equals_one_chunk(key, monkeypatch, kw):
     """For the two rules that map over chunks of tasks (Gauss-Newton, the collapsed head), a
     memory bound that forces one task per chunk (and a remainder) changes no sample."""
@@ -321,7 +334,7 @@ def test_gauss_newton_needs_a_gaussian_likelihood():
         platipus(model, inner_rule="gauss-newton")
 
 
-@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("jit", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_collapsed_head_without_noise_or_steps_is_bayesian_linear_regression(key, jit):
     """With v_q → 0, no prior shift and no inner steps every sample's body is μ_body, and
     ``head="collapsed"`` draws the last layer from the closed-form Bayesian linear regression
@@ -360,7 +373,7 @@ def test_collapsed_head_without_noise_or_steps_is_bayesian_linear_regression(key
 
 
 @pytest.mark.parametrize("head", ["redraw", "collapsed"])
-@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("jit", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_exact_heads_fit_the_support_better_than_the_papers_sampler(key, jit, head):
     """From the same θ both exact heads' samples fit 8 support points better than the paper's
     sampler. ``"redraw"`` is that sampler (same bodies for the same key) with each last layer
@@ -387,8 +400,9 @@ def test_exact_heads_fit_the_support_better_than_the_papers_sampler(key, jit, he
     assert support_mse(b) < 0.5 * support_mse(a)
 
 
-# eager adapt is slow (40 s) and its pieces are tested eager in tests/inference/test_heads.py
-@pytest.mark.parametrize("jit", [pytest.param(False, marks=pytest.mark.slow), True])
+# its pieces are tested eager and jitted in tests/inference/test_heads.py
+@pytest.mark.slow
+@pytest.mark.parametrize("jit", [False, True])
 def test_mixture_of_identical_components_is_the_gaussian_head(key, jit):
     """With every component equal to the model's last-layer prior (any weights π), the
     ``head_components=2`` mixture is that prior: the meta-objective equals the one-Gaussian

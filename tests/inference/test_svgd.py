@@ -104,6 +104,7 @@ def _regression():
     return x, y, design, cov @ design.T @ y / 0.25, cov
 
 
+@pytest.mark.slow
 def test_bayesian_regression_agrees_with_numpyro_steinvi_and_closed_form():
     # One Bayesian linear regression: w ~ N(0, I), y ~ N(w0 x + w1, 0.5²), 10 points.
     # Our SVGD and numpyro.contrib.einstein.SVGD (Adagrad, RBF kernel), 50 particles each:

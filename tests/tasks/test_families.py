@@ -78,6 +78,7 @@ def test_model_spec_trains_on_its_pool_and_evaluates_on_the_family(key):
         assert m.name == method and cfg["max_seconds"] == 560
 
 
+@pytest.mark.slow
 def test_circles_support_is_positive_and_reference_is_a_posterior(key):
     from bayesmeta.inference import reference
     from bayesmeta.main_job import padded_support
