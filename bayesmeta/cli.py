@@ -231,16 +231,49 @@ def fit(
     budget: str = "default",
     quiet: bool = False,
     resume: bool = False,
+    task_streams: int | None = None,
+    distributed: bool = False,
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
 ) -> dict:
     """Meta-train ``method_name`` on ``model`` and write ``out/checkpoint.pkl`` and
     ``out/run.json``. With ``resume``, continue the run in ``out`` from its checkpoint (same
-    model, method, settings and seed), reproducing the uninterrupted run's parameters."""
+    model, method, settings and seed), reproducing the uninterrupted run's parameters.
+
+    With ``distributed``, join JAX's distributed runtime first
+    (:func:`bayesmeta.parallel.initialize_distributed`: ``coordinator``, ``num_processes``,
+    ``process_id`` or their environment variables or cluster detection) and shard each
+    meta-batch over every process's devices; ``task_streams`` (default: the device count)
+    splits the batch into independently drawn streams, and the same ``task_streams`` on one
+    process gives the same θ. Process 0 writes the checkpoint and ``run.json``.
+    """
     import jax
 
     from bayesmeta.checkpoint import CHECKPOINT_NAME, save_checkpoint
+    from bayesmeta.parallel import initialize_distributed, is_primary, task_mesh
     from bayesmeta.zoo import load_model_spec
 
     _check_out_dir(out)
+    mesh = None
+    distributed = distributed or any(
+        v is not None for v in (coordinator, num_processes, process_id)
+    )
+    if distributed:
+        try:
+            initialize_distributed(coordinator, num_processes, process_id)
+        except (RuntimeError, ValueError) as err:
+            raise UsageError(
+                f"--distributed: could not join the distributed runtime "
+                f"({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+            ) from None
+        mesh = task_mesh()
+        task_streams = task_streams or mesh.devices.size
+        if task_streams % mesh.devices.size:
+            raise UsageError(
+                f"--task-streams: expected a multiple of the {mesh.devices.size} devices "
+                f"of the mesh, got {task_streams}"
+            )
     spec = load_model_spec(model)
     method, cfg = spec.build(method_name, budget, steps=steps)
     out_dir = Path(out)
@@ -251,23 +284,32 @@ def fit(
         "settings": settings,
         "seed": seed,
         "budget": budget,
+        "task_streams": task_streams or 1,
     }
+    if task_streams is not None:
+        mb = method_name != "reference" and settings["meta_batch"]
+        if mb and mb % task_streams:
+            raise UsageError(
+                f"--task-streams: expected a divisor of the recipe's meta_batch={mb}, "
+                f"got {task_streams}"
+            )
     key_init, key_train = jax.random.split(jax.random.PRNGKey(seed))
     state = method.init(key_init)
     t0 = time.perf_counter()
     history: dict[str, list] = {}
     if method_name == "reference":
-        save_checkpoint(
-            out_dir / CHECKPOINT_NAME,
-            {**extra, "method": "reference", "state": state, "key": key_train, "step": 0},
-        )
+        if is_primary():
+            save_checkpoint(
+                out_dir / CHECKPOINT_NAME,
+                {**extra, "method": "reference", "state": state, "key": key_train, "step": 0},
+            )
     else:
         resume_from = None
         if resume and (out_dir / CHECKPOINT_NAME).exists():
             _, _, old_state, payload = load_run(str(out_dir))
-            for k in ("model_source", "method", "settings", "seed", "budget"):
+            for k in ("model_source", "method", "settings", "seed", "budget", "task_streams"):
                 want = method_name if k == "method" else extra[k]
-                if payload.get(k) != want:
+                if payload.get(k, 1 if k == "task_streams" else None) != want:
                     raise UsageError(
                         f"--resume: the run in {out!r} has {k}={payload.get(k)!r}, "
                         f"this command asks for {want!r}"
@@ -282,6 +324,8 @@ def fit(
             checkpoint_extra=extra,
             resume=resume_from,
             steps=steps,
+            mesh=mesh,
+            task_streams=task_streams,
         )
         state = res.state
         history = {k: v.tolist() for k, v in res.history.items()}
@@ -295,8 +339,11 @@ def fit(
         "settings": settings,
         "train_seconds": time.perf_counter() - t0,
         "history": history,
+        "task_streams": task_streams or 1,
+        "processes": jax.process_count(),
     }
-    _atomic_write_text(out_dir / "run.json", json.dumps(info, indent=2, default=str))
+    if is_primary():
+        _atomic_write_text(out_dir / "run.json", json.dumps(info, indent=2, default=str))
     return info
 
 
@@ -560,6 +607,39 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument(
         "--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint"
     )
+    f.add_argument(
+        "--task-streams",
+        type=_positive("--task-streams"),
+        default=None,
+        metavar="S",
+        help="draw each meta-batch as S independent task streams (default with --distributed: "
+        "one per device); the same S gives the same run on any number of processes",
+    )
+    f.add_argument(
+        "--distributed",
+        action="store_true",
+        help="train across processes on JAX's distributed runtime (docs/distributed.md)",
+    )
+    f.add_argument(
+        "--coordinator",
+        default=None,
+        metavar="HOST:PORT",
+        help="process 0's address (default: JAX_COORDINATOR_ADDRESS or the cluster's)",
+    )
+    f.add_argument(
+        "--num-processes",
+        type=_positive("--num-processes"),
+        default=None,
+        metavar="N",
+        help="default: JAX_NUM_PROCESSES or the cluster's",
+    )
+    f.add_argument(
+        "--process-id",
+        type=int,
+        default=None,
+        metavar="I",
+        help="this process, 0..N-1 (default: JAX_PROCESS_ID or the cluster's)",
+    )
 
     e = sub.add_parser("evaluate", help="score a fitted run on a task file")
     e.add_argument("run_dir", metavar="RUN_DIR")
@@ -661,6 +741,11 @@ def main(argv: list[str] | None = None) -> int:
                 args.budget,
                 args.quiet,
                 args.resume,
+                args.task_streams,
+                args.distributed,
+                args.coordinator,
+                args.num_processes,
+                args.process_id,
             )
             print(
                 f"fitted {info['method']} on {info['model']}: {info['steps']} steps in "

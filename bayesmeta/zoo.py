@@ -195,6 +195,8 @@ class ModelSpec:
         run_dir: str | Path | None = None,
         checkpoint_extra: dict | None = None,
         resume: tuple | None = None,
+        mesh=None,
+        task_streams: int | None = None,
         **overrides,
     ):
         """Meta-train ``method`` with its recipe: ``(Method, TrainResult)``.
@@ -202,6 +204,10 @@ class ModelSpec:
         θ is initialised from ``PRNGKey(seed)`` split in two (init, training stream).
         ``resume=(state, key)`` continues a run from a checkpoint's state and key up to the
         recipe's step count; with the same chunking this reproduces the uninterrupted run.
+        ``task_streams=S`` draws each meta-batch as S independent streams of
+        ``meta_batch / S`` tasks (:func:`bayesmeta.parallel.stream_sampler`); with a ``mesh``
+        (which may span processes) each device draws its own streams. The same S gives the
+        same tasks, and so the same θ, on any number of processes.
         """
         from bayesmeta.inference.train import train
 
@@ -216,10 +222,24 @@ class ModelSpec:
 
                 empty = {"step": np.zeros(0), "loss": np.zeros(0), "grad_norm": np.zeros(0)}
                 return m, TrainResult(state, k_train, empty, 0.0, 0.0)
+        if task_streams is None:
+            sampler = self.sampler(cfg["meta_batch"], cfg["num_query"], cfg["k_power"])
+        else:
+            from bayesmeta.parallel import stream_sampler
+
+            if task_streams < 1 or cfg["meta_batch"] % task_streams:
+                raise ValueError(
+                    f"task_streams: expected a positive divisor of meta_batch="
+                    f"{cfg['meta_batch']}, got {task_streams}"
+                )
+            per_stream = self.sampler(
+                cfg["meta_batch"] // task_streams, cfg["num_query"], cfg["k_power"]
+            )
+            sampler = stream_sampler(per_stream, task_streams, mesh)
         res = train(
             m,
             state,
-            self.sampler(cfg["meta_batch"], cfg["num_query"], cfg["k_power"]),
+            sampler,
             k_train,
             steps,
             chunk_size=cfg["chunk_size"],
@@ -228,6 +248,7 @@ class ModelSpec:
             checkpoint_extra=checkpoint_extra,
             progress=progress,
             desc=f"{self.name}/{method}",
+            mesh=mesh,
         )
         return m, res
 

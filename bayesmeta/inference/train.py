@@ -24,7 +24,7 @@ from jax.sharding import Mesh
 
 from bayesmeta.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from bayesmeta.inference.base import MetaState, Method
-from bayesmeta.parallel import check_divisible, replicate, shard_tasks
+from bayesmeta.parallel import check_divisible, is_primary, replicate, shard_tasks
 from bayesmeta.tasks.base import TaskBatch
 
 Array = jax.Array
@@ -158,7 +158,10 @@ def train(
     mesh : jax.sharding.Mesh, optional
         Shard each meta-batch's tasks over this mesh (:func:`bayesmeta.parallel.task_mesh`);
         θ, the optimiser state and the key are replicated. The meta-batch size must be a
-        multiple of the number of devices.
+        multiple of the number of devices. A mesh may span processes started with
+        :func:`bayesmeta.parallel.initialize_distributed`; then only process 0 writes
+        checkpoints, and :func:`bayesmeta.parallel.stream_sampler` lets each process draw
+        its own tasks.
     """
     if num_steps < 1:
         raise ValueError(f"num_steps: expected a positive integer, got {num_steps}")
@@ -172,7 +175,8 @@ def train(
         state, key = replicate((state, key), mesh)
     run = make_chunk_runner(method, sample_batch, chunk_size, mesh)
     bar = ProgressBar(num_chunks * chunk_size, desc or method.name, progress)
-    ckpt = Path(run_dir) / CHECKPOINT_NAME if run_dir is not None else None
+    # one writer across processes: every process holds the same replicated state
+    ckpt = Path(run_dir) / CHECKPOINT_NAME if run_dir is not None and is_primary() else None
 
     def checkpoint(st, k):
         if ckpt is not None:
