@@ -151,23 +151,45 @@ def _load_tasks_for(spec, tasks: str) -> dict:
 
 
 # -- run directories ----------------------------------------------------------------------------
-def load_run(run_dir: str):
-    """``(spec, method, state, payload)`` of a fitted run directory.
+def load_run(
+    run_dir: str,
+    *,
+    model: str | None = None,
+    trust_model_file: bool = False,
+    allow_pickle: bool = False,
+):
+    """``(spec, method, state, manifest)`` of a fitted run directory, without running code
+    the user did not ask for.
+
+    The checkpoint is data only (:mod:`bayesmeta.checkpoint`). A run fitted with a built-in
+    model loads that model by name. A run fitted with a model file records the file's path
+    and SHA-256: it is executed only when the user names it (``model``, ``--model FILE``) or
+    passes ``trust_model_file``, and only if its hash still matches. A legacy pickle
+    checkpoint (``checkpoint.pkl``) is read only with ``allow_pickle`` (unsafe).
 
     Raises
     ------
     UsageError
         ``run_dir`` is not a directory.
     CheckpointError
-        Its checkpoint is missing, corrupt, not a bayesmeta run, names a model or method that
-        cannot be built, or holds parameters whose shapes do not match that model (or that
-        are not finite).
+        Its checkpoint is missing, corrupt, unsafe to read without a flag, names a model or
+        method that cannot be built, names a model file that was not trusted or has changed,
+        or holds parameters whose shapes do not match that model (or that are not finite).
     """
     import jax
     import numpy as np
 
-    from bayesmeta.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
-    from bayesmeta.zoo import load_model_spec
+    from bayesmeta.checkpoint import (
+        CHECKPOINT_NAME,
+        LEGACY_CHECKPOINT_NAME,
+        CheckpointError,
+        file_sha256,
+        load_checkpoint,
+        load_legacy_checkpoint,
+        restore_state,
+        state_arrays,
+    )
+    from bayesmeta.zoo import builtin_models
 
     path = Path(run_dir)
     if not path.exists():
@@ -177,7 +199,24 @@ def load_run(run_dir: str):
             f"RUN_DIR: expected a run directory (from bayesmeta fit --out), got the file "
             f"{run_dir!r}"
         )
-    payload = load_checkpoint(path / CHECKPOINT_NAME)
+    legacy = path / LEGACY_CHECKPOINT_NAME
+    if not (path / CHECKPOINT_NAME).exists() and legacy.exists():
+        if not allow_pickle:
+            raise CheckpointError(
+                f"checkpoint: {run_dir!r} holds a legacy pickle checkpoint (checkpoint.pkl), "
+                "which can run code when read; for a run you trust, convert it with "
+                "`bayesmeta upgrade RUN_DIR` or pass --allow-pickle (unsafe)"
+            )
+        payload = load_legacy_checkpoint(legacy)
+        if "state" not in payload:
+            raise CheckpointError(f"checkpoint: {run_dir!r} lacks 'state'; not a bayesmeta run")
+        payload["arrays"] = state_arrays(payload.pop("state"))
+        source = payload.get("model_source")
+        if isinstance(source, str) and source not in builtin_models() and Path(source).is_file():
+            # format 1 recorded no hash; the user trusts this run, so trust its file as it is
+            payload.setdefault("model_sha256", file_sha256(source))
+    else:
+        payload = load_checkpoint(path / CHECKPOINT_NAME)
     for key, kind in (("model_source", str), ("method", str), ("settings", dict)):
         if key not in payload:
             raise CheckpointError(f"checkpoint: {run_dir!r} lacks {key!r}; not a bayesmeta run")
@@ -186,10 +225,8 @@ def load_run(run_dir: str):
                 f"checkpoint: {run_dir!r} has {key}={payload[key]!r}; expected a "
                 f"{kind.__name__}, so it is corrupt"
             )
-    if "state" not in payload:
-        raise CheckpointError(f"checkpoint: {run_dir!r} lacks 'state'; not a bayesmeta run")
+    spec = _spec_of_run(run_dir, payload, model, trust_model_file or allow_pickle)
     try:
-        spec = load_model_spec(payload["model_source"])
         method, _ = spec.build(payload["method"], **payload["settings"])
     except (ValueError, TypeError) as err:
         raise CheckpointError(
@@ -197,19 +234,11 @@ def load_run(run_dir: str):
             f"{payload['method']!r}, which cannot be built ({str(err).splitlines()[0]})"
         ) from None
     template = method.init(jax.random.PRNGKey(0))
-    state = payload["state"]
-    mismatch = (
-        f"checkpoint: {run_dir!r} does not match model {spec.name!r} / method "
-        f"{payload['method']!r} (parameter shapes differ)"
+    state = restore_state(
+        template,
+        payload.pop("arrays"),
+        f"checkpoint: {run_dir!r} (model {spec.name!r} / method {payload['method']!r})",
     )
-    if jax.tree_util.tree_structure(template) != jax.tree_util.tree_structure(state):
-        raise CheckpointError(mismatch)
-    for a, b in zip(
-        jax.tree_util.tree_leaves(template), jax.tree_util.tree_leaves(state), strict=True
-    ):
-        b = np.asarray(b)
-        if np.shape(a) != b.shape:
-            raise CheckpointError(f"{mismatch[:-1]}: expected {tuple(np.shape(a))}, got {b.shape})")
     for b in jax.tree_util.tree_leaves(getattr(state, "theta", state)):
         b = np.asarray(b)
         if b.dtype.kind == "f" and not np.isfinite(b).all():
@@ -220,6 +249,49 @@ def load_run(run_dir: str):
             )
     state = jax.tree_util.tree_map(jax.numpy.asarray, state)
     return spec, method, state, payload
+
+
+def _spec_of_run(run_dir: str, payload: dict, model: str | None, trusted: bool):
+    """The run's ModelSpec: a built-in by name; a model file only when named or trusted, and
+    only if its SHA-256 matches the one recorded at fit time."""
+    from bayesmeta.checkpoint import CheckpointError, file_sha256
+    from bayesmeta.zoo import builtin_models, load_model_spec
+
+    source, digest = payload["model_source"], payload.get("model_sha256")
+    if digest is None:
+        if source not in builtin_models():
+            raise CheckpointError(
+                f"checkpoint: {run_dir!r} names the model {source!r}, which is neither a "
+                "built-in model nor a model file with a recorded SHA-256"
+            )
+        if model is not None and model != source:
+            raise UsageError(
+                f"--model: the run in {run_dir!r} was fitted with the built-in model "
+                f"{source!r}, got {model!r}"
+            )
+        try:
+            return load_model_spec(source)
+        except ValueError as err:
+            raise CheckpointError(f"checkpoint: {run_dir!r}: {err}") from None
+    if model is None and not trusted:
+        raise CheckpointError(
+            f"checkpoint: {run_dir!r} was fitted with the model file {source!r}; loading it "
+            "runs that file, so name it with --model FILE or pass --trust-model-file"
+        )
+    file = Path(model if model is not None else source)
+    if not file.is_file():
+        raise CheckpointError(
+            f"checkpoint: {run_dir!r} was fitted with the model file {source!r}, which is not "
+            f"at {str(file)!r}; name it with --model FILE"
+        )
+    actual = file_sha256(file)
+    if actual != digest:
+        raise CheckpointError(
+            f"checkpoint: the model file {str(file)!r} has SHA-256 {actual[:16]}..., but the "
+            f"run in {run_dir!r} was fitted with {source!r} at {digest[:16]}...: the file has "
+            "changed since the run, so it was not run"
+        )
+    return load_model_spec(str(file))
 
 
 def fit(
@@ -237,7 +309,7 @@ def fit(
     num_processes: int | None = None,
     process_id: int | None = None,
 ) -> dict:
-    """Meta-train ``method_name`` on ``model`` and write ``out/checkpoint.pkl`` and
+    """Meta-train ``method_name`` on ``model`` and write ``out/checkpoint.npz`` and
     ``out/run.json``. With ``resume``, continue the run in ``out`` from its checkpoint (same
     model, method, settings and seed), reproducing the uninterrupted run's parameters.
 
@@ -250,9 +322,9 @@ def fit(
     """
     import jax
 
-    from bayesmeta.checkpoint import CHECKPOINT_NAME, save_checkpoint
+    from bayesmeta.checkpoint import CHECKPOINT_NAME, as_json, file_sha256, save_checkpoint
     from bayesmeta.parallel import initialize_distributed, is_primary, task_mesh
-    from bayesmeta.zoo import load_model_spec
+    from bayesmeta.zoo import builtin_models, load_model_spec
 
     _check_out_dir(out)
     mesh = None
@@ -278,10 +350,12 @@ def fit(
     method, cfg = spec.build(method_name, budget, steps=steps)
     out_dir = Path(out)
     settings = spec.recipe(method_name, budget, steps=steps)
+    model_file = spec.source not in builtin_models()
     extra = {
         "model_source": spec.source,
+        "model_sha256": file_sha256(spec.source) if model_file else None,
         "model_name": spec.name,
-        "settings": settings,
+        "settings": as_json(settings),
         "seed": seed,
         "budget": budget,
         "task_streams": task_streams or 1,
@@ -306,7 +380,7 @@ def fit(
     else:
         resume_from = None
         if resume and (out_dir / CHECKPOINT_NAME).exists():
-            _, _, old_state, payload = load_run(str(out_dir))
+            _, _, old_state, payload = load_run(str(out_dir), model=model if model_file else None)
             for k in ("model_source", "method", "settings", "seed", "budget", "task_streams"):
                 want = method_name if k == "method" else extra[k]
                 if payload.get(k, 1 if k == "task_streams" else None) != want:
@@ -347,7 +421,7 @@ def fit(
     return info
 
 
-def run_info(run_dir: str | None = None) -> dict:
+def run_info(run_dir: str | None = None, access: dict | None = None) -> dict:
     """Versions of Python and the numerical stack, JAX's devices, and (with ``run_dir``) the
     run's model, method, seed, step and settings."""
     import importlib.metadata as md
@@ -367,7 +441,7 @@ def run_info(run_dir: str | None = None) -> dict:
         except md.PackageNotFoundError:
             out["versions"][pkg] = None
     if run_dir is not None:
-        _, _, state, payload = load_run(run_dir)
+        _, _, state, payload = load_run(run_dir, **(access or {}))
         out["run"] = {
             k: payload.get(k) for k in ("model_name", "model_source", "method", "seed", "budget")
         }
@@ -384,6 +458,7 @@ def evaluate(
     predictive: str | None = None,
     seed: int = 0,
     quiet: bool = False,
+    access: dict | None = None,
 ) -> dict:
     """Adapt a fitted run to the support sets of a task file and score the query sets.
 
@@ -402,7 +477,7 @@ def evaluate(
         if Path(predictive).resolve() == Path(out).resolve():
             raise UsageError(f"--predictive: expected a path other than --out, got {predictive!r}")
     _check_positive("--samples", samples)
-    spec, method, state, payload = load_run(run_dir)
+    spec, method, state, payload = load_run(run_dir, **(access or {}))
     data = _load_tasks_for(spec, tasks)
     x_s, y_s = jnp.asarray(data["x_support"]), jnp.asarray(data["y_support"])
     support = Support(x_s, y_s, jnp.ones(x_s.shape[:2], x_s.dtype))
@@ -491,6 +566,7 @@ def active(
     batch: int = 1,
     seed: int = 0,
     quiet: bool = False,
+    access: dict | None = None,
 ) -> dict:
     """Pool-based active learning on a task file; writes ``CURVE.json``.
 
@@ -518,7 +594,7 @@ def active(
     for arg, value in (("--queries", queries), ("--samples", samples), ("--batch", batch)):
         _check_positive(arg, value)
     names = list(ACQUISITIONS) if acquisition == "all" else [acquisition]
-    spec, method, state, _ = load_run(run_dir)
+    spec, method, state, _ = load_run(run_dir, **(access or {}))
     classification = spec.model.likelihood == "categorical"
     data = _load_tasks_for(spec, tasks)
     if "x_pool" not in data:
@@ -585,6 +661,84 @@ def active(
 
 
 # -- argument parsing ---------------------------------------------------------------------------
+def _add_access_args(p: argparse.ArgumentParser) -> None:
+    """How far to trust a run directory (docs/formats.md, "Safe run directories")."""
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="FILE",
+        help="the model file the run was fitted with (run only if its SHA-256 matches)",
+    )
+    p.add_argument(
+        "--trust-model-file",
+        action="store_true",
+        help="run the model file the run directory names (if its SHA-256 matches)",
+    )
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="UNSAFE: read a legacy pickle checkpoint, which can run code; trust the run first",
+    )
+
+
+def _access(args) -> dict:
+    return {
+        "model": args.model,
+        "trust_model_file": args.trust_model_file,
+        "allow_pickle": args.allow_pickle,
+    }
+
+
+def upgrade(run_dir: str) -> dict:
+    """Convert ``RUN_DIR/checkpoint.pkl`` (format 1, a pickle) to ``checkpoint.npz``.
+
+    Reading the pickle can run code: this is for runs you trust. The state is checked against
+    its method's template before anything is written, a model file's SHA-256 is recorded
+    (hashing the file as it is now), and the pickle is kept as ``checkpoint.pkl.bak``.
+    """
+    from bayesmeta.checkpoint import (
+        CHECKPOINT_NAME,
+        LEGACY_CHECKPOINT_NAME,
+        as_json,
+        file_sha256,
+        load_legacy_checkpoint,
+        save_checkpoint,
+    )
+    from bayesmeta.zoo import builtin_models
+
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise UsageError(f"RUN_DIR: expected a run directory, got {run_dir!r}")
+    legacy = path / LEGACY_CHECKPOINT_NAME
+    if not legacy.is_file():
+        what = (
+            "is already in the data-only format"
+            if (path / CHECKPOINT_NAME).is_file()
+            else ("has no checkpoint.pkl")
+        )
+        raise UsageError(f"RUN_DIR: {run_dir!r} {what}; nothing to upgrade")
+    payload = load_legacy_checkpoint(legacy)
+    source = payload.get("model_source")
+    if isinstance(source, str) and source not in builtin_models():
+        if not Path(source).is_file():
+            raise UsageError(
+                f"RUN_DIR: the run's model file {source!r} is gone, so its hash cannot be "
+                "recorded; put it back and upgrade again"
+            )
+        payload["model_sha256"] = file_sha256(source)
+    else:
+        payload["model_sha256"] = None
+    payload.pop("format_version", None)
+    payload["settings"] = as_json(payload.get("settings"))
+    # the state must rebuild from its method's template before the new file is written
+    _, _, state, _ = load_run(run_dir, trust_model_file=True, allow_pickle=True)
+    payload["state"] = state
+    payload["upgraded_from"] = "checkpoint.pkl (format 1)"
+    save_checkpoint(path / CHECKPOINT_NAME, payload)
+    os.replace(legacy, path / (LEGACY_CHECKPOINT_NAME + ".bak"))
+    return {"run_dir": run_dir, "step": int(payload.get("step", 0)), "method": payload["method"]}
+
+
 def build_parser() -> argparse.ArgumentParser:
     from bayesmeta.zoo import BUDGETS, METHOD_NAMES
 
@@ -643,6 +797,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="score a fitted run on a task file")
     e.add_argument("run_dir", metavar="RUN_DIR")
+    _add_access_args(e)
     e.add_argument("--tasks", required=True, metavar="FILE.npz")
     e.add_argument("--samples", type=_positive("--samples"), default=1000)
     e.add_argument("--seed", type=_seed, default=0)
@@ -652,6 +807,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("active", help="active learning from a pool: learning curves")
     a.add_argument("run_dir", metavar="RUN_DIR")
+    _add_access_args(a)
     a.add_argument(
         "--tasks", required=True, metavar="FILE.npz", help="task file with x_pool and y_pool"
     )
@@ -689,6 +845,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="versions, devices, and a run's configuration")
     i.add_argument("run_dir", nargs="?", default=None, metavar="RUN_DIR")
+    _add_access_args(i)
+
+    u = sub.add_parser(
+        "upgrade",
+        help="convert a run you trust from the legacy pickle checkpoint to the data-only format",
+    )
+    u.add_argument("run_dir", metavar="RUN_DIR")
 
     r = sub.add_parser("run", help="the main job: ABML and MAML on the sinusoid, beside the oracle")
     r.add_argument("--out", default="bayesmeta-out", metavar="DIR")
@@ -760,6 +923,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.predictive,
                 args.seed,
                 args.quiet,
+                _access(args),
             )
             keys = [k for k in ("nll", "mse", "accuracy", "calibration_error", "ece") if k in rep]
             print(" ".join(f"{k}={rep[k]:.4f}" for k in keys) + f" -> {args.out}")
@@ -788,6 +952,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.batch,
                 args.seed,
                 args.quiet,
+                _access(args),
             )
             for name, c in (
                 rep["curves"] if "curves" in rep else {rep["acquisition"]: rep}
@@ -799,7 +964,13 @@ def main(argv: list[str] | None = None) -> int:
                 )
             print(f"-> {args.out}")
         elif args.command == "info":
-            print(json.dumps(run_info(args.run_dir), indent=2, default=str))
+            print(json.dumps(run_info(args.run_dir, _access(args)), indent=2, default=str))
+        elif args.command == "upgrade":
+            done = upgrade(args.run_dir)
+            print(
+                f"upgraded {done['method']} at step {done['step']}: {args.run_dir}/checkpoint.npz "
+                "(the pickle is kept as checkpoint.pkl.bak)"
+            )
         elif args.command == "run":
             from bayesmeta.main_job import run_main_job
 

@@ -42,7 +42,7 @@ def _fit_or_load(spec, name, args):
     from bayesmeta.cli import load_run
 
     run_dir = Path(args.runs) / spec.name / name
-    if (run_dir / "checkpoint.pkl").exists() and not args.retrain:
+    if (run_dir / "checkpoint.npz").exists() and not args.retrain:
         _, method, state, payload = load_run(str(run_dir))
         print(f"{name}: loaded {run_dir} (step {int(state.step)})", flush=True)
         return method, state, payload.get("train_seconds")

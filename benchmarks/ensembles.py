@@ -70,7 +70,7 @@ def compare(args) -> None:
             "seed": args.seed,
             "budget": args.budget,
         }
-        if args.reuse and (run_dir / "checkpoint.pkl").exists():
+        if args.reuse and (run_dir / "checkpoint.npz").exists():
             from bayesmeta.cli import load_run
 
             _, method, state, _ = load_run(str(run_dir))

@@ -62,7 +62,7 @@ def main() -> None:
         state, key = method.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(5)
         steps = args.steps
         if args.resume:
-            ckpt = load_checkpoint(out / name / CHECKPOINT_NAME)
+            ckpt = load_checkpoint(out / name / CHECKPOINT_NAME, template=state)
             state, key = ckpt["state"], np.asarray(ckpt["key"])
             steps -= int(ckpt["step"])
         if args.die_after is not None:

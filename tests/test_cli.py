@@ -70,6 +70,8 @@ def test_fit_evaluate_round_trip(fitted, task_file, tmp_path):
             [
                 "evaluate",
                 str(fitted),
+                "--model",
+                "models/sinusoid.py",
                 "--tasks",
                 str(task_file),
                 "--samples",
@@ -107,7 +109,18 @@ def test_reference_run_evaluates_to_the_oracle(task_file, tmp_path):
         (["fit", "sinusoid", "--method", "maml", "--steps", "0", "--out", "{tmp}/x"], "--steps"),
         (["fit", "no_such_model", "--method", "maml", "--out", "{tmp}/x"], "MODEL"),
         (["evaluate", "{tmp}/missing", "--tasks", "{tasks}", "--out", "{tmp}/r.json"], "RUN_DIR"),
-        (["evaluate", "{run}", "--tasks", "{tmp}/not_npz.npz", "--out", "{tmp}/r.json"], "npz"),
+        (
+            [
+                "evaluate",
+                "{run}",
+                "--trust-model-file",
+                "--tasks",
+                "{tmp}/not_npz.npz",
+                "--out",
+                "{tmp}/r.json",
+            ],
+            "npz",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_one_line(args, needle, tmp_path, task_file, fitted):
@@ -185,7 +198,16 @@ def test_active_all_acquisitions_paired_against_random(fitted, pool_file, tmp_pa
     from bayesmeta.plots import learning_curves
 
     out = tmp_path / "all.json"
-    args = ["active", str(fitted), "--tasks", str(pool_file), "--acquisition", "all"]
+    args = [
+        "active",
+        str(fitted),
+        "--model",
+        "models/sinusoid.py",
+        "--tasks",
+        str(pool_file),
+        "--acquisition",
+        "all",
+    ]
     assert main([*args, "--queries", "2", "--batch", "2", "--samples", "5", "--out", str(out)]) == 0
     rep = json.loads(out.read_text())
     assert rep["acquisition"] == "all" and rep["method"] == "maml" and rep["batch"] == 2
@@ -277,7 +299,7 @@ def test_resume_after_a_killed_process_reproduces_the_uninterrupted_run(tmp_path
     assert main([*args, "--out", str(full)]) == 0
     code = "import sys; from bayesmeta.cli import main; sys.exit(main())"
     proc = subprocess.Popen([sys.executable, "-c", code, *args, "--out", str(killed)])
-    ckpt = killed / "checkpoint.pkl"
+    ckpt = killed / "checkpoint.npz"
     deadline = time.time() + 300
     while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
@@ -287,11 +309,11 @@ def test_resume_after_a_killed_process_reproduces_the_uninterrupted_run(tmp_path
     assert step == 2500, f"killed at step {step}"
     assert not (killed / "run.json").exists()  # it really did not finish
     assert main([*args, "--out", str(killed), "--resume"]) == 0
-    a, b = load_checkpoint(full / "checkpoint.pkl"), load_checkpoint(ckpt)
+    a, b = load_checkpoint(full / "checkpoint.npz"), load_checkpoint(ckpt)
     assert a["step"] == b["step"] == 5000
     for x, y in zip(
-        jax.tree_util.tree_leaves((a["state"], a["key"])),
-        jax.tree_util.tree_leaves((b["state"], b["key"])),
+        jax.tree_util.tree_leaves(a["arrays"]),
+        jax.tree_util.tree_leaves(b["arrays"]),
         strict=True,
     ):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
@@ -302,7 +324,7 @@ def test_resume_after_a_killed_process_reproduces_the_uninterrupted_run(tmp_path
 
 
 def test_info_prints_versions_and_the_run(fitted, capsys):
-    assert main(["info", str(fitted)]) == 0
+    assert main(["info", str(fitted), "--trust-model-file"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["versions"]["jax"] and out["devices"]
     assert out["run"]["method"] == "maml" and out["run"]["step"] > 0

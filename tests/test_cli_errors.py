@@ -12,8 +12,9 @@ file of each with a pool, and bad task files and run directories derived from th
 
 from __future__ import annotations
 
+import io
+import json
 import os
-import pickle
 import subprocess
 import sys
 import zipfile
@@ -114,41 +115,49 @@ def _bad_task_files(data: dict, classification: bool) -> dict[str, dict]:
 
 def _bad_run_dirs(good: Path, base: Path) -> dict[str, Path]:
     """name -> a run directory derived from a good sinusoid run by one corruption."""
-    raw = (good / "checkpoint.pkl").read_bytes()
-    payload = pickle.loads(raw)
-    state = payload["state"]
-    theta = state.theta
+    raw = (good / "checkpoint.npz").read_bytes()
+    with np.load(good / "checkpoint.npz", allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    manifest = json.loads(str(arrays.pop("__manifest__")))
+    mu = "state.theta['mu']"
 
     def variant(name: str, data: bytes | None) -> Path:
         d = base / f"run_{name}"
         d.mkdir()
         if data is not None:
-            (d / "checkpoint.pkl").write_bytes(data)
+            (d / "checkpoint.npz").write_bytes(data)
         return d
 
-    def dump(**kw) -> bytes:
-        return pickle.dumps({**payload, **kw})
+    def dump(drop=(), manifest_text=None, **kw) -> bytes:
+        """The good checkpoint with manifest fields (or, for state.* names, arrays) replaced."""
+        a = {k: v for k, v in arrays.items() if not any(k.startswith(d) for d in drop)}
+        m = dict(manifest)
+        for k, v in kw.items():
+            if k.startswith("state"):
+                a[k] = v
+            else:
+                m[k] = v
+        buf = io.BytesIO()
+        np.savez(buf, **a, __manifest__=np.array(manifest_text or json.dumps(m)))
+        return buf.getvalue()
 
     runs = {
         "no_checkpoint": variant("no_checkpoint", None),
         "truncated": variant("truncated", raw[: len(raw) // 2]),
         "random_bytes": variant("random_bytes", np.random.default_rng(0).bytes(4096)),
         "empty_file": variant("empty_file", b""),
-        "not_a_dict": variant("not_a_dict", pickle.dumps([1, 2, 3])),
+        "not_a_dict": variant("not_a_dict", dump(manifest_text="[1, 2, 3]")),
         "old_format": variant("old_format", dump(format_version=0)),
-        "no_state": variant(
-            "no_state", pickle.dumps({k: v for k, v in payload.items() if k != "state"})
-        ),
+        "future_format": variant("future_format", dump(format_version=99)),
+        "no_state": variant("no_state", dump(drop=("state",))),
         "other_model": variant("other_model", dump(model_source="circles")),
-        "param_shapes": variant(
-            "param_shapes", dump(state=state._replace(theta={**theta, "mu": theta["mu"][:-3]}))
-        ),
-        "nan_params": variant(
-            "nan_params", dump(state=state._replace(theta={**theta, "mu": _nan_at(theta["mu"])}))
-        ),
+        "param_shapes": variant("param_shapes", dump(**{mu: arrays[mu][:-3]})),
+        "nan_params": variant("nan_params", dump(**{mu: _nan_at(arrays[mu])})),
         "unknown_method": variant("unknown_method", dump(method="nope")),
         "bad_settings": variant("bad_settings", dump(settings="steps=5")),
-        "missing_model_file": variant("missing_model_file", dump(model_source="/nonexistent/m.py")),
+        "missing_model_file": variant(
+            "missing_model_file", dump(model_source="/nonexistent/m.py", model_sha256="0" * 64)
+        ),
     }
     (base / "run_is_a_file").write_text("not a run")
     runs["is_a_file"] = base / "run_is_a_file"
@@ -328,11 +337,12 @@ BAD_RUNS = [
     ("truncated", "corrupt"),
     ("random_bytes", "corrupt"),
     ("empty_file", "corrupt"),
-    ("not_a_dict", "not a bayesmeta checkpoint"),
-    ("old_format", "not a bayesmeta checkpoint"),
+    ("not_a_dict", "manifest"),
+    ("old_format", "format version 0, written by an older bayesmeta"),
+    ("future_format", "format version 99, written by a newer bayesmeta"),
     ("no_state", "state"),
-    ("other_model", "parameter shapes differ"),
-    ("param_shapes", "parameter shapes differ"),
+    ("other_model", "does not match this model and method"),
+    ("param_shapes", "does not match this model and method"),
     ("nan_params", "non-finite"),
     ("unknown_method", "method"),
     ("bad_settings", "settings"),

@@ -148,7 +148,7 @@ def train(
     sample_batch : key -> TaskBatch
         A jittable episode sampler with static shapes.
     run_dir : path, optional
-        Where atomic checkpoints (``checkpoint.pkl``) are written.
+        Where atomic data-only checkpoints (``checkpoint.npz``) are written.
     checkpoint_extra : dict
         Extra fields stored in every checkpoint (model, method config).
     max_seconds : float, optional

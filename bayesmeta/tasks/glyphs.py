@@ -494,7 +494,7 @@ def load_glyphs(
     arrays = None
     if cache and path.is_file():
         try:
-            with np.load(path) as f:
+            with np.load(path, allow_pickle=False) as f:
                 arrays = {k: f[k] for k in f.files}
         except (OSError, ValueError):  # a corrupt file: render again
             arrays = None

@@ -35,9 +35,10 @@ def test_train_is_deterministic_and_checkpoints(setup, tmp_path, key):
     r2 = train(method, method.init(key), sampler, key, 40, chunk_size=10, progress=False)
     np.testing.assert_array_equal(r1.state.theta["mu"], r2.state.theta["mu"])
     assert int(r1.state.step) == 40
-    ckpt = load_checkpoint(tmp_path / "checkpoint.pkl")
+    ckpt = load_checkpoint(tmp_path / "checkpoint.npz", template=method.init(key))
     assert ckpt["step"] == 40
     np.testing.assert_array_equal(ckpt["state"].theta["mu"], r1.state.theta["mu"])
+    np.testing.assert_array_equal(ckpt["key"], r1.key)
     assert not list(tmp_path.glob("*.tmp"))  # atomic: no temporary left behind
 
 
@@ -82,19 +83,21 @@ def test_divergence_stops_with_message_and_keeps_last_good_checkpoint(setup, tmp
             checkpoint_every=1,
             progress=False,
         )
-    kept = load_checkpoint(tmp_path / "checkpoint.pkl")
+    kept = load_checkpoint(tmp_path / "checkpoint.npz", template=method.init(key))
     assert kept["step"] == 20
     assert np.isfinite(kept["state"].theta["log_noise"])
 
 
 def test_checkpoint_corrupt_or_missing(tmp_path):
     with pytest.raises(CheckpointError, match="no file"):
-        load_checkpoint(tmp_path / "nope.pkl")
-    (tmp_path / "bad.pkl").write_bytes(b"not a pickle")
+        load_checkpoint(tmp_path / "nope.npz")
+    (tmp_path / "bad.npz").write_bytes(b"not an archive")
     with pytest.raises(CheckpointError, match="corrupt"):
-        load_checkpoint(tmp_path / "bad.pkl")
-    save_checkpoint(tmp_path / "ok.pkl", {"state": {"a": jnp.ones(3)}})
-    np.testing.assert_array_equal(load_checkpoint(tmp_path / "ok.pkl")["state"]["a"], np.ones(3))
+        load_checkpoint(tmp_path / "bad.npz")
+    save_checkpoint(tmp_path / "ok.npz", {"state": {"a": jnp.ones(3)}, "note": "x"})
+    ok = load_checkpoint(tmp_path / "ok.npz", template={"a": jnp.zeros(3)})
+    np.testing.assert_array_equal(ok["state"]["a"], np.ones(3))
+    assert ok["note"] == "x" and ok["format_version"] == 2
 
 
 def test_bad_step_counts(setup, key):
