@@ -9,6 +9,16 @@ from bayesmeta.tasks.base import (
     sample_batch,
     support_of,
 )
+from bayesmeta.tasks.data import (
+    Rows,
+    Splits,
+    Standardizer,
+    from_csv,
+    from_dataframe,
+    from_groups,
+    from_pool,
+    load_pool_file,
+)
 from bayesmeta.tasks.families import (
     FAMILIES,
     circles,
@@ -23,12 +33,20 @@ from bayesmeta.tasks.grouped import grouped_family as grouped_family
 
 __all__ = [
     "FAMILIES",
+    "Rows",
+    "Splits",
+    "Standardizer",
     "Support",
     "TaskBatch",
     "TaskFamily",
     "circles",
     "finite_pool",
+    "from_csv",
+    "from_dataframe",
+    "from_groups",
+    "from_pool",
     "linear_gaussian",
+    "load_pool_file",
     "make_task_set",
     "sample_batch",
     "sine_line",

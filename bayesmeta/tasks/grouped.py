@@ -135,8 +135,8 @@ class GroupedData:
     name, split : str
     x : ndarray (G, N_max, Dx) float32
         Standardised features; rows past a group's length are zero padding.
-    y : ndarray (G, N_max, 1) float32
-        Standardised target.
+    y : ndarray (G, N_max, Dy) float32, or (G, N_max) int32 class labels
+        Standardised target (labels are not standardised).
     lengths : ndarray (G,) int
         Number of points of each group.
     groups : ndarray (G,) int
@@ -144,7 +144,8 @@ class GroupedData:
     features : tuple of str
         Names of the Dx feature columns; ``target`` names y.
     x_mean, x_std : ndarray (Dx,)
-        Train-split statistics used to standardise x (``y_mean``, ``y_std`` for y).
+        Train-split statistics used to standardise x (``y_mean``, ``y_std`` for y; ``None``
+        for labels).
     """
 
     name: str
@@ -157,8 +158,8 @@ class GroupedData:
     target: str
     x_mean: np.ndarray
     x_std: np.ndarray
-    y_mean: float
-    y_std: float
+    y_mean: float | np.ndarray | None
+    y_std: float | np.ndarray | None
 
     @property
     def num_groups(self) -> int:
@@ -167,6 +168,14 @@ class GroupedData:
     @property
     def dx(self) -> int:
         return int(self.x.shape[-1])
+
+    @property
+    def classification(self) -> bool:
+        return self.y.ndim == 2
+
+    def family(self) -> TaskFamily:
+        """A task family whose tasks are these groups (:func:`data_family`)."""
+        return data_family(self)
 
 
 def _check_name(name: str) -> _Source:
@@ -332,6 +341,12 @@ def _draw(key, x_all, y_all, lengths, labels, eligible, num_tasks, k_min, k_max,
     return split_episode(k_k, x, y, k_min, k_max), labels[g][:, None]
 
 
+def _group_ids(data: GroupedData) -> Array:
+    """``(G,)`` float ids of the groups: their labels when numeric, else their positions."""
+    numeric = np.asarray(data.groups).dtype.kind in "iuf"
+    return jnp.asarray(data.groups if numeric else np.arange(data.num_groups), jnp.float32)
+
+
 def episode_sampler(
     data: GroupedData,
 ) -> Callable[[Array, int, tuple[int, int], int], tuple[TaskBatch, Array]]:
@@ -343,7 +358,7 @@ def episode_sampler(
     x_all, y_all = jnp.asarray(data.x), jnp.asarray(data.y)
     lengths = np.asarray(data.lengths)
     lengths_dev = jnp.asarray(lengths, jnp.int32)
-    labels = jnp.asarray(data.groups, jnp.float32)
+    labels = _group_ids(data)
 
     def sample_episode(key, num_tasks, k_range, num_query):
         k_min, k_max = _check_sizes(num_tasks, k_range, num_query)
@@ -393,22 +408,31 @@ def grouped_family(
         reference exists (``mean_fn`` and ``noise_fn`` are ``None``). ``sample_params`` draws
         group labels uniformly from the split.
     """
-    data = load_grouped(name, split, test_fraction=test_fraction, seed=seed)
-    labels = jnp.asarray(data.groups, jnp.float32)
+    return data_family(load_grouped(name, split, test_fraction=test_fraction, seed=seed))
+
+
+def data_family(data: GroupedData) -> TaskFamily:
+    """A task family over the groups of one split: episodes from :func:`episode_sampler`;
+    Gaussian likelihood for a real ``y``, categorical for labels; no exact reference
+    (``mean_fn`` and ``noise_fn`` are ``None``). ``sample_params`` draws group ids."""
+    ids = _group_ids(data)
 
     def sample_params(key, n):
-        return labels[jax.random.randint(key, (n,), 0, data.num_groups)][:, None]
+        return ids[jax.random.randint(key, (n,), 0, data.num_groups)][:, None]
 
     real = np.arange(data.x.shape[1])[None, :] < data.lengths[:, None]
     lo, hi = float(data.x[real].min()), float(data.x[real].max())
+    classes = int(data.y[real].max()) + 1 if data.classification else None
     return TaskFamily(
-        name=f"{name}-{split}",
+        name=f"{data.name}-{data.split}",
         dx=data.dx,
-        dy=1,
+        dy=1 if data.classification else int(data.y.shape[-1]),
         sample_params=sample_params,
         mean_fn=None,
         noise_fn=None,
         x_range=(lo, hi),
+        likelihood="categorical" if data.classification else "gaussian",
+        num_classes=classes,
         sample_episode=episode_sampler(data),
     )
 
@@ -416,6 +440,7 @@ def grouped_family(
 __all__ = [
     "DATASETS",
     "GroupedData",
+    "data_family",
     "eligible_groups",
     "episode_sampler",
     "grouped_family",

@@ -1,0 +1,402 @@
+"""Your own grouped data as tasks: rows ``(x, y, group)`` from arrays, a CSV file, a pandas
+DataFrame or a padded pool of tasks.
+
+Each group (a patient, school, sensor, shop, user) is a task. :class:`Rows` holds the rows
+as the user gave them; :meth:`Rows.split` divides the *groups* (never rows) into train,
+validation and test, fits a :class:`Standardizer` on the training groups only, and returns
+:class:`~bayesmeta.tasks.grouped.GroupedData` per split: standardised, padded by group, with
+the group sizes. ``GroupedData.family()`` is a task family whose episodes are cut inside the
+jitted training scan from device-resident arrays: per task a random support/query split of
+one group without replacement, support sizes drawn from the recipe's range, padded and
+masked, one compilation for every batch.
+
+    rows = from_groups(x, y, groups)                      # x (N, Dx), y (N,) or (N, Dy)
+    rows = from_csv("schools.csv", x=["iq", "ses"], y="score", group="school")
+    splits = rows.split(seed=0)                           # .train .validation .test .scaler
+    family = splits.train.family()                        # meta-train on this
+
+Labels (integer ``y``) make a classification data set: they are checked to be integers and
+are not standardised.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bayesmeta.tasks.grouped import GroupedData
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class Standardizer:
+    """Affine maps to and from standardised units, fitted on the training groups.
+
+    ``x_std = (x − x_mean) / x_scale``; for a real ``y`` likewise with ``y_mean``, ``y_scale``
+    (``None`` for labels). A density in standardised units converts back with the Jacobian:
+    log p(y) = log p(y_std) − Σ log y_scale.
+    """
+
+    x_mean: np.ndarray
+    x_scale: np.ndarray
+    y_mean: np.ndarray | None
+    y_scale: np.ndarray | None
+
+    @classmethod
+    def fit(cls, x: np.ndarray, y: np.ndarray | None) -> Standardizer:
+        x_scale = x.std(0)
+        y_mean = y_scale = None
+        if y is not None:
+            y_mean, y_scale = y.mean(0), y.std(0)
+            y_scale = np.where(y_scale > 0, y_scale, 1.0)
+        return cls(x.mean(0), np.where(x_scale > 0, x_scale, 1.0), y_mean, y_scale)
+
+    def transform_x(self, x: np.ndarray) -> np.ndarray:
+        return (np.asarray(x) - self.x_mean) / self.x_scale
+
+    def transform_y(self, y: np.ndarray) -> np.ndarray:
+        return y if self.y_mean is None else (np.asarray(y) - self.y_mean) / self.y_scale
+
+    def inverse_y(self, y_std: np.ndarray) -> np.ndarray:
+        """Values (means, draws) from standardised units back to the data's own units."""
+        return y_std if self.y_mean is None else np.asarray(y_std) * self.y_scale + self.y_mean
+
+    def log_jacobian(self) -> float:
+        """Σ log y_scale: subtract from a standardised log density to get the data's units."""
+        return 0.0 if self.y_scale is None else float(np.sum(np.log(self.y_scale)))
+
+    def to_json(self) -> dict[str, Any]:
+        def lst(a):
+            return None if a is None else np.asarray(a, np.float64).tolist()
+
+        return {k: lst(getattr(self, k)) for k in ("x_mean", "x_scale", "y_mean", "y_scale")}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Standardizer:
+        def arr(v):
+            return None if v is None else np.asarray(v, np.float64)
+
+        return cls(*(arr(d[k]) for k in ("x_mean", "x_scale", "y_mean", "y_scale")))
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The three group-disjoint splits of a data set and the training groups' standardiser."""
+
+    train: GroupedData
+    validation: GroupedData
+    test: GroupedData
+    scaler: Standardizer
+
+    def __getitem__(self, name: str) -> GroupedData:
+        if name not in SPLITS:
+            raise ValueError(f"split: expected one of {list(SPLITS)}, got {name!r}")
+        return getattr(self, name)
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Grouped rows in the data's own units: ``x (N, Dx)`` float, ``y (N, Dy)`` float or
+    ``(N,)`` integer labels, ``groups (N,)`` (any labels)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray
+    features: tuple[str, ...]
+    target: str
+    name: str = "data"
+
+    @property
+    def classification(self) -> bool:
+        return self.y.ndim == 1
+
+    @property
+    def group_labels(self) -> np.ndarray:
+        return np.unique(self.groups)
+
+    def split(
+        self,
+        seed: int = 0,
+        fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+        min_group_size: int = 2,
+    ) -> Splits:
+        """Split the groups (never their rows) into train / validation / test.
+
+        The sorted group labels are permuted by ``numpy.random.default_rng(seed)`` and cut by
+        ``fractions``; each split gets at least one group and train at least two. Groups with
+        fewer than ``min_group_size`` rows are left out first (an episode needs at least one
+        support and one query point). The standardiser is fitted on the training groups' rows.
+        """
+        fr = np.asarray(fractions, np.float64)
+        if fr.shape != (3,) or np.any(fr <= 0) or not np.isclose(fr.sum(), 1.0):
+            raise ValueError(
+                f"fractions: expected three positive numbers summing to 1 (train, validation, "
+                f"test), got {tuple(fractions)}"
+            )
+        if int(min_group_size) < 2:
+            raise ValueError(f"min_group_size: expected at least 2, got {min_group_size}")
+        labels, counts = np.unique(self.groups, return_counts=True)
+        keep = labels[counts >= min_group_size]
+        if keep.size < 4:
+            small = int((counts < min_group_size).sum())
+            raise ValueError(
+                f"groups: expected at least 4 groups with >= {min_group_size} rows (two to "
+                f"train, one to validate, one to test), got {keep.size} of {labels.size}"
+                + (f" ({small} are smaller; lower min_group_size)" if small else "")
+            )
+        perm = keep[np.random.default_rng(seed).permutation(keep.size)]
+        n_val = max(1, int(round(fr[1] * keep.size)))
+        n_test = max(1, int(round(fr[2] * keep.size)))
+        n_train = keep.size - n_val - n_test
+        if n_train < 2:
+            raise ValueError(
+                f"fractions: {tuple(fractions)} of {keep.size} groups leaves {n_train} training "
+                "groups; at least 2 are needed"
+            )
+        parts = {
+            "train": np.sort(perm[:n_train]),
+            "validation": np.sort(perm[n_train : n_train + n_val]),
+            "test": np.sort(perm[n_train + n_val :]),
+        }
+        in_train = np.isin(self.groups, parts["train"])
+        y_fit = None if self.classification else self.y[in_train]
+        scaler = Standardizer.fit(self.x[in_train], y_fit)
+        return Splits(
+            **{name: self._padded(name, g, scaler) for name, g in parts.items()}, scaler=scaler
+        )
+
+    def _padded(self, split: str, labels: np.ndarray, scaler: Standardizer) -> GroupedData:
+        rows = [np.flatnonzero(self.groups == g) for g in labels]
+        lengths = np.array([r.size for r in rows])
+        n_max, dx = int(lengths.max()), self.x.shape[1]
+        xs = scaler.transform_x(self.x)
+        xp = np.zeros((labels.size, n_max, dx), np.float32)
+        if self.classification:
+            yp = np.zeros((labels.size, n_max), np.int32)
+            ys = self.y
+        else:
+            yp = np.zeros((labels.size, n_max, self.y.shape[1]), np.float32)
+            ys = scaler.transform_y(self.y)
+        for i, r in enumerate(rows):
+            xp[i, : r.size] = xs[r]
+            yp[i, : r.size] = ys[r]
+        return GroupedData(
+            name=self.name,
+            split=split,
+            x=xp,
+            y=yp,
+            lengths=lengths,
+            groups=labels,
+            features=self.features,
+            target=self.target,
+            x_mean=scaler.x_mean,
+            x_std=scaler.x_scale,
+            y_mean=scaler.y_mean,
+            y_std=scaler.y_scale,
+        )
+
+
+def _as_2d_float(name: str, a: Any, n: int | None = None) -> np.ndarray:
+    try:
+        arr = np.asarray(a, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected numbers, got {np.asarray(a).dtype} values") from None
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ValueError(f"{name}: expected shape (N,) or (N, D), got {arr.shape}")
+    if n is not None and arr.shape[0] != n:
+        raise ValueError(f"{name}: expected {n} rows (one per row of x), got {arr.shape[0]}")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        r = int(np.argwhere(bad)[0][0])
+        raise ValueError(f"{name}: expected finite values, got NaN/inf in {int(bad.sum())} "
+                         f"entries (first at row {r})")  # fmt: skip
+    return arr
+
+
+def from_groups(
+    x: Any,
+    y: Any,
+    groups: Any,
+    *,
+    features: Sequence[str] | None = None,
+    target: str = "y",
+    name: str = "data",
+    labels: bool | None = None,
+) -> Rows:
+    """Grouped rows from arrays: ``x (N, Dx)`` (or ``(N,)``), ``y (N,)``/``(N, Dy)`` real or
+    ``(N,)`` integer labels, and a group id per row.
+
+    ``labels=None`` treats an integer-typed 1-D ``y`` as class labels; pass ``labels=True``
+    (labels stored as floats that must be whole numbers) or ``False`` (integer counts
+    modelled as real values) to choose.
+    """
+    xa = _as_2d_float("x", x)
+    n = xa.shape[0]
+    g = np.asarray(groups)
+    if g.ndim != 1 or g.shape[0] != n:
+        raise ValueError(f"groups: expected shape ({n},) (one id per row of x), got {g.shape}")
+    if g.dtype.kind == "f" and not np.isfinite(g).all():
+        raise ValueError("groups: expected ids, got NaN/inf")
+    ya = np.asarray(y)
+    if labels is None:
+        labels = ya.ndim == 1 and ya.dtype.kind in "iub"
+    if labels:
+        if ya.ndim != 1 or ya.shape[0] != n:
+            raise ValueError(f"y: expected integer labels of shape ({n},), got {ya.shape}")
+        yf = _as_2d_float("y", ya, n)[:, 0]
+        if not np.all(yf == np.round(yf)) or (yf < 0).any():
+            raise ValueError("y: expected non-negative integer class labels, got "
+                             f"{yf[(yf != np.round(yf)) | (yf < 0)][:3].tolist()}")  # fmt: skip
+        ya = yf.astype(np.int64)
+    else:
+        ya = _as_2d_float("y", ya, n)
+    feats = tuple(features) if features is not None else tuple(f"x{i}" for i in range(xa.shape[1]))
+    if len(feats) != xa.shape[1]:
+        raise ValueError(f"features: expected {xa.shape[1]} names, got {len(feats)}")
+    return Rows(xa, ya, g, feats, target, name)
+
+
+def _columns(header: Sequence[str], names: Sequence[str], arg: str, source: str) -> list[int]:
+    out = []
+    for c in names:
+        if c not in header:
+            raise ValueError(f"{arg}: no column {c!r} in {source} (columns: {list(header)})")
+        out.append(list(header).index(c))
+    return out
+
+
+def from_csv(
+    path: str | os.PathLike,
+    *,
+    x: Sequence[str] | str,
+    y: str,
+    group: str,
+    labels: bool | None = None,
+) -> Rows:
+    """Grouped rows from a CSV file with a header row (read with the standard library; pandas
+    is not needed). ``x`` names one or more feature columns, ``y`` the target, ``group`` the
+    group id. A label column (``labels=True``, or whole numbers when ``labels=None`` and every
+    value is an integer) makes a classification data set."""
+    xs = [x] if isinstance(x, str) else list(x)
+    path = Path(path)
+    with open(path, newline="") as fh:
+        reader = csv.reader(fh)
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            raise ValueError(f"FILE: {str(path)!r} is empty") from None
+        rows = [r for r in reader if r]
+    src = repr(str(path))
+    ix = _columns(header, xs, "--x", src)
+    (iy,) = _columns(header, [y], "--y", src)
+    (ig,) = _columns(header, [group], "--group", src)
+    if not rows:
+        raise ValueError(f"FILE: {src} has a header but no rows")
+
+    def numeric(col: int, name: str, arg: str) -> np.ndarray:
+        try:
+            return np.array([float(r[col]) for r in rows])
+        except (ValueError, IndexError):
+            bad = next(
+                (i for i, r in enumerate(rows) if not _is_number(r[col] if col < len(r) else "")),
+                0,
+            )
+            got = rows[bad][col] if col < len(rows[bad]) else ""
+            raise ValueError(
+                f"{arg}: column {name!r} is not numeric (row {bad + 2} of {src} has {got!r})"
+            ) from None
+
+    xa = np.stack([numeric(i, n, "--x") for i, n in zip(ix, xs, strict=True)], 1)
+    ya = numeric(iy, y, "--y")
+    if labels is None:
+        labels = False
+    try:
+        ga = np.array([r[ig] for r in rows])
+    except IndexError:
+        raise ValueError(f"--group: a row of {src} has no {group!r} value") from None
+    return from_groups(xa, ya, ga, features=xs, target=y, name=path.stem, labels=labels)
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def from_dataframe(df: Any, *, x: Sequence[str] | str, y: str, group: str,
+                   labels: bool | None = None, name: str = "data") -> Rows:  # fmt: skip
+    """Grouped rows from a pandas DataFrame's named columns (pandas is optional)."""
+    xs = [x] if isinstance(x, str) else list(x)
+    cols = list(df.columns)
+    _columns(cols, xs, "x", "the DataFrame")
+    _columns(cols, [y, group], "y/group", "the DataFrame")
+    non_numeric = [c for c in xs if df[c].dtype.kind not in "biuf"]
+    if non_numeric:
+        raise ValueError(
+            f"x: column {non_numeric[0]!r} is not numeric ({df[non_numeric[0]].dtype})"
+        )
+    return from_groups(df[xs].to_numpy(), df[y].to_numpy(), df[group].to_numpy(), features=xs,
+                       target=y, name=name, labels=labels)  # fmt: skip
+
+
+def from_pool(x: Any, y: Any, n: Any, *, name: str = "pool") -> Rows:
+    """Grouped rows from a padded pool of tasks: ``x (T, N, Dx)``, ``y (T, N[, Dy])`` and
+    ``n (T,)`` real points per task (rows past ``n[t]`` are padding and are dropped)."""
+    xa, ya, na = np.asarray(x), np.asarray(y), np.asarray(n)
+    if xa.ndim != 3:
+        raise ValueError(f"x: expected a pool of shape (T, N, Dx), got {xa.shape}")
+    t, nmax = xa.shape[:2]
+    if ya.shape[:2] != (t, nmax) or ya.ndim not in (2, 3):
+        raise ValueError(f"y: expected shape ({t}, {nmax}) or ({t}, {nmax}, Dy), got {ya.shape}")
+    if na.shape != (t,) or na.dtype.kind not in "iu" or (na < 1).any() or (na > nmax).any():
+        raise ValueError(f"n: expected ({t},) integers in [1, {nmax}], got {na.shape} {na.dtype}")
+    keep = np.arange(nmax)[None, :] < na[:, None]
+    groups = np.broadcast_to(np.arange(t)[:, None], (t, nmax))[keep]
+    return from_groups(xa[keep], ya[keep], groups, name=name)
+
+
+def load_pool_file(path: str | os.PathLike) -> Rows:
+    """A training-pool task file (``x (T,N,Dx)``, ``y``, ``n (T,)``; docs/formats.md), read
+    without pickle."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"FILE: {str(path)!r} is not a readable .npz ({type(err).__name__})"
+        ) from None
+    missing = [k for k in ("x", "y", "n") if k not in arrays]
+    if missing:
+        raise ValueError(f"FILE: {str(path)!r} lacks {missing} (a pool holds x, y and n)")
+    return from_pool(arrays["x"], arrays["y"], arrays["n"], name=path.stem)
+
+
+def save_scaler(path: str | os.PathLike, scaler: Standardizer) -> None:
+    """Write the standardiser as JSON (stored in a run directory)."""
+    Path(path).write_text(json.dumps(scaler.to_json(), indent=2) + "\n")
+
+
+__all__ = [
+    "SPLITS",
+    "Rows",
+    "Splits",
+    "Standardizer",
+    "from_csv",
+    "from_dataframe",
+    "from_groups",
+    "from_pool",
+    "load_pool_file",
+]
