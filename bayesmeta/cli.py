@@ -487,7 +487,7 @@ def evaluate(
     with _progress(3 if predictive else 2, f"evaluate {spec.name}/{method.name}", quiet) as bar:
         post = method.adapt(k_adapt, state, support, samples)
         bar.update(1, "adapted")
-        report = score(post, xq, yq)
+        report = score(post, xq, yq, mask_query=data.get("mask_query"))
         bar.update(2, "scored")
         if predictive:
             arrays = predictive_arrays(post, k_pred, xq, yq, samples)

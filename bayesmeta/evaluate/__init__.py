@@ -172,7 +172,9 @@ def _check_query(posterior, x_query, y_query) -> tuple[jax.Array, jax.Array]:
 
 
 # -- reports --------------------------------------------------------------------------------------
-def evaluate(posterior, x_query, y_query, return_pit: bool = False) -> dict[str, Any]:
+def evaluate(
+    posterior, x_query, y_query, return_pit: bool = False, mask_query=None
+) -> dict[str, Any]:
     """Metrics of a posterior predictive on query sets: the ``REPORT.json`` fields.
 
     Parameters
@@ -193,17 +195,38 @@ def evaluate(posterior, x_query, y_query, return_pit: bool = False) -> dict[str,
         All values are plain Python scalars, lists and dicts (JSON-serialisable).
         ``return_pit=True`` (regression) adds ``pit``, the ``(T, Q, Dy)`` PIT values as a
         NumPy array (not JSON-serialisable), so callers need not compute the CDF again.
+    mask_query : array (T, Q) of 0/1, optional
+        For tasks with different numbers of query points: only the points with 1 are scored,
+        every metric is a mean over those, and ``n_points`` is their total.
     """
     x, y = _check_query(posterior, x_query, y_query)
-    lp = posterior.log_predictive(x, y)
+    if mask_query is None:
+        keep = None
+
+        def real(a):
+            return a
+
+    else:
+        from bayesmeta.tasks.io import _check_mask_query
+
+        keep = _check_mask_query(mask_query, x.shape[:2]).astype(bool)
+
+        def real(a):
+            # the real points of every task, as one task of M points: (1, M, ...)
+            return np.asarray(a)[keep][None]
+
+    lp = real(posterior.log_predictive(x, y))
     report: dict[str, Any] = {
         "method": str(posterior.method),
         "n_tasks": int(x.shape[0]),
-        "n_points": int(x.shape[1]),
+        "n_points": int(x.shape[1]) if keep is None else int(keep.sum()),
         "nll": nll(lp),
     }
+    y_all = y
+    if keep is not None:
+        y = real(y)
     if posterior.likelihood == "categorical":
-        probs = posterior.probs(x)
+        probs = real(posterior.probs(x))
         report.update(
             accuracy=accuracy(probs, y),
             ece=ece(probs, y),
@@ -211,10 +234,10 @@ def evaluate(posterior, x_query, y_query, return_pit: bool = False) -> dict[str,
             brier=brier(probs, y),
         )
         return report
-    pit = posterior.cdf(x, y)
+    pit = real(posterior.cdf(x, y_all))
     _, density = pit_histogram(pit)
     report.update(
-        mse=mse(posterior.mean(x), y),
+        mse=mse(real(posterior.mean(x)), y),
         calibration_error=regression_calibration_error(pit),
         coverage=coverage_from_pit(pit),
         pit_histogram=[float(v) for v in density],

@@ -74,6 +74,29 @@ def _check_dim(name: str, value) -> None:
         raise TaskFileError(f"{name}: expected a positive integer, got {value!r}")
 
 
+def _check_mask_query(mask, shape: tuple[int, int]) -> np.ndarray:
+    """``mask_query (T, Q)`` of 0/1 (1 = a real point), at least one real point per task."""
+    try:
+        m = np.asarray(mask)
+    except Exception as e:  # noqa: BLE001 - anything unreadable is a bad mask
+        raise TaskFileError(f"mask_query: expected a (T, Q) array of 0/1, got ({e})") from e
+    if m.dtype.kind not in "biuf":
+        raise TaskFileError(f"mask_query: expected 0/1 values, got dtype {m.dtype}")
+    if m.shape != tuple(shape):
+        raise TaskFileError(
+            f"mask_query: expected shape (T, Q)={tuple(shape)} as in x_query, got {m.shape}"
+        )
+    if not np.all((m == 0) | (m == 1)):
+        raise TaskFileError("mask_query: expected only 0 (padding) and 1 (a real point)")
+    empty = np.flatnonzero(m.sum(1) == 0)
+    if empty.size:
+        raise TaskFileError(
+            f"mask_query: expected at least one real query point per task, got none in "
+            f"{empty.size} tasks (first: task {int(empty[0])})"
+        )
+    return m.astype(np.float32)
+
+
 def validate_tasks(
     tasks: Mapping[str, object],
     *,
@@ -88,7 +111,8 @@ def validate_tasks(
     ----------
     tasks : mapping of str -> array
         ``x_support``, ``y_support``, ``x_query``, ``y_query`` and optionally ``x_pool`` with
-        ``y_pool``; other keys are passed through.
+        ``y_pool`` and ``mask_query (T, Q)`` (1 = a real query point, 0 = padding, for tasks
+        of different sizes); other keys are passed through.
     dx : int, optional
         Expected input dimension Dx (e.g. the model's).
     classification : bool, optional
@@ -257,6 +281,8 @@ def validate_tasks(
     for xk, yk, _ in sets:
         out[xk] = arrays[xk].astype(np.float32)
         out[yk] = arrays[yk].astype(np.int32 if classification else np.float32)
+    if "mask_query" in tasks:
+        out["mask_query"] = _check_mask_query(tasks["mask_query"], arrays["x_query"].shape[:2])
     for key, value in tasks.items():
         if key not in out:
             out[key] = np.asarray(value)

@@ -327,3 +327,32 @@ def test_markdown_table():
     assert md[0] == "| method | nll | oracle_nll | gap | mse | cov50 | cov90 | cal_err | train_s |"
     assert md[1].startswith("| --- | ---: |")
     assert md[3] == "| maml | 1.2500 | 0.5000 | +0.7500 | 0.3 | 0.200 | 0.450 | 0.2000 | 12.3 |"
+
+
+def test_mask_query_scores_only_the_real_points():
+    # Two tasks with 3 and 1 real query points (padded to 3): the masked report equals the
+    # report of the real points alone, whatever the padding holds.
+    rng = np.random.default_rng(0)
+    w = jnp.asarray(rng.normal(size=(2, 50, 2)), jnp.float32)
+    post = TaskPosterior(
+        phi=w,
+        log_weights=jnp.full((2, 50), -jnp.log(50.0)),
+        noise_std=jnp.full((2, 50), 0.5),
+        apply=lambda phi, x: x * phi[0] + phi[1],
+        method="test",
+    )
+    x = rng.uniform(-1, 1, (2, 3, 1)).astype(np.float32)
+    y = rng.normal(size=(2, 3, 1)).astype(np.float32)
+    mask = np.array([[1, 1, 1], [1, 0, 0]], np.float32)
+    y_pad = y.copy()
+    y_pad[1, 1:] = 1e6  # padding that would dominate every metric if it were scored
+    masked = evaluate(post, x, y_pad, mask_query=mask)
+    full = evaluate(post, x, y)
+    assert masked["n_points"] == 4 and full["n_points"] == 3
+    lp = np.asarray(post.log_predictive(jnp.asarray(x), jnp.asarray(y)))
+    assert masked["nll"] == pytest.approx(-(lp[0].sum() + lp[1, 0]) / 4, rel=1e-5)
+    assert masked["mse"] < 10 and 0 <= masked["coverage"]["0.9"] <= 1
+    with pytest.raises(ValueError, match="mask_query: expected at least one real query point"):
+        evaluate(post, x, y, mask_query=np.array([[1, 1, 1], [0, 0, 0]]))
+    with pytest.raises(ValueError, match=r"mask_query: expected shape \(T, Q\)=\(2, 3\)"):
+        evaluate(post, x, y, mask_query=np.ones((2, 2)))

@@ -274,3 +274,22 @@ def test_pickled_object_array_is_refused(tmp_path):
 def test_dx_argument_validated():
     with pytest.raises(TaskFileError, match=r"dx: expected a positive integer"):
         validate_tasks(_regression(), dx=0)
+
+
+def test_mask_query_is_validated_and_kept():
+    rng = np.random.default_rng(0)
+    tasks = {
+        "x_support": rng.normal(size=(2, 3, 1)),
+        "y_support": rng.normal(size=(2, 3, 1)),
+        "x_query": rng.normal(size=(2, 4, 1)),
+        "y_query": rng.normal(size=(2, 4, 1)),
+    }
+    ok = validate_tasks({**tasks, "mask_query": np.array([[1, 1, 0, 0], [1, 1, 1, 1]])})
+    assert ok["mask_query"].dtype == np.float32 and ok["mask_query"].sum() == 6
+    for bad, needle in [
+        (np.ones((2, 3)), r"mask_query: expected shape \(T, Q\)=\(2, 4\)"),
+        (np.full((2, 4), 0.5), "mask_query: expected only 0"),
+        (np.array([[0, 0, 0, 0], [1, 1, 1, 1]]), "in 1 tasks \\(first: task 0\\)"),
+    ]:
+        with pytest.raises(TaskFileError, match=needle):
+            validate_tasks({**tasks, "mask_query": bad})
