@@ -150,6 +150,56 @@ def _load_tasks_for(spec, tasks: str) -> dict:
         raise TaskFileError(msg.replace("(num_classes=", f"(model {spec.name!r}: C=")) from None
 
 
+# -- the user's own data ------------------------------------------------------------------------
+class DataRef:
+    """A grouped data file and how to read and split it (``--data``, ``--group``, ``--x``,
+    ``--y``, ``--split-seed``). Reading it runs no code. The split depends only on the file
+    and ``split_seed``, so ``fit`` and ``tasks`` see the same train / validation / test
+    groups."""
+
+    def __init__(self, path, group=None, x=None, y=None, split_seed=0, sha256=None):
+        self.path = str(Path(path).resolve()) if Path(path).exists() else str(path)
+        self.group, self.y = group, y
+        self.x = [c for c in x.split(",") if c] if isinstance(x, str) else x
+        self.split_seed, self.sha256 = split_seed, sha256
+
+    def rows(self):
+        from bayesmeta.checkpoint import file_sha256
+        from bayesmeta.tasks.data import load_rows
+
+        rows = load_rows(self.path, x=self.x, y=self.y, group=self.group)
+        digest = file_sha256(self.path)
+        if self.sha256 is not None and digest != self.sha256:
+            raise UsageError(
+                f"--data: {self.path!r} has SHA-256 {digest[:16]}..., but the run was fitted on "
+                f"{self.sha256[:16]}...: the data file has changed since the run"
+            )
+        self.sha256 = digest
+        return rows
+
+    def spec(self, model: str):
+        from bayesmeta.zoo import data_model_spec
+
+        rows = self.rows()
+        splits = rows.split(seed=self.split_seed)
+        return data_model_spec(model, splits, name=rows.name), splits
+
+    def manifest(self) -> dict:
+        return {
+            "path": self.path,
+            "sha256": self.sha256,
+            "group": self.group,
+            "x": self.x,
+            "y": self.y,
+            "split_seed": self.split_seed,
+        }
+
+    @classmethod
+    def from_manifest(cls, d: dict) -> DataRef:
+        return cls(d["path"], d.get("group"), d.get("x"), d.get("y"), d.get("split_seed", 0),
+                   d.get("sha256"))  # fmt: skip
+
+
 # -- run directories ----------------------------------------------------------------------------
 def load_run(
     run_dir: str,
@@ -258,6 +308,13 @@ def _spec_of_run(run_dir: str, payload: dict, model: str | None, trusted: bool):
     from bayesmeta.zoo import builtin_models, load_model_spec
 
     source, digest = payload["model_source"], payload.get("model_sha256")
+    if isinstance(payload.get("data"), dict):
+        try:
+            return DataRef.from_manifest(payload["data"]).spec(source)[0]
+        except KeyError as err:
+            raise CheckpointError(
+                f"checkpoint: {run_dir!r} has a corrupt data entry ({err})"
+            ) from None
     if digest is None:
         if source not in builtin_models():
             raise CheckpointError(
@@ -308,6 +365,7 @@ def fit(
     coordinator: str | None = None,
     num_processes: int | None = None,
     process_id: int | None = None,
+    data: DataRef | None = None,
 ) -> dict:
     """Meta-train ``method_name`` on ``model`` and write ``out/checkpoint.npz`` and
     ``out/run.json``. With ``resume``, continue the run in ``out`` from its checkpoint (same
@@ -319,6 +377,11 @@ def fit(
     meta-batch over every process's devices; ``task_streams`` (default: the device count)
     splits the batch into independently drawn streams, and the same ``task_streams`` on one
     process gives the same θ. Process 0 writes the checkpoint and ``run.json``.
+
+    With ``data`` (the user's own grouped rows, :class:`DataRef`), ``model`` is a built-in
+    data model (``linear``, ``mlp``) sized from the data; the groups are split train /
+    validation / test by ``data.split_seed``, and the data file's path, SHA-256, columns and
+    the training groups' standardiser are recorded in the run.
     """
     import jax
 
@@ -346,11 +409,14 @@ def fit(
                 f"--task-streams: expected a multiple of the {mesh.devices.size} devices "
                 f"of the mesh, got {task_streams}"
             )
-    spec = load_model_spec(model)
+    if data is not None:
+        spec, splits = data.spec(model)
+    else:
+        spec = load_model_spec(model)
     method, cfg = spec.build(method_name, budget, steps=steps)
     out_dir = Path(out)
     settings = spec.recipe(method_name, budget, steps=steps)
-    model_file = spec.source not in builtin_models()
+    model_file = data is None and spec.source not in builtin_models()
     extra = {
         "model_source": spec.source,
         "model_sha256": file_sha256(spec.source) if model_file else None,
@@ -360,6 +426,9 @@ def fit(
         "budget": budget,
         "task_streams": task_streams or 1,
     }
+    if data is not None:
+        extra["data"] = data.manifest()
+        extra["scaler"] = splits.scaler.to_json()
     if task_streams is not None:
         mb = method_name != "reference" and settings["meta_batch"]
         if mb and mb % task_streams:
@@ -381,9 +450,19 @@ def fit(
         resume_from = None
         if resume and (out_dir / CHECKPOINT_NAME).exists():
             _, _, old_state, payload = load_run(str(out_dir), model=model if model_file else None)
-            for k in ("model_source", "method", "settings", "seed", "budget", "task_streams"):
-                want = method_name if k == "method" else extra[k]
-                if payload.get(k, 1 if k == "task_streams" else None) != want:
+            for k in (
+                "model_source",
+                "method",
+                "settings",
+                "seed",
+                "budget",
+                "task_streams",
+                "data",
+            ):
+                want = method_name if k == "method" else extra.get(k)
+                if payload.get(k, 1 if k == "task_streams" else None) != want and not (
+                    k == "data" and want is None
+                ):
                     raise UsageError(
                         f"--resume: the run in {out!r} has {k}={payload.get(k)!r}, "
                         f"this command asks for {want!r}"
@@ -479,6 +558,18 @@ def evaluate(
     _check_positive("--samples", samples)
     spec, method, state, payload = load_run(run_dir, **(access or {}))
     data = _load_tasks_for(spec, tasks)
+    # a run on the user's own data works in its training groups' standardised units; the
+    # task file and every reported number are in the data's own units
+    scaler = None
+    if isinstance(payload.get("scaler"), dict):
+        from bayesmeta.tasks.data import Standardizer
+
+        scaler = Standardizer.from_json(payload["scaler"])
+        y_raw = data["y_query"]
+        for key in ("x_support", "x_query"):
+            data[key] = scaler.transform_x(data[key]).astype("float32")
+        for key in ("y_support", "y_query"):
+            data[key] = scaler.transform_y(data[key]).astype(data[key].dtype)
     x_s, y_s = jnp.asarray(data["x_support"]), jnp.asarray(data["y_support"])
     support = Support(x_s, y_s, jnp.ones(x_s.shape[:2], x_s.dtype))
     k_adapt, k_pred = jax.random.split(jax.random.PRNGKey(seed))
@@ -492,6 +583,8 @@ def evaluate(
         if predictive:
             arrays = predictive_arrays(post, k_pred, xq, yq, samples)
             bar.update(3, "predictive")
+    if scaler is not None and scaler.y_mean is not None:
+        _to_data_units(report, arrays, post, xq, y_raw, data.get("mask_query"), scaler)
     report.update(
         {
             "model": spec.name,
@@ -512,6 +605,49 @@ def evaluate(
     else:
         _atomic_write_text(Path(out), text)
     return report
+
+
+def _to_data_units(report, arrays, post, xq, y_raw, mask, scaler) -> None:
+    """Convert a standardised-units report (and predictive arrays) to the data's own units:
+    densities gain the Jacobian −Σ log y_scale, means and draws map back, MSE is recomputed
+    against the raw targets; coverage, calibration and PIT are unchanged by an affine map."""
+    import numpy as np
+
+    from bayesmeta.evaluate.metrics import mse
+
+    jac = scaler.log_jacobian()
+    report["nll"] = report["nll"] + jac
+    mean = scaler.inverse_y(np.asarray(post.mean(xq)))
+    if mask is not None:
+        keep = np.asarray(mask).astype(bool)
+        report["mse"] = mse(mean[keep][None], np.asarray(y_raw)[keep][None])
+    else:
+        report["mse"] = mse(mean, y_raw)
+    report["units"] = "data"
+    if arrays is not None:
+        arrays["log_predictive"] = arrays["log_predictive"] - jac
+        arrays["mean"] = mean.astype(np.float32)
+        arrays["samples"] = scaler.inverse_y(arrays["samples"]).astype(np.float32)
+
+
+def make_data_tasks(
+    data: DataRef, split: str, out: str, k: int, seed: int, min_group_size: int | None = None
+) -> int:
+    """Write a task file of one split of the user's own data, in its own units: one task per
+    group, ``k`` support points, the rest of the group as (masked) query points. Returns the
+    number of tasks."""
+    from bayesmeta.tasks.data import SPLITS, held_out_tasks
+    from bayesmeta.tasks.io import save_tasks
+
+    _check_out_file(out)
+    if split not in SPLITS:
+        raise UsageError(f"--split: expected one of {list(SPLITS)}, got {split!r}")
+    rows = data.rows()
+    groups = rows.split(seed=data.split_seed)[split].groups
+    tasks = held_out_tasks(rows, groups, k, seed, min_group_size)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    save_tasks(out, tasks)
+    return int(tasks["x_support"].shape[0])
 
 
 def make_tasks(
@@ -661,6 +797,26 @@ def active(
 
 
 # -- argument parsing ---------------------------------------------------------------------------
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    """Your own grouped data (docs/data_yours.md)."""
+    p.add_argument("--data", default=None, metavar="FILE",
+                   help="grouped rows: a .csv (with --group, --x, --y) or a pool .npz")  # fmt: skip
+    p.add_argument("--group", default=None, metavar="COL", help="the CSV's group id column")
+    p.add_argument("--x", default=None, metavar="COL[,COL...]", help="the CSV's feature columns")
+    p.add_argument("--y", default=None, metavar="COL", help="the CSV's target column")
+    p.add_argument("--split-seed", type=_seed, default=0,
+                   help="the train/validation/test split of the groups")  # fmt: skip
+
+
+def _data_ref(args) -> DataRef | None:
+    if args.data is None:
+        for flag, v in (("--group", args.group), ("--x", args.x), ("--y", args.y)):
+            if v is not None:
+                raise UsageError(f"{flag}: only with --data FILE")
+        return None
+    return DataRef(args.data, args.group, args.x, args.y, args.split_seed)
+
+
 def _add_access_args(p: argparse.ArgumentParser) -> None:
     """How far to trust a run directory (docs/formats.md, "Safe run directories")."""
     p.add_argument(
@@ -761,6 +917,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument(
         "--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint"
     )
+    _add_data_args(f)
     f.add_argument(
         "--task-streams",
         type=_positive("--task-streams"),
@@ -829,8 +986,23 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", required=True, metavar="CURVE.json")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    t = sub.add_parser("tasks", help="write a held-out task file from a model's task family")
-    t.add_argument("model", metavar="MODEL")
+    t = sub.add_parser(
+        "tasks", help="write a held-out task file from a model's task family or your data"
+    )
+    t.add_argument("model", metavar="MODEL", nargs="?", default=None)
+    _add_data_args(t)
+    t.add_argument(
+        "--split",
+        choices=["train", "validation", "test"],
+        default="test",
+        help="with --data: whose groups become tasks",
+    )
+    t.add_argument(
+        "--min-group-size",
+        type=_positive("--min-group-size"),
+        default=None,
+        help="with --data: leave out groups with fewer rows (default: refuse groups < K + 1)",
+    )
     t.add_argument("--k", type=_positive("--k"), default=5, help="support points per task")
     t.add_argument("--num-tasks", type=_positive("--num-tasks"), default=200)
     t.add_argument("--queries", type=_positive("--queries"), default=50)
@@ -909,6 +1081,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.coordinator,
                 args.num_processes,
                 args.process_id,
+                _data_ref(args),
             )
             print(
                 f"fitted {info['method']} on {info['model']}: {info['steps']} steps in "
@@ -927,7 +1100,17 @@ def main(argv: list[str] | None = None) -> int:
             )
             keys = [k for k in ("nll", "mse", "accuracy", "calibration_error", "ece") if k in rep]
             print(" ".join(f"{k}={rep[k]:.4f}" for k in keys) + f" -> {args.out}")
+        elif args.command == "tasks" and args.data is not None:
+            if args.model is not None:
+                raise UsageError(f"MODEL: not with --data (got {args.model!r}); the data's "
+                                 "groups are the tasks")  # fmt: skip
+            n = make_data_tasks(_data_ref(args), args.split, args.out, args.k, args.seed,
+                                args.min_group_size)  # fmt: skip
+            print(f"wrote {n} {args.split} groups as tasks (K={args.k}) -> {args.out}")
         elif args.command == "tasks":
+            if args.model is None:
+                raise UsageError("MODEL: expected a model file or name, or --data FILE")
+            _data_ref(args)
             make_tasks(
                 args.model,
                 args.out,

@@ -29,6 +29,7 @@ from bayesmeta.inference import (
     reference,
 )
 from bayesmeta.model import HierarchicalModel
+from bayesmeta.nn import linear, mlp
 from bayesmeta.tasks.base import TaskBatch, TaskFamily, sample_batch
 
 TRAIN_KEYS = ("steps", "meta_batch", "num_query", "chunk_size", "max_seconds", "k_power")
@@ -307,6 +308,72 @@ def load_model_spec(model: str) -> ModelSpec:
     if not isinstance(spec_obj, ModelSpec):
         raise ValueError(f"MODEL: {model!r} does not define SPEC = ModelSpec(...)")
     return ModelSpec(**{**spec_obj.__dict__, "source": source})
+
+
+#: Built-in networks-with-likelihoods that size themselves from a data set (``--data``).
+DATA_MODELS = ("linear", "mlp")
+DATA_STEPS = 3_000
+
+
+def data_model_spec(model: str, splits, *, name: str = "data") -> ModelSpec:
+    """A ModelSpec for the user's own grouped data (:mod:`bayesmeta.tasks.data`).
+
+    Parameters
+    ----------
+    model : {"linear", "mlp"}
+        ``linear``: a linear model per task, ``y = x W + b`` (Gaussian likelihood);
+        ``mlp``: two tanh hidden layers of 40 units, Gaussian likelihood for a real ``y`` and
+        categorical for labels.
+    splits : bayesmeta.tasks.data.Splits
+        Meta-training tasks come from ``splits.train``, held-out tasks from
+        ``splits.validation``.
+
+    The recipe is the grouped-data one (nlschools): every method runs a fixed number of
+    steps with Adam 3e-4 and a cosine decay, since long training memorises a finite set of
+    groups. Support sizes and query counts follow the training groups' median size ``m``:
+    ``num_query = clip(m // 2, 1, 5)`` and ``k_max = clip(m − num_query, 1, 10)``.
+    """
+    if model not in DATA_MODELS:
+        raise ValueError(f"MODEL: expected one of {list(DATA_MODELS)} with --data, got {model!r}")
+    train = splits.train
+    dx = train.dx
+    classes = train.family().num_classes if train.classification else None
+    if model == "linear":
+        if train.classification:
+            raise ValueError("MODEL: 'linear' is for a real y; use 'mlp' for class labels")
+        net = linear(dx, int(train.y.shape[-1]))
+        hm = HierarchicalModel(net, dx=dx, prior_scale=1.0, noise_init=0.7)
+    else:
+        out = classes if train.classification else int(train.y.shape[-1])
+        hm = HierarchicalModel(
+            mlp((dx, 40, 40, out), activation="tanh"),
+            likelihood="categorical" if train.classification else "gaussian",
+            dx=dx,
+            num_classes=classes,
+            prior_scale=0.1,
+            noise_init=0.7,
+        )
+    median = int(np.median(train.lengths))
+    num_query = int(np.clip(median // 2, 1, 5))
+    k_max = int(np.clip(median - num_query, 1, 10))
+    recipes = {
+        method: {**s, "steps": DATA_STEPS, "lr_decay_steps": DATA_STEPS, "max_seconds": None}
+        for method, s in REGRESSION_RECIPES.items()
+        if method != "*"
+    }
+    recipes["*"] = {**REGRESSION_RECIPES["*"], "lr": 3e-4, "num_query": num_query}
+    recipes["*"]["meta_batch"] = int(min(10, max(2, train.num_groups // 2)))
+    return ModelSpec(
+        name=f"{name}/{model}",
+        family=splits.validation.family(),
+        train_family=train.family(),
+        model=hm,
+        recipes=recipes,
+        budgets={"quick": {"*": {"steps": 300, "lr_decay_steps": 300}}},
+        k_range=(1, k_max),
+        eval_k=(1, min(5, k_max)),
+        source=model,
+    )
 
 
 def builtin_models() -> tuple[str, ...]:

@@ -22,7 +22,6 @@ are not standardised.
 from __future__ import annotations
 
 import csv
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -384,9 +383,72 @@ def load_pool_file(path: str | os.PathLike) -> Rows:
     return from_pool(arrays["x"], arrays["y"], arrays["n"], name=path.stem)
 
 
-def save_scaler(path: str | os.PathLike, scaler: Standardizer) -> None:
-    """Write the standardiser as JSON (stored in a run directory)."""
-    Path(path).write_text(json.dumps(scaler.to_json(), indent=2) + "\n")
+def load_rows(
+    path: str | os.PathLike,
+    *,
+    x: Sequence[str] | str | None = None,
+    y: str | None = None,
+    group: str | None = None,
+) -> Rows:
+    """Grouped rows from a ``.csv`` (``x``, ``y`` and ``group`` name its columns) or a
+    training-pool ``.npz`` (the column names are not needed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--data: no file at {str(path)!r}")
+    if path.suffix.lower() == ".npz":
+        return load_pool_file(path)
+    if path.suffix.lower() != ".csv":
+        raise ValueError(f"--data: expected a .csv or a pool .npz, got {str(path)!r}")
+    missing = [f for f, v in (("--group", group), ("--x", x), ("--y", y)) if not v]
+    if missing:
+        raise ValueError(f"{missing[0]}: a CSV needs --group COL, --x COL[,COL...] and --y COL")
+    return from_csv(path, x=x, y=y, group=group)
+
+
+def held_out_tasks(
+    rows: Rows, groups: np.ndarray, k: int, seed: int = 0, min_group_size: int | None = None
+) -> dict[str, np.ndarray]:
+    """A task file (docs/formats.md) in the data's own units: one task per group of
+    ``groups``, ``k`` support points drawn without replacement (``numpy`` generator
+    ``seed``), the rest of the group as query points, padded with ``mask_query``.
+
+    Every group needs at least ``k + 1`` rows; with ``min_group_size`` the smaller groups
+    are left out instead of refused.
+    """
+    if not isinstance(k, int | np.integer) or k < 1:
+        raise ValueError(f"--k: expected a positive integer, got {k!r}")
+    rows_of = [np.flatnonzero(rows.groups == g) for g in groups]
+    sizes = np.array([r.size for r in rows_of])
+    need = max(k + 1, min_group_size or 0)
+    small = sizes < need
+    if small.any() and min_group_size is None:
+        raise ValueError(
+            f"--k: {int(small.sum())} of {len(groups)} groups have fewer than K + 1 = {k + 1} "
+            f"rows (smallest: {int(sizes.min())}); lower --k or pass --min-group-size "
+            f"{k + 1} to leave them out"
+        )
+    rows_of = [r for r, s in zip(rows_of, small, strict=True) if not s]
+    if not rows_of:
+        raise ValueError(f"--min-group-size: no group has {need} rows or more")
+    rng = np.random.default_rng(seed)
+    q_max = max(r.size for r in rows_of) - k
+    t, dx = len(rows_of), rows.x.shape[1]
+    ydims = () if rows.classification else (rows.y.shape[1],)
+    ydt = np.int32 if rows.classification else np.float32
+    out = {
+        "x_support": np.zeros((t, k, dx), np.float32),
+        "y_support": np.zeros((t, k, *ydims), ydt),
+        "x_query": np.zeros((t, q_max, dx), np.float32),
+        "y_query": np.zeros((t, q_max, *ydims), ydt),
+        "mask_query": np.zeros((t, q_max), np.float32),
+    }
+    for i, r in enumerate(rows_of):
+        perm = r[rng.permutation(r.size)]
+        s, q = perm[:k], perm[k:]
+        out["x_support"][i], out["y_support"][i] = rows.x[s], rows.y[s]
+        out["x_query"][i, : q.size], out["y_query"][i, : q.size] = rows.x[q], rows.y[q]
+        out["mask_query"][i, : q.size] = 1.0
+    return out
 
 
 __all__ = [
@@ -398,5 +460,7 @@ __all__ = [
     "from_dataframe",
     "from_groups",
     "from_pool",
+    "held_out_tasks",
     "load_pool_file",
+    "load_rows",
 ]

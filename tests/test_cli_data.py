@@ -1,0 +1,144 @@
+"""`bayesmeta fit/tasks/evaluate --data`: the user's own grouped rows end to end, in the data's
+own units, with one-line errors for bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bayesmeta.cli import main
+from bayesmeta.tasks.io import load_tasks
+
+COLS = ["--group", "site", "--x", "a,b", "--y", "target"]
+
+
+def _write(path: Path, scale: float = 1.0, shift: float = 0.0, nan_row: int | None = None):
+    """Ragged groups of a random-slope linear model; y = scale * y0 + shift."""
+    rng = np.random.default_rng(0)
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["site", "a", "b", "target", "note"])
+        row = 0
+        for g in range(30):
+            slope = rng.normal(1.0, 0.5)
+            for _ in range(int(rng.integers(4, 14))):
+                a, b = rng.normal(), rng.normal()
+                y = slope * a - 0.5 * b + rng.normal(0, 0.3)
+                y = "nan" if row == nan_row else scale * y + shift
+                w.writerow([f"s{g:02d}", a, b, y, "x"])
+                row += 1
+    return path
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    base = tmp_path_factory.mktemp("data")
+    out = {}
+    for name, scale, shift in (("raw", 1.0, 0.0), ("scaled", 10.0, 5.0)):
+        csv_path = _write(base / f"{name}.csv", scale, shift)
+        run, tasks, rep = base / f"run_{name}", base / f"tasks_{name}.npz", base / f"{name}.json"
+        assert main(["fit", "linear", "--method", "maml", "--data", str(csv_path), *COLS,
+                     "--steps", "30", "--quiet", "--out", str(run)]) == 0  # fmt: skip
+        assert main(["tasks", "--data", str(csv_path), *COLS, "--split", "test", "--k", "3",
+                     "--out", str(tasks)]) == 0  # fmt: skip
+        assert main(["evaluate", str(run), "--tasks", str(tasks), "--samples", "20",
+                     "--out", str(rep), "--quiet"]) == 0  # fmt: skip
+        out[name] = (csv_path, run, tasks, json.loads(rep.read_text()))
+    return base, out
+
+
+def test_reports_are_in_the_datas_own_units(fitted):
+    # The same rows with y -> 10 y + 5 standardise to the same numbers, so the same seed trains
+    # the same θ: NLL per point moves by log 10, MSE by 100, coverage not at all.
+    _, runs = fitted
+    a, b = runs["raw"][3], runs["scaled"][3]
+    assert a["units"] == b["units"] == "data"
+    assert b["nll"] == pytest.approx(a["nll"] + np.log(10.0), abs=2e-3)
+    assert b["mse"] == pytest.approx(100 * a["mse"], rel=2e-3)
+    assert b["coverage"] == pytest.approx(a["coverage"], abs=1e-6)
+
+
+def test_task_file_is_one_task_per_test_group_with_masked_queries(fitted):
+    _, runs = fitted
+    csv_path, run, tasks_path, report = runs["raw"]
+    tasks = load_tasks(tasks_path)
+    mask = tasks["mask_query"]
+    assert tasks["x_support"].shape[1:] == (3, 2) and mask.shape == tasks["x_query"].shape[:2]
+    assert report["n_points"] == int(mask.sum()) and report["n_tasks"] == mask.shape[0]
+    assert (mask.sum(1) >= 2).all() and (mask.sum(1) < mask.shape[1]).any()  # ragged
+    manifest = json.loads((run / "run.json").read_text())
+    assert manifest["model"].endswith("/linear")
+    # test groups are not training groups: the run's split is recorded and reproducible
+    with np.load(run / "checkpoint.npz", allow_pickle=False) as f:
+        m = json.loads(str(f["__manifest__"]))
+    assert m["data"]["split_seed"] == 0 and m["data"]["x"] == ["a", "b"]
+    assert set(m["scaler"]) == {"x_mean", "x_scale", "y_mean", "y_scale"}
+
+
+def test_changed_data_file_is_refused(fitted, tmp_path, capsys):
+    base, runs = fitted
+    csv_path, run, tasks, _ = runs["raw"]
+    raw = csv_path.read_bytes()
+    try:
+        csv_path.write_bytes(raw + b"s99,0,0,0,x\r\n")
+        assert main(["evaluate", str(run), "--tasks", str(tasks), "--out",
+                     str(tmp_path / "r.json")]) == 2  # fmt: skip
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "the data file has changed since the run" in err[0]
+    finally:
+        csv_path.write_bytes(raw)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--group", "site", "--x", "a,zz", "--y", "target"], "--x: no column 'zz'"),
+        (
+            ["--group", "site", "--x", "a,note", "--y", "target"],
+            "--x: column 'note' is not numeric",
+        ),
+        (["--group", "site", "--x", "a"], "--y: a CSV needs"),
+        (["--group", "site", "--x", "a", "--y", "target", "--nan"], "y: expected finite values"),
+    ],
+)
+def test_bad_data_exits_2_with_one_line(fitted, tmp_path, capsys, args, needle):
+    base, _ = fitted
+    path = base / "raw.csv"
+    if "--nan" in args:
+        args = [a for a in args if a != "--nan"]
+        path = _write(tmp_path / "nan.csv", nan_row=7)
+    out = tmp_path / "run"
+    assert main(["fit", "mlp", "--method", "maml", "--data", str(path), *args,
+                 "--steps", "2", "--out", str(out)]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+    assert not out.exists()
+
+
+def test_small_groups_are_named_and_can_be_left_out(fitted, tmp_path, capsys):
+    base, _ = fitted
+    args = ["tasks", "--data", str(base / "raw.csv"), *COLS, "--split", "train", "--k", "8"]
+    assert main([*args, "--out", str(tmp_path / "t.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "have fewer than K + 1 = 9 rows" in err and "--min-group-size" in err
+    assert not (tmp_path / "t.npz").exists()
+    assert main([*args, "--min-group-size", "9", "--out", str(tmp_path / "t.npz")]) == 0
+    assert (load_tasks(tmp_path / "t.npz")["mask_query"].sum(1) >= 1).all()
+
+
+def test_a_task_file_of_another_dx_is_refused(fitted, tmp_path, capsys):
+    _, runs = fitted
+    other = tmp_path / "sin.npz"
+    assert main(["tasks", "sinusoid", "--k", "3", "--num-tasks", "2", "--out", str(other)]) == 0
+    assert main(["evaluate", str(runs["raw"][1]), "--tasks", str(other), "--out",
+                 str(tmp_path / "r.json")]) == 2  # fmt: skip
+    assert "Dx=2" in capsys.readouterr().err
+
+
+def test_column_flags_need_data(tmp_path, capsys):
+    assert main(["tasks", "sinusoid", "--x", "a", "--out", str(tmp_path / "t.npz")]) == 2
+    assert "--x: only with --data FILE" in capsys.readouterr().err
