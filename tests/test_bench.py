@@ -29,6 +29,7 @@ def tiny_run(tmp_path_factory):
     return rows, out
 
 
+@pytest.mark.slow  # the tiny bench run: two families, two seeds
 def test_rows_hold_every_field_and_the_oracle(tiny_run):
     rows, out = tiny_run
     assert json.loads((out / "calibration.json").read_text()) == json.loads(
@@ -50,6 +51,7 @@ def test_rows_hold_every_field_and_the_oracle(tiny_run):
             assert r["steps"] >= 5 and r["train_seconds"] > 0
 
 
+@pytest.mark.slow  # the tiny bench run: two families, two seeds
 def test_summary_and_markdown(tiny_run):
     rows, out = tiny_run
     summ = summarise(rows)
@@ -77,6 +79,7 @@ def test_worse_calibrated_than_maml_is_marked():
     assert "0.090 †" in md and "0.010 †" not in md and "0.050 †" not in md
 
 
+@pytest.mark.slow  # the tiny bench run: two families, two seeds
 def test_arviz_export_has_task_sample_point_dims(tiny_run):
     az = pytest.importorskip("arviz")
     _, out = tiny_run
@@ -88,6 +91,7 @@ def test_arviz_export_has_task_sample_point_dims(tiny_run):
     np.testing.assert_allclose(probs.sum("class"), 1.0, rtol=1e-5)
 
 
+@pytest.mark.slow  # the tiny bench run: two families, two seeds
 def test_figures_are_written(tiny_run):
     _, out = tiny_run
     names = {p.name for p in (out / "calibration").glob("*.png")}

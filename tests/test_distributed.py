@@ -97,6 +97,8 @@ def runs(tmp_path_factory):
     return one, two
 
 
+# the three tests that start JAX processes run in the slow tier (CI runs it as its own step)
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["maml", "abml"])
 def test_two_processes_train_the_same_theta_as_one(runs, name):
     one, two = runs
@@ -106,6 +108,7 @@ def test_two_processes_train_the_same_theta_as_one(runs, name):
     assert max(float(np.abs(x).max()) for x in a) > 0  # a real θ, not zeros
 
 
+@pytest.mark.slow
 def test_a_killed_two_process_run_resumes_to_the_same_theta(runs, tmp_path):
     one, _ = runs
     codes = _wait(_launch(_child(tmp_path, 2, "--die-after", "15"), 2))
@@ -118,6 +121,7 @@ def test_a_killed_two_process_run_resumes_to_the_same_theta(runs, tmp_path):
     assert _max_diff(_theta(one / "maml.npz"), _theta(tmp_path / "maml.npz")) < TOL
 
 
+@pytest.mark.slow
 def test_cli_fit_distributed_equals_one_process_with_the_same_streams(tmp_path):
     port = _free_port()
     base = [sys.executable, "-m", "bayesmeta.cli", "fit", "sinusoid", "--method", "maml",
