@@ -448,7 +448,8 @@ def fit(
             )
     else:
         resume_from = None
-        if resume and (out_dir / CHECKPOINT_NAME).exists():
+        # a legacy pickle is refused by load_run (not silently trained over)
+        if resume and any((out_dir / n).exists() for n in (CHECKPOINT_NAME, "checkpoint.pkl")):
             _, _, old_state, payload = load_run(str(out_dir), model=model if model_file else None)
             for k in (
                 "model_source",

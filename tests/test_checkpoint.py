@@ -53,6 +53,8 @@ def runs(tmp_path_factory):
                  "--out", str(good)]) == 0  # fmt: skip
     assert main(["tasks", "sinusoid", "--k", "3", "--num-tasks", "2", "--queries", "4",
                  "--out", str(base / "tasks.npz")]) == 0  # fmt: skip
+    assert main(["tasks", "sinusoid", "--k", "3", "--num-tasks", "2", "--queries", "4",
+                 "--pool", "3", "--out", str(base / "pool.npz")]) == 0  # fmt: skip
     with np.load(good / "checkpoint.npz", allow_pickle=False) as f:
         arrays = {k: f[k] for k in f.files}
     manifest = json.loads(str(arrays.pop("__manifest__")))
@@ -76,6 +78,7 @@ def runs(tmp_path_factory):
         "evil": evil,
         "good": good,
         "tasks": base / "tasks.npz",
+        "pool": base / "pool.npz",
         "crafted": crafted,
         "model_file": run_with("model_file", **model_file),
         "changed": run_with("changed", model_source=str(evil), model_sha256="0" * 64),
@@ -100,16 +103,28 @@ def _refused(capsys, argv, needle):
         ("future", [], "format version 3, written by a newer bayesmeta"),
     ],
 )
-@pytest.mark.parametrize("command", ["evaluate", "info"])
+@pytest.mark.parametrize("command", ["evaluate", "active", "fit-resume", "info"])
 def test_unsafe_run_directories_are_refused_and_nothing_runs(runs, capsys, tmp_path, run,
                                                              extra, needle, command):  # fmt: skip
     out = tmp_path / "report.json"
-    argv = [command, str(runs[run]), *extra]
+    before = sorted(p.name for p in runs[run].iterdir())
+    if command == "fit-resume":
+        # fit names its model on the command line (no trust flags): a manifest that points
+        # at any model file is refused before the hash is even looked at
+        needle = "--trust-model-file" if extra else needle
+        argv = ["fit", "sinusoid", "--method", "maml", "--steps", "3", "--quiet",
+                "--out", str(runs[run]), "--resume"]  # fmt: skip
+    else:
+        argv = [command, str(runs[run]), *extra]
     if command == "evaluate":
         argv += ["--tasks", str(runs["tasks"]), "--samples", "3", "--out", str(out)]
+    if command == "active":
+        argv += ["--tasks", str(runs["pool"]), "--acquisition", "bald", "--queries", "1",
+                 "--samples", "3", "--out", str(out)]  # fmt: skip
     _refused(capsys, argv, needle)
     assert not runs["marker"].exists(), "the payload ran"
     assert not out.exists()
+    assert sorted(p.name for p in runs[run].iterdir()) == before  # nothing written there
 
 
 def test_truncated_checkpoint_is_refused(runs, capsys, tmp_path):
@@ -144,6 +159,10 @@ def test_legacy_pickle_needs_allow_pickle_and_upgrade_converts_it(runs, capsys, 
     (d / "checkpoint.pkl").write_bytes(pickle.dumps(legacy))
     _refused(capsys, ["info", str(d)], "bayesmeta upgrade RUN_DIR")
     assert main(["info", str(d), "--allow-pickle"]) == 0
+    rep = tmp_path / "r.json"
+    ev = ["evaluate", str(d), "--tasks", str(runs["tasks"]), "--samples", "3", "--out", str(rep)]
+    _refused(capsys, ev, "legacy pickle checkpoint")
+    assert main([*ev, "--allow-pickle", "--quiet"]) == 0 and rep.exists()
     capsys.readouterr()
     assert main(["upgrade", str(d)]) == 0
     assert (d / "checkpoint.npz").is_file() and (d / "checkpoint.pkl.bak").is_file()
@@ -185,3 +204,22 @@ def test_a_state_from_another_method_is_refused(tmp_path):
     save_checkpoint(tmp_path / "c.npz", {"state": a.init(jax.random.PRNGKey(0))})
     with pytest.raises(CheckpointError, match="does not match this model and method"):
         load_checkpoint(tmp_path / "c.npz", template=b.init(jax.random.PRNGKey(0)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", [m for m in METHOD_NAMES])
+def test_jitted_adapt_is_identical_before_and_after_the_round_trip(tmp_path, method):
+    from bayesmeta.tasks import Support, make_task_set
+
+    spec = load_model_spec("circles" if method == "reference" else "sinusoid")
+    m, _ = spec.build(method)
+    state = m.init(jax.random.PRNGKey(3))
+    save_checkpoint(tmp_path / "c.npz", {"state": state})
+    back = load_checkpoint(tmp_path / "c.npz", template=m.init(jax.random.PRNGKey(0)))["state"]
+    tasks = make_task_set(spec.family, jax.random.PRNGKey(5), num_tasks=2, k=3, num_query=2)
+    support = Support(tasks["x_support"], tasks["y_support"], jax.numpy.ones((2, 3)))
+    adapt = jax.jit(m.adapt, static_argnums=3)
+    a = adapt(jax.random.PRNGKey(7), state, support, 4)
+    b = adapt(jax.random.PRNGKey(7), jax.tree_util.tree_map(jax.numpy.asarray, back), support, 4)
+    np.testing.assert_array_equal(np.asarray(a.phi), np.asarray(b.phi))
+    np.testing.assert_array_equal(np.asarray(a.log_weights), np.asarray(b.log_weights))
