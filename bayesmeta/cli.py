@@ -586,6 +586,8 @@ def evaluate(
             bar.update(3, "predictive")
     if scaler is not None and scaler.y_mean is not None:
         _to_data_units(report, arrays, post, xq, y_raw, data.get("mask_query"), scaler)
+        if int(yq.shape[-1]) == 1:
+            report["baselines"] = _linear_baselines(payload, data, scaler)
     report.update(
         {
             "model": spec.name,
@@ -629,6 +631,26 @@ def _to_data_units(report, arrays, post, xq, y_raw, mask, scaler) -> None:
         arrays["log_predictive"] = arrays["log_predictive"] - jac
         arrays["mean"] = mean.astype(np.float32)
         arrays["samples"] = scaler.inverse_y(arrays["samples"]).astype(np.float32)
+
+
+def _linear_baselines(payload: dict, data: dict, scaler) -> dict:
+    """NLL per query point (data units) of the pooled and the per-group empirical-Bayes
+    linear regressions (:mod:`bayesmeta.evaluate.baselines`), fitted on the run's training
+    groups and scored on the same task file as the method."""
+    import numpy as np
+
+    from bayesmeta.evaluate.baselines import baseline_log_predictive, fit_linear_baselines
+
+    train = DataRef.from_manifest(payload["data"]).spec(payload["model_source"])[1].train
+    real = np.arange(train.x.shape[1])[None, :] < train.lengths[:, None]
+    ids = np.broadcast_to(np.arange(train.num_groups)[:, None], real.shape)[real]
+    fit = fit_linear_baselines(train.x[real], train.y[real][:, 0], ids)
+    xs = data["x_support"]
+    lps = baseline_log_predictive(fit, xs, data["y_support"], np.ones(xs.shape[:2]),
+                                  data["x_query"], data["y_query"])  # fmt: skip
+    keep = np.asarray(data.get("mask_query", np.ones(lps["eb_linear"].shape))).astype(bool)
+    jac = scaler.log_jacobian()
+    return {name: {"nll": float(-lp[keep].mean() + jac)} for name, lp in lps.items()}
 
 
 def make_data_tasks(

@@ -60,6 +60,13 @@ def test_reports_are_in_the_datas_own_units(fitted):
     assert b["nll"] == pytest.approx(a["nll"] + np.log(10.0), abs=2e-3)
     assert b["mse"] == pytest.approx(100 * a["mse"], rel=2e-3)
     assert b["coverage"] == pytest.approx(a["coverage"], abs=1e-6)
+    # the linear baselines, in the same units and on the same tasks
+    for name in ("pooled_linear", "eb_linear"):
+        assert b["baselines"][name]["nll"] == pytest.approx(
+            a["baselines"][name]["nll"] + np.log(10.0), abs=1e-6
+        )
+    # random slopes per site: the per-group posterior beats ignoring the groups
+    assert a["baselines"]["eb_linear"]["nll"] < a["baselines"]["pooled_linear"]["nll"]
 
 
 def test_task_file_is_one_task_per_test_group_with_masked_queries(fitted):
