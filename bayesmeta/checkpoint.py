@@ -27,6 +27,8 @@ import jax
 import numpy as np
 
 CHECKPOINT_NAME = "checkpoint.npz"
+#: the state with the best validation score, when training had a validation stream
+BEST_NAME = "best.npz"
 LEGACY_CHECKPOINT_NAME = "checkpoint.pkl"
 FORMAT_VERSION = 2
 MANIFEST = "__manifest__"

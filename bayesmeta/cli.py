@@ -207,6 +207,7 @@ def load_run(
     model: str | None = None,
     trust_model_file: bool = False,
     allow_pickle: bool = False,
+    prefer_best: bool = True,
 ):
     """``(spec, method, state, manifest)`` of a fitted run directory, without running code
     the user did not ask for.
@@ -215,7 +216,9 @@ def load_run(
     model loads that model by name. A run fitted with a model file records the file's path
     and SHA-256: it is executed only when the user names it (``model``, ``--model FILE``) or
     passes ``trust_model_file``, and only if its hash still matches. A legacy pickle
-    checkpoint (``checkpoint.pkl``) is read only with ``allow_pickle`` (unsafe).
+    checkpoint (``checkpoint.pkl``) is read only with ``allow_pickle`` (unsafe). A run that
+    was validated during training holds ``best.npz`` (the lowest validation NLL), which is
+    loaded unless ``prefer_best`` is False (``fit --resume`` continues from the last state).
 
     Raises
     ------
@@ -230,6 +233,7 @@ def load_run(
     import numpy as np
 
     from bayesmeta.checkpoint import (
+        BEST_NAME,
         CHECKPOINT_NAME,
         LEGACY_CHECKPOINT_NAME,
         CheckpointError,
@@ -265,6 +269,8 @@ def load_run(
         if isinstance(source, str) and source not in builtin_models() and Path(source).is_file():
             # format 1 recorded no hash; the user trusts this run, so trust its file as it is
             payload.setdefault("model_sha256", file_sha256(source))
+    elif prefer_best and (path / BEST_NAME).is_file():
+        payload = load_checkpoint(path / BEST_NAME)
     else:
         payload = load_checkpoint(path / CHECKPOINT_NAME)
     for key, kind in (("model_source", str), ("method", str), ("settings", dict)):
@@ -450,7 +456,9 @@ def fit(
         resume_from = None
         # a legacy pickle is refused by load_run (not silently trained over)
         if resume and any((out_dir / n).exists() for n in (CHECKPOINT_NAME, "checkpoint.pkl")):
-            _, _, old_state, payload = load_run(str(out_dir), model=model if model_file else None)
+            _, _, old_state, payload = load_run(
+                str(out_dir), model=model if model_file else None, prefer_best=False
+            )
             for k in (
                 "model_source",
                 "method",
@@ -480,6 +488,7 @@ def fit(
             steps=steps,
             mesh=mesh,
             task_streams=task_streams,
+            validate=_validation_nll(spec, splits.validation, cfg, seed) if data else None,
         )
         state = res.state
         history = {k: v.tolist() for k, v in res.history.items()}
@@ -496,6 +505,10 @@ def fit(
         "task_streams": task_streams or 1,
         "processes": jax.process_count(),
     }
+    if history.get("validation_nll"):
+        best = min(range(len(history["validation_nll"])), key=history["validation_nll"].__getitem__)
+        info["best_step"] = history["step"][best]
+        info["best_validation_nll"] = history["validation_nll"][best]
     if is_primary():
         _atomic_write_text(out_dir / "run.json", json.dumps(info, indent=2, default=str))
     return info
@@ -608,6 +621,36 @@ def evaluate(
     else:
         _atomic_write_text(Path(out), text)
     return report
+
+
+def _validation_nll(spec, validation, cfg: dict, seed: int):
+    """``Method -> (state -> NLL)`` on a fixed batch of the validation groups: one task per
+    group large enough for the recipe's query count, support size ``min(5, k_max)``; NLL per
+    query point in standardised units. None when no validation group is large enough."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from bayesmeta.tasks.base import Support, sample_batch
+    from bayesmeta.tasks.grouped import eligible_groups
+
+    k, nq = min(5, spec.k_range[1]), int(cfg["num_query"])
+    num = int(eligible_groups(np.asarray(validation.lengths), k, nq).size)
+    if num == 0:
+        return None
+    batch = sample_batch(spec.family, jax.random.PRNGKey(seed + 1), num, (k, k), nq)[0]
+    support = Support(batch.x_support, batch.y_support, batch.mask_support)
+
+    def make(method):
+        adapt = jax.jit(method.adapt, static_argnums=3)
+
+        def validate(state):
+            post = adapt(jax.random.PRNGKey(0), state, support, 50)
+            return float(-jnp.mean(post.log_predictive(batch.x_query, batch.y_query)))
+
+        return validate
+
+    return make
 
 
 def _to_data_units(report, arrays, post, xq, y_raw, mask, scaler) -> None:

@@ -198,6 +198,7 @@ class ModelSpec:
         resume: tuple | None = None,
         mesh=None,
         task_streams: int | None = None,
+        validate=None,
         **overrides,
     ):
         """Meta-train ``method`` with its recipe: ``(Method, TrainResult)``.
@@ -209,6 +210,8 @@ class ModelSpec:
         ``meta_batch / S`` tasks (:func:`bayesmeta.parallel.stream_sampler`); with a ``mesh``
         (which may span processes) each device draws its own streams. The same S gives the
         same tasks, and so the same θ, on any number of processes.
+        ``validate`` is ``Method -> (state -> float)``: a held-out score computed after every
+        chunk (:func:`~bayesmeta.inference.train.train`).
         """
         from bayesmeta.inference.train import train
 
@@ -250,6 +253,7 @@ class ModelSpec:
             progress=progress,
             desc=f"{self.name}/{method}",
             mesh=mesh,
+            validate=validate(m) if validate is not None else None,
         )
         return m, res
 

@@ -79,6 +79,10 @@ def test_task_file_is_one_task_per_test_group_with_masked_queries(fitted):
     assert (mask.sum(1) >= 2).all() and (mask.sum(1) < mask.shape[1]).any()  # ragged
     manifest = json.loads((run / "run.json").read_text())
     assert manifest["model"].endswith("/linear")
+    # validated on the validation groups after every chunk; the best state is kept
+    assert len(manifest["history"]["validation_nll"]) == len(manifest["history"]["step"])
+    assert manifest["best_step"] in manifest["history"]["step"]
+    assert (run / "best.npz").is_file()
     # test groups are not training groups: the run's split is recorded and reproducible
     with np.load(run / "checkpoint.npz", allow_pickle=False) as f:
         m = json.loads(str(f["__manifest__"]))

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from bayesmeta.checkpoint import CHECKPOINT_NAME, save_checkpoint
+from bayesmeta.checkpoint import BEST_NAME, CHECKPOINT_NAME, save_checkpoint
 from bayesmeta.inference.base import MetaState, Method
 from bayesmeta.parallel import check_divisible, is_primary, replicate, shard_tasks
 from bayesmeta.tasks.base import TaskBatch
@@ -40,6 +40,8 @@ class TrainResult(NamedTuple):
     history: dict[str, np.ndarray]
     seconds: float
     compile_seconds: float
+    #: the state with the lowest validation NLL (with ``validate``), else None
+    best_state: MetaState | None = None
 
 
 class ProgressBar:
@@ -140,6 +142,7 @@ def train(
     progress: bool | None = None,
     desc: str | None = None,
     mesh: Mesh | None = None,
+    validate: Callable[[MetaState], float] | None = None,
 ) -> TrainResult:
     """Meta-train ``method`` for ``num_steps`` steps (rounded up to whole chunks).
 
@@ -162,6 +165,11 @@ def train(
         :func:`bayesmeta.parallel.initialize_distributed`; then only process 0 writes
         checkpoints, and :func:`bayesmeta.parallel.stream_sampler` lets each process draw
         its own tasks.
+    validate : state -> float, optional
+        A held-out score to minimise (e.g. the validation groups' NLL per query point),
+        called after every chunk: its values are ``history["validation_nll"]``, the best
+        state is ``TrainResult.best_state``, and with ``run_dir`` it is also written to
+        ``best.npz`` (atomic, data only), which evaluation prefers to the last state.
     """
     if num_steps < 1:
         raise ValueError(f"num_steps: expected a positive integer, got {num_steps}")
@@ -192,6 +200,9 @@ def train(
             )
 
     history: dict[str, list] = {"step": [], "loss": [], "grad_norm": []}
+    if validate is not None:
+        history["validation_nll"] = []
+    best_v, best_state = math.inf, None
     t0 = time.perf_counter()
     compile_s = 0.0
     for c in range(num_chunks):
@@ -212,7 +223,26 @@ def train(
         history["step"].append(int(state.step))
         history["loss"].append(float(loss.mean()))
         history["grad_norm"].append(float(np.asarray(infos.grad_norm).mean()))
-        bar.update((c + 1) * chunk_size, f"loss {history['loss'][-1]:.4f}")
+        postfix = f"loss {history['loss'][-1]:.4f}"
+        if validate is not None:
+            v = float(validate(state))
+            history["validation_nll"].append(v)
+            postfix += f" val {v:.4f}"
+            if v < best_v:
+                best_v, best_state = v, state
+                if ckpt is not None:
+                    save_checkpoint(
+                        ckpt.parent / BEST_NAME,
+                        {
+                            **(checkpoint_extra or {}),
+                            "method": method.name,
+                            "state": state,
+                            "key": key,
+                            "step": int(state.step),
+                            "validation_nll": v,
+                        },
+                    )
+        bar.update((c + 1) * chunk_size, postfix)
         if ckpt is not None and ((c + 1) % checkpoint_every == 0 or c == num_chunks - 1):
             checkpoint(state, key)
         if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
@@ -221,4 +251,4 @@ def train(
             break
     bar.close()
     hist = {k: np.asarray(v) for k, v in history.items()}
-    return TrainResult(state, key, hist, time.perf_counter() - t0, compile_s)
+    return TrainResult(state, key, hist, time.perf_counter() - t0, compile_s, best_state)

@@ -122,3 +122,23 @@ def test_jitted_meta_step_with_max_seconds(setup, key):
     )
     assert int(res.state.step) == 10  # stops after the first chunk
     assert jax.numpy.isfinite(res.history["loss"][0])
+
+
+def test_validation_keeps_the_best_state_and_checkpoint(setup, tmp_path, key):
+    model, sampler = setup
+    method = maml(model, inner_steps=1)
+    scores = iter([3.0, 1.0, 2.0])
+    seen = []
+
+    def validate(state):
+        seen.append(int(state.step))
+        return next(scores)
+
+    res = train(method, method.init(key), sampler, key, 30, chunk_size=10, run_dir=tmp_path,
+                progress=False, validate=validate)  # fmt: skip
+    assert seen == [10, 20, 30] and list(res.history["validation_nll"]) == [3.0, 1.0, 2.0]
+    assert int(res.best_state.step) == 20 and int(res.state.step) == 30
+    best = load_checkpoint(tmp_path / "best.npz", template=method.init(key))
+    assert best["step"] == 20 and best["validation_nll"] == 1.0
+    np.testing.assert_array_equal(best["state"].theta["mu"], res.best_state.theta["mu"])
+    assert load_checkpoint(tmp_path / "checkpoint.npz")["step"] == 30
