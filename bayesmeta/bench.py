@@ -339,6 +339,24 @@ def run_calibration(
     return rows
 
 
+def git_commit(where: str | os.PathLike | None = None) -> str | None:
+    """The short commit hash of the checkout at ``where`` (a results file's provenance), or
+    None outside a git checkout."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=where or Path(__file__).parent,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip() or None
+
+
 def _budget_name(budget: Budget) -> str:
     return next((k for k, v in BUDGETS.items() if v == budget), "custom")
 

@@ -163,16 +163,6 @@ def _run_config(method: str, meta_batch: int, n: int, steps: int, repeats: int) 
     return json.loads(line[len("RESULT") :])
 
 
-def _commit() -> str | None:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
-            cwd=Path(__file__).parent,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def markdown(rows: list[dict]) -> str:
     lines = [
         "| method | processes | devices | meta-batch | tasks/s | speedup vs 1 process "
@@ -255,10 +245,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     f"(x{row['speedup']:.2f}), peak {row['peak_mb']:.0f} MB",
                     flush=True,
                 )
+    from bayesmeta.bench import git_commit
+
     args.out.mkdir(parents=True, exist_ok=True)
     report = {
         "benchmark": "scaling",
-        "commit": _commit(),
+        "commit": git_commit(Path(__file__).parent),
         "command": " ".join(
             [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
         ),

@@ -20,11 +20,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from bayesmeta.bench import git_commit
 from bayesmeta.cli import main as cli
 from bayesmeta.tasks.grouped import DATASETS, _raw
 
@@ -43,19 +43,6 @@ def write_csv(name: str, path: Path) -> list[str]:
         for i in range(y.shape[0]):
             w.writerow([g[i], *x[i].tolist(), y[i]])
     return ["--group", src.group, "--x", ",".join(src.features), "--y", src.target]
-
-
-def _commit() -> str | None:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).parent,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def markdown(rows: list[dict]) -> str:
@@ -178,7 +165,7 @@ def run(argv: list[str] | None = None) -> list[dict]:
     args.out.mkdir(parents=True, exist_ok=True)
     report = {
         "benchmark": "your_data",
-        "commit": _commit(),
+        "commit": git_commit(Path(__file__).parent),
         "command": " ".join(
             ["benchmarks/your_data.py", *(argv if argv is not None else sys.argv[1:])]
         ),
