@@ -391,7 +391,7 @@ def _figures(fname, spec, fam, posts, tasks, seed, out_dir: Path) -> None:
     curves = {}
     for m in names:
         if (m, seed, k) in posts:
-            pit = np.asarray(posts[(m, seed, k)].cdf(ts["x_query"], ts["y_query"]))
+            pit = np.asarray(posts[(m, seed, k)].pit(ts["x_query"], ts["y_query"]))
             curves[m] = calibration_curve(pit)
     fig = plots.calibration_curves(curves, path=fig_dir / f"{fname}_calibration_k{k}.png")
     plt.close(fig)

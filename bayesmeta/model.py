@@ -18,6 +18,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -250,3 +252,414 @@ class HierarchicalModel:
     def predictive_apply(self) -> Callable[[Array, Array], Array]:
         """The ``apply`` a :class:`~bayesmeta.posterior.TaskPosterior` of this model uses."""
         return self.apply
+
+    # -- the interface every method reads (shared with NumPyroModel) --------------------------
+    @property
+    def theta_keys(self) -> tuple[str, ...]:
+        """Names of the model's own entries of θ (a method adds its own beside them)."""
+        return (
+            ("mu", "log_sigma", "log_noise")
+            if self.likelihood == "gaussian"
+            else ("mu", "log_sigma")
+        )
+
+    @property
+    def point_keys(self) -> tuple[str, ...]:
+        """The entries of θ a point estimate (MAML) keeps: the prior's scale is not used."""
+        return tuple(k for k in self.theta_keys if k != "log_sigma")
+
+    gaussian_prior = True
+
+    def prior_loc(self, theta: Theta) -> Array:
+        """Centre of p(φ | θ) in φ's (unconstrained) coordinates, ``(P,)``: μ."""
+        return theta["mu"]
+
+    def prior_log_scale(self, theta: Theta) -> Array:
+        """log of p(φ | θ)'s per-coordinate scale, ``(P,)``: log σ."""
+        return theta["log_sigma"]
+
+    def posterior(
+        self,
+        phi: Array,
+        theta: Theta,
+        method: str,
+        noise_std: Array | None = None,
+        log_weights: Array | None = None,
+    ):
+        """The :class:`~bayesmeta.posterior.TaskPosterior` of samples ``phi (T, S, P)``."""
+        from bayesmeta.posterior import TaskPosterior
+
+        noise = self.noise_std(theta) if noise_std is None else noise_std
+        post = TaskPosterior.from_samples(
+            phi, noise, self.predictive_apply(), self.likelihood, method
+        )
+        if log_weights is None:
+            return post
+        return TaskPosterior(
+            post.phi, log_weights, post.noise_std, post.apply, self.likelihood, method
+        )
+
+
+# -- any NumPyro model ---------------------------------------------------------------------------
+def _frames(site: dict) -> tuple[str, ...]:
+    return tuple(f.name for f in site.get("cond_indep_stack", ()))
+
+
+def _base_dist(fn):
+    """The distribution under Independent / Expanded / Masked wrappers (they broadcast)."""
+    while isinstance(fn, dist.Independent | dist.ExpandedDistribution | dist.MaskedDistribution):
+        fn = fn.base_dist
+    return fn
+
+
+class _SiteInfo(NamedTuple):
+    name: str
+    shape: tuple[int, ...]  # one task's value shape (the tasks axis kept at size 1)
+    size: int
+
+
+@dataclass(frozen=True, eq=False)
+class NumPyroModel:
+    """Any NumPyro hierarchical model, as every method needs it.
+
+    The contract (docs/models.md): ``model(x, y=None, mask=None)`` with ``x (T, N, Dx)``;
+
+    - every per-task latent site lies inside ``numpyro.plate("tasks", T, dim=-2)``: these
+      sites, unconstrained and flattened per task, are φ (their order is the trace's);
+    - the observed site is named ``"y"`` and lies inside ``"tasks"`` and a nested
+      ``numpyro.plate("points", N, dim=-1)``; its value per point is a scalar or a ``(Dy,)``
+      vector (bayesmeta always passes ``y (T, N, Dy)`` reshaped to the site's shape);
+    - every other sample site and every ``numpyro.param`` is part of θ, held unconstrained.
+
+    Densities are read from one trace with θ and φ substituted:
+
+        log p(φ | θ) = Σ_{φ sites} log p(T(u) | θ) + log |det ∂T(u)/∂u|,
+        log p(D | φ, θ) = Σ_j m_j log p(y_j | x_j, φ, θ)           (the mask m is applied here),
+        log p(θ) = Σ_{θ sample sites} log p(T(v)) + log |det ∂T(v)/∂v|,
+
+    with ``T`` NumPyro's ``biject_to`` of each site's support. The methods that start from
+    or compare with a Gaussian prior read :meth:`prior_loc` and :meth:`prior_log_scale`, the
+    moments of p(φ | θ) carried to u-space (exact for Normal priors).
+
+    Parameters
+    ----------
+    fn : callable
+        The NumPyro model function.
+    dx : int
+        Input dimension.
+    init : dict, optional
+        Initial θ values (constrained) by site name; other sites start at NumPyro's
+        ``init_to_mean`` (sample sites) or their ``numpyro.param`` initial value.
+    name : str
+    """
+
+    fn: Callable
+    dx: int = 1
+    init: dict | None = None
+    name: str = ""
+    likelihood: str = field(default="generic", init=False)
+    num_classes: None = field(default=None, init=False)
+    _phi: tuple = field(init=False, repr=False)
+    _theta: tuple = field(init=False, repr=False)
+    _params: tuple = field(init=False, repr=False)
+    _y: tuple = field(init=False, repr=False)
+
+    def __post_init__(self):
+        if not callable(self.fn):
+            raise TypeError(f"model: expected a NumPyro model function, got {self.fn!r}")
+        if not isinstance(self.dx, int) or self.dx < 1:
+            raise ValueError(f"dx: expected a positive integer, got {self.dx!r}")
+        tr2 = self._raw_trace(2, 3)
+        tr5 = self._raw_trace(2, 5)
+        label = self.name or getattr(self.fn, "__name__", "model")
+        y = tr2.get("y")
+        if y is None or y["type"] != "sample":
+            sites = [k for k, v in tr2.items() if v["type"] == "sample"]
+            raise ValueError(
+                f"model {label!r}: expected the observed site to be named 'y' "
+                f"(numpyro.sample('y', ..., obs=y)), found sample sites {sites}"
+            )
+        if _frames(y)[:2] != ("tasks", "points") and set(_frames(y)) != {"tasks", "points"}:
+            raise ValueError(
+                f"model {label!r}: site 'y' must lie inside plate 'tasks' (dim=-2) and a nested "
+                f"plate 'points' (dim=-1); its plates are {list(_frames(y))}"
+            )
+        ev = tuple(y["fn"].event_shape)
+        if tuple(y["value"].shape) != (2, 3, *ev) or len(ev) > 1:
+            raise ValueError(
+                f"model {label!r}: site 'y' must have batch shape (T, N) and a scalar or (Dy,) "
+                f"event; with T=2, N=3 its value has shape {tuple(y['value'].shape)} and event "
+                f"shape {ev}"
+            )
+        phi, theta, params = [], [], []
+        for name, site in tr2.items():
+            if name == "y" or site["type"] not in ("sample", "param"):
+                continue
+            if site["type"] == "param":
+                params.append(name)
+                theta.append(_SiteInfo(name, (), 0))
+                continue
+            if site.get("is_observed"):
+                raise ValueError(
+                    f"model {label!r}: only 'y' may be observed, but {name!r} has a value"
+                )
+            if "tasks" in _frames(site):
+                v = jnp.shape(site["value"])
+                batch = v[: len(v) - len(site["fn"].event_shape)]
+                if len(batch) < 2 or batch[0] != 2:
+                    raise ValueError(
+                        f"model {label!r}: per-task site {name!r} must have the tasks axis first "
+                        f"(plate 'tasks' at dim=-2, batch shape (T, 1) or (T, D)); got value "
+                        f"shape {v} with T=2"
+                    )
+                if "points" in _frames(site):
+                    raise ValueError(
+                        f"model {label!r}: latent site {name!r} lies inside plate 'points': a "
+                        f"per-point latent variable grows with N; only 'y' may be per point"
+                    )
+                v5 = jnp.shape(tr5[name]["value"])
+                if v5 != v:
+                    raise ValueError(
+                        f"model {label!r}: the size of latent site {name!r} depends on the "
+                        f"number of points N (shape {v} with N=3, {v5} with N=5)"
+                    )
+                shape = (1, *v[1:])
+                phi.append(_SiteInfo(name, shape, int(math.prod(shape))))
+            else:
+                theta.append(_SiteInfo(name, tuple(jnp.shape(site["value"])), 0))
+        if not phi:
+            raise ValueError(
+                f"model {label!r}: found no latent site inside plate 'tasks' (dim=-2); the "
+                f"per-task parameters φ must be sampled there"
+            )
+        object.__setattr__(self, "_phi", tuple(phi))
+        object.__setattr__(self, "_theta", tuple(theta))
+        object.__setattr__(self, "_params", tuple(params))
+        object.__setattr__(self, "_y", (ev, y["value"].dtype))
+
+    # -- tracing ------------------------------------------------------------------------------
+    def _raw_trace(self, t: int, n: int) -> dict:
+        label = self.name or getattr(self.fn, "__name__", "model")
+        x = jnp.zeros((t, n, self.dx))
+        try:
+            with handlers.trace() as tr, handlers.seed(rng_seed=0):
+                self.fn(x)
+        except Exception as err:  # the user's model: name it, not JAX's internals
+            raise ValueError(
+                f"model {label!r} failed when traced with x of shape (T, N, Dx)=({t}, {n}, "
+                f"{self.dx}) and y=None: {type(err).__name__}: {err}"
+            ) from None
+        return tr
+
+    def _transform(self, site: dict):
+        if site["type"] == "param":
+            return dist.transforms.biject_to(
+                site["kwargs"].get("constraint", dist.constraints.real)
+            )
+        return dist.transforms.biject_to(site["fn"].support)
+
+    def _substitutions(self, theta: Theta, phi: Array | None) -> Callable:
+        phi_vals = {}
+        if phi is not None:
+            off = 0
+            for s in self._phi:
+                phi_vals[s.name] = phi[off : off + s.size].reshape(s.shape)
+                off += s.size
+
+        def sub(site):
+            name = site["name"]
+            if name in phi_vals:
+                return self._transform(site)(phi_vals[name])
+            if name in theta:
+                return self._transform(site)(theta[name])
+            return None
+
+        return sub
+
+    def _trace(self, theta: Theta, phi: Array | None, x: Array, y: Array | None) -> dict:
+        with (
+            handlers.trace() as tr,
+            handlers.substitute(substitute_fn=self._substitutions(theta, phi)),
+        ):
+            self.fn(x, y)
+        return tr
+
+    def _obs(self, y: Array) -> Array:
+        """``y (N, Dy)`` as the observed site's value ``(1, N)`` or ``(1, N, Dy)``."""
+        ev, dtype = self._y
+        y = y[..., 0] if ev == () else y
+        return y[None].astype(dtype)
+
+    def _dummy(self) -> tuple[Array, Array]:
+        ev, dtype = self._y
+        return jnp.zeros((1, 1, self.dx)), jnp.zeros((1, 1, *ev), dtype)
+
+    # -- structure ----------------------------------------------------------------------------
+    @property
+    def num_params(self) -> int:
+        return sum(s.size for s in self._phi)
+
+    @property
+    def dy(self) -> int:
+        ev = self._y[0]
+        return 1 if ev == () else int(ev[0])
+
+    @property
+    def theta_keys(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self._theta)
+
+    @property
+    def point_keys(self) -> tuple[str, ...]:
+        return self.theta_keys
+
+    @property
+    def phi_sites(self) -> dict[str, tuple[int, ...]]:
+        """The per-task sites in φ's order, with one task's shape each."""
+        return {s.name: s.shape[1:] for s in self._phi}
+
+    @cached_property
+    def gaussian_prior(self) -> bool:
+        """Whether p(φ | θ) is a diagonal Normal in u-space: :meth:`prior_loc` and
+        :meth:`prior_log_scale` are then its exact moments."""
+        with jax.ensure_compile_time_eval():  # first read may be inside a jitted method
+            return self._gaussian_prior()
+
+    def _gaussian_prior(self) -> bool:
+        x, y = self._dummy()
+        th = self.init_theta(jax.random.PRNGKey(0))
+        traces = [self._trace(th, jnp.full(self.num_params, v), x, y) for v in (0.0, 1.0)]
+        for s in self._phi:
+            fns = [_base_dist(tr[s.name]["fn"]) for tr in traces]
+            if not all(type(f) is dist.Normal for f in fns):
+                return False
+            if not (
+                jnp.allclose(fns[0].loc, fns[1].loc) and jnp.allclose(fns[0].scale, fns[1].scale)
+            ):
+                return False
+        return True
+
+    def init_theta(self, key: Array) -> Theta:
+        """θ at initialisation (unconstrained): ``init`` values, else NumPyro's
+        ``init_to_mean`` for sample sites and the initial value of each ``numpyro.param``."""
+        from numpyro.infer.initialization import init_to_mean, init_to_value
+
+        x, _ = self._dummy()
+        values = dict(self.init or {})
+
+        def strategy(site):
+            if site["name"] in values:
+                return init_to_value(site, values=values)
+            return init_to_mean(site)
+
+        with handlers.trace() as tr, handlers.substitute(substitute_fn=strategy):
+            with handlers.seed(rng_seed=key):
+                self.fn(x)
+        out = {}
+        for s in self._theta:
+            site = tr[s.name]
+            out[s.name] = self._transform(site).inv(site["value"])
+        return jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), out)
+
+    def noise_std(self, theta: Theta) -> Array:
+        """Ones: the inner loops' σ_y² step scaling has no meaning for a general likelihood."""
+        return jnp.ones(())
+
+    # -- densities ----------------------------------------------------------------------------
+    def _site_sum(self, tr: dict, names) -> Array:
+        total = 0.0
+        for name in names:
+            site = tr[name]
+            u = self._transform(site).inv(site["value"])
+            lp = jnp.sum(site["fn"].log_prob(site["value"]))
+            total = (
+                total + lp + jnp.sum(self._transform(site).log_abs_det_jacobian(u, site["value"]))
+            )
+        return total
+
+    def log_prior(self, theta: Theta, phi: Array) -> Array:
+        """log p(φ | θ) in u-space of one task's ``phi (P,)``."""
+        tr = self._trace(theta, phi, *self._dummy())
+        return self._site_sum(tr, [s.name for s in self._phi])
+
+    def log_hyperprior(self, theta: Theta) -> Array:
+        """log p(θ) in u-space over θ's sample sites (``numpyro.param`` sites add nothing)."""
+        tr = self._trace(theta, jnp.zeros(self.num_params), *self._dummy())
+        names = [s.name for s in self._theta if s.name not in self._params]
+        return self._site_sum(tr, names) if names else jnp.zeros(())
+
+    def observe(self, theta: Theta, phi: Array, x: Array) -> dist.Distribution:
+        """p(y | x, φ, θ) of one task's points ``x (N, Dx)``: batch shape ``(1, N)``."""
+        ev, dtype = self._y
+        tr = self._trace(theta, phi, x[None], jnp.zeros((1, x.shape[0], *ev), dtype))
+        return tr["y"]["fn"]
+
+    def log_likelihood_points(self, theta: Theta, phi: Array, x: Array, y: Array) -> Array:
+        """log p(y_j | x_j, φ, θ) of each point of one task, ``(N,)``."""
+        tr = self._trace(theta, phi, x[None], self._obs(y))
+        site = tr["y"]
+        return site["fn"].log_prob(site["value"])[0]
+
+    def log_likelihood(
+        self, theta: Theta, phi: Array, x: Array, y: Array, mask: Array | None = None
+    ) -> Array:
+        """log p(D | φ, θ) of one task, padding masked out."""
+        lp = self.log_likelihood_points(theta, phi, x, y)
+        return jnp.sum(lp if mask is None else jnp.where(mask.astype(bool), lp, 0.0))
+
+    # -- the Gaussian view of the prior ---------------------------------------------------------
+    def _prior_moments(self, theta: Theta) -> tuple[Array, Array]:
+        # Ancestral: each φ site is substituted by its prior mean, so a site whose prior
+        # depends on another φ site sees that site's mean.
+        moments = {}
+        theta_sub = self._substitutions(theta, None)
+
+        def sub(site):
+            name = site["name"]
+            if name not in self.phi_sites:
+                return theta_sub(site)
+            fn, t = site["fn"], self._transform(site)
+            mean, std = fn.mean, jnp.sqrt(fn.variance)
+            ok = jnp.isfinite(mean) & jnp.isfinite(std)
+            value = jnp.where(ok, mean, t(jnp.zeros_like(mean)))
+            u, du = jax.jvp(t.inv, (value,), (jnp.ones_like(value),))
+            moments[name] = (
+                jnp.where(ok, u, 0.0),
+                jnp.where(ok, jnp.log(std * jnp.abs(du)), 0.0),
+            )
+            return value
+
+        with handlers.substitute(substitute_fn=sub):
+            self.fn(*self._dummy())
+        loc = jnp.concatenate([moments[s.name][0].reshape(-1) for s in self._phi])
+        log_scale = jnp.concatenate([moments[s.name][1].reshape(-1) for s in self._phi])
+        return loc, log_scale
+
+    def prior_loc(self, theta: Theta) -> Array:
+        """E[φ | θ] carried to u-space, ``(P,)`` (where the adaptation of φ starts)."""
+        return self._prior_moments(theta)[0]
+
+    def prior_log_scale(self, theta: Theta) -> Array:
+        """log sd of p(φ | θ) carried to u-space (delta method), ``(P,)``."""
+        return self._prior_moments(theta)[1]
+
+    def posterior(
+        self,
+        phi: Array,
+        theta: Theta,
+        method: str,
+        noise_std: Array | None = None,
+        log_weights: Array | None = None,
+        per_sample: bool = False,
+    ):
+        """The :class:`~bayesmeta.posterior.TaskPosterior` of samples ``phi (T, S, P)``,
+        scored under this model's own observation distribution; θ is shared by every sample,
+        or with ``per_sample`` has leaves ``(T, S, ...)`` (an ensemble of meta-learners).
+        ``noise_std`` is ignored (the likelihood's parameters are in θ and φ)."""
+        from bayesmeta.posterior import TaskPosterior
+
+        del noise_std
+        t, s = phi.shape[:2]
+        lw = jnp.full((t, s), -math.log(s), phi.dtype) if log_weights is None else log_weights
+        params = {k: theta[k] for k in self.theta_keys}
+        noise = jnp.ones((t, s), phi.dtype)
+        return TaskPosterior(phi, lw, noise, self.observe, "generic", method, params, per_sample)

@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +24,7 @@ import numpy as np
 from jax.scipy.special import logsumexp, ndtr
 
 Array = jax.Array
+LIKELIHOODS = ("gaussian", "categorical", "generic")
 
 
 @dataclass(frozen=True)
@@ -37,19 +39,27 @@ class TaskPosterior:
         Normalised log weights, ``logsumexp(log_weights, -1) == 0``.
     noise_std : (T, S)
         Observation noise standard deviation of each sample (regression; ones otherwise).
-    apply : (φ (P,), x (N, Dx)) -> (N, Dy) or (N, C)
-        Likelihood location (Gaussian) or logits (categorical).
-    likelihood : {"gaussian", "categorical"}
+    apply : (φ (P,), x (N, Dx)) -> (N, Dy) or (N, C); or (params, φ, x) -> Distribution
+        Likelihood location (Gaussian) or logits (categorical); for ``"generic"`` the
+        model's observation distribution of one task's points, batch shape ``(1, N)``
+        (:meth:`bayesmeta.model.NumPyroModel.observe`).
+    likelihood : {"gaussian", "categorical", "generic"}
     method : str
         Name of the method that produced it.
+    params : pytree, optional
+        ``"generic"`` only: the θ passed to ``apply``, shared by every task and sample, or with
+        ``params_per_sample`` each sample's own (leaves ``(T, S, ...)``, an ensemble).
+    params_per_sample : bool
     """
 
     phi: Array
     log_weights: Array
     noise_std: Array
-    apply: Callable[[Array, Array], Array] = field(compare=False)
+    apply: Callable = field(compare=False)
     likelihood: str = "gaussian"
     method: str = ""
+    params: Any = None
+    params_per_sample: bool = False
 
     def __post_init__(self):
         _validate(self)
@@ -151,9 +161,30 @@ class TaskPosterior:
         return _moments(self, x, self._batch_size())[1]
 
     def cdf(self, x: Array, y: Array) -> Array:
-        """Predictive CDF at ``y`` (the PIT values), ``(T, N, Dy)``: Σ_s w_s Φ((y − f_s)/σ_s)."""
+        """Predictive CDF at ``y``, ``(T, N, Dy)``: Σ_s w_s Φ((y − f_s)/σ_s) (Gaussian), or
+        Σ_s w_s F_s(y) of the model's own likelihood (from draws where it has no ``cdf``)."""
         self._check_xy(x, y)
+        if self.likelihood == "generic":
+            exact = _generic_info(self, jnp.asarray(x))[1]
+            key = jax.random.PRNGKey(0)
+            return _pit_generic(self, key, x, y, self._batch_size(), False, exact, 256)
         return _cdf(self, x, y, self._batch_size())
+
+    def pit(self, x: Array, y: Array, key: Array | None = None, num_draws: int = 256) -> Array:
+        """Probability integral transform of ``y``, ``(T, N, Dy)``: uniform on [0, 1] when y
+        is drawn from the predictive.
+
+        The predictive CDF for a continuous likelihood; for a discrete one the randomised PIT
+        F(y⁻) + U·(F(y) − F(y⁻)), U ~ U(0, 1) (Czado, Gneiting & Held 2009). Where the
+        observation distribution has no ``cdf``, F is estimated from ``num_draws`` draws per
+        posterior sample. ``key`` seeds U and the draws (default ``PRNGKey(0)``).
+        """
+        self._check_xy(x, y)
+        if self.likelihood != "generic":
+            return _cdf(self, x, y, self._batch_size())
+        key = jax.random.PRNGKey(0) if key is None else key
+        discrete, exact = _generic_info(self, jnp.asarray(x))
+        return _pit_generic(self, key, x, y, self._batch_size(), discrete, exact, int(num_draws))
 
     def sample_predictive(self, key: Array, x: Array, num_samples: int) -> Array:
         """Draws of y (noise included), ``(T, num_samples, N, Dy)``; samples φ by weight."""
@@ -215,8 +246,8 @@ def _concrete(a) -> bool:
     return isinstance(a, np.ndarray | jax.Array) and not isinstance(a, jax.core.Tracer)
 
 
-_DATA_FIELDS = ("phi", "log_weights", "noise_std")
-_META_FIELDS = ("apply", "likelihood", "method")
+_DATA_FIELDS = ("phi", "log_weights", "noise_std", "params")
+_META_FIELDS = ("apply", "likelihood", "method", "params_per_sample")
 
 
 def _flatten(post: TaskPosterior):
@@ -243,10 +274,8 @@ def _validate(post: TaskPosterior) -> None:
     Skipped when the data fields are not concrete arrays (tracers inside ``jit``/``vmap``, or
     placeholders while JAX rebuilds the pytree), where shapes may legitimately differ.
     """
-    if post.likelihood not in ("gaussian", "categorical"):
-        raise ValueError(
-            f"likelihood: expected 'gaussian' or 'categorical', got {post.likelihood!r}"
-        )
+    if post.likelihood not in LIKELIHOODS:
+        raise ValueError(f"likelihood: expected one of {LIKELIHOODS}, got {post.likelihood!r}")
     if not callable(post.apply):
         raise TypeError(f"apply: expected a callable (phi, x) -> outputs, got {post.apply!r}")
     phi, lw, sd = post.phi, post.log_weights, post.noise_std
@@ -268,6 +297,67 @@ def _validate(post: TaskPosterior) -> None:
             )
 
 
+# -- a model's own observation distribution ("generic") -----------------------------------------
+def _base_dist(fn):
+    from bayesmeta.model import _base_dist as base
+
+    return base(fn)
+
+
+def _obs(post: TaskPosterior, params, phi: Array, xt: Array):
+    """The observation distribution of one sample (θ, φ) on one task's ``xt (N, Dx)``."""
+    return post.apply(params, phi, xt)
+
+
+def _map_generic(post: TaskPosterior, fn, args, batch_size: int):
+    """``fn(phi (S, P), log_w (S,), params, *args)`` over tasks, in batches; ``params`` is the
+    task's per-sample θ ``(S, ...)`` or the shared θ."""
+    if post.params_per_sample:
+        xs = (post.phi, post.log_weights, post.params, *args)
+        return jax.lax.map(lambda a: fn(*a), xs, batch_size=batch_size)
+    xs = (post.phi, post.log_weights, *args)
+    return jax.lax.map(lambda a: fn(a[0], a[1], post.params, *a[2:]), xs, batch_size=batch_size)
+
+
+def _over_samples(post: TaskPosterior, f, params, phi: Array, *rest):
+    """``f(θ, φ, *rest)`` for each sample of one task (θ per sample or shared)."""
+    axes = (0 if post.params_per_sample else None, 0, *(0,) * len(rest))
+    return jax.vmap(f, in_axes=axes)(params, phi, *rest)
+
+
+def _as_value(d, yt: Array) -> Array:
+    """``yt (N, Dy)`` as the observed site's value ``(1, N)`` or ``(1, N, Dy)``."""
+    return (yt[None, :, 0] if d.event_shape == () else yt[None]).astype(jnp.result_type(yt))
+
+
+def _per_point(a: Array, n: int) -> Array:
+    """``(1, N)`` or ``(1, N, Dy)`` -> ``(N, Dy)``."""
+    return jnp.reshape(a, (n, -1))
+
+
+def has_cdf(fn) -> bool:
+    """Whether the (unwrapped) distribution implements ``cdf``."""
+    import numpyro.distributions as dist
+
+    return type(_base_dist(fn)).cdf is not dist.Distribution.cdf
+
+
+def _generic_info(post: TaskPosterior, x: Array) -> tuple[bool, bool]:
+    """``(discrete, has_cdf)`` of the posterior's observation distribution (traced once)."""
+    holder = {}
+
+    def probe(params, phi, xt):
+        d = _obs(post, params, phi, xt)
+        holder["info"] = (bool(d.support.is_discrete), has_cdf(d))
+        return jnp.zeros(())
+
+    first = post.params
+    if post.params_per_sample:
+        first = jax.tree_util.tree_map(lambda a: a[0, 0], post.params)
+    jax.eval_shape(probe, first, post.phi[0, 0], x[0])
+    return holder["info"]
+
+
 # -- kernels: module-level and jitted, so repeated calls reuse one compilation -----------------
 def _task_outputs(post: TaskPosterior, phi: Array, xt: Array) -> Array:
     return jax.vmap(lambda p: post.apply(p, xt))(phi)
@@ -275,6 +365,15 @@ def _task_outputs(post: TaskPosterior, phi: Array, xt: Array) -> Array:
 
 @jax.jit
 def _outputs(post: TaskPosterior, x: Array) -> Array:
+    if post.likelihood == "generic":  # the observation mean stands for the location
+
+        def task(phi, params, xt):
+            n = xt.shape[0]
+            mean = lambda th, p: _per_point(_obs(post, th, p, xt).mean, n)  # noqa: E731
+            return _over_samples(post, mean, params, phi)
+
+        axes = (0, 0 if post.params_per_sample else None, 0)
+        return jax.vmap(task, in_axes=axes)(post.phi, post.params, x)
     return jax.vmap(lambda ph, xt: _task_outputs(post, ph, xt))(post.phi, x)
 
 
@@ -292,6 +391,16 @@ def _log_predictive(post: TaskPosterior, x: Array, y: Array, batch_size: int) ->
             lp = jax.nn.log_softmax(_task_outputs(post, phi, xt), -1)  # (S, N, C)
             lp = jnp.take_along_axis(lp, yt[None, :, None].astype(jnp.int32), -1)[..., 0]
             return logsumexp(lw[:, None] + lp, axis=0)
+    elif post.likelihood == "generic":
+
+        def one(phi, lw, params, xt, yt):
+            def lp_one(th, p):
+                d = _obs(post, th, p, xt)
+                return d.log_prob(_as_value(d, yt))[0]
+
+            return logsumexp(lw[:, None] + _over_samples(post, lp_one, params, phi), axis=0)
+
+        return _map_generic(post, one, (x, y), batch_size)
     else:
 
         def one(phi, lw, sd, xt, yt):
@@ -305,6 +414,21 @@ def _log_predictive(post: TaskPosterior, x: Array, y: Array, batch_size: int) ->
 
 @partial(jax.jit, static_argnums=2)
 def _moments(post: TaskPosterior, x: Array, batch_size: int) -> tuple[Array, Array]:
+    if post.likelihood == "generic":
+
+        def one(phi, lw, params, xt):
+            def mv(th, p):
+                d = _obs(post, th, p, xt)
+                n = xt.shape[0]
+                return _per_point(d.mean, n), _per_point(d.variance, n)
+
+            f, v = _over_samples(post, mv, params, phi)
+            w = jnp.exp(lw)
+            m = jnp.einsum("s,snd->nd", w, f)
+            return m, jnp.einsum("s,snd->nd", w, (f - m) ** 2 + v)
+
+        return _map_generic(post, one, (x,), batch_size)
+
     def one(phi, lw, sd, xt):
         f = _task_outputs(post, phi, xt)
         w = jnp.exp(lw)
@@ -321,6 +445,49 @@ def _cdf(post: TaskPosterior, x: Array, y: Array, batch_size: int) -> Array:
         return jnp.einsum("s,snd->nd", jnp.exp(lw), ndtr((yt[None] - f) / sd[:, None, None]))
 
     return _map_tasks(post, one, (x, y), batch_size)
+
+
+@partial(jax.jit, static_argnums=(4, 5, 6, 7))
+def _pit_generic(
+    post: TaskPosterior,
+    key: Array,
+    x: Array,
+    y: Array,
+    batch_size: int,
+    randomise: bool,
+    exact: bool,
+    num_draws: int,
+) -> Array:
+    """Σ_s w_s F_s(y) of a model's own likelihood, ``(T, N, Dy)``; with ``randomise`` the
+    randomised PIT F(y⁻) + U·P(y) of a discrete y; from ``num_draws`` draws per sample where
+    there is no cdf (``exact=False``)."""
+    keys = jax.random.split(key, post.num_tasks)
+
+    def one(phi, lw, params, xt, yt, k):
+        w = jnp.exp(lw)
+        n = xt.shape[0]
+
+        def below(th, p, kk):  # (P(Y < y), P(Y <= y)) per point under sample p
+            d = _obs(post, th, p, xt)
+            v = _as_value(d, yt)
+            if exact:
+                base = _base_dist(d)
+                hi = _per_point(jnp.broadcast_to(base.cdf(v), v.shape), n)
+                lo = _per_point(jnp.broadcast_to(base.cdf(v - 1), v.shape), n) if randomise else hi
+                return lo, hi
+            draws = d.sample(kk, (num_draws,))  # (R, 1, N[, Dy])
+            lo = _per_point(jnp.mean(draws < v, axis=0), n)
+            hi = _per_point(jnp.mean(draws <= v, axis=0), n)
+            return lo, hi
+
+        k_draw, k_u = jax.random.split(k)
+        lo, hi = _over_samples(post, below, params, phi, jax.random.split(k_draw, phi.shape[0]))
+        lo, hi = jnp.einsum("s,snd->nd", w, lo), jnp.einsum("s,snd->nd", w, hi)
+        if not randomise:
+            return hi
+        return lo + jax.random.uniform(k_u, hi.shape, hi.dtype) * (hi - lo)
+
+    return _map_generic(post, one, (x, y, keys), batch_size)
 
 
 @partial(jax.jit, static_argnums=2)
@@ -341,12 +508,27 @@ def _resample(post: TaskPosterior, key: Array, num_samples: int) -> TaskPosterio
     )
     phi = jnp.take_along_axis(post.phi, idx[..., None], axis=1)
     sd = jnp.take_along_axis(post.noise_std, idx, axis=1)
-    return TaskPosterior.from_samples(phi, sd, post.apply, post.likelihood, post.method)
+    lw = jnp.full(idx.shape, -math.log(num_samples), phi.dtype)
+    params = post.params
+    if post.params_per_sample:
+        params = jax.tree_util.tree_map(lambda a: jax.vmap(lambda ai, ii: ai[ii])(a, idx), params)
+    meta = (post.apply, post.likelihood, post.method, post.params_per_sample)
+    return _unflatten(meta, (phi, lw, sd, params))
 
 
 @jax.jit
 def _sample_predictive(post: TaskPosterior, key: Array, x: Array) -> Array:
     """One draw of y per sample φ_s (draw s comes from φ_s)."""
+    if post.likelihood == "generic":
+
+        def draw(phi, params, xt, k):
+            n = xt.shape[0]
+            one = lambda th, p, kk: _per_point(_obs(post, th, p, xt).sample(kk), n)  # noqa: E731
+            return _over_samples(post, one, params, phi, jax.random.split(k, phi.shape[0]))
+
+        keys = jax.random.split(key, post.num_tasks)
+        axes = (0, 0 if post.params_per_sample else None, 0, 0)
+        return jax.vmap(draw, in_axes=axes)(post.phi, post.params, x, keys)
     f = _outputs(post, x)
     if post.likelihood == "categorical":
         return jax.random.categorical(key, f, axis=-1)

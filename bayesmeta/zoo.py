@@ -28,7 +28,7 @@ from bayesmeta.inference import (
     platipus,
     reference,
 )
-from bayesmeta.model import HierarchicalModel
+from bayesmeta.model import HierarchicalModel, NumPyroModel
 from bayesmeta.nn import linear, mlp
 from bayesmeta.tasks.base import TaskBatch, TaskFamily, sample_batch
 
@@ -122,8 +122,9 @@ class ModelSpec:
     name : str
     family : TaskFamily
         Where meta-training and held-out tasks come from.
-    model : HierarchicalModel
-        Network, prior and likelihood.
+    model : HierarchicalModel, NumPyroModel or NumPyro model function
+        Network, prior and likelihood. A plain function ``model(x, y=None, mask=None)``
+        following docs/models.md is wrapped as ``NumPyroModel(fn, dx=family.dx)``.
     recipes : dict
         ``method -> settings``; settings are training keys (``steps``, ``meta_batch``,
         ``num_query``, ``chunk_size``, ``max_seconds``, ``k_power``: p(k) ∝ k^(−k_power) over
@@ -149,6 +150,21 @@ class ModelSpec:
     eval_k: tuple[int, ...] = (1, 5, 10)
     source: str = ""
     train_family: TaskFamily | None = None
+
+    def __post_init__(self):
+        # A plain NumPyro model function is a model (docs/models.md): wrap it once here.
+        if not isinstance(self.model, HierarchicalModel | NumPyroModel):
+            if not callable(self.model):
+                raise TypeError(
+                    f"model: expected a HierarchicalModel, a NumPyroModel or a NumPyro model "
+                    f"function, got {type(self.model).__name__}"
+                )
+            wrapped = NumPyroModel(self.model, dx=int(self.family.dx), name=self.name)
+            object.__setattr__(self, "model", wrapped)
+        if self.model.likelihood == "generic" and self.family.dx != self.model.dx:
+            raise ValueError(
+                f"model: its dx={self.model.dx} does not match the family's dx={self.family.dx}"
+            )
 
     def recipe(self, method: str, budget: str = "default", **overrides) -> dict[str, Any]:
         """Resolved settings for ``method``: defaults < recipe < budget < ``overrides``."""

@@ -88,7 +88,7 @@ __all__ = [
     "select_top",
 ]
 
-_LIKELIHOODS = ("gaussian", "categorical")
+_LIKELIHOODS = ("gaussian", "categorical", "generic")
 
 
 # -- input checks ---------------------------------------------------------------------------------
@@ -234,7 +234,7 @@ def evaluate(
             brier=brier(probs, y),
         )
         return report
-    pit = real(posterior.cdf(x, y_all))
+    pit = real(posterior.pit(x, y_all))
     _, density = pit_histogram(pit)
     report.update(
         mse=mse(real(posterior.mean(x)), y),

@@ -70,13 +70,13 @@ from bayesmeta.inference.base import (
     checked_adapt,
     clip_update,
     gradient_step,
+    kl_to_prior,
     log_mean_exp,
     make_optimizer,
     model_dims,
 )
 from bayesmeta.inference.heads import conjugate_head, resample_heads
 from bayesmeta.model import HierarchicalModel
-from bayesmeta.posterior import TaskPosterior
 from bayesmeta.tasks.base import Support, TaskBatch
 
 OUTERS = ("elbo", "predictive", "moment")
@@ -174,12 +174,13 @@ def abml(
 
     def init(key):
         theta = dict(model.init_theta(key))
-        theta["log_lr_m"] = jnp.full((num_body,), math.log(inner_lr), theta["mu"].dtype)
-        theta["log_lr_rho"] = jnp.full((num_body,), math.log(inner_lr), theta["mu"].dtype)
+        dt = model.prior_loc(theta).dtype
+        theta["log_lr_m"] = jnp.full((num_body,), math.log(inner_lr), dt)
+        theta["log_lr_rho"] = jnp.full((num_body,), math.log(inner_lr), dt)
         return MetaState(theta, optimizer.init(theta), jnp.zeros((), jnp.int32))
 
     def model_theta(theta):
-        return {k: v for k, v in theta.items() if not k.startswith("log_lr")}
+        return {k: theta[k] for k in model.theta_keys if k in theta}
 
     def base_noise(key, n):
         p = num_body
@@ -196,13 +197,14 @@ def abml(
             ell = jnp.mean(jax.vmap(lambda b: conj.log_marginal(mth, b, x, y, mask))(phis))
         else:
             ell = jnp.mean(jax.vmap(lambda ph: model.log_likelihood(mth, ph, x, y, mask))(phis))
-        kl = dist.kl_divergence(dist.Normal(m, jnp.exp(rho)).to_event(1), body_prior(mth))
+        if collapsed:
+            kl = dist.kl_divergence(dist.Normal(m, jnp.exp(rho)).to_event(1), body_prior(mth))
+        else:
+            kl = kl_to_prior(model, mth, m, rho, eps)
         return -ell + kl
 
     def body_prior(mth):
-        """p(body | θ): the model's prior restricted to the weights that q covers."""
-        if not collapsed:
-            return model.prior(mth)
+        """p(body | θ): a collapsed head's Gaussian prior over the body weights."""
         return dist.Normal(mth["mu"][:num_body], jnp.exp(mth["log_sigma"][:num_body])).to_event(1)
 
     def adapt_one(theta, key, x, y, mask):
@@ -212,7 +214,8 @@ def abml(
         if not learn_inner_lr:
             lr_m, lr_rho = jax.lax.stop_gradient(lr_m), jax.lax.stop_gradient(lr_rho)
         eps = base_noise(key, inner_samples)
-        prior_prec = jnp.exp(-2 * mth["log_sigma"][:num_body])
+        prior_log_scale = model.prior_log_scale(mth)[:num_body]
+        prior_prec = jnp.exp(-2 * prior_log_scale)
 
         def natural_step(q, _):
             m, rho = q
@@ -229,9 +232,7 @@ def abml(
             return (m, -0.5 * jnp.log(prec)), None
 
         noise_var = jax.lax.stop_gradient(model.noise_std(mth) ** 2)
-        prior_var = (
-            jax.lax.stop_gradient(jnp.exp(2 * mth["log_sigma"][:num_body])) if precondition else 1.0
-        )
+        prior_var = jax.lax.stop_gradient(jnp.exp(2 * prior_log_scale)) if precondition else 1.0
 
         def gradient_step_(q, _):
             g_m, g_rho = jax.grad(neg_elbo)(q, theta, eps, x, y, mask)
@@ -242,7 +243,7 @@ def abml(
             return (m, rho), None
 
         step = natural_step if inner_update == "natural" else gradient_step_
-        q0 = (mth["mu"][:num_body], mth["log_sigma"][:num_body])
+        q0 = (model.prior_loc(mth)[:num_body], prior_log_scale)
         q, _ = jax.lax.scan(step, q0, None, length=inner_steps)
         return q
 
@@ -262,7 +263,7 @@ def abml(
             var = jnp.var(f, axis=0, ddof=1) + model.noise_std(mth) ** 2
             z2 = (y_q - jnp.mean(f, axis=0)) ** 2 / var
             return jnp.mean(jnp.sum(0.5 * (z2 + jnp.log(2 * math.pi * var)), -1))
-        kl = dist.kl_divergence(dist.Normal(m, jnp.exp(rho)).to_event(1), body_prior(mth))
+        kl = kl_to_prior(model, mth, m, rho, (bodies - m) * jnp.exp(-rho))
         return -(jnp.mean(jnp.sum(ll, axis=1)) - kl_weight * kl) / q_n
 
     def loss_fn(theta, key, batch: TaskBatch):
@@ -283,9 +284,7 @@ def abml(
         phi = jax.vmap(full_samples, in_axes=(None, 0, 0, 0, 0, 0))(
             model_theta(theta), bodies, jax.random.split(k_head, t), *support
         )
-        return TaskPosterior.from_samples(
-            phi, model.noise_std(model_theta(theta)), model.apply, model.likelihood, "abml"
-        )
+        return model.posterior(phi, model_theta(theta), "abml")
 
     def variational_params(key, state, support: Support):
         """The per-task q = (m, log s), each ``(T, P)`` (``(T, P_body)`` with a collapsed head)."""

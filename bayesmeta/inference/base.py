@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpyro.distributions as dist
 import optax
 
 from bayesmeta.posterior import TaskPosterior
@@ -92,6 +93,23 @@ def model_dims(model) -> dict:
         "dy": None if cls else model.dy,
         "num_classes": model.num_classes if cls else None,
     }
+
+
+def kl_to_prior(model, theta, m: jax.Array, log_s: jax.Array, eps: jax.Array) -> jax.Array:
+    """KL(q ‖ p(φ | θ)) for a diagonal Gaussian ``q = N(m, diag s²)`` over φ ``(P,)``.
+
+    Closed form where the model's prior is a diagonal Normal (``model.gaussian_prior``);
+    otherwise the Monte Carlo estimate mean_r [log q(φ_r) − log p(φ_r | θ)] at
+    ``φ_r = m + s ⊙ eps_r`` with the caller's standard-normal ``eps (R, P)``.
+    """
+    q = dist.Normal(m, jnp.exp(log_s)).to_event(1)
+    if model.gaussian_prior:
+        prior = dist.Normal(model.prior_loc(theta), jnp.exp(model.prior_log_scale(theta)))
+        return dist.kl_divergence(q, prior.to_event(1))
+    phis = m + jnp.exp(log_s) * eps
+    log_q = jax.vmap(q.log_prob)(phis)
+    log_p = jax.vmap(lambda ph: model.log_prior(theta, ph))(phis)
+    return jnp.mean(log_q - log_p)
 
 
 def make_optimizer(

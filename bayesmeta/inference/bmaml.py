@@ -138,6 +138,7 @@ def bmaml(
     if a0 <= 0 or b0 <= 0:
         raise ValueError(f"noise_prior: expected (shape, rate) > 0, got {noise_prior}")
     gaussian = model.likelihood == "gaussian"
+    generic = model.likelihood == "generic"
     in_particle = gaussian and noise == "particle"
     conj = conjugate_head(model) if head == "collapsed" else None
     p = model.num_params if conj is None else conj.num_body
@@ -153,7 +154,22 @@ def bmaml(
             return z, jnp.broadcast_to(theta["log_noise"], z.shape[:-1])
         return z, jnp.zeros(z.shape[:-1], z.dtype)
 
+    def init_generic(key):
+        # particles from the Gaussian view of p(φ | θ) at θ's initial value; θ is the model's
+        k_theta, k_particles = jax.random.split(key)
+        theta = dict(model.init_theta(k_theta))
+        loc, log_scale = model.prior_loc(theta), model.prior_log_scale(theta)
+        eps = jax.random.normal(k_particles, (m, *loc.shape), loc.dtype)
+        theta["particles"] = loc + jnp.exp(log_scale) * eps
+        theta["log_inner_lr"] = jnp.full((dim,) if meta_sgd else (), math.log(inner_lr), loc.dtype)
+        return MetaState(theta, optimizer.init(theta), jnp.zeros((), jnp.int32))
+
+    def model_theta(theta):
+        return {k: theta[k] for k in model.theta_keys}
+
     def init(key):
+        if generic:
+            return init_generic(key)
         keys = jax.random.split(key, m)
         phi0 = jax.vmap(lambda k: model.init_theta(k)["mu"])(keys)
         z0 = phi0[:, :p]
@@ -171,6 +187,9 @@ def bmaml(
         return MetaState(theta, optimizer.init(theta), jnp.zeros((), jnp.int32))
 
     def log_target(z, theta, x, y, mask):
+        if generic:
+            mth = model_theta(theta)
+            return model.log_prior(mth, z) + model.log_likelihood(mth, z, x, y, mask)
         phi, log_noise = split(z, theta)
         prior_theta = {"mu": theta["mu"], "log_sigma": theta["log_sigma"]}
         if conj is not None:  # phi is the body: its prior, and the last layer integrated out
@@ -209,6 +228,8 @@ def bmaml(
         return z
 
     def particle_log_lik_points(z, theta, x, y):
+        if generic:
+            return model.log_likelihood_points(model_theta(theta), z, x, y)
         phi, log_noise = split(z, theta)
         theta = {"log_noise": log_noise} if gaussian else {}
         return model.log_likelihood_points(theta, phi, x, y)
@@ -266,6 +287,8 @@ def bmaml(
             phi = jnp.concatenate([phi, heads], -1)
         else:
             del key, num_samples  # the posterior is the M particles
+        if generic:
+            return model.posterior(phi, model_theta(theta), "bmaml")
         noise = jnp.exp(log_noise) if gaussian else jnp.ones(phi.shape[:2], phi.dtype)
         lw = jnp.full(phi.shape[:2], -math.log(phi.shape[1]), phi.dtype)
         return TaskPosterior(phi, lw, noise, model.apply, model.likelihood, "bmaml")

@@ -74,6 +74,12 @@ def emaml(model: HierarchicalModel, *, num_particles: int = 10, **maml_kwargs) -
         phi = jnp.swapaxes(posts.phi[:, :, 0], 0, 1)  # (M, T, 1, P) -> (T, M, P)
         noise = jnp.swapaxes(posts.noise_std[:, :, 0], 0, 1)
         lw = jnp.full(noise.shape, -math.log(m), phi.dtype)
+        if model.likelihood == "generic":  # each particle has its own θ
+            t = phi.shape[0]  # θ leaves (M, ...) -> (T, M, ...)
+            theta = jax.tree_util.tree_map(
+                lambda a: jnp.broadcast_to(a[None], (t, *a.shape)), posts.params
+            )
+            return model.posterior(phi, theta, "emaml", per_sample=True)
         return TaskPosterior(phi, lw, noise, model.apply, model.likelihood, "emaml")
 
     config = dict(num_particles=num_particles, **base.config)

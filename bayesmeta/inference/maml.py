@@ -32,7 +32,6 @@ from bayesmeta.inference.base import (
     model_dims,
 )
 from bayesmeta.model import HierarchicalModel
-from bayesmeta.posterior import TaskPosterior
 from bayesmeta.tasks.base import Support, TaskBatch
 
 __all__ = ["Info", "MetaState", "maml"]
@@ -79,11 +78,9 @@ def maml(
 
     def init(key):
         th = model.init_theta(key)
-        theta = {"mu": th["mu"]}
-        if "log_noise" in th:
-            theta["log_noise"] = th["log_noise"]
-        shape = th["mu"].shape if meta_sgd else ()
-        theta["log_inner_lr"] = jnp.full(shape, math.log(inner_lr), th["mu"].dtype)
+        theta = {k: th[k] for k in model.point_keys}
+        mu = model.prior_loc(theta)
+        theta["log_inner_lr"] = jnp.full(mu.shape if meta_sgd else (), math.log(inner_lr), mu.dtype)
         return MetaState(theta, optimizer.init(theta), jnp.zeros((), jnp.int32))
 
     def inner_loss(phi, theta, x, y, mask):
@@ -101,7 +98,8 @@ def maml(
                 g = jax.lax.stop_gradient(g)
             return phi - clip_update(alpha * g, max_inner_update), None
 
-        phi, _ = jax.lax.scan(step, theta["mu"], None, length=inner_steps, unroll=True)
+        phi0 = model.prior_loc(theta)
+        phi, _ = jax.lax.scan(step, phi0, None, length=inner_steps, unroll=True)
         return phi
 
     def task_loss(theta, x_s, y_s, m_s, x_q, y_q):
@@ -121,9 +119,7 @@ def maml(
         )
         del num_samples  # a point mass needs one sample
         phi = phi[:, None]
-        return TaskPosterior.from_samples(
-            phi, model.noise_std(theta), model.apply, model.likelihood, name
-        )
+        return model.posterior(phi, theta, name)
 
     config = dict(
         inner_steps=inner_steps,

@@ -66,7 +66,6 @@ from bayesmeta.inference.base import (
 )
 from bayesmeta.inference.heads import MIXTURE_KEYS, conjugate_head, mixture_head, resample_heads
 from bayesmeta.model import HierarchicalModel
-from bayesmeta.posterior import TaskPosterior
 from bayesmeta.tasks.base import Support, TaskBatch
 
 __all__ = ["platipus"]
@@ -169,6 +168,11 @@ def platipus(
         raise ValueError(f"variance: expected one of {VARIANCES}, got {variance!r}")
     if inner_rule not in INNER_RULES:
         raise ValueError(f"inner_rule: expected one of {INNER_RULES}, got {inner_rule!r}")
+    if variance == "ggn" and model.likelihood == "generic":
+        raise ValueError(
+            "variance='ggn' needs the network's Jacobian (a HierarchicalModel); this model is a "
+            "general NumPyro model: use variance='fixed'"
+        )
     if inner_rule == "gauss-newton" and model.likelihood != "gaussian":
         raise ValueError(
             f"inner_rule='gauss-newton' needs a Gaussian likelihood, got {model.likelihood!r}"
@@ -185,8 +189,9 @@ def platipus(
 
     def init(key):
         theta = dict(model.init_theta(key))
-        p, dt = theta["mu"].shape, theta["mu"].dtype
-        theta["log_sigma_q"] = theta["log_sigma"]
+        loc = model.prior_loc(theta)
+        p, dt = loc.shape, loc.dtype
+        theta["log_sigma_q"] = model.prior_log_scale(theta)
         if variance == "ggn":
             # the Laplace value κ = v_q / σ_y² (a model linear in θ), then learned
             theta["log_kappa"] = 2 * (theta["log_sigma_q"] - theta.get("log_noise", 0.0))
@@ -204,7 +209,7 @@ def platipus(
         return MetaState(theta, optimizer.init(theta), jnp.zeros((), jnp.int32))
 
     def model_theta(theta):
-        return {k: theta[k] for k in ("mu", "log_sigma", "log_noise") if k in theta}
+        return {k: theta[k] for k in model.theta_keys if k in theta}
 
     def head_theta(theta):
         """What the exact head reads: the model's sites, and the mixture prior if any."""
@@ -224,7 +229,7 @@ def platipus(
     inner_loss = loss_c if collapsed else loss_l
 
     def shifted_mean(theta, log_gamma, x, y, mask):
-        mu = theta["mu"][:nb]
+        mu = model.prior_loc(model_theta(theta))[:nb]
         g = jax.grad(inner_loss)(mu, theta, x, y, mask)
         return mu - clip_update(jnp.exp(log_gamma[:nb]) * g, max_inner_update)
 
@@ -287,7 +292,7 @@ def platipus(
                 phis = resample_heads(conj, mth, phis, jax.random.fold_in(key, 1), x_s, y_s, m_s)
             ll = jax.vmap(lambda ph: model.log_likelihood_points(mth, ph, x_q, y_q))(phis)
         q_dist = dist.Normal(m_q, s_q).to_event(1)  # ll: (S, Q)
-        p_dist = dist.Normal(m_p, jnp.exp(mth["log_sigma"][:nb])).to_event(1)
+        p_dist = dist.Normal(m_p, jnp.exp(model.prior_log_scale(mth)[:nb])).to_event(1)
         kl = dist.kl_divergence(q_dist, p_dist)
         n_q = x_q.shape[0]
         if outer in ("predictive", "sampler"):
@@ -322,18 +327,16 @@ def platipus(
         xs = (keys, support.x, support.y, support.mask)
         per_task = None
         if inner_rule == "gauss-newton":  # each sample holds an (n·Dy, P) Jacobian: bound memory
-            per_task = num_samples * n * support.y.shape[-1] * theta["mu"].size * 4 * 6
+            per_task = num_samples * n * support.y.shape[-1] * model.num_params * 4 * 6
         elif collapsed:
             # one vmap over 200 tasks × 1000 samples stalled XLA's CPU runtime (no progress,
             # no CPU use) where chunks of 25 tasks ran in 50 s: bound the working set
-            per_task = num_samples * (theta["mu"].size + head_components * n * n) * 4 * 16
+            per_task = num_samples * (model.num_params + head_components * n * n) * 4 * 16
         if per_task is not None:
             phi = jax.lax.map(one, xs, batch_size=int(min(t, max(1, GN_ADAPT_BYTES // per_task))))
         else:
             phi = jax.vmap(one)(xs)
-        return TaskPosterior.from_samples(
-            phi, model.noise_std(model_theta(theta)), model.apply, model.likelihood, "platipus"
-        )
+        return model.posterior(phi, model_theta(theta), "platipus")
 
     config = dict(
         inner_steps=inner_steps,
