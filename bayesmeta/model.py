@@ -561,8 +561,12 @@ class NumPyroModel:
         return jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), out)
 
     def noise_std(self, theta: Theta) -> Array:
-        """Ones: the inner loops' σ_y² step scaling has no meaning for a general likelihood."""
-        return jnp.ones(())
+        """The observation's scale where its distribution has one (Normal, StudentT, Laplace,
+        …; its mean over points at x = 0), else 1. The inner loops scale their steps by its
+        square, as for the built-in model's σ_y, so a step size does not grow as 1/σ²."""
+        d = self.observe(theta, jnp.zeros(self.num_params), jnp.zeros((1, self.dx)))
+        scale = getattr(_base_dist(d), "scale", None)
+        return jnp.ones(()) if scale is None else jnp.mean(jnp.asarray(scale))
 
     # -- densities ----------------------------------------------------------------------------
     def _site_sum(self, tr: dict, names) -> Array:
@@ -632,7 +636,10 @@ class NumPyroModel:
             self.fn(*self._dummy())
         loc = jnp.concatenate([moments[s.name][0].reshape(-1) for s in self._phi])
         log_scale = jnp.concatenate([moments[s.name][1].reshape(-1) for s in self._phi])
-        return loc, log_scale
+        # strongly typed: a prior of Python floats gives weak types, which would retrace a
+        # jitted step once its output (strong) comes back as input
+        dt = jnp.result_type(float)
+        return jnp.array(loc, dtype=dt), jnp.array(log_scale, dtype=dt)
 
     def prior_loc(self, theta: Theta) -> Array:
         """E[φ | θ] carried to u-space, ``(P,)`` (where the adaptation of φ starts)."""

@@ -29,7 +29,13 @@ __all__ = ["emaml"]
 _PER_PARTICLE = MetaState(0, 0, None)
 
 
-def emaml(model: HierarchicalModel, *, num_particles: int = 10, **maml_kwargs) -> Method:
+def emaml(
+    model: HierarchicalModel,
+    *,
+    num_particles: int = 10,
+    init_spread: float = 0.1,
+    **maml_kwargs,
+) -> Method:
     """Build EMAML: ``num_particles`` MAML models trained independently.
 
     Parameters
@@ -37,6 +43,10 @@ def emaml(model: HierarchicalModel, *, num_particles: int = 10, **maml_kwargs) -
     model : HierarchicalModel
     num_particles : int
         M, the ensemble size.
+    init_spread : float
+        For a NumPyro model (whose ``init_theta`` is the same for every key): each member's
+        θ starts at it plus N(0, init_spread²) noise in unconstrained space, so that the
+        members differ. The built-in model draws a network initialisation per member instead.
     **maml_kwargs
         Passed to :func:`~bayesmeta.inference.maml.maml` (inner steps and step size, Meta-SGD,
         first order, Adam settings); every particle uses the same settings.
@@ -51,8 +61,24 @@ def emaml(model: HierarchicalModel, *, num_particles: int = 10, **maml_kwargs) -
     base = maml(model, **maml_kwargs)
     m = num_particles
 
+    if not init_spread >= 0:
+        raise ValueError(f"init_spread: expected >= 0, got {init_spread!r}")
+
+    def init_one(key):
+        state = base.init(key)
+        if model.likelihood != "generic" or init_spread == 0:
+            return state
+        leaves, tree = jax.tree_util.tree_flatten({k: state.theta[k] for k in model.point_keys})
+        keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
+        noisy = [
+            a + init_spread * jax.random.normal(k, a.shape, a.dtype)
+            for a, k in zip(leaves, keys, strict=True)
+        ]
+        theta = {**state.theta, **jax.tree_util.tree_unflatten(tree, noisy)}
+        return state._replace(theta=theta)
+
     def init(key):
-        states = jax.vmap(base.init)(jax.random.split(key, m))
+        states = jax.vmap(init_one)(jax.random.split(key, m))
         return MetaState(states.theta, states.opt_state, jnp.zeros((), jnp.int32))
 
     def meta_step(key, state: MetaState, batch: TaskBatch):
@@ -82,5 +108,5 @@ def emaml(model: HierarchicalModel, *, num_particles: int = 10, **maml_kwargs) -
             return model.posterior(phi, theta, "emaml", per_sample=True)
         return TaskPosterior(phi, lw, noise, model.apply, model.likelihood, "emaml")
 
-    config = dict(num_particles=num_particles, **base.config)
+    config = dict(num_particles=num_particles, init_spread=init_spread, **base.config)
     return Method("emaml", init, meta_step, checked_adapt(adapt, **model_dims(model)), config)

@@ -23,13 +23,17 @@ from numpyro.infer import MCMC, NUTS
 
 from bayesmeta.inference.base import MetaState, Method, checked_adapt, model_dims
 from bayesmeta.model import HierarchicalModel
-from bayesmeta.posterior import TaskPosterior
 from bayesmeta.tasks.base import Support
 
 __all__ = ["nuts", "nuts_task_samples"]
 
 
-def _prior_theta(theta: dict) -> dict:
+def _prior_theta(theta: dict, model=None) -> dict:
+    if model is not None and model.likelihood == "generic":
+        missing = [k for k in model.theta_keys if k not in theta]
+        if missing:
+            raise ValueError(f"theta: NUTS needs every θ site of the model; missing {missing}")
+        return {k: theta[k] for k in model.theta_keys}
     missing = [k for k in ("mu", "log_sigma") if k not in theta]
     if missing:
         raise ValueError(
@@ -54,21 +58,22 @@ def nuts_task_samples(
 ) -> tuple[jax.Array, dict]:
     """Samples ``(num_chains * num_samples, P)`` of p(φ | D, θ) for one task, and diagnostics.
 
-    Chains start at μ plus σ-scaled noise. Diagnostics: the largest split R-hat over
+    Chains start at the prior's Gaussian view, loc plus scale-weighted noise (μ, σ for the
+    built-in model). Diagnostics: the largest split R-hat over
     coordinates, the divergence count and the mean acceptance probability.
     """
     for name, val in (("num_warmup", num_warmup), ("num_samples", num_samples)):
         if int(val) < 1:
             raise ValueError(f"{name}: expected a positive integer, got {val}")
-    th = _prior_theta(theta)
+    th = _prior_theta(theta, model)
     mask = jnp.ones(x.shape[0]) if mask is None else mask
 
     def potential(phi):
         return -(model.log_likelihood(th, phi, x, y, mask) + model.log_prior(th, phi))
 
     k_init, k_run = jax.random.split(key)
-    sigma = jnp.exp(th["log_sigma"])
-    init = th["mu"] + sigma * jax.random.normal(k_init, (num_chains, th["mu"].shape[0]))
+    loc, sigma = model.prior_loc(th), jnp.exp(model.prior_log_scale(th))
+    init = loc + sigma * jax.random.normal(k_init, (num_chains, loc.shape[0]), loc.dtype)
     kernel = NUTS(potential_fn=potential, target_accept_prob=target_accept_prob)
     mcmc = MCMC(
         kernel,
@@ -105,7 +110,7 @@ def nuts(
     ``num_samples`` draws per task (``num_samples / num_chains`` per chain, rounded up, then
     truncated); ``extras["diagnostics"]`` holds each call's per-task diagnostics.
     """
-    th = _prior_theta(theta)
+    th = _prior_theta(theta, model)
     diagnostics: list[dict] = []
 
     def init(key):
@@ -135,9 +140,7 @@ def nuts(
             phis.append(s[:num_samples])
             diagnostics.append(d)
         phi = jnp.stack(phis)
-        return TaskPosterior.from_samples(
-            phi, model.noise_std(state.theta), model.apply, model.likelihood, "nuts"
-        )
+        return model.posterior(phi, state.theta, "nuts")
 
     config = dict(
         num_warmup=num_warmup, num_chains=num_chains, target_accept_prob=target_accept_prob

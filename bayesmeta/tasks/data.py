@@ -126,13 +126,16 @@ class Rows:
         seed: int = 0,
         fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
         min_group_size: int = 2,
+        standardize_y: bool = True,
     ) -> Splits:
         """Split the groups (never their rows) into train / validation / test.
 
         The sorted group labels are permuted by ``numpy.random.default_rng(seed)`` and cut by
         ``fractions``; each split gets at least one group and train at least two. Groups with
         fewer than ``min_group_size`` rows are left out first (an episode needs at least one
-        support and one query point). The standardiser is fitted on the training groups' rows.
+        support and one query point). The standardiser is fitted on the training groups' rows;
+        ``standardize_y=False`` keeps a real ``y`` in its own units (counts for a Poisson
+        model, where an affine map would break the likelihood).
         """
         fr = np.asarray(fractions, np.float64)
         if fr.shape != (3,) or np.any(fr <= 0) or not np.isclose(fr.sum(), 1.0):
@@ -166,7 +169,7 @@ class Rows:
             "test": np.sort(perm[n_train + n_val :]),
         }
         in_train = np.isin(self.groups, parts["train"])
-        y_fit = None if self.classification else self.y[in_train]
+        y_fit = None if self.classification or not standardize_y else self.y[in_train]
         scaler = Standardizer.fit(self.x[in_train], y_fit)
         return Splits(
             **{name: self._padded(name, g, scaler) for name, g in parts.items()}, scaler=scaler

@@ -1,0 +1,54 @@
+"""Random-slopes hierarchical linear regression on Cigar, as a plain NumPyro model.
+
+Tasks: the 46 states of ``Cigar`` (:mod:`bayesmeta.tasks.grouped`, the same split and
+standardisation as ``models/cigar.py``). Each state has its own intercept and slopes on
+(year, log price, log income, log neighbours' minimum price); they share a Normal population
+whose mean and spread are θ, with the observation noise:
+
+    w_i ~ N(μ, diag τ²),   y_ij ~ N(w_i0 + x_ij · w_i,1:, σ²),
+    μ ~ N(0, 10²),  τ ~ HalfNormal(1),  σ ~ HalfNormal(1).
+
+The per-state linear model is what the empirical-Bayes baseline fits on this data set
+(benchmarks/results/your_data.md); here every method meta-learns the same structure.
+"""
+
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+
+from bayesmeta.tasks.grouped import grouped_family
+from bayesmeta.zoo import REGRESSION_RECIPES, ModelSpec
+
+
+def model(x, y=None, mask=None):
+    t, n, d = x.shape
+    mu = numpyro.sample("mu", dist.Normal(0.0, 10.0).expand([d + 1]).to_event(1))
+    tau = numpyro.sample("tau", dist.HalfNormal(1.0).expand([d + 1]).to_event(1))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
+    with numpyro.plate("tasks", t, dim=-2):
+        w = numpyro.sample("w", dist.Normal(mu, tau).to_event(1))  # (T, 1, d + 1)
+    f = w[..., 0] + jnp.einsum("tnd,tod->tn", x, w[..., 1:])
+    with numpyro.plate("tasks", t, dim=-2), numpyro.plate("points", n, dim=-1):
+        numpyro.sample("y", dist.Normal(f, sigma), obs=y)
+
+
+STEPS = 2_000
+RECIPES = {
+    method: {**settings, "steps": STEPS, "lr_decay_steps": STEPS, "max_seconds": None}
+    for method, settings in REGRESSION_RECIPES.items()
+    if method != "*"
+}
+RECIPES["*"] = dict(REGRESSION_RECIPES["*"])
+for method in ("maml", "meta-sgd", "emaml", "platipus"):
+    RECIPES[method]["inner_lr"] = 0.1
+
+SPEC = ModelSpec(
+    name="cigar_slopes",
+    family=grouped_family("Cigar", "test"),
+    train_family=grouped_family("Cigar", "train"),
+    model=model,
+    recipes=RECIPES,
+    budgets={"quick": {"*": {"steps": 250, "lr_decay_steps": 250}}},
+    k_range=(1, 10),
+    eval_k=(1, 5, 10),
+)
