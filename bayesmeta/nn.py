@@ -236,3 +236,47 @@ def linear(dx: int = 1, dout: int = 1) -> Network:
         apply=net.apply,
         name=net.name,
     )
+
+
+# -- networks from the ecosystem -----------------------------------------------------------------
+def from_apply(params, apply: Callable[[object, Array], Array], name: str = "apply") -> Network:
+    """A network from an initial parameter pytree and ``apply(params, x (N, Dx)) -> (N, Dout)``.
+
+    ``params`` may also be a function ``key -> params`` (a fresh initialisation per key, which
+    ensembles and particle methods use to start their members apart).
+    """
+    if not callable(apply):
+        raise TypeError(f"apply: expected a function (params, x) -> outputs, got {apply!r}")
+    init = params if callable(params) else (lambda key: params)
+    return Network(init=init, apply=apply, name=name)
+
+
+def from_equinox(module, name: str | None = None) -> Network:
+    """A network from an Equinox module acting on one example ``x (Dx,) -> (Dout,)``.
+
+    Its arrays (``eqx.partition(module, eqx.is_array)``) are the parameters; the rest is held
+    static; ``apply`` maps the module over the N points. Every key gives the module's own
+    weights: construct the module with the key you want.
+    """
+    import equinox as eqx
+
+    params, static = eqx.partition(module, eqx.is_array)
+
+    def apply(p, x):
+        return jax.vmap(eqx.combine(p, static))(x)
+
+    return Network(init=lambda key: params, apply=apply, name=name or type(module).__name__)
+
+
+def from_flax(module, x_example: Array, name: str | None = None) -> Network:
+    """A network from a Flax ``linen`` module acting on a batch ``x (N, Dx) -> (N, Dout)``.
+
+    ``init(key)`` is ``module.init(key, x_example)`` (a fresh initialisation per key) and
+    ``apply`` is ``module.apply``.
+    """
+    x0 = jnp.asarray(x_example)
+    return Network(
+        init=lambda key: module.init(key, x0),
+        apply=module.apply,
+        name=name or type(module).__name__,
+    )

@@ -158,3 +158,67 @@ def test_mlp_shapes_and_he_init(key):
 def test_mlp_bad_arguments_raise(sizes, activation, arg):
     with pytest.raises(ValueError, match=arg):
         mlp(sizes, activation=activation)
+
+
+# -- networks from the ecosystem ------------------------------------------------------------------
+def _maml_step_finite(network):
+    from bayesmeta.inference import maml
+    from bayesmeta.model import HierarchicalModel
+    from bayesmeta.tasks.base import TaskBatch
+
+    model = HierarchicalModel(network, prior_scale=0.1)
+    method = maml(model, inner_steps=1)
+    key = jax.random.PRNGKey(0)
+    x = jax.random.uniform(key, (3, 6, 1), minval=-3, maxval=3)
+    batch = TaskBatch(x[:, :3], jnp.sin(x[:, :3]), jnp.ones((3, 3)), x[:, 3:], jnp.sin(x[:, 3:]))
+    state = method.init(key)
+    new, info = jax.jit(method.meta_step)(key, state, batch)
+    assert np.isfinite(float(info.loss)) and float(info.grad_norm) > 0
+    return model
+
+
+def test_from_apply_wraps_a_params_and_apply_pair():
+    from bayesmeta.nn import from_apply
+
+    params = {"w": jnp.ones((1, 3)), "v": jnp.full((3, 1), 0.5)}
+    net = from_apply(params, lambda p, x: jnp.tanh(x @ p["w"]) @ p["v"])
+    model = _maml_step_finite(net)
+    assert model.num_params == 6
+    phi, unravel = net.flat(jax.random.PRNGKey(1))
+    x = jnp.linspace(-1, 1, 4)[:, None]
+    np.testing.assert_allclose(model.apply(phi, x), jnp.tanh(x) * 1.5, rtol=1e-6)
+    with pytest.raises(TypeError, match="apply: expected a function"):
+        from_apply(params, "not a function")
+
+
+def test_from_equinox_wraps_a_module_acting_on_one_example():
+    eqx = pytest.importorskip("equinox")
+    from bayesmeta.nn import from_equinox
+
+    mlp_ = eqx.nn.MLP(1, 1, 8, 2, activation=jnp.tanh, key=jax.random.PRNGKey(2))
+    net = from_equinox(mlp_)
+    model = _maml_step_finite(net)
+    phi, _ = net.flat(jax.random.PRNGKey(0))
+    x = jnp.linspace(-2, 2, 5)[:, None]
+    np.testing.assert_allclose(model.apply(phi, x), jax.vmap(mlp_)(x), rtol=1e-6)
+    assert model.num_params == sum(
+        a.size for a in jax.tree_util.tree_leaves(eqx.filter(mlp_, eqx.is_array))
+    )
+
+
+def test_from_flax_wraps_a_linen_module():
+    nn = pytest.importorskip("flax.linen")
+    from bayesmeta.nn import from_flax
+
+    class MLP(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(1)(jnp.tanh(nn.Dense(8)(x)))
+
+    module = MLP()
+    net = from_flax(module, jnp.zeros((1, 1)))
+    model = _maml_step_finite(net)
+    key = jax.random.PRNGKey(3)
+    phi, unravel = net.flat(key)
+    x = jnp.linspace(-2, 2, 5)[:, None]
+    np.testing.assert_allclose(model.apply(phi, x), module.apply(unravel(phi), x), rtol=1e-6)
