@@ -38,7 +38,7 @@ RESULTS = Path(__file__).parent / "results"
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 MODELS = ("cigar_slopes", "epil_poisson", "sinusoid_student_t")
 METHODS = ("maml", "emaml", "abml", "bmaml", "platipus")
-NUM_TASKS = {"cigar_slopes": 12, "epil_poisson": 9, "sinusoid_student_t": 200}
+NUM_TASKS = {"cigar_slopes": 12, "epil_poisson": 9, "sinusoid_student_t": 200, "sinusoid": 200}
 
 
 def _tasks(spec: ModelSpec, name: str, k: int, seed: int):
