@@ -372,10 +372,17 @@ def fit(
     num_processes: int | None = None,
     process_id: int | None = None,
     data: DataRef | None = None,
+    max_seconds: float | None = None,
+    validate: bool = False,
 ) -> dict:
     """Meta-train ``method_name`` on ``model`` and write ``out/checkpoint.npz`` and
-    ``out/run.json``. With ``resume``, continue the run in ``out`` from its checkpoint (same
-    model, method, settings and seed), reproducing the uninterrupted run's parameters.
+    ``out/run.json``. Recipes are step counts; ``max_seconds`` is an explicit wall-clock cap
+    (recorded in ``run.json``: with it the same command may stop at a different step on
+    another machine). ``validate`` scores a fixed validation task set (the family's validation
+    stream, :meth:`ModelSpec.held_out`) after every chunk and keeps ``best.npz``; data runs
+    always validate, on their validation groups. With ``resume``, continue the run in ``out``
+    from its checkpoint (same model, method, settings and seed), reproducing the uninterrupted
+    run's parameters.
 
     With ``distributed``, join JAX's distributed runtime first
     (:func:`bayesmeta.parallel.initialize_distributed`: ``coordinator``, ``num_processes``,
@@ -419,9 +426,14 @@ def fit(
         spec, splits = data.spec(model)
     else:
         spec = load_model_spec(model)
-    method, cfg = spec.build(method_name, budget, steps=steps)
+    method, cfg = spec.build(method_name, budget, steps=steps, max_seconds=max_seconds)
     out_dir = Path(out)
-    settings = spec.recipe(method_name, budget, steps=steps)
+    settings = spec.recipe(method_name, budget, steps=steps, max_seconds=max_seconds)
+    if validate and data is None:
+        try:
+            spec.held_out("validation", 1, 1, 1)
+        except ValueError as err:
+            raise UsageError(f"--validate: {err}") from None
     model_file = data is None and spec.source not in builtin_models()
     extra = {
         "model_source": spec.source,
@@ -486,9 +498,12 @@ def fit(
             checkpoint_extra=extra,
             resume=resume_from,
             steps=steps,
+            max_seconds=max_seconds,
             mesh=mesh,
             task_streams=task_streams,
-            validate=_validation_nll(spec, splits.validation, cfg, seed) if data else None,
+            validate=_validation_nll(spec, splits.validation, cfg, seed)
+            if data
+            else (spec.validator() if validate and method_name != "reference" else None),
         )
         state = res.state
         history = {k: v.tolist() for k, v in res.history.items()}
@@ -504,6 +519,7 @@ def fit(
         "history": history,
         "task_streams": task_streams or 1,
         "processes": jax.process_count(),
+        "max_seconds": settings.get("max_seconds"),
     }
     if history.get("validation_nll"):
         best = min(range(len(history["validation_nll"])), key=history["validation_nll"].__getitem__)
@@ -638,7 +654,8 @@ def _validation_nll(spec, validation, cfg: dict, seed: int):
     num = int(eligible_groups(np.asarray(validation.lengths), k, nq).size)
     if num == 0:
         return None
-    batch = sample_batch(spec.family, jax.random.PRNGKey(seed + 1), num, (k, k), nq)[0]
+    fam = spec.validation_family or spec.family
+    batch = sample_batch(fam, jax.random.PRNGKey(seed + 1), num, (k, k), nq)[0]
     support = Support(batch.x_support, batch.y_support, batch.mask_support)
 
     def make(method):
@@ -976,6 +993,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f.add_argument("--method", required=True, choices=METHOD_NAMES)
     f.add_argument("--steps", type=_positive("--steps"), default=None)
+    f.add_argument(
+        "--max-seconds",
+        type=_positive("--max-seconds"),
+        default=None,
+        metavar="S",
+        help="also stop after S seconds of training (recorded; a run stopped by it depends "
+        "on the machine)",
+    )
+    f.add_argument(
+        "--validate",
+        action="store_true",
+        help="score held-out validation tasks after every chunk and keep the best state "
+        "(best.npz); data runs always do",
+    )
     f.add_argument("--seed", type=_seed, default=0)
     f.add_argument("--budget", choices=BUDGETS, default="default")
     f.add_argument("--out", required=True, metavar="RUN_DIR")
@@ -1148,6 +1179,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.num_processes,
                 args.process_id,
                 _data_ref(args),
+                args.max_seconds,
+                args.validate,
             )
             print(
                 f"fitted {info['method']} on {info['model']}: {info['steps']} steps in "

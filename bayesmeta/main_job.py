@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayesmeta.zoo import STREAM_SEEDS
+
 DEFAULT_SECONDS = 40.0
 # Training budget per method (compile included); with the evaluation of 200 tasks at three K
 # beside the reference and the figures, the job takes about 2.5 minutes on 2 CPU cores.
@@ -26,7 +28,7 @@ DEFAULT_SECONDS = 40.0
 # got ~1k steps in 45 s and was worse at K=5 (gap 0.87 against 0.67). Both recipe choices win
 # once trained for their 560 s (docs/methods.md).
 MAIN_JOB_OVERRIDES = {"abml": {"outer_samples": 16, "head": "mean-field"}}
-EVAL_SEED = 20_261_122  # held-out tasks: a key stream disjoint from training's
+EVAL_SEED = STREAM_SEEDS["test"]  # held-out tasks: the test stream, disjoint from training's
 
 
 def held_out_tasks(spec, k: int, num_tasks: int, num_query: int = 50, seed: int = EVAL_SEED):

@@ -347,15 +347,17 @@ class NumPyroModel:
         The NumPyro model function.
     dx : int
         Input dimension.
-    init : dict, optional
-        Initial θ values (constrained) by site name; other sites start at NumPyro's
-        ``init_to_mean`` (sample sites) or their ``numpyro.param`` initial value.
+    init : dict or callable, optional
+        Initial θ values (constrained) by site name, or a function ``key -> dict`` (e.g. a
+        network initialisation per key, so that ensemble members start apart); other sites
+        start at NumPyro's ``init_to_mean`` (sample sites) or their ``numpyro.param`` initial
+        value.
     name : str
     """
 
     fn: Callable
     dx: int = 1
-    init: dict | None = None
+    init: dict | Callable | None = None
     name: str = ""
     likelihood: str = field(default="generic", init=False)
     num_classes: None = field(default=None, init=False)
@@ -544,7 +546,7 @@ class NumPyroModel:
         from numpyro.infer.initialization import init_to_mean, init_to_value
 
         x, _ = self._dummy()
-        values = dict(self.init or {})
+        values = dict((self.init(key) if callable(self.init) else self.init) or {})
 
         def strategy(site):
             if site["name"] in values:

@@ -84,7 +84,9 @@ def fit_and_score(spec, name, method, steps, seed, samples, eval_seed) -> list[d
 def generic_path_check(steps: int, seed: int, samples: int, eval_seed: int) -> list[dict]:
     """MAML on the built-in sinusoid model, and on the same model as a NumPyro function."""
     base = load_model_spec(str(MODELS_DIR / "sinusoid.py"))
-    generic = ModelSpec(**{**base.__dict__, "model": NumPyroModel(base.model.model, dx=1)})
+    # the same initial θ on both paths: the built-in model's (a network initialisation per key)
+    wrapped = NumPyroModel(base.model.model, dx=1, init=base.model.init_theta)
+    generic = ModelSpec(**{**base.__dict__, "model": wrapped})
     rows = []
     for label, spec in (("HierarchicalModel", base), ("NumPyroModel(hm.model)", generic)):
         for r in fit_and_score(spec, "sinusoid", "maml", steps, seed, samples, eval_seed):

@@ -14,7 +14,7 @@ from bayesmeta.zoo import REGRESSION_BUDGETS, REGRESSION_RECIPES, ModelSpec
 # samples and a learned step per weight, and integrates the last layer out exactly (the inner
 # steps move the body under the marginal likelihood) under a learned two-component mixture
 # prior, so that one sampler can say "a sine or a line" (docs/methods.md). Two inner steps and
-# the data-dependent variance as before; 12k meta-steps fit the 560 s (each costs about twice
+# the data-dependent variance as before; 12k meta-steps (each costs about twice
 # the one-Gaussian head's), on a cosine schedule stopped halfway (a full decay was worse at
 # K = 2 and 5 in one run). K = 1 / 2 / 5 gaps: see docs/results.md; with one Gaussian over the
 # last layer the best was 0.34 / 0.58 / 0.36.

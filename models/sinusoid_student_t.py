@@ -45,8 +45,11 @@ def model(x, y=None, mask=None):
 SPEC = ModelSpec(
     name="sinusoid_student_t",
     family=sinusoid(noise=0.3),
-    # the network's weights start at a network initialisation, not at the hyper-prior's mean 0
-    model=NumPyroModel(model, dx=1, init={"mu": MU0}, name="sinusoid_student_t"),
+    # the network's weights start at a network initialisation (one per key, so that ensemble
+    # members start apart), not at the hyper-prior's mean 0
+    model=NumPyroModel(
+        model, dx=1, init=lambda key: {"mu": NET.flat(key)[0]}, name="sinusoid_student_t"
+    ),
     recipes=REGRESSION_RECIPES,
     k_range=(1, 10),
 )
