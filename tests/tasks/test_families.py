@@ -75,7 +75,7 @@ def test_model_spec_trains_on_its_pool_and_evaluates_on_the_family(key):
     assert batch.x_support.shape == (4, 10, 1) and spec.eval_k == (5, 10)
     for method in ("emaml", "bmaml"):
         m, cfg = spec.build(method)
-        assert m.name == method and cfg["max_seconds"] == 560
+        assert m.name == method and cfg["max_seconds"] is None and cfg["steps"] > 0
 
 
 @pytest.mark.slow
