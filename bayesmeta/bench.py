@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayesmeta.inference.registry import bench_methods
 from bayesmeta.main_job import padded_support
 from bayesmeta.zoo import STREAM_SEEDS
 
@@ -75,7 +76,7 @@ FAMILIES: dict[str, Family] = {
     "nlschools": Family("nlschools", (1, 5), num_query=8),
     "cigar": Family("cigar", (5, 10), num_query=15),
 }
-METHODS: tuple[str, ...] = ("maml", "emaml", "bmaml", "abml", "platipus", "neural-process")
+METHODS: tuple[str, ...] = bench_methods()
 BUDGETS: dict[str, Budget] = {
     # the whole suite in under 30 minutes on 2 CPU cores
     "small": Budget(seconds=6.0, seeds=(0, 1), num_tasks=60, num_samples=100, chunk_size=20),

@@ -44,6 +44,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from bayesmeta.inference.registry import METHODS
 from bayesmeta.posterior import TaskPosterior
 
 __all__ = [
@@ -64,12 +65,7 @@ DPI = 120
 #: Fixed colour of each method (and of each active-learning acquisition function).
 PALETTE: dict[str, str] = {
     "reference": "#000000",
-    "maml": "#E69F00",
-    "emaml": "#D55E00",
-    "bmaml": "#0072B2",
-    "abml": "#009E73",
-    "neural-process": "#CC79A7",
-    "platipus": "#56B4E9",
+    **{name: info.colour for name, info in METHODS.items()},
     # acquisition functions
     "random": "#7F7F7F",
     "variance": "#1F77B4",

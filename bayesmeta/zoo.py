@@ -18,16 +18,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from bayesmeta.inference import (
-    Method,
-    abml,
-    bmaml,
-    emaml,
-    maml,
-    neural_process,
-    platipus,
-    reference,
-)
+from bayesmeta.inference import Method, reference
+from bayesmeta.inference.registry import METHODS, check_serves
 from bayesmeta.model import HierarchicalModel, NumPyroModel
 from bayesmeta.nn import linear, mlp
 from bayesmeta.tasks.base import TaskBatch, TaskFamily, sample_batch
@@ -95,19 +87,8 @@ REGRESSION_BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
 BUDGETS = ("default", "full", "quick")
 
 
-def _meta_sgd(model, **kw):
-    return maml(model, meta_sgd=True, **kw)
-
-
-METHOD_FACTORIES: dict[str, Callable[..., Method]] = {
-    "maml": maml,
-    "meta-sgd": _meta_sgd,
-    "abml": abml,
-    "emaml": emaml,
-    "bmaml": bmaml,
-    "platipus": platipus,
-    "neural-process": neural_process,
-}
+#: ``name -> factory`` of every registered method (:mod:`bayesmeta.inference.registry`).
+METHOD_FACTORIES: dict[str, Callable[..., Method]] = {n: i.factory for n, i in METHODS.items()}
 METHOD_NAMES = (*METHOD_FACTORIES, "reference")
 
 #: Held-out task streams of a synthetic family: tasks are drawn from ``PRNGKey(seed + K)``.
@@ -203,6 +184,7 @@ class ModelSpec:
         settings = self.recipe(method, budget, **overrides)
         if method == "reference":
             return reference(self.family), {**settings, "steps": 0}
+        check_serves(method, self.model)
         kwargs = {k: v for k, v in settings.items() if k not in TRAIN_KEYS}
         train_cfg = {k: settings[k] for k in TRAIN_KEYS}
         try:

@@ -1,0 +1,98 @@
+"""One registry of the meta-learning methods, read by the model specs, the CLI, the bench and
+the plots: a new method is registered here once.
+
+Each entry says how to build the method (``factory(model, **settings) -> Method``), how plots
+draw it, whether the calibration benchmark runs it by default (and in which order), and
+whether it serves any NumPyro model (:class:`~bayesmeta.model.NumPyroModel`) or needs the
+built-in :class:`~bayesmeta.model.HierarchicalModel`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+from bayesmeta.inference.abml import abml
+from bayesmeta.inference.base import Method
+from bayesmeta.inference.bmaml import bmaml
+from bayesmeta.inference.emaml import emaml
+from bayesmeta.inference.maml import maml
+from bayesmeta.inference.neural_process import neural_process
+from bayesmeta.inference.platipus import platipus
+
+
+class MethodInfo(NamedTuple):
+    """A registered method.
+
+    Attributes
+    ----------
+    name : str
+    factory : (model, **settings) -> Method
+    colour : str
+        Its fixed colour in every plot.
+    bench_order : int or None
+        Position in the calibration benchmark's default set (None: not run by default).
+    any_model : bool
+        Serves any NumPyro model; otherwise it needs a ``HierarchicalModel``.
+    needs : str
+        What it needs of a model when ``any_model`` is False (for the error message).
+    """
+
+    name: str
+    factory: Callable[..., Method]
+    colour: str
+    bench_order: int | None = None
+    any_model: bool = True
+    needs: str = ""
+
+
+def _meta_sgd(model, **kw) -> Method:
+    return maml(model, meta_sgd=True, **kw)
+
+
+METHODS: dict[str, MethodInfo] = {
+    info.name: info
+    for info in (
+        MethodInfo("maml", maml, "#E69F00", 0),
+        MethodInfo("meta-sgd", _meta_sgd, "#F0C05A"),
+        MethodInfo("abml", abml, "#009E73", 3),
+        MethodInfo("emaml", emaml, "#D55E00", 1),
+        MethodInfo("bmaml", bmaml, "#0072B2", 2),
+        MethodInfo("platipus", platipus, "#56B4E9", 4),
+        MethodInfo(
+            "neural-process",
+            neural_process,
+            "#CC79A7",
+            5,
+            any_model=False,
+            needs="its conjugate encoder needs a network with a linear last layer",
+        ),
+    )
+}
+
+
+def method_info(name: str) -> MethodInfo:
+    """The registry entry of ``name`` (a clear error naming the registered ones)."""
+    if name not in METHODS:
+        raise ValueError(f"method: expected one of {list(METHODS)}, got {name!r}")
+    return METHODS[name]
+
+
+def bench_methods() -> tuple[str, ...]:
+    """The calibration benchmark's default methods, in its table order."""
+    ranked = [(i.bench_order, n) for n, i in METHODS.items() if i.bench_order is not None]
+    return tuple(n for _, n in sorted(ranked))
+
+
+def check_serves(name: str, model) -> None:
+    """Raise a clear error when method ``name`` cannot serve ``model``."""
+    info = method_info(name)
+    if not info.any_model and getattr(model, "likelihood", None) == "generic":
+        raise ValueError(
+            f"method: {name!r} needs the built-in HierarchicalModel: {info.needs}; this model "
+            f"is a general NumPyro model: use one of "
+            f"{[n for n, i in METHODS.items() if i.any_model]}"
+        )
+
+
+__all__ = ["METHODS", "MethodInfo", "bench_methods", "check_serves", "method_info"]
