@@ -204,15 +204,28 @@ class TaskPosterior:
         return _probs(self, x, self._batch_size())
 
     # -- export ---------------------------------------------------------------------------------
+    def log_likelihood_samples(self, x: Array, y: Array) -> Array:
+        """Pointwise log-likelihood of every sample, ``(T, S, N)``: log p(y_n | x_n, φ_s)."""
+        self._check_xy(x, y)
+        return _pointwise(self, jnp.asarray(x), jnp.asarray(y))
+
     def to_inference_data(
-        self, x: Array | None = None, key: Array | None = None, num_samples: int | None = None
+        self,
+        x: Array | None = None,
+        key: Array | None = None,
+        num_samples: int | None = None,
+        y: Array | None = None,
     ):
         """Convert to ``arviz.InferenceData``.
 
         The posterior group holds ``phi`` with dims ``(chain, draw, task, param)``, the draw
         dimension indexing the S samples (ArviZ's functions need ``chain``/``draw``); with
         ``x (T, N, Dx)`` the ``posterior_predictive`` group holds draws of ``y`` with dims
-        ``(chain, draw, task, point, dy)``. Weighted posteriors are resampled first.
+        ``(chain, draw, task, point, dy)`` and ``constant_data`` holds ``x``; with ``y`` too
+        (the query targets), ``observed_data`` holds ``y`` and ``log_likelihood`` the pointwise
+        log p(y | x, φ_s) with dims ``(chain, draw, task, point)``, so that ``az.loo``,
+        ``az.waic``, ``az.compare`` and ``az.plot_ppc`` work. Weighted posteriors are
+        resampled first.
         """
         import arviz as az
 
@@ -236,6 +249,30 @@ class TaskPosterior:
             dims["y"] = ["task", "point", "dy"]
             kwargs["constant_data"] = {"x": np.asarray(x)}
             dims["x"] = ["task", "point", "dx"]
+            if y is not None:
+                yy = jnp.asarray(y)
+                ll = post.log_likelihood_samples(x, yy)  # (T, S, N)
+                kwargs["log_likelihood"] = {"y": np.asarray(ll).transpose(1, 0, 2)[None]}
+                obs = np.asarray(yy)
+                kwargs["observed_data"] = {"y": obs[..., None] if obs.ndim == 2 else obs}
+        elif y is not None:
+            raise ValueError("y: the observed targets need their inputs x (T, N, Dx) too")
+        if "log_likelihood" in kwargs:
+            # the log-likelihood's dims differ from y's (no dy): give it its own dims entry
+            kwargs["dims"] = dims
+            idata = az.from_dict(
+                posterior=posterior,
+                coords=coords,
+                attrs={"method": self.method},
+                **{k: v for k, v in kwargs.items() if k != "log_likelihood"},
+            )
+            ll = az.from_dict(
+                log_likelihood=kwargs["log_likelihood"],
+                coords=coords,
+                dims={"y": ["task", "point"]},
+            )
+            idata.extend(ll)
+            return idata
         return az.from_dict(
             posterior=posterior, coords=coords, dims=dims, attrs={"method": self.method}, **kwargs
         )
@@ -488,6 +525,29 @@ def _pit_generic(
         return lo + jax.random.uniform(k_u, hi.shape, hi.dtype) * (hi - lo)
 
     return _map_generic(post, one, (x, y, keys), batch_size)
+
+
+@jax.jit
+def _pointwise(post: TaskPosterior, x: Array, y: Array) -> Array:
+    """log p(y_n | x_n, φ_s) of every task, sample and point, ``(T, S, N)``."""
+    if post.likelihood == "generic":
+
+        def task(phi, params, xt, yt):
+            def one(th, p):
+                d = _obs(post, th, p, xt)
+                return d.log_prob(_as_value(d, yt))[0]
+
+            return _over_samples(post, one, params, phi)
+
+        axes = (0, 0 if post.params_per_sample else None, 0, 0)
+        return jax.vmap(task, in_axes=axes)(post.phi, post.params, x, y)
+    f = _outputs(post, x)  # (T, S, N, Dy or C)
+    if post.likelihood == "categorical":
+        lp = jax.nn.log_softmax(f, -1)
+        return jnp.take_along_axis(lp, y[:, None, :, None].astype(jnp.int32), -1)[..., 0]
+    sd = post.noise_std[:, :, None, None]
+    z = (y[:, None] - f) / sd
+    return jnp.sum(-0.5 * z**2 - jnp.log(sd) - 0.5 * math.log(2 * math.pi), -1)
 
 
 @partial(jax.jit, static_argnums=2)

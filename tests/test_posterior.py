@@ -247,3 +247,36 @@ def test_to_inference_data_resamples_weighted_posterior():
     freq = np.array([np.mean(phi[:, 0] == m) for m in means[0]])
     w = np.asarray(weights[0])
     assert np.all(np.abs(freq - w) < 5 * np.sqrt(w * (1 - w) / 4000))
+
+
+def test_pointwise_log_likelihood_is_each_samples_density():
+    # Two samples with locations 0 and 1 (Gaussian, σ = 0.5): log N(y; loc_s, σ²) by hand,
+    # and their log-mean-exp is the log predictive.
+    phi = jnp.array([[[0.0], [1.0]]])
+    post = TaskPosterior.from_samples(phi, 0.5, _const_apply)
+    x, y = jnp.zeros((1, 3, 1)), jnp.array([[[0.2], [0.9], [-1.0]]])
+    ll = np.asarray(post.log_likelihood_samples(x, y))
+    want = np.array([[_gaussian_logpdf(float(v), m, 0.5) for v in y[0, :, 0]] for m in (0.0, 1.0)])
+    np.testing.assert_allclose(ll[0], want, rtol=1e-5)
+    lp = np.log(np.exp(want).mean(0))
+    np.testing.assert_allclose(np.asarray(post.log_predictive(x, y))[0], lp, rtol=1e-5)
+
+
+def test_to_inference_data_with_targets_supports_loo_and_compare(true_posterior):
+    post, tasks = true_posterior
+    x, y = tasks["x_query"], tasks["y_query"]
+    idata = post.to_inference_data(x=x, y=y, key=jax.random.PRNGKey(7))
+    assert idata.log_likelihood["y"].dims == ("chain", "draw", "task", "point")
+    assert idata.log_likelihood["y"].shape == (1, post.num_samples, post.num_tasks, x.shape[1])
+    np.testing.assert_array_equal(idata.observed_data["y"].values, np.asarray(y))
+    # the true posterior's samples are one point: loo's elpd is the summed exact log density
+    one = idata.sel(task=0)
+    loo = az.loo(one)
+    want = _gaussian_logpdf(np.asarray(y[0, :, 0]), np.asarray(post.mean(x))[0, :, 0], NOISE)
+    assert loo.elpd_loo == pytest.approx(want.sum(), rel=1e-4)
+    # a worse posterior ranks below in az.compare
+    worse = TaskPosterior.from_samples(post.phi, 3 * NOISE, post.apply, method="wide")
+    cmp = az.compare({"truth": one, "wide": worse.to_inference_data(x=x, y=y).sel(task=0)})
+    assert list(cmp.index) == ["truth", "wide"]
+    with pytest.raises(ValueError, match="y: the observed targets need their inputs x"):
+        post.to_inference_data(y=y)
