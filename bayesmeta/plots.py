@@ -138,8 +138,15 @@ def _finish(fig: Figure, path: str | os.PathLike | None) -> Figure:
 def _select_tasks(post: TaskPosterior, idx: Sequence[int]) -> TaskPosterior:
     """The sub-posterior of tasks ``idx``."""
     i = jnp.asarray(np.asarray(idx, dtype=np.int32))
+    params = post.params
+    if post.params_per_sample:
+        params = jax.tree_util.tree_map(lambda a: a[i], params)
     return dataclasses.replace(
-        post, phi=post.phi[i], log_weights=post.log_weights[i], noise_std=post.noise_std[i]
+        post,
+        phi=post.phi[i],
+        log_weights=post.log_weights[i],
+        noise_std=post.noise_std[i],
+        params=params,
     )
 
 
@@ -155,7 +162,7 @@ def _predictive_quantiles(
     Parameters
     ----------
     post : TaskPosterior
-        Gaussian-likelihood posterior of T tasks.
+        Regression posterior of T tasks (any likelihood: the quantiles are of draws).
     x : (T, N, Dx)
         Inputs.
     key : PRNGKey
@@ -176,14 +183,19 @@ def _predictive_quantiles(
 def _function_curves(
     post: TaskPosterior, x: jax.Array, key: jax.Array, num_curves: int
 ) -> np.ndarray:
-    """Up to ``num_curves`` equally weighted function draws, ``(T, C, N)`` (first output)."""
+    """Up to ``num_curves`` equally weighted function draws, ``(T, C, N)`` (first output; the
+    observation mean under a model's own likelihood)."""
     lw = np.asarray(post.log_weights)
     if np.allclose(lw, lw[:, :1]):
+        params = post.params
+        if post.params_per_sample:
+            params = jax.tree_util.tree_map(lambda a: a[:, :num_curves], params)
         sub = dataclasses.replace(
             post,
             phi=post.phi[:, :num_curves],
             log_weights=post.log_weights[:, :num_curves],
             noise_std=post.noise_std[:, :num_curves],
+            params=params,
         )
     else:
         sub = post.resample(key, num_curves)
@@ -215,7 +227,7 @@ def predictive_bands(
     Parameters
     ----------
     posteriors : dict[str, TaskPosterior]
-        Method name -> Gaussian-likelihood posterior of the same T tasks (Dx = Dy = 1).
+        Method name -> regression posterior (any likelihood) of the same T tasks (Dx = Dy = 1).
     x_support, y_support : (T, K, 1)
         Support sets, padded to capacity K.
     mask_support : (T, K)
@@ -264,8 +276,8 @@ def predictive_bands(
     results = {}
     for m_i, name in enumerate(methods):
         post = posteriors[name]
-        if post.likelihood != "gaussian":
-            raise ValueError(f"predictive_bands needs a Gaussian likelihood; {name!r} is not")
+        if post.likelihood == "categorical":
+            raise ValueError(f"predictive_bands plots regression; {name!r} is a classifier")
         if post.num_tasks != n_tasks:
             raise ValueError(f"{name!r} has {post.num_tasks} tasks, the support sets {n_tasks}")
         sub = _select_tasks(post, idx)

@@ -123,6 +123,12 @@ def variance(key: Array, posterior: TaskPosterior, x_pool: Array) -> Array:
     """
     del key
     _check_pool(posterior, x_pool)
+    if posterior.likelihood == "generic":  # the mixture's variance under the model's likelihood
+        from bayesmeta.posterior import _moments
+
+        s = posterior.num_samples
+        batch = max(1, min(posterior.num_tasks, _CHUNK_ELEMENTS // max(1, s * x_pool.shape[1])))
+        return jnp.sum(_moments(posterior, x_pool, batch)[1], -1)
     s, p = posterior.phi.shape[1], x_pool.shape[1]
     width = _out_width(posterior, x_pool)
 
@@ -208,6 +214,62 @@ def _gaussian_information(
     return _map_tasks(one, posterior, (x_pool, keys), per_task)
 
 
+@partial(jax.jit, static_argnames=("num_draws", "max_components"))
+def _generic_information(
+    posterior: TaskPosterior,
+    key: Array,
+    x_pool: Array,
+    num_draws: int,
+    max_components: int,
+) -> tuple[Array, Array]:
+    """Monte Carlo ``(I, E_s H[p_s])`` under a model's own likelihood, each ``(T, P)``.
+
+    With ``s_m`` drawn by systematic resampling and ``y_m ~ p_{s_m}(y | x)`` (one draw per
+    pool point): ``I ≈ (1/M) Σ_m [log p_{s_m}(y_m) − log p(y_m)]`` and
+    ``E_s H[p_s] ≈ −(1/M) Σ_m log p_{s_m}(y_m)``, so ``entropy = I + E_s H[p_s]`` is the
+    Monte Carlo −E log p(y). Posteriors with S > ``max_components`` are reduced first.
+    """
+    from bayesmeta.posterior import _map_generic, _obs, _over_samples
+
+    _check_pool(posterior, x_pool)
+    if int(num_draws) < 1:
+        raise ValueError(f"num_draws: expected a positive integer, got {num_draws!r}")
+    post = posterior
+    if post.num_samples > int(max_components):
+        post = post.resample(jax.random.fold_in(key, 7), int(max_components))
+    m = int(num_draws)
+    keys = jax.random.split(key, post.num_tasks)
+
+    def one(phi, lw, params, x, k):
+        k_comp, k_y = jax.random.split(k)
+        comp = _systematic(k_comp, lw, m)  # (M,)
+        per_sample = post.params_per_sample
+        th_m = jax.tree_util.tree_map(lambda a: a[comp], params) if per_sample else params
+
+        def draw(th, ph, kk):  # one y per pool point from component (θ, φ): (1, P[, Dy])
+            return _obs(post, th, ph, x).sample(kk)
+
+        axes = (0 if per_sample else None, 0, 0)
+        y = jax.vmap(draw, in_axes=axes)(th_m, phi[comp], jax.random.split(k_y, m))
+
+        def logp_all(ym):  # log p_s(y_m) for every s, (S, P)
+            def one_s(th, ph):
+                d = _obs(post, th, ph, x)
+                return d.log_prob(ym)[0]
+
+            return _over_samples(post, one_s, params, phi)
+
+        lp = jax.lax.map(logp_all, y)  # (M, S, P)
+        own = jnp.take_along_axis(lp, comp[:, None, None], axis=1)[:, 0]  # (M, P)
+        mix = logsumexp(lw[None, :, None] + lp, axis=1)  # (M, P)
+        return jnp.mean(own - mix, 0), -jnp.mean(own, 0)
+
+    batch = max(
+        1, min(post.num_tasks, _CHUNK_ELEMENTS // max(1, m * post.num_samples * x_pool.shape[1]))
+    )
+    return _map_generic(post, one, (x_pool, keys), batch)
+
+
 @jax.jit
 def _categorical_information(posterior: TaskPosterior, x_pool: Array) -> tuple[Array, Array]:
     """Exact ``(I, E_s H[p_s])`` for a categorical likelihood, each ``(T, P)``."""
@@ -245,6 +307,8 @@ def entropy(
     """
     if posterior.likelihood == "categorical":
         info, cond = _categorical_information(posterior, x_pool)
+    elif posterior.likelihood == "generic":
+        info, cond = _generic_information(posterior, key, x_pool, num_draws, max_components)
     else:
         info, cond = _gaussian_information(posterior, key, x_pool, num_draws, max_components)
     return info + cond
@@ -268,6 +332,8 @@ def bald(
     """
     if posterior.likelihood == "categorical":
         return _categorical_information(posterior, x_pool)[0]
+    if posterior.likelihood == "generic":
+        return _generic_information(posterior, key, x_pool, num_draws, max_components)[0]
     return _gaussian_information(posterior, key, x_pool, num_draws, max_components)[0]
 
 

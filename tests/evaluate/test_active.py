@@ -347,3 +347,45 @@ def test_run_active_validates_its_inputs(sine):
         run(xp, yp, xe, ye, "random", 0)
     with pytest.raises(ValueError, match="acquisition"):
         run(xp, yp, xe, ye, "nope", 2)
+
+
+# -- a model's own likelihood (NumPyroModel) ------------------------------------------------------
+def _poisson_slopes_posterior(num_samples):
+    import numpyro
+    import numpyro.distributions as dist
+
+    from bayesmeta.model import NumPyroModel
+
+    def counts(x, y=None, mask=None):
+        t, n, _ = x.shape
+        with numpyro.plate("tasks", t, dim=-2):
+            a = numpyro.sample("a", dist.Normal(0.0, 1.0))
+            b = numpyro.sample("b", dist.Normal(0.0, 1.0))
+        with numpyro.plate("tasks", t, dim=-2), numpyro.plate("points", n, dim=-1):
+            numpyro.sample("y", dist.Poisson(jnp.exp(a + b * x[..., 0])), obs=y)
+
+    slopes = jnp.linspace(-1.0, 1.0, num_samples)
+    phi = jnp.stack([jnp.zeros(num_samples), slopes], -1)[None]
+    return NumPyroModel(counts, dx=1).posterior(phi, {}, "counts"), slopes
+
+
+def test_acquisitions_under_a_poisson_likelihood():
+    # Rates exp(b x) with slopes b_s: at x = 0 every sample predicts Poisson(1), so BALD is 0
+    # and the entropy is Poisson(1)'s; elsewhere the samples disagree and BALD is positive.
+    # The variance is the mixture's: mean_s λ_s + var_s λ_s.
+    from bayesmeta.evaluate.active import bald, entropy, variance
+
+    post, slopes = _poisson_slopes_posterior(8)
+    x = jnp.array([[[-2.0], [0.0], [2.0]]])
+    key = jax.random.PRNGKey(0)
+    lam = np.exp(np.asarray(slopes)[:, None] * np.array([-2.0, 0.0, 2.0]))
+    np.testing.assert_allclose(variance(key, post, x)[0], lam.mean(0) + lam.var(0), rtol=1e-5)
+    info = np.asarray(bald(key, post, x, num_draws=2000))[0]
+    assert abs(info[1]) < 1e-6 and info[0] > 0.3 and info[2] > 0.3
+    ks = np.arange(60)
+    p1 = np.exp(-1.0) / np.array([math.factorial(k) for k in ks], dtype=float)
+    h1 = -np.sum(p1 * np.log(p1))
+    h = np.asarray(entropy(key, post, x, num_draws=4000))[0]
+    assert abs(h[1] - h1) < 0.05  # Monte Carlo: sd of -log p under Poisson(1) is ~0.8/√4000
+    one, _ = _poisson_slopes_posterior(1)
+    np.testing.assert_allclose(bald(key, one, x), 0.0, atol=1e-6)
