@@ -261,7 +261,14 @@ def test_method_on_a_numpyro_model_jitted_equals_eager(name, robust_batch):
     _eager_equals_jitted(name, robust_batch)
 
 
-@pytest.mark.parametrize("name", list(METHODS))
+# the outer-objective variants compile a second program each: slow tier
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.slow) if n in ("abml-elbo", "bmaml-chaser") else n
+        for n in METHODS
+    ],
+)
 def test_method_runs_on_a_numpyro_model(name, robust_batch):
     model = NumPyroModel(robust, dx=1)
     method = METHODS[name](model)
@@ -417,6 +424,7 @@ def test_model_spec_wraps_a_function_and_checks_dx():
 
 
 # -- NUTS on a NumPyro model against its closed form ---------------------------------------------
+@pytest.mark.slow
 def test_nuts_on_random_slopes_matches_the_closed_form_posterior():
     # Given θ, the random-slopes posterior of one task is Gaussian:
     # Λ = diag(τ⁻²) + X̃ᵀX̃ / σ²,  m = Λ⁻¹ (diag(τ⁻²) μ + X̃ᵀ y / σ²)  with X̃ = [1, x].
