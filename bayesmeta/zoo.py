@@ -77,6 +77,21 @@ REGRESSION_RECIPES: dict[str, dict[str, Any]] = {
         "outer": "predictive",
     },
 }
+
+
+def fixed_step_recipes(steps: int, **common) -> dict[str, dict[str, Any]]:
+    """:data:`REGRESSION_RECIPES` with every method run for exactly ``steps`` steps on a cosine
+    schedule of the same length (no wall-clock cap); ``common`` updates the shared ``"*"``
+    settings. The recipe of the small grouped data sets, where long training overfits."""
+    out = {
+        method: {**settings, "steps": steps, "lr_decay_steps": steps, "max_seconds": None}
+        for method, settings in REGRESSION_RECIPES.items()
+        if method != "*"
+    }
+    out["*"] = {**REGRESSION_RECIPES["*"], **common}
+    return out
+
+
 REGRESSION_BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
     "full": {
         "*": {"steps": 300_000, "lr_decay_steps": 300_000, "max_seconds": None},
@@ -292,23 +307,13 @@ class ModelSpec:
         """``Method -> (state -> NLL)``: the mean negative log predictive density per query
         point on a fixed validation task set (:meth:`held_out`), for :func:`train`'s
         ``validate`` (the history's ``validation_nll``, the best state kept)."""
-        from bayesmeta.tasks.base import Support
+        from bayesmeta.main_job import padded_support
 
         k = min(5, self.k_range[1]) if k is None else int(k)
         tasks = self.held_out("validation", k, num_tasks, num_query)
         x_q, y_q = jax.numpy.asarray(tasks["x_query"]), jax.numpy.asarray(tasks["y_query"])
-        x_s, y_s = jax.numpy.asarray(tasks["x_support"]), jax.numpy.asarray(tasks["y_support"])
-        pad = self.k_range[1] - k  # the training support size: adapt compiles once
-        mask = jax.numpy.concatenate(
-            [jax.numpy.ones(x_s.shape[:2]), jax.numpy.zeros((x_s.shape[0], pad))], 1
-        )
-        x_s = jax.numpy.concatenate(
-            [x_s, jax.numpy.zeros((x_s.shape[0], pad, *x_s.shape[2:]), x_s.dtype)], 1
-        )
-        y_s = jax.numpy.concatenate(
-            [y_s, jax.numpy.zeros((y_s.shape[0], pad, *y_s.shape[2:]), y_s.dtype)], 1
-        )
-        support = Support(x_s, y_s, mask)
+        # padded to the training support size, so that adapt compiles once
+        support = padded_support(tasks, self.k_range[1])
 
         def make(method):
             adapt = jax.jit(method.adapt, static_argnums=3)
@@ -424,12 +429,7 @@ def data_model_spec(model: str, splits, *, name: str = "data") -> ModelSpec:
     median = int(np.median(train.lengths))
     num_query = int(np.clip(median // 2, 1, 5))
     k_max = int(np.clip(median - num_query, 1, 10))
-    recipes = {
-        method: {**s, "steps": DATA_STEPS, "lr_decay_steps": DATA_STEPS, "max_seconds": None}
-        for method, s in REGRESSION_RECIPES.items()
-        if method != "*"
-    }
-    recipes["*"] = {**REGRESSION_RECIPES["*"], "lr": 3e-4, "num_query": num_query}
+    recipes = fixed_step_recipes(DATA_STEPS, lr=3e-4, num_query=num_query)
     recipes["*"]["meta_batch"] = int(min(10, max(2, train.num_groups // 2)))
     return ModelSpec(
         name=f"{name}/{model}",

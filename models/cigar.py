@@ -19,15 +19,10 @@ validation NLL 1.6 against 0.65). Chosen for MAML and ABML only; the others are 
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.nn import mlp
 from bayesmeta.tasks.grouped import grouped_family
-from bayesmeta.zoo import REGRESSION_RECIPES, ModelSpec
+from bayesmeta.zoo import ModelSpec, fixed_step_recipes
 
 STEPS = 500
-RECIPES = {
-    method: {**settings, "steps": STEPS, "lr_decay_steps": STEPS, "max_seconds": None}
-    for method, settings in REGRESSION_RECIPES.items()
-    if method != "*"
-}
-RECIPES["*"] = dict(REGRESSION_RECIPES["*"])
+RECIPES = fixed_step_recipes(STEPS)
 for method in ("maml", "meta-sgd", "emaml"):
     RECIPES[method]["inner_lr"] = 0.1
 # "full" is the default: longer training overfits the finite set of states.

