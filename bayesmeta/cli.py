@@ -396,9 +396,18 @@ def fit(
     validation / test by ``data.split_seed``, and the data file's path, SHA-256, columns and
     the training groups' standardiser are recorded in the run.
     """
+    from math import inf
+
     import jax
 
-    from bayesmeta.checkpoint import CHECKPOINT_NAME, as_json, file_sha256, save_checkpoint
+    from bayesmeta.checkpoint import (
+        BEST_NAME,
+        CHECKPOINT_NAME,
+        as_json,
+        file_sha256,
+        load_checkpoint,
+        save_checkpoint,
+    )
     from bayesmeta.parallel import initialize_distributed, is_primary, task_mesh
     from bayesmeta.zoo import builtin_models, load_model_spec
 
@@ -465,7 +474,7 @@ def fit(
                 {**extra, "method": "reference", "state": state, "key": key_train, "step": 0},
             )
     else:
-        resume_from = None
+        resume_from, prior_history, best_validation = None, {}, float("inf")
         # a legacy pickle is refused by load_run (not silently trained over)
         if resume and any((out_dir / n).exists() for n in (CHECKPOINT_NAME, "checkpoint.pkl")):
             _, _, old_state, payload = load_run(
@@ -489,6 +498,15 @@ def fit(
                         f"this command asks for {want!r}"
                     )
             resume_from = (old_state, jax.numpy.asarray(payload["key"]))
+            # The run so far: its chunks' history up to the checkpoint, and the best
+            # validation score that a new best.npz must beat.
+            step0 = int(old_state.step)
+            old_hist = payload.get("history") or {}
+            keep = [i for i, s in enumerate(old_hist.get("step", [])) if s <= step0]
+            prior_history = {k: [v[i] for i in keep] for k, v in old_hist.items()}
+            best_path = out_dir / BEST_NAME
+            if best_path.exists():
+                best_validation = float(load_checkpoint(best_path).get("validation_nll", inf))
         _, res = spec.fit(
             method_name,
             budget,
@@ -504,9 +522,10 @@ def fit(
             validate=_validation_nll(spec, splits.validation, cfg, seed)
             if data
             else (spec.validator() if validate and method_name != "reference" else None),
+            best_validation=best_validation,
         )
         state = res.state
-        history = {k: v.tolist() for k, v in res.history.items()}
+        history = {k: list(prior_history.get(k, [])) + v.tolist() for k, v in res.history.items()}
     info = {
         "model": spec.name,
         "model_source": spec.source,

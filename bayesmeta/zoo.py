@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -220,6 +221,7 @@ class ModelSpec:
         mesh=None,
         task_streams: int | None = None,
         validate=None,
+        best_validation: float = math.inf,
         **overrides,
     ):
         """Meta-train ``method`` with its recipe: ``(Method, TrainResult)``.
@@ -232,7 +234,8 @@ class ModelSpec:
         (which may span processes) each device draws its own streams. The same S gives the
         same tasks, and so the same θ, on any number of processes.
         ``validate`` is ``Method -> (state -> float)``: a held-out score computed after every
-        chunk (:func:`~bayesmeta.inference.train.train`).
+        chunk (:func:`~bayesmeta.inference.train.train`); ``best_validation`` is a resumed
+        run's best score so far, which a new best state must beat.
         """
         from bayesmeta.inference.train import train
 
@@ -275,6 +278,7 @@ class ModelSpec:
             desc=f"{self.name}/{method}",
             mesh=mesh,
             validate=validate(m) if validate is not None else None,
+            best_validation=best_validation,
         )
         return m, res
 

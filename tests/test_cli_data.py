@@ -90,6 +90,51 @@ def test_task_file_is_one_task_per_test_group_with_masked_queries(fitted):
     assert set(m["scaler"]) == {"x_mean", "x_scale", "y_mean", "y_scale"}
 
 
+def test_resumed_data_run_continues_its_history_and_best_state(fitted, tmp_path, monkeypatch):
+    # Chunks of 10 steps (a checkpoint every 10 chunks); the first process dies while
+    # validating chunk 11, the resumed one finishes: history and best state span the run.
+    import bayesmeta.cli as cli
+    import bayesmeta.zoo as zoo
+
+    recipes = zoo.fixed_step_recipes
+    monkeypatch.setattr(zoo, "fixed_step_recipes", lambda n, **kw: recipes(n, chunk_size=10, **kw))
+    validation = cli._validation_nll
+    calls = []
+
+    def dying(*a, **kw):
+        make = validation(*a, **kw)
+
+        def make_dying(method):
+            score = make(method)
+
+            def v(state):
+                calls.append(int(state.step))
+                if len(calls) == 11:
+                    raise KeyboardInterrupt
+                return score(state)
+
+            return v
+
+        return make_dying
+
+    monkeypatch.setattr(cli, "_validation_nll", dying)
+    csv_path, run = fitted[1]["raw"][0], tmp_path / "run"
+    args = ["fit", "linear", "--method", "maml", "--data", str(csv_path), *COLS, "--quiet",
+            "--steps", "120", "--out", str(run)]  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        main(args)
+    assert not (run / "run.json").exists()
+    assert main([*args, "--resume"]) == 0
+    info = json.loads((run / "run.json").read_text())
+    assert info["history"]["step"] == list(range(10, 130, 10))
+    assert len(info["history"]["validation_nll"]) == 12
+    assert info["best_validation_nll"] == min(info["history"]["validation_nll"])
+    with np.load(run / "best.npz", allow_pickle=False) as f:
+        best = json.loads(str(f["__manifest__"]))
+    assert best["validation_nll"] == info["best_validation_nll"]
+    assert best["step"] == info["best_step"]
+
+
 def test_changed_data_file_is_refused(fitted, tmp_path, capsys):
     base, runs = fitted
     csv_path, run, tasks, _ = runs["raw"]

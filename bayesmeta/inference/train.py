@@ -143,6 +143,7 @@ def train(
     desc: str | None = None,
     mesh: Mesh | None = None,
     validate: Callable[[MetaState], float] | None = None,
+    best_validation: float = math.inf,
 ) -> TrainResult:
     """Meta-train ``method`` for ``num_steps`` steps (rounded up to whole chunks).
 
@@ -170,6 +171,9 @@ def train(
         called after every chunk: its values are ``history["validation_nll"]``, the best
         state is ``TrainResult.best_state``, and with ``run_dir`` it is also written to
         ``best.npz`` (atomic, data only), which evaluation prefers to the last state.
+    best_validation : float
+        The best score so far when resuming a run: ``best.npz`` is replaced only by a state
+        that beats it (``TrainResult.best_state`` is ``None`` if none does).
     """
     if num_steps < 1:
         raise ValueError(f"num_steps: expected a positive integer, got {num_steps}")
@@ -196,13 +200,14 @@ def train(
                     "state": st,
                     "key": k,
                     "step": int(st.step),
+                    "history": history,
                 },
             )
 
     history: dict[str, list] = {"step": [], "loss": [], "grad_norm": []}
     if validate is not None:
         history["validation_nll"] = []
-    best_v, best_state = math.inf, None
+    best_v, best_state = float(best_validation), None
     t0 = time.perf_counter()
     compile_s = 0.0
     for c in range(num_chunks):

@@ -142,3 +142,19 @@ def test_validation_keeps_the_best_state_and_checkpoint(setup, tmp_path, key):
     assert best["step"] == 20 and best["validation_nll"] == 1.0
     np.testing.assert_array_equal(best["state"].theta["mu"], res.best_state.theta["mu"])
     assert load_checkpoint(tmp_path / "checkpoint.npz")["step"] == 30
+
+
+def test_a_resumed_run_keeps_its_best_state_unless_beaten(setup, tmp_path, key):
+    # Resuming with the best score so far: a worse chunk does not replace best.npz.
+    model, sampler = setup
+    method = maml(model, inner_steps=1)
+    save_checkpoint(tmp_path / "best.npz", {"state": method.init(key), "step": 0,
+                                            "validation_nll": 0.5})  # fmt: skip
+    scores = iter([1.0, 0.25])
+    res = train(method, method.init(key), sampler, key, 20, chunk_size=10, run_dir=tmp_path,
+                progress=False, validate=lambda s: next(scores), best_validation=0.5)  # fmt: skip
+    assert int(res.best_state.step) == 20
+    assert load_checkpoint(tmp_path / "best.npz")["validation_nll"] == 0.25
+    # the checkpoint carries the run's history, so a resumed run can continue it
+    hist = load_checkpoint(tmp_path / "checkpoint.npz")["history"]
+    assert hist["step"] == [10, 20] and hist["validation_nll"] == [1.0, 0.25]
