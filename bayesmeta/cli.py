@@ -157,9 +157,10 @@ class DataRef:
     and ``split_seed``, so ``fit`` and ``tasks`` see the same train / validation / test
     groups."""
 
-    def __init__(self, path, group=None, x=None, y=None, split_seed=0, sha256=None):
+    def __init__(self, path, group=None, x=None, y=None, split_seed=0, sha256=None,
+                 labels=False):  # fmt: skip
         self.path = str(Path(path).resolve()) if Path(path).exists() else str(path)
-        self.group, self.y = group, y
+        self.group, self.y, self.labels = group, y, bool(labels)
         self.x = [c for c in x.split(",") if c] if isinstance(x, str) else x
         self.split_seed, self.sha256 = split_seed, sha256
 
@@ -167,7 +168,7 @@ class DataRef:
         from bayesmeta.checkpoint import file_sha256
         from bayesmeta.tasks.data import load_rows
 
-        rows = load_rows(self.path, x=self.x, y=self.y, group=self.group)
+        rows = load_rows(self.path, x=self.x, y=self.y, group=self.group, labels=self.labels)
         digest = file_sha256(self.path)
         if self.sha256 is not None and digest != self.sha256:
             raise UsageError(
@@ -192,12 +193,13 @@ class DataRef:
             "x": self.x,
             "y": self.y,
             "split_seed": self.split_seed,
+            "labels": self.labels,
         }
 
     @classmethod
     def from_manifest(cls, d: dict) -> DataRef:
         return cls(d["path"], d.get("group"), d.get("x"), d.get("y"), d.get("split_seed", 0),
-                   d.get("sha256"))  # fmt: skip
+                   d.get("sha256"), d.get("labels", False))  # fmt: skip
 
 
 # -- run directories ----------------------------------------------------------------------------
@@ -908,15 +910,19 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--y", default=None, metavar="COL", help="the CSV's target column")
     p.add_argument("--split-seed", type=_seed, default=0,
                    help="the train/validation/test split of the groups")  # fmt: skip
+    p.add_argument("--labels", action="store_true",
+                   help="the --y column holds class labels (integers 0..C-1 or names): "
+                   "a categorical model")  # fmt: skip
 
 
 def _data_ref(args) -> DataRef | None:
     if args.data is None:
-        for flag, v in (("--group", args.group), ("--x", args.x), ("--y", args.y)):
+        for flag, v in (("--group", args.group), ("--x", args.x), ("--y", args.y),
+                        ("--labels", args.labels or None)):  # fmt: skip
             if v is not None:
                 raise UsageError(f"{flag}: only with --data FILE")
         return None
-    return DataRef(args.data, args.group, args.x, args.y, args.split_seed)
+    return DataRef(args.data, args.group, args.x, args.y, args.split_seed, labels=args.labels)
 
 
 def _add_access_args(p: argparse.ArgumentParser) -> None:

@@ -198,3 +198,33 @@ def test_a_task_file_of_another_dx_is_refused(fitted, tmp_path, capsys):
 def test_column_flags_need_data(tmp_path, capsys):
     assert main(["tasks", "sinusoid", "--x", "a", "--out", str(tmp_path / "t.npz")]) == 2
     assert "--x: only with --data FILE" in capsys.readouterr().err
+
+
+def test_class_labels_from_a_csv_by_name(tmp_path):
+    # --labels: named classes are coded in sorted order; the run is categorical end to end.
+    rng = np.random.default_rng(1)
+    path = tmp_path / "labels.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["user", "u", "v", "kind"])
+        for g in range(16):
+            centre = rng.normal(0, 2, size=(3, 2))
+            for _ in range(10):
+                c = int(rng.integers(3))
+                u, v = centre[c] + rng.normal(0, 0.3, 2)
+                w.writerow([g, u, v, ["ant", "bee", "cat"][c]])
+    cols = ["--group", "user", "--x", "u,v", "--y", "kind", "--labels"]
+    run, tasks, rep = tmp_path / "run", tmp_path / "t.npz", tmp_path / "r.json"
+    assert main(["fit", "mlp", "--method", "maml", "--data", str(path), *cols, "--steps", "20",
+                 "--quiet", "--out", str(run)]) == 0  # fmt: skip
+    assert main(["tasks", "--data", str(path), *cols, "--split", "test", "--k", "3",
+                 "--out", str(tasks)]) == 0  # fmt: skip
+    t = load_tasks(tasks)
+    assert t["y_support"].dtype.kind == "i" and set(np.unique(t["y_query"])) <= {0, 1, 2}
+    assert main(["evaluate", str(run), "--tasks", str(tasks), "--samples", "10", "--out",
+                 str(rep), "--quiet"]) == 0  # fmt: skip
+    report = json.loads(rep.read_text())
+    assert 0.0 <= report["accuracy"] <= 1.0 and np.isfinite(report["nll"])
+    # without --labels the same column is not numeric: one line naming it
+    assert main(["tasks", "--data", str(path), *cols[:-1], "--split", "test", "--k", "3",
+                 "--out", str(tmp_path / "u.npz")]) == 2  # fmt: skip

@@ -287,8 +287,8 @@ def from_csv(
 ) -> Rows:
     """Grouped rows from a CSV file with a header row (read with the standard library; pandas
     is not needed). ``x`` names one or more feature columns, ``y`` the target, ``group`` the
-    group id. A label column (``labels=True``, or whole numbers when ``labels=None`` and every
-    value is an integer) makes a classification data set."""
+    group id. ``labels=True`` makes ``y`` class labels (a classification data set): whole
+    numbers 0..C−1, or names, coded 0..C−1 in sorted order; otherwise ``y`` is real."""
     xs = [x] if isinstance(x, str) else list(x)
     path = Path(path)
     with open(path, newline="") as fh:
@@ -319,7 +319,16 @@ def from_csv(
             ) from None
 
     xa = np.stack([numeric(i, n, "--x") for i, n in zip(ix, xs, strict=True)], 1)
-    ya = numeric(iy, y, "--y")
+    if labels and not all(_is_number(r[iy]) for r in rows if iy < len(r)):
+        # Named classes ("setosa", "virginica"): codes in sorted order of the names, which
+        # depends on the file only, so fit, tasks and evaluate agree.
+        try:
+            names = [r[iy].strip() for r in rows]
+        except IndexError:
+            raise ValueError(f"--y: a row of {src} has no {y!r} value") from None
+        ya = np.unique(names, return_inverse=True)[1].astype(np.int64)
+    else:
+        ya = numeric(iy, y, "--y")
     if labels is None:
         labels = False
     try:
@@ -392,9 +401,11 @@ def load_rows(
     x: Sequence[str] | str | None = None,
     y: str | None = None,
     group: str | None = None,
+    labels: bool = False,
 ) -> Rows:
-    """Grouped rows from a ``.csv`` (``x``, ``y`` and ``group`` name its columns) or a
-    training-pool ``.npz`` (the column names are not needed)."""
+    """Grouped rows from a ``.csv`` (``x``, ``y`` and ``group`` name its columns; ``labels``:
+    ``y`` holds class labels) or a training-pool ``.npz`` (the column names are not needed;
+    integer ``y`` are labels)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"--data: no file at {str(path)!r}")
@@ -405,7 +416,7 @@ def load_rows(
     missing = [f for f, v in (("--group", group), ("--x", x), ("--y", y)) if not v]
     if missing:
         raise ValueError(f"{missing[0]}: a CSV needs --group COL, --x COL[,COL...] and --y COL")
-    return from_csv(path, x=x, y=y, group=group)
+    return from_csv(path, x=x, y=y, group=group, labels=labels)
 
 
 def held_out_tasks(
