@@ -7,6 +7,7 @@ built-in names (``sinusoid``, ``sine_line``) load the files shipped as ``bayesme
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import math
@@ -120,8 +121,8 @@ class ModelSpec:
     Attributes
     ----------
     name : str
-    family : TaskFamily
-        Where meta-training and held-out tasks come from.
+    family : TaskFamily, optional
+        Where meta-training and held-out tasks come from (not needed with ``data``).
     model : HierarchicalModel, NumPyroModel or NumPyro model function
         Network, prior and likelihood. A plain function ``model(x, y=None, mask=None)``
         following docs/models.md is wrapped as ``NumPyroModel(fn, dx=family.dx)``.
@@ -143,11 +144,18 @@ class ModelSpec:
         Where validation tasks come from (data sets: the validation groups). Without it a
         synthetic family (no ``train_family``) validates on its own disjoint key stream
         (:data:`STREAM_SEEDS`), and a spec with a finite ``train_family`` has no validation.
+    data : str, Rows or Splits, optional
+        Grouped data instead of a family (:mod:`bayesmeta.tasks.data`): the name of a built-in
+        data set (``"nlschools"``, ``"Cigar"``, ``"Sitka"``, :func:`~bayesmeta.tasks.grouped.
+        dataset_splits`), the user's rows (split by group with seed 0) or their splits. Then
+        ``train_family``, ``validation_family`` and ``family`` are the train, validation and
+        test groups (standardised with the training groups' statistics), and ``splits`` holds
+        the splits and their standardiser.
     """
 
     name: str
-    family: TaskFamily
-    model: HierarchicalModel
+    family: TaskFamily | None = None
+    model: HierarchicalModel | NumPyroModel | Callable | None = None
     recipes: dict[str, dict[str, Any]] = field(default_factory=dict)
     budgets: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     k_range: tuple[int, int] = (1, 10)
@@ -155,8 +163,21 @@ class ModelSpec:
     source: str = ""
     train_family: TaskFamily | None = None
     validation_family: TaskFamily | None = None
+    data: Any = field(default=None, repr=False, compare=False)
+    splits: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
+        if self.data is not None:
+            splits = _data_splits(self.data)
+            object.__setattr__(self, "splits", splits)
+            for name, split in (("family", "test"), ("train_family", "train"),
+                                ("validation_family", "validation")):  # fmt: skip
+                if getattr(self, name) is None:
+                    object.__setattr__(self, name, splits[split].family())
+        if self.family is None:
+            raise ValueError(f"family: model {self.name!r} needs a task family or data=")
+        if self.model is None:
+            raise ValueError(f"model: model {self.name!r} needs a model")
         # A plain NumPyro model function is a model (docs/models.md): wrap it once here.
         if not isinstance(self.model, HierarchicalModel | NumPyroModel):
             if not callable(self.model):
@@ -384,7 +405,7 @@ def load_model_spec(model: str) -> ModelSpec:
     spec_obj = getattr(module, "SPEC", None)
     if not isinstance(spec_obj, ModelSpec):
         raise ValueError(f"MODEL: {model!r} does not define SPEC = ModelSpec(...)")
-    return ModelSpec(**{**spec_obj.__dict__, "source": source})
+    return dataclasses.replace(spec_obj, source=source)
 
 
 #: Built-in networks-with-likelihoods that size themselves from a data set (``--data``).
@@ -437,9 +458,7 @@ def data_model_spec(model: str, splits, *, name: str = "data") -> ModelSpec:
     recipes["*"]["meta_batch"] = int(min(10, max(2, train.num_groups // 2)))
     return ModelSpec(
         name=f"{name}/{model}",
-        family=splits.test.family(),
-        train_family=train.family(),
-        validation_family=splits.validation.family(),
+        data=splits,
         model=hm,
         recipes=recipes,
         budgets={"quick": {"*": {"steps": 300, "lr_decay_steps": 300}}},
@@ -447,6 +466,25 @@ def data_model_spec(model: str, splits, *, name: str = "data") -> ModelSpec:
         eval_k=(1, min(5, k_max)),
         source=model,
     )
+
+
+def _data_splits(data: Any):
+    """``data`` of :class:`ModelSpec` as :class:`~bayesmeta.tasks.data.Splits`."""
+    from bayesmeta.tasks.data import Rows, Splits
+    from bayesmeta.tasks.grouped import DATASETS, dataset_splits
+
+    if isinstance(data, Splits):
+        return data
+    if isinstance(data, Rows):
+        return data.split(seed=0)
+    if isinstance(data, str):
+        if data not in DATASETS:
+            raise ValueError(
+                f"data: expected a built-in data set {sorted(DATASETS)}, Rows or Splits (a CSV "
+                f"is read with bayesmeta.tasks.from_csv), got {data!r}"
+            )
+        return dataset_splits(data)
+    raise TypeError(f"data: expected a data set name, Rows or Splits, got {type(data).__name__}")
 
 
 def builtin_models() -> tuple[str, ...]:

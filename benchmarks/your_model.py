@@ -19,6 +19,7 @@ Writes ``your_model.json`` and ``your_model.md`` under ``--out`` (default benchm
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
@@ -86,7 +87,7 @@ def generic_path_check(steps: int, seed: int, samples: int, eval_seed: int) -> l
     base = load_model_spec(str(MODELS_DIR / "sinusoid.py"))
     # the same initial θ on both paths: the built-in model's (a network initialisation per key)
     wrapped = NumPyroModel(base.model.model, dx=1, init=base.model.init_theta)
-    generic = ModelSpec(**{**base.__dict__, "model": wrapped})
+    generic = dataclasses.replace(base, model=wrapped)
     rows = []
     for label, spec in (("HierarchicalModel", base), ("NumPyroModel(hm.model)", generic)):
         for r in fit_and_score(spec, "sinusoid", "maml", steps, seed, samples, eval_seed):

@@ -1,7 +1,7 @@
 """Random-slopes hierarchical linear regression on Cigar, as a plain NumPyro model.
 
-Tasks: the 46 states of ``Cigar`` (:mod:`bayesmeta.tasks.grouped`, the same split and
-standardisation as ``models/cigar.py``). Each state has its own intercept and slopes on
+Tasks: the 46 states of ``Cigar`` (``data="Cigar"``: the same split and standardisation as
+``models/cigar.py``). Each state has its own intercept and slopes on
 (year, log price, log income, log neighbours' minimum price); they share a Normal population
 whose mean and spread are θ, with the observation noise:
 
@@ -16,7 +16,6 @@ import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 
-from bayesmeta.tasks.grouped import grouped_family
 from bayesmeta.zoo import ModelSpec, fixed_step_recipes
 
 
@@ -39,8 +38,7 @@ for method in ("maml", "meta-sgd", "emaml", "platipus"):
 
 SPEC = ModelSpec(
     name="cigar_slopes",
-    family=grouped_family("Cigar", "test"),
-    train_family=grouped_family("Cigar", "train"),
+    data="Cigar",
     model=model,
     recipes=RECIPES,
     budgets={"quick": {"*": {"steps": 250, "lr_decay_steps": 250}}},

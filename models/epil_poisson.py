@@ -53,8 +53,7 @@ for method in ("maml", "meta-sgd", "emaml", "platipus"):
 
 SPEC = ModelSpec(
     name="epil_poisson",
-    family=SPLITS.test.family(),
-    train_family=SPLITS.train.family(),
+    data=SPLITS,
     model=model,
     recipes=RECIPES,
     budgets={"quick": {"*": {"steps": 250, "lr_decay_steps": 250}}},

