@@ -8,6 +8,7 @@ built-in names (``sinusoid``, ``sine_line``) load the files shipped as ``bayesme
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import importlib.util
 import math
@@ -151,6 +152,9 @@ class ModelSpec:
         ``train_family``, ``validation_family`` and ``family`` are the train, validation and
         test groups (standardised with the training groups' statistics), and ``splits`` holds
         the splits and their standardiser.
+    reference_method : () -> Method, optional
+        The exact ``reference`` where the family has none of its own (a per-group linear model
+        on data: :func:`~bayesmeta.inference.reference.linear_reference`).
     """
 
     name: str
@@ -164,6 +168,7 @@ class ModelSpec:
     train_family: TaskFamily | None = None
     validation_family: TaskFamily | None = None
     data: Any = field(default=None, repr=False, compare=False)
+    reference_method: Callable[[], Method] | None = field(default=None, repr=False, compare=False)
     splits: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -220,7 +225,8 @@ class ModelSpec:
         """``(Method, training settings)`` for ``method`` under this spec."""
         settings = self.recipe(method, budget, **overrides)
         if method == "reference":
-            return reference(self.family), {**settings, "steps": 0}
+            ref = self.reference_method() if self.reference_method else reference(self.family)
+            return ref, {**settings, "steps": 0}
         check_serves(method, self.model)
         kwargs = {k: v for k, v in settings.items() if k not in TRAIN_KEYS}
         train_cfg = {k: settings[k] for k in TRAIN_KEYS}
@@ -460,12 +466,22 @@ def data_model_spec(model: str, splits, *, name: str = "data") -> ModelSpec:
         name=f"{name}/{model}",
         data=splits,
         model=hm,
+        reference_method=functools.partial(_linear_reference, train) if model == "linear" else None,
         recipes=recipes,
         budgets={"quick": {"*": {"steps": 300, "lr_decay_steps": 300}}},
         k_range=(1, k_max),
         eval_k=(1, min(5, k_max)),
         source=model,
     )
+
+
+def _linear_reference(train) -> Method:
+    """The exact empirical-Bayes linear posterior fitted on a data run's training groups."""
+    from bayesmeta.inference import linear_reference
+
+    real = np.arange(train.x.shape[1])[None, :] < train.lengths[:, None]
+    groups = np.repeat(np.asarray(train.groups), train.lengths)
+    return linear_reference(train.x[real], train.y[real], groups)
 
 
 def _data_splits(data: Any):

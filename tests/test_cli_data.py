@@ -228,3 +228,21 @@ def test_class_labels_from_a_csv_by_name(tmp_path):
     # without --labels the same column is not numeric: one line naming it
     assert main(["tasks", "--data", str(path), *cols[:-1], "--split", "test", "--k", "3",
                  "--out", str(tmp_path / "u.npz")]) == 2  # fmt: skip
+
+
+def test_linear_reference_on_data_is_the_empirical_bayes_baseline(fitted, tmp_path):
+    # `fit linear --method reference`: nothing to train; its report is the baseline's posterior
+    base, runs = fitted
+    csv_path, _, tasks, _ = runs["raw"]
+    run, rep = tmp_path / "ref", tmp_path / "ref.json"
+    assert main(["fit", "linear", "--method", "reference", "--data", str(csv_path), *COLS,
+                 "--quiet", "--out", str(run)]) == 0  # fmt: skip
+    assert main(["evaluate", str(run), "--tasks", str(tasks), "--samples", "1000",
+                 "--out", str(rep), "--quiet"]) == 0  # fmt: skip
+    report = json.loads(rep.read_text())
+    assert report["units"] == "data"
+    assert report["nll"] == pytest.approx(report["baselines"]["eb_linear"]["nll"], abs=0.02)
+    assert report["nll"] < report["baselines"]["pooled_linear"]["nll"]
+    # mlp has no exact reference on data: a named error, exit 2
+    assert main(["fit", "mlp", "--method", "reference", "--data", str(csv_path), *COLS,
+                 "--quiet", "--out", str(tmp_path / "no")]) == 2  # fmt: skip

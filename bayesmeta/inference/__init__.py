@@ -8,7 +8,7 @@ from bayesmeta.inference.maml import maml
 from bayesmeta.inference.neural_process import neural_process
 from bayesmeta.inference.nuts import nuts, nuts_task_samples
 from bayesmeta.inference.platipus import platipus
-from bayesmeta.inference.reference import linear_gaussian_posterior, reference
+from bayesmeta.inference.reference import linear_gaussian_posterior, linear_reference, reference
 from bayesmeta.inference.train import DivergenceError, TrainResult, train
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "nuts",
     "nuts_task_samples",
     "platipus",
+    "linear_reference",
     "reference",
     "train",
 ]
