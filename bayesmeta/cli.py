@@ -637,7 +637,7 @@ def evaluate(
     if scaler is not None and scaler.y_mean is not None:
         _to_data_units(report, arrays, post, xq, y_raw, data.get("mask_query"), scaler)
         if int(yq.shape[-1]) == 1:
-            report["baselines"] = _linear_baselines(payload, data, scaler)
+            report["baselines"] = _linear_baselines(payload, data, scaler, report["nll_per_task"])
     report.update(
         {
             "model": spec.name,
@@ -701,6 +701,7 @@ def _to_data_units(report, arrays, post, xq, y_raw, mask, scaler) -> None:
 
     jac = scaler.log_jacobian()
     report["nll"] = report["nll"] + jac
+    report["nll_per_task"] = [v + jac for v in report["nll_per_task"]]
     mean = scaler.inverse_y(np.asarray(post.mean(xq)))
     if mask is not None:
         keep = np.asarray(mask).astype(bool)
@@ -714,12 +715,15 @@ def _to_data_units(report, arrays, post, xq, y_raw, mask, scaler) -> None:
         arrays["samples"] = scaler.inverse_y(arrays["samples"]).astype(np.float32)
 
 
-def _linear_baselines(payload: dict, data: dict, scaler) -> dict:
+def _linear_baselines(payload: dict, data: dict, scaler, method_per_task=None) -> dict:
     """NLL per query point (data units) of the pooled and the per-group empirical-Bayes
     linear regressions (:mod:`bayesmeta.evaluate.baselines`), fitted on the run's training
-    groups and scored on the same task file as the method."""
+    groups and scored on the same task file as the method: per task, with its standard error
+    over tasks, and ``diff_se``, the paired standard error of the method's per-task NLL minus
+    the baseline's."""
     import numpy as np
 
+    from bayesmeta.evaluate import task_nll
     from bayesmeta.evaluate.baselines import baseline_log_predictive, fit_linear_baselines
 
     train = DataRef.from_manifest(payload["data"]).spec(payload["model_source"])[1].train
@@ -731,7 +735,18 @@ def _linear_baselines(payload: dict, data: dict, scaler) -> dict:
                                   data["x_query"], data["y_query"])  # fmt: skip
     keep = np.asarray(data.get("mask_query", np.ones(lps["eb_linear"].shape))).astype(bool)
     jac = scaler.log_jacobian()
-    return {name: {"nll": float(-lp[keep].mean() + jac)} for name, lp in lps.items()}
+    out = {}
+    for name, lp in lps.items():
+        per_task = task_nll(lp, keep)
+        out[name] = {"nll": float(-lp[keep].mean() + jac),
+                     "nll_per_task": [v + jac for v in per_task["nll_per_task"]]}  # fmt: skip
+        if method_per_task is not None and len(method_per_task) > 1:
+            # paired over the same tasks: the SE of the method's NLL minus the baseline's
+            diff = np.asarray(method_per_task) - np.asarray(out[name]["nll_per_task"])
+            out[name]["diff_se"] = float(diff.std(ddof=1) / np.sqrt(diff.size))
+        if "nll_se" in per_task:
+            out[name]["nll_se"] = per_task["nll_se"]
+    return out
 
 
 def make_data_tasks(

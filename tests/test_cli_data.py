@@ -65,6 +65,10 @@ def test_reports_are_in_the_datas_own_units(fitted):
         assert b["baselines"][name]["nll"] == pytest.approx(
             a["baselines"][name]["nll"] + np.log(10.0), abs=1e-6
         )
+    # standard errors over tasks move with nothing but the tasks; the paired one is given
+    assert b["nll_se"] == pytest.approx(a["nll_se"], abs=1e-3) and a["nll_se"] > 0
+    assert len(a["nll_per_task"]) == a["n_tasks"]
+    assert a["baselines"]["eb_linear"]["diff_se"] > 0
     # random slopes per site: the per-group posterior beats ignoring the groups
     assert a["baselines"]["eb_linear"]["nll"] < a["baselines"]["pooled_linear"]["nll"]
 

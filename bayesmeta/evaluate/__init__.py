@@ -64,6 +64,7 @@ __all__ = [
     "brier",
     "calibration_curve",
     "compare",
+    "task_nll",
     "coverage_from_pit",
     "ece",
     "evaluate",
@@ -195,6 +196,9 @@ def evaluate(
         All values are plain Python scalars, lists and dicts (JSON-serialisable).
         ``return_pit=True`` (regression) adds ``pit``, the ``(T, Q, Dy)`` PIT values as a
         NumPy array (not JSON-serialisable), so callers need not compute the CDF again.
+        ``nll_per_task`` is each task's mean NLL per query point and ``nll_se`` their standard
+        error over tasks, ``std_t / √T`` (tasks are the independent units; with T = 1 it is
+        omitted).
     mask_query : array (T, Q) of 0/1, optional
         For tasks with different numbers of query points: only the points with 1 are scored,
         every metric is a mean over those, and ``n_points`` is their total.
@@ -215,13 +219,15 @@ def evaluate(
             # the real points of every task, as one task of M points: (1, M, ...)
             return np.asarray(a)[keep][None]
 
-    lp = real(posterior.log_predictive(x, y))
+    lp_all = np.asarray(posterior.log_predictive(x, y))
+    lp = real(lp_all)
     report: dict[str, Any] = {
         "method": str(posterior.method),
         "n_tasks": int(x.shape[0]),
         "n_points": int(x.shape[1]) if keep is None else int(keep.sum()),
         "nll": nll(lp),
     }
+    report.update(task_nll(lp_all, keep))
     y_all = y
     if keep is not None:
         y = real(y)
@@ -245,6 +251,18 @@ def evaluate(
     if return_pit:
         report["pit"] = np.asarray(pit)
     return report
+
+
+def task_nll(log_predictive, keep=None) -> dict[str, Any]:
+    """``{"nll_per_task": [T floats], "nll_se": float}`` from ``(T, Q)`` log predictive
+    densities and an optional ``(T, Q)`` boolean mask of the real query points."""
+    lp = np.asarray(log_predictive, np.float64)
+    m = np.ones(lp.shape, bool) if keep is None else np.asarray(keep, bool)
+    per_task = -(np.where(m, lp, 0.0)).sum(1) / np.maximum(m.sum(1), 1)
+    out: dict[str, Any] = {"nll_per_task": [float(v) for v in per_task]}
+    if per_task.size > 1:
+        out["nll_se"] = float(per_task.std(ddof=1) / np.sqrt(per_task.size))
+    return out
 
 
 def predictive_arrays(

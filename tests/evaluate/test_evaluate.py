@@ -108,11 +108,19 @@ def test_report_nll_matches_analytic_and_is_json(sinusoid_tasks):
         "n_tasks",
         "n_points",
         "nll",
+        "nll_per_task",
+        "nll_se",
         "mse",
         "calibration_error",
         "coverage",
         "pit_histogram",
     }
+    # per-task means of the same densities, and their standard error over tasks
+    per_task = np.mean(0.5 * (r / NOISE) ** 2 + math.log(NOISE) + 0.5 * math.log(2 * math.pi),
+                       axis=(1, 2))  # fmt: skip
+    np.testing.assert_allclose(report["nll_per_task"], per_task, atol=1e-5)
+    se = per_task.std(ddof=1) / np.sqrt(per_task.size)
+    assert report["nll_se"] == pytest.approx(se, rel=1e-4)
     assert list(report["coverage"]) == ["0.5", "0.8", "0.9", "0.95"]
     with_pit = evaluate(post, tasks["x_query"], tasks["y_query"], return_pit=True)
     pit = with_pit.pop("pit")
