@@ -3,6 +3,10 @@
 The hierarchical model (:class:`HierarchicalModel`) is written once; every method
 (:func:`maml`, :func:`abml`, :func:`reference`, ...) meta-trains its θ on batches of tasks and
 returns a :class:`TaskPosterior` for new tasks, which every evaluator consumes.
+
+    import bayesmeta as bm
+    fitted = bm.fit("sinusoid", "bmaml")   # or bm.fit("mlp", "abml", data=rows)
+    post = fitted.adapt(x_support, y_support)
 """
 
 from bayesmeta.inference import (
@@ -10,13 +14,20 @@ from bayesmeta.inference import (
     MetaState,
     Method,
     abml,
+    bmaml,
+    emaml,
+    linear_reference,
     maml,
+    neural_process,
+    nuts,
+    platipus,
     reference,
     train,
 )
-from bayesmeta.model import HierarchicalModel
+from bayesmeta.model import HierarchicalModel, NumPyroModel
 from bayesmeta.nn import Network, mlp
 from bayesmeta.posterior import TaskPosterior
+from bayesmeta.runs import Fitted, fit, load
 from bayesmeta.tasks import Support, TaskBatch, TaskFamily
 from bayesmeta.zoo import ModelSpec, load_model_spec
 
@@ -24,19 +35,29 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DivergenceError",
+    "Fitted",
     "HierarchicalModel",
     "MetaState",
     "Method",
     "ModelSpec",
     "Network",
+    "NumPyroModel",
     "Support",
     "TaskBatch",
     "TaskFamily",
     "TaskPosterior",
     "abml",
+    "bmaml",
+    "emaml",
+    "fit",
+    "linear_reference",
+    "load",
     "load_model_spec",
     "maml",
     "mlp",
+    "neural_process",
+    "nuts",
+    "platipus",
     "reference",
     "train",
 ]

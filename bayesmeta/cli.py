@@ -113,7 +113,7 @@ def _check_positive(arg: str, value) -> None:
 
 @contextlib.contextmanager
 def _progress(total: int, desc: str, quiet: bool):
-    """A progress bar on stderr, off with ``--quiet`` and whenever stderr is not a terminal.
+    """A progress bar (``tqdm.auto``), off with ``--quiet`` and when stderr is not a terminal.
 
     On an error the bar's line is erased, so the error stays the only line it leaves."""
     from bayesmeta.inference.train import ProgressBar
@@ -123,9 +123,7 @@ def _progress(total: int, desc: str, quiet: bool):
     try:
         yield bar
     except BaseException:
-        if bar.enabled:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
+        bar.discard()
         raise
     bar.close()
 
@@ -210,9 +208,13 @@ def load_run(
     trust_model_file: bool = False,
     allow_pickle: bool = False,
     prefer_best: bool = True,
+    spec=None,
+    optimizer=None,
 ):
     """``(spec, method, state, manifest)`` of a fitted run directory, without running code
-    the user did not ask for.
+    the user did not ask for. ``spec`` (a ModelSpec) replaces the one the manifest names (a
+    run whose model was an object, :func:`bayesmeta.load`); ``optimizer`` is the run's own
+    when it was not the recipe's (the state holds its shape).
 
     The checkpoint is data only (:mod:`bayesmeta.checkpoint`). A run fitted with a built-in
     model loads that model by name. A run fitted with a model file records the file's path
@@ -283,9 +285,10 @@ def load_run(
                 f"checkpoint: {run_dir!r} has {key}={payload[key]!r}; expected a "
                 f"{kind.__name__}, so it is corrupt"
             )
-    spec = _spec_of_run(run_dir, payload, model, trust_model_file or allow_pickle)
+    if spec is None:
+        spec = _spec_of_run(run_dir, payload, model, trust_model_file or allow_pickle)
     try:
-        method, _ = spec.build(payload["method"], **payload["settings"])
+        method, _ = spec.build(payload["method"], optimizer=optimizer, **payload["settings"])
     except (ValueError, TypeError) as err:
         raise CheckpointError(
             f"checkpoint: {run_dir!r} names model {payload['model_source']!r} / method "

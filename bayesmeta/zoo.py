@@ -221,8 +221,11 @@ class ModelSpec:
         out.update({k: v for k, v in overrides.items() if v is not None})
         return out
 
-    def build(self, method: str, budget: str = "default", **overrides) -> tuple[Method, dict]:
-        """``(Method, training settings)`` for ``method`` under this spec."""
+    def build(
+        self, method: str, budget: str = "default", optimizer=None, **overrides
+    ) -> tuple[Method, dict]:
+        """``(Method, training settings)`` for ``method`` under this spec; ``optimizer`` (an
+        optax transformation) replaces the recipe's Adam."""
         settings = self.recipe(method, budget, **overrides)
         if method == "reference":
             ref = self.reference_method() if self.reference_method else reference(self.family)
@@ -231,7 +234,8 @@ class ModelSpec:
         kwargs = {k: v for k, v in settings.items() if k not in TRAIN_KEYS}
         train_cfg = {k: settings[k] for k in TRAIN_KEYS}
         try:
-            m = METHOD_FACTORIES[method](self.model, **kwargs)
+            extra = {} if optimizer is None else {"optimizer": optimizer}
+            m = METHOD_FACTORIES[method](self.model, **kwargs, **extra)
         except TypeError as err:
             raise ValueError(f"recipe for {method!r}: {err}") from None
         return m, train_cfg
@@ -249,6 +253,7 @@ class ModelSpec:
         task_streams: int | None = None,
         validate=None,
         best_validation: float = math.inf,
+        optimizer=None,
         **overrides,
     ):
         """Meta-train ``method`` with its recipe: ``(Method, TrainResult)``.
@@ -266,7 +271,7 @@ class ModelSpec:
         """
         from bayesmeta.inference.train import train
 
-        m, cfg = self.build(method, budget, **overrides)
+        m, cfg = self.build(method, budget, optimizer=optimizer, **overrides)
         k_init, k_train = jax.random.split(jax.random.PRNGKey(seed))
         state, steps = m.init(k_init), cfg["steps"]
         if resume is not None:
@@ -457,22 +462,34 @@ def data_model_spec(model: str, splits, *, name: str = "data") -> ModelSpec:
             prior_scale=0.1,
             noise_init=0.7,
         )
-    median = int(np.median(train.lengths))
-    num_query = int(np.clip(median // 2, 1, 5))
-    k_max = int(np.clip(median - num_query, 1, 10))
-    recipes = fixed_step_recipes(DATA_STEPS, lr=3e-4, num_query=num_query)
-    recipes["*"]["meta_batch"] = int(min(10, max(2, train.num_groups // 2)))
     return ModelSpec(
         name=f"{name}/{model}",
         data=splits,
         model=hm,
         reference_method=functools.partial(_linear_reference, train) if model == "linear" else None,
-        recipes=recipes,
-        budgets={"quick": {"*": {"steps": 300, "lr_decay_steps": 300}}},
-        k_range=(1, k_max),
-        eval_k=(1, min(5, k_max)),
         source=model,
+        **data_recipe(splits),
     )
+
+
+def data_recipe(splits) -> dict[str, Any]:
+    """The grouped-data recipe sized from the training groups' median size ``m``: every method
+    runs :data:`DATA_STEPS` steps with Adam 3e-4 and a cosine decay (long training memorises
+    a finite set of groups), ``num_query = clip(m // 2, 1, 5)`` query rows and support sizes
+    up to ``k_max = clip(m − num_query, 1, 10)``. The ``recipes``, ``budgets``, ``k_range``
+    and ``eval_k`` of a :class:`ModelSpec` on data."""
+    train = splits.train
+    median = int(np.median(train.lengths))
+    num_query = int(np.clip(median // 2, 1, 5))
+    k_max = int(np.clip(median - num_query, 1, 10))
+    recipes = fixed_step_recipes(DATA_STEPS, lr=3e-4, num_query=num_query)
+    recipes["*"]["meta_batch"] = int(min(10, max(2, train.num_groups // 2)))
+    return {
+        "recipes": recipes,
+        "budgets": {"quick": {"*": {"steps": 300, "lr_decay_steps": 300}}},
+        "k_range": (1, k_max),
+        "eval_k": (1, min(5, k_max)),
+    }
 
 
 def _linear_reference(train) -> Method:

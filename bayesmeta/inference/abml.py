@@ -63,6 +63,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
+import optax
 
 from bayesmeta.inference.base import (
     MetaState,
@@ -104,6 +105,7 @@ def abml(
     lr_decay_steps: int | None = None,
     grad_clip: float | None = 10.0,
     head: str = "mean-field",
+    optimizer: optax.GradientTransformation | None = None,
 ) -> Method:
     """Build ABML.
 
@@ -132,6 +134,9 @@ def abml(
     lr, lr_decay_steps, grad_clip : float, int or None, float
         Adam step size, the length of its cosine decay (to lr/10), and the global-norm clip
         of the meta-gradient.
+    optimizer : optax.GradientTransformation, optional
+        The meta-optimiser (any optax transformation); it replaces the default built from
+        ``lr``, ``lr_decay_steps`` and ``grad_clip``.
     inner_update : {"gradient", "natural"}
         How the inner loop steps on the ELBO (see the module docstring): plain gradient steps
         on (m, log s) (default), or natural-gradient steps on q's precision and mean.
@@ -159,7 +164,8 @@ def abml(
             raise ValueError(f"{arg}: expected a positive integer, got {val}")
     if inner_lr <= 0:
         raise ValueError(f"inner_lr: expected > 0, got {inner_lr}")
-    optimizer = make_optimizer(lr, grad_clip, lr_decay_steps)
+    if optimizer is None:  # the default: Adam with clipping and the recipe's schedule
+        optimizer = make_optimizer(lr, grad_clip, lr_decay_steps)
     collapsed = head == "collapsed"
     num_body = model.num_params
     if collapsed:

@@ -36,6 +36,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
+import optax
 
 from bayesmeta.inference import svgd
 from bayesmeta.inference.base import (
@@ -78,6 +79,7 @@ def bmaml(
     lr_decay_steps: int | None = None,
     grad_clip: float | None = 10.0,
     head: str = "adapted",
+    optimizer: optax.GradientTransformation | None = None,
 ) -> Method:
     """Build BMAML.
 
@@ -112,6 +114,9 @@ def bmaml(
         Element-wise clip of each SVGD update.
     lr, lr_decay_steps, grad_clip
         Adam settings of the meta-optimiser (see :func:`~bayesmeta.inference.base.make_optimizer`).
+    optimizer : optax.GradientTransformation, optional
+        The meta-optimiser (any optax transformation); it replaces the default built from
+        ``lr``, ``lr_decay_steps`` and ``grad_clip``.
     head : {"adapted", "collapsed"}
         ``"adapted"``: particles over every weight (the paper's). ``"collapsed"``: particles over
         the body (and σ_y), the last layer integrated out exactly under the prior N(μ_w, σ_w²)
@@ -144,7 +149,8 @@ def bmaml(
     p = model.num_params if conj is None else conj.num_body
     dim = p + 1 if in_particle else p
     m = num_particles
-    optimizer = make_optimizer(lr, grad_clip, lr_decay_steps)
+    if optimizer is None:  # the default: Adam with clipping and the recipe's schedule
+        optimizer = make_optimizer(lr, grad_clip, lr_decay_steps)
 
     def split(z, theta):
         """(φ, log σ_y) of particles ``z (..., D)``."""

@@ -19,6 +19,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from bayesmeta.inference.base import (
     Info,
@@ -49,6 +50,7 @@ def maml(
     lr: float = 1e-3,
     lr_decay_steps: int | None = None,
     grad_clip: float | None = 10.0,
+    optimizer: optax.GradientTransformation | None = None,
 ) -> Method:
     """Build MAML (``meta_sgd=False``) or Meta-SGD (``meta_sgd=True``).
 
@@ -68,12 +70,16 @@ def maml(
     lr, lr_decay_steps, grad_clip : float, int or None, float
         Adam step size, the length of its cosine decay (to lr/10), and the global-norm clip
         of the meta-gradient.
+    optimizer : optax.GradientTransformation, optional
+        The meta-optimiser (any optax transformation); it replaces the default built from
+        ``lr``, ``lr_decay_steps`` and ``grad_clip``.
     """
     if inner_steps < 0:
         raise ValueError(f"inner_steps: expected >= 0, got {inner_steps}")
     if inner_lr <= 0:
         raise ValueError(f"inner_lr: expected > 0, got {inner_lr}")
-    optimizer = make_optimizer(lr, grad_clip, lr_decay_steps)
+    if optimizer is None:  # the default: Adam with clipping and the recipe's schedule
+        optimizer = make_optimizer(lr, grad_clip, lr_decay_steps)
     name = "meta-sgd" if meta_sgd else "maml"
 
     def init(key):

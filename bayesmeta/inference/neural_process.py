@@ -45,6 +45,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
+import optax
 from jax.flatten_util import ravel_pytree
 
 from bayesmeta.inference.base import (
@@ -98,6 +99,7 @@ def neural_process(
     lr: float = 1e-3,
     lr_decay_steps: int | None = None,
     grad_clip: float | None = 10.0,
+    optimizer: optax.GradientTransformation | None = None,
 ) -> Method:
     """Build the encoder-based amortized VI method.
 
@@ -126,6 +128,9 @@ def neural_process(
         Floor added to s so that q never collapses to a point.
     lr, lr_decay_steps, grad_clip
         Adam settings of the meta-optimiser.
+    optimizer : optax.GradientTransformation, optional
+        The meta-optimiser (any optax transformation); it replaces the default built from
+        ``lr``, ``lr_decay_steps`` and ``grad_clip``.
     """
     if outer not in OUTERS:
         raise ValueError(f"outer: expected one of {OUTERS}, got {outer!r}")
@@ -160,7 +165,8 @@ def neural_process(
         )
     din = model.dx + (model.num_classes if classify else model.dy)
     enc = mlp((din, *encoder_sizes), activation="relu")
-    optimizer = make_optimizer(lr, grad_clip, lr_decay_steps)
+    if optimizer is None:  # the default: Adam with clipping and the recipe's schedule
+        optimizer = make_optimizer(lr, grad_clip, lr_decay_steps)
     if conjugate:
         num_feat, dy = last0["w"].shape
         _, unravel_body = ravel_pytree(list(params0[:-1]))

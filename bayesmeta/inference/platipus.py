@@ -50,6 +50,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
+import optax
 
 from bayesmeta.inference.base import (
     INNER_RULES,
@@ -97,6 +98,7 @@ def platipus(
     grad_clip: float | None = 10.0,
     head: str = "adapted",
     head_components: int = 1,
+    optimizer: optax.GradientTransformation | None = None,
 ) -> Method:
     """Build PLATIPUS.
 
@@ -136,6 +138,9 @@ def platipus(
         Stop the gradient through the inner-loop gradients (not through the shifts).
     lr, lr_decay_steps, grad_clip
         Adam settings of the meta-optimiser.
+    optimizer : optax.GradientTransformation, optional
+        The meta-optimiser (any optax transformation); it replaces the default built from
+        ``lr``, ``lr_decay_steps`` and ``grad_clip``.
     head : {"adapted", "collapsed", "redraw"}
         ``"adapted"``: the inner steps move all of φ and keep their last layer (the paper's);
         ``"collapsed"``: the last layer is integrated out, everything else acts on the body,
@@ -185,7 +190,8 @@ def platipus(
         raise ValueError(f"train_samples: expected a positive integer, got {train_samples!r}")
     if inner_lr <= 0 or shift_lr <= 0:
         raise ValueError(f"inner_lr, shift_lr: expected > 0, got {inner_lr}, {shift_lr}")
-    optimizer = make_optimizer(lr, grad_clip, lr_decay_steps)
+    if optimizer is None:  # the default: Adam with clipping and the recipe's schedule
+        optimizer = make_optimizer(lr, grad_clip, lr_decay_steps)
 
     def init(key):
         theta = dict(model.init_theta(key))

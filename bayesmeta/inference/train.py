@@ -44,30 +44,47 @@ class TrainResult(NamedTuple):
     best_state: MetaState | None = None
 
 
+def _in_notebook() -> bool:
+    """True inside a Jupyter kernel (where stderr is not a terminal but a bar still shows)."""
+    shell = sys.modules.get("IPython")
+    try:
+        ip = shell.get_ipython() if shell is not None else None
+    except Exception:  # an IPython without a running shell
+        return False
+    return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"
+
+
 class ProgressBar:
-    """A minimal text progress bar on stderr (silent when disabled or not a terminal)."""
+    """Progress of a long loop through ``tqdm.auto``: a widget in a notebook, a text bar on
+    a terminal, nothing when disabled (default: on in a terminal or a notebook)."""
 
     def __init__(self, total: int, desc: str = "", enabled: bool | None = None):
         self.total, self.desc = total, desc
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.start = time.perf_counter()
+        self.enabled = (sys.stderr.isatty() or _in_notebook()) if enabled is None else enabled
+        self._bar = None
+        if self.enabled:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True)
 
     def update(self, done: int, postfix: str = "") -> None:
-        if not self.enabled:
+        """Set the count to ``done`` (absolute) with ``postfix`` (loss, validation NLL)."""
+        if self._bar is None:
             return
-        frac = done / max(self.total, 1)
-        bar = "#" * int(30 * frac) + "-" * (30 - int(30 * frac))
-        el = time.perf_counter() - self.start
-        rate = done / el if el > 0 else 0.0
-        sys.stderr.write(
-            f"\r{self.desc} [{bar}] {done}/{self.total} {rate:6.1f} it/s {el:6.1f}s {postfix}   "
-        )
-        sys.stderr.flush()
+        self._bar.n = min(done, self.total)
+        self._bar.set_postfix_str(postfix, refresh=False)
+        self._bar.refresh()
 
     def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def discard(self) -> None:
+        """Close and erase the bar (after an error, so the error is the only line left)."""
+        if self._bar is not None:
+            self._bar.leave = False
+            self.close()
 
 
 _RUNNERS: OrderedDict[tuple, Callable] = OrderedDict()

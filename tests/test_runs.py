@@ -1,0 +1,112 @@
+"""bayesmeta.fit / Fitted / load: the notebook path, on a built-in model, a custom optimiser
+and the user's own grouped data."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import optax
+import pytest
+
+import bayesmeta as bm
+from bayesmeta.cli import main
+from bayesmeta.tasks import from_groups
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    return bm.fit("sinusoid", "maml", steps=20, progress=False, meta_batch=4)
+
+
+def test_fit_adapt_evaluate_save_load(fitted, tmp_path):
+    assert fitted.info["steps"] == 20 and fitted.info["settings"]["meta_batch"] == 4
+    tasks = fitted.held_out(k=5, num_tasks=6, num_query=10)
+    # one task with plain (K,) arrays, or a batch; the mask is built for the user
+    one = fitted.adapt(tasks["x_support"][0, :, 0], tasks["y_support"][0, :, 0])
+    many = fitted.adapt(tasks["x_support"], tasks["y_support"])
+    assert one.num_tasks == 1 and many.num_tasks == 6
+    np.testing.assert_allclose(one.phi[0], many.phi[0], rtol=1e-5, atol=1e-6)
+    # a masked point changes nothing but which points count
+    half = fitted.adapt(tasks["x_support"][0], tasks["y_support"][0], mask=[1, 1, 1, 0, 0])
+    short = fitted.adapt(tasks["x_support"][0, :3], tasks["y_support"][0, :3])
+    np.testing.assert_allclose(half.phi, short.phi, rtol=1e-4, atol=1e-5)
+    report = fitted.evaluate(tasks)
+    assert report["n_tasks"] == 6 and np.isfinite(report["nll"]) and report["nll_se"] > 0
+    run = fitted.save(tmp_path / "run")
+    again = bm.load(run)
+    assert again.evaluate(tasks)["nll"] == pytest.approx(report["nll"], abs=1e-6)
+    assert json.loads((run / "run.json").read_text())["method"] == "maml"
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        fitted.save(run)
+    # the command line reads the same run directory
+    from bayesmeta.tasks.io import save_tasks
+
+    save_tasks(tmp_path / "t.npz", tasks)
+    assert main(["evaluate", str(run), "--tasks", str(tmp_path / "t.npz"), "--samples", "1",
+                 "--quiet", "--out", str(tmp_path / "r.json")]) == 0  # fmt: skip
+
+
+def test_bad_input_names_the_argument(fitted):
+    with pytest.raises(ValueError, match=r"x_support: expected \(K, 1\)"):
+        fitted.adapt(np.zeros((5, 2)), np.zeros(5))
+    with pytest.raises(ValueError, match="y_support: expected"):
+        fitted.adapt(np.zeros((5, 1)), np.zeros(4))
+    with pytest.raises(ValueError, match="mask: expected"):
+        fitted.adapt(np.zeros((5, 1)), np.zeros(5), mask=[1, 0])
+    with pytest.raises(ValueError, match="num_partcles"):
+        bm.fit("sinusoid", "emaml", steps=1, num_partcles=3)
+    with pytest.raises(TypeError, match="model: expected"):
+        bm.fit(3.0, "maml")
+    with pytest.raises(ValueError, match="model: with data"):
+        bm.fit("sinusoid", "maml", data="Cigar")
+
+
+def test_own_optimizer_is_used_and_needed_to_load(tmp_path):
+    f = bm.fit("sinusoid", "maml", steps=3, progress=False, meta_batch=2, optimizer=optax.sgd(0.0))
+    # a zero learning rate leaves θ at its initialisation (fit's init key: PRNGKey(seed) split)
+    start = f.method.init(jax.random.split(jax.random.PRNGKey(0))[0])
+    assert int(f.state.step) == 3
+    for k in f.state.theta:
+        np.testing.assert_allclose(f.state.theta[k], start.theta[k], atol=1e-6)
+    run = f.save(tmp_path / "sgd")
+    with pytest.raises(ValueError, match="optimizer: .* own optimizer"):
+        bm.load(run)
+    assert bm.load(run, optimizer=optax.sgd(0.0)).info["optimizer"] == "custom"
+
+
+def _rows():
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(24), 8)
+    slope = rng.normal(1.0, 0.5, 24)[g]
+    x = rng.normal(size=(g.size, 1))
+    y = slope * x[:, 0] + rng.normal(0, 0.2, g.size)
+    return from_groups(x, y, g, name="toy")
+
+
+def _line(x, y=None, mask=None):
+    t, n, _ = x.shape
+    mu = numpyro.sample("mu", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+    with numpyro.plate("tasks", t, dim=-2):
+        w = numpyro.sample("w", dist.Normal(mu, 1.0).to_event(1))
+    with numpyro.plate("tasks", t, dim=-2), numpyro.plate("points", n, dim=-1):
+        numpyro.sample("y", dist.Normal(w[..., 0] * x[..., 0] + w[..., 1], 0.3), obs=y)
+
+
+def test_own_data_with_a_builtin_or_own_model(tmp_path):
+    rows = _rows()
+    ref = bm.fit("linear", "reference", data=rows)
+    tasks = ref.held_out(k=3, num_tasks=4, num_query=4)
+    assert np.isfinite(ref.evaluate(tasks)["nll"])
+    # on data the fit validates on the validation groups and keeps the best state
+    f = bm.fit(_line, "maml", data=rows, steps=20, progress=False, meta_batch=4, chunk_size=10)
+    assert len(f.info["history"]["validation_nll"]) == 2
+    assert f.info["best_step"] in (10, 20) and int(f.state.step) == f.info["best_step"]
+    assert np.isfinite(f.evaluate(tasks)["nll"])
+    # a model given as an object is given again to load
+    run = f.save(tmp_path / "own")
+    g = bm.load(run, model=f.spec)
+    assert g.evaluate(tasks)["nll"] == pytest.approx(f.evaluate(tasks)["nll"], abs=1e-6)
