@@ -6,6 +6,7 @@
     tasks = fitted.held_out(k=5, num_tasks=50)                 # test tasks never trained on
     post = fitted.adapt(tasks["x_support"], tasks["y_support"])  # a TaskPosterior
     report = fitted.evaluate(tasks)                            # NLL, MSE, coverage, ...
+    fitted.plot(tasks)                                         # bands beside the reference
     fitted.save("runs/bmaml"); fitted = bm.load("runs/bmaml")
 
 ``model`` is a built-in model's name or a model file, a :class:`~bayesmeta.zoo.ModelSpec`, or
@@ -167,6 +168,46 @@ class Fitted:
         report.update(model=self.spec.name, k=int(np.shape(tasks["x_support"])[1]),
                       samples=int(num_samples))  # fmt: skip
         return report
+
+    def plot(
+        self,
+        tasks: dict,
+        num_samples: int = 100,
+        *,
+        reference: bool = True,
+        task_indices=(0, 1, 2),
+        path: str | Path | None = None,
+    ):
+        """Predictive bands of a few tasks (1-D regression), beside the exact reference when
+        the model has one (:func:`bayesmeta.plots.predictive_bands`); returns the figure."""
+        from bayesmeta import plots
+
+        fam = self.spec.family
+        if fam.likelihood == "categorical" or fam.dx != 1 or fam.dy != 1:
+            raise ValueError(
+                "tasks: predictive bands are for 1-D regression (Dx = Dy = 1); use "
+                "bayesmeta.plots.reliability_diagram or calibration_curves for this model"
+            )
+        support = self._support(tasks["x_support"], tasks["y_support"], tasks.get("mask_support"))
+        posts = {self.method.name: self._adapt(jax.random.PRNGKey(0), self.state, support,
+                                               int(num_samples))}  # fmt: skip
+        if reference and self.method.name != "reference":
+            try:
+                ref, _ = self.spec.build("reference")
+            except ValueError:  # no exact reference for this model
+                ref = None
+            if ref is not None:
+                posts["reference"] = ref.adapt(jax.random.PRNGKey(1), ref.init(None), support,
+                                               int(num_samples))  # fmt: skip
+        return plots.predictive_bands(
+            posts,
+            support.x,
+            support.y,
+            support.mask,
+            task_indices=task_indices,
+            x_range=tuple(fam.x_range),
+            path=path,
+        )
 
     def save(self, run_dir: str | Path, *, overwrite: bool = False) -> Path:
         """Write the run directory (``checkpoint.npz`` data only, atomic; ``run.json``) that

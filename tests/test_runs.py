@@ -35,6 +35,8 @@ def test_fit_adapt_evaluate_save_load(fitted, tmp_path):
     short = fitted.adapt(tasks["x_support"][0, :3], tasks["y_support"][0, :3])
     np.testing.assert_allclose(half.phi, short.phi, rtol=1e-4, atol=1e-5)
     report = fitted.evaluate(tasks)
+    fig = fitted.plot(tasks, 20, task_indices=(0, 1), path=tmp_path / "bands.png")
+    assert (tmp_path / "bands.png").stat().st_size > 0 and len(fig.axes) >= 4  # maml + reference
     assert report["n_tasks"] == 6 and np.isfinite(report["nll"]) and report["nll_se"] > 0
     run = fitted.save(tmp_path / "run")
     again = bm.load(run)
