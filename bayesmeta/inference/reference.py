@@ -47,6 +47,18 @@ def _hermite_rule(n: int) -> tuple[np.ndarray, np.ndarray]:
     return nodes, weights / math.sqrt(2 * math.pi)
 
 
+def _init(key) -> MetaState:
+    """An exact posterior has no θ to meta-train: an empty state."""
+    del key
+    return MetaState({}, (), jnp.zeros((), jnp.int32))
+
+
+def _meta_step(key, state, batch):
+    del key, batch
+    zero = jnp.zeros(())
+    return MetaState(state.theta, state.opt_state, state.step + 1), Info(zero, zero)
+
+
 def reference(family: TaskFamily, *, quadrature_points: int = 64) -> Method:
     """The ``reference`` method for ``family``: exact posterior, nothing to meta-train."""
     if family.reference_grid is None and family.gaussian_prior is None:
@@ -54,15 +66,6 @@ def reference(family: TaskFamily, *, quadrature_points: int = 64) -> Method:
             f"family: {family.name!r} has neither a reference grid nor a Gaussian prior; "
             "no exact reference is available"
         )
-
-    def init(key):
-        del key
-        return MetaState({}, (), jnp.zeros((), jnp.int32))
-
-    def meta_step(key, state, batch):
-        del key, batch
-        zero = jnp.zeros(())
-        return MetaState(state.theta, state.opt_state, state.step + 1), Info(zero, zero)
 
     def adapt_grid(support: Support) -> TaskPosterior:
         grid, log_prior = family.reference_grid()
@@ -125,8 +128,8 @@ def reference(family: TaskFamily, *, quadrature_points: int = 64) -> Method:
 
     return Method(
         "reference",
-        init,
-        meta_step,
+        _init,
+        _meta_step,
         checked_adapt(
             adapt,
             dx=family.dx,
@@ -180,15 +183,6 @@ def linear_reference(
     s_inv = jnp.asarray(np.linalg.inv(fit.S), jnp.float32)
     noise_var = float(fit.eb_noise_var)
 
-    def init(key):
-        del key
-        return MetaState({}, (), jnp.zeros((), jnp.int32))
-
-    def meta_step(key, state, batch):
-        del key, batch
-        zero = jnp.zeros(())
-        return MetaState(state.theta, state.opt_state, state.step + 1), Info(zero, zero)
-
     def posterior(xs, ys, mask):
         phi = _design(xs) * mask[:, None]
         prec = s_inv + phi.T @ phi / noise_var
@@ -220,8 +214,8 @@ def linear_reference(
 
     return Method(
         "reference",
-        init,
-        meta_step,
+        _init,
+        _meta_step,
         checked_adapt(adapt, dx=dx, dy=1, num_classes=None),
         {"kind": "empirical-Bayes linear", "num_samples": num_samples},
         extras={"prior": fit, "posterior": posterior},
