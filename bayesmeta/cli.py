@@ -288,7 +288,7 @@ def load_run(
     if spec is None:
         spec = _spec_of_run(run_dir, payload, model, trust_model_file or allow_pickle)
     try:
-        method, _ = spec.build(payload["method"], optimizer=optimizer, **payload["settings"])
+        method, _ = spec.build_from_manifest(payload, optimizer=optimizer)
     except (ValueError, TypeError) as err:
         raise CheckpointError(
             f"checkpoint: {run_dir!r} names model {payload['model_source']!r} / method "
@@ -414,7 +414,7 @@ def fit(
         save_checkpoint,
     )
     from bayesmeta.parallel import initialize_distributed, is_primary, task_mesh
-    from bayesmeta.zoo import builtin_models, load_model_spec
+    from bayesmeta.zoo import TRAIN_KEYS, builtin_models, load_model_spec, manifest_config
 
     _check_out_dir(out)
     mesh = None
@@ -454,6 +454,7 @@ def fit(
         "model_sha256": file_sha256(spec.source) if model_file else None,
         "model_name": spec.name,
         "settings": as_json(settings),
+        "method_config": None if method_name == "reference" else method.config.to_dict(),
         "seed": seed,
         "budget": budget,
         "task_streams": task_streams or 1,
@@ -485,10 +486,20 @@ def fit(
             _, _, old_state, payload = load_run(
                 str(out_dir), model=model if model_file else None, prefer_best=False
             )
+            old_train = {k: payload["settings"].get(k) for k in TRAIN_KEYS}
+            if old_train != {k: settings.get(k) for k in TRAIN_KEYS}:
+                raise UsageError(
+                    f"--resume: the run in {out!r} was trained with {old_train}, this command "
+                    f"asks for { {k: settings.get(k) for k in TRAIN_KEYS} }"
+                )
+            if manifest_config(payload) != method.config:
+                raise UsageError(
+                    f"--resume: the run in {out!r} has the {method_name} options "
+                    f"{manifest_config(payload)}, this command asks for {method.config}"
+                )
             for k in (
                 "model_source",
                 "method",
-                "settings",
                 "seed",
                 "budget",
                 "task_streams",
@@ -539,6 +550,7 @@ def fit(
         "seed": seed,
         "steps": int(state.step),
         "settings": settings,
+        "method_config": extra["method_config"],
         "train_seconds": time.perf_counter() - t0,
         "history": history,
         "task_streams": task_streams or 1,

@@ -14,7 +14,7 @@ import importlib.util
 import math
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,13 @@ import jax
 import numpy as np
 
 from bayesmeta.inference import Method, reference
+from bayesmeta.inference.config import ConfigError, MethodConfig, TrainConfig
 from bayesmeta.inference.registry import METHODS, check_serves
 from bayesmeta.model import HierarchicalModel, NumPyroModel
 from bayesmeta.nn import linear, mlp
 from bayesmeta.tasks.base import TaskBatch, TaskFamily, sample_batch
 
-TRAIN_KEYS = ("steps", "meta_batch", "num_query", "chunk_size", "max_seconds", "k_power")
+TRAIN_KEYS = TrainConfig.field_names()
 
 # Recipes tuned on the sinusoid (docs/results.md) and shared by the 1-D regression models:
 # meta-batch 10, Adam 3e-3 with a cosine decay; ABML with 4 inner / 64 outer samples. Every
@@ -62,7 +63,7 @@ REGRESSION_RECIPES: dict[str, dict[str, Any]] = {
         "inner_steps": 5,
         "inner_lr": 0.1,
         "meta_sgd": True,
-        "loss": "predictive",
+        "outer": "predictive",
     },
     "platipus": {
         "steps": 50_000,
@@ -75,7 +76,7 @@ REGRESSION_RECIPES: dict[str, dict[str, Any]] = {
     "neural-process": {
         "steps": 200_000,
         "lr_decay_steps": 200_000,
-        "components": 2,
+        "head_components": 2,
         "train_samples": 16,
         "outer": "predictive",
     },
@@ -103,6 +104,20 @@ REGRESSION_BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {"*": {"steps": 3_000, "lr_decay_steps": None}},
 }
 BUDGETS = ("default", "full", "quick")
+
+
+def manifest_config(payload: dict) -> MethodConfig | None:
+    """The typed method config a checkpoint or ``run.json`` records (None for ``reference``):
+    ``method_config`` with its version, or, in a run saved before typed configs, the method's
+    options in ``settings`` read as version 1. Renamed options are migrated."""
+    method = payload.get("method")
+    if method not in METHODS:
+        return None
+    cls = METHODS[method].config
+    if isinstance(payload.get("method_config"), dict):
+        return cls.from_dict(payload["method_config"])
+    settings = payload.get("settings") or {}
+    return cls.from_dict({k: v for k, v in settings.items() if k not in TRAIN_KEYS}, version=1)
 
 
 #: ``name -> factory`` of every registered method (:mod:`bayesmeta.inference.registry`).
@@ -196,49 +211,107 @@ class ModelSpec:
             raise ValueError(
                 f"model: its dx={self.model.dx} does not match the family's dx={self.family.dx}"
             )
+        self._check_recipes()
+
+    def _check_recipes(self) -> None:
+        """Every recipe and budget entry names a method and options that exist (a typo is an
+        error when the model file is loaded, not when the method is built)."""
+        every = set(TRAIN_KEYS).union(*(i.config.field_names() for i in METHODS.values()))
+        for where, table in [("recipes", self.recipes)] + [
+            (f"budgets[{b!r}]", t) for b, t in self.budgets.items()
+        ]:
+            for method, settings in table.items():
+                if method == "*":
+                    valid = every
+                elif method in METHODS:
+                    valid = set(TRAIN_KEYS) | set(METHODS[method].config.field_names())
+                elif method == "reference":
+                    valid = set(TRAIN_KEYS)
+                else:
+                    raise ValueError(
+                        f"{where}: model {self.name!r} names the method {method!r}; expected "
+                        f"one of {['*', *METHOD_NAMES]}"
+                    )
+                unknown = sorted(set(settings) - valid)
+                if unknown:
+                    raise ValueError(
+                        f"{where}[{method!r}]: model {self.name!r} sets unknown option(s) "
+                        f"{unknown}; valid: {sorted(valid)}"
+                    )
 
     def recipe(self, method: str, budget: str = "default", **overrides) -> dict[str, Any]:
-        """Resolved settings for ``method``: defaults < recipe < budget < ``overrides``."""
+        """Resolved settings for ``method`` as one flat dict (training keys and the method's
+        options, JSON-ready): :meth:`resolve`'s two configs merged."""
+        train, cfg = self.resolve(method, budget, **overrides)
+        out = asdict(train)
+        if cfg is not None:
+            out.update(cfg.to_dict())
+            out.pop("version")
+        return out
+
+    def resolve(
+        self, method: str, budget: str = "default", **overrides
+    ) -> tuple[TrainConfig, MethodConfig | None]:
+        """``(TrainConfig, method config)`` for ``method``: defaults < recipe (``"*"``, then
+        the method's) < budget (``"*"``, then the method's) < ``overrides`` (None values are
+        skipped). A ``"*"`` option applies to the methods that have it; an override the method
+        does not have is a :class:`~bayesmeta.inference.config.ConfigError`. ``reference``
+        has no method config (None)."""
         if method not in METHOD_NAMES:
             raise ValueError(f"method: expected one of {list(METHOD_NAMES)}, got {method!r}")
         if budget not in BUDGETS:
             raise ValueError(f"budget: expected one of {list(BUDGETS)}, got {budget!r}")
-        out: dict[str, Any] = {
-            "steps": 10_000,
-            "meta_batch": 25,
-            "num_query": 10,
-            "chunk_size": 250,
-            "max_seconds": None,
-            "k_power": 0.0,
-        }
-        for src in (
-            self.recipes.get("*", {}),
-            self.recipes.get(method, {}),
-            self.budgets.get(budget, {}).get("*", {}),
-            self.budgets.get(budget, {}).get(method, {}),
+        cfg_cls = METHODS[method].config if method in METHODS else None
+        own = set(TRAIN_KEYS) | set(cfg_cls.field_names() if cfg_cls else ())
+        merged: dict[str, Any] = {}
+        for src, wildcard in (
+            (self.recipes.get("*", {}), True),
+            (self.recipes.get(method, {}), False),
+            (self.budgets.get(budget, {}).get("*", {}), True),
+            (self.budgets.get(budget, {}).get(method, {}), False),
         ):
-            out.update(src)
-        out.update({k: v for k, v in overrides.items() if v is not None})
-        return out
+            merged.update({k: v for k, v in src.items() if not wildcard or k in own})
+        merged.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = sorted(set(merged) - own)
+        if unknown:
+            raise ConfigError(
+                f"{method}: unknown option(s) {unknown}; its options are {sorted(own)}"
+            )
+        train = TrainConfig(**{k: merged[k] for k in TRAIN_KEYS if k in merged})
+        if cfg_cls is None:
+            return train, None
+        return train, cfg_cls.make({k: v for k, v in merged.items() if k not in TRAIN_KEYS})
 
     def build(
-        self, method: str, budget: str = "default", optimizer=None, **overrides
+        self,
+        method: str,
+        budget: str = "default",
+        optimizer=None,
+        config: MethodConfig | None = None,
+        **overrides,
     ) -> tuple[Method, dict]:
         """``(Method, training settings)`` for ``method`` under this spec; ``optimizer`` (an
-        optax transformation) replaces the recipe's Adam."""
-        settings = self.recipe(method, budget, **overrides)
+        optax transformation) replaces the recipe's Adam; ``config`` (the method's typed
+        config, e.g. read back from a checkpoint) replaces the recipe's method options."""
+        train, cfg = self.resolve(method, budget, **overrides)
+        train_cfg = asdict(train)
         if method == "reference":
             ref = self.reference_method() if self.reference_method else reference(self.family)
-            return ref, {**settings, "steps": 0}
+            return ref, {**train_cfg, "steps": 0}
         check_serves(method, self.model)
-        kwargs = {k: v for k, v in settings.items() if k not in TRAIN_KEYS}
-        train_cfg = {k: settings[k] for k in TRAIN_KEYS}
-        try:
-            extra = {} if optimizer is None else {"optimizer": optimizer}
-            m = METHOD_FACTORIES[method](self.model, **kwargs, **extra)
-        except TypeError as err:
-            raise ValueError(f"recipe for {method!r}: {err}") from None
-        return m, train_cfg
+        if config is not None:
+            cfg = METHODS[method].config.make(config)
+        extra = {} if optimizer is None else {"optimizer": optimizer}
+        return METHOD_FACTORIES[method](self.model, cfg, **extra), train_cfg
+
+    def build_from_manifest(self, payload: dict, optimizer=None) -> tuple[Method, dict]:
+        """``(Method, training settings)`` of a saved run: its typed ``method_config`` (of any
+        config version, migrated) and the training half of its ``settings``. A run saved
+        before typed configs holds only ``settings``; its options are read as version 1."""
+        method = payload["method"]
+        settings = dict(payload.get("settings") or {})
+        train = {k: settings[k] for k in TRAIN_KEYS if k in settings}
+        return self.build(method, optimizer=optimizer, config=manifest_config(payload), **train)
 
     def fit(
         self,

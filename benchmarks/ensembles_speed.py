@@ -30,7 +30,7 @@ def variants(model):
     for loss in ("predictive", "chaser"):
         for fo in (False, True):
             name = f"bmaml/{loss}/{'first' if fo else 'second'}-order"
-            yield name, bmaml(model, loss=loss, first_order=fo, meta_sgd=True, inner_lr=0.1)
+            yield name, bmaml(model, outer=loss, first_order=fo, meta_sgd=True, inner_lr=0.1)
 
 
 def main() -> None:

@@ -40,7 +40,7 @@ RECIPES = {
         "num_particles": 4,
         "inner_steps": 1,
         "inner_lr": 0.4,
-        "loss": "predictive",
+        "outer": "predictive",
     },
     # Plain (not prior-preconditioned) inner steps: preconditioned by σ² ≈ 1e-3 the steps
     # barely move the weights, the labels (random per task) are never learned and ABML stays

@@ -209,7 +209,7 @@ METHODS = {
     "abml": lambda m: abml(m, inner_steps=2, inner_samples=2, outer_samples=4),
     "abml-elbo": lambda m: abml(m, inner_steps=2, outer="elbo", outer_samples=4),
     "bmaml": lambda m: bmaml(m, num_particles=3, inner_steps=2),
-    "bmaml-chaser": lambda m: bmaml(m, num_particles=3, inner_steps=2, loss="chaser"),
+    "bmaml-chaser": lambda m: bmaml(m, num_particles=3, inner_steps=2, outer="chaser"),
     "platipus": lambda m: platipus(m, inner_steps=2, train_samples=2),
 }
 

@@ -58,7 +58,9 @@ posterior is S samples of q, and it is always evaluated as the mixture.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -73,8 +75,15 @@ from bayesmeta.inference.base import (
     gradient_step,
     kl_to_prior,
     log_mean_exp,
-    make_optimizer,
     model_dims,
+)
+from bayesmeta.inference.config import (
+    ConfigError,
+    MethodConfig,
+    _rename,
+    check_choice,
+    check_positive,
+    check_positive_int,
 )
 from bayesmeta.inference.heads import conjugate_head, resample_heads
 from bayesmeta.model import HierarchicalModel
@@ -82,36 +91,15 @@ from bayesmeta.tasks.base import Support, TaskBatch
 
 OUTERS = ("elbo", "predictive", "moment")
 INNER_UPDATES = ("natural", "gradient")
-HEADS = ("mean-field", "collapsed")
+HEADS = ("adapted", "collapsed")
 
 
-def abml(
-    model: HierarchicalModel,
-    *,
-    inner_steps: int = 5,
-    inner_lr: float = 0.1,
-    inner_samples: int = 2,
-    learn_inner_lr: bool = True,
-    antithetic: bool = True,
-    outer: str = "predictive",
-    outer_samples: int = 8,
-    kl_weight: float = 1.0,
-    hyperprior_weight: float = 1e-4,
-    max_inner_update: float | None = 1.0,
-    inner_update: str = "gradient",
-    precondition: bool = True,
-    first_order: bool = False,
-    lr: float = 1e-3,
-    lr_decay_steps: int | None = None,
-    grad_clip: float | None = 10.0,
-    head: str = "mean-field",
-    optimizer: optax.GradientTransformation | None = None,
-) -> Method:
-    """Build ABML.
+@dataclasses.dataclass(frozen=True)
+class ABMLConfig(MethodConfig):
+    """Options of :func:`abml` (Adam's are :class:`~bayesmeta.inference.config.MethodConfig`'s).
 
-    Parameters
+    Attributes
     ----------
-    model : HierarchicalModel
     inner_steps, inner_lr : int, float
         Number of inner ELBO steps and the initial (preconditioned) step size.
     inner_samples : int
@@ -131,48 +119,80 @@ def abml(
         1 / N_θ, the weight of −log p(θ).
     max_inner_update : float or None
         Element-wise clip of each inner update.
-    lr, lr_decay_steps, grad_clip : float, int or None, float
-        Adam step size, the length of its cosine decay (to lr/10), and the global-norm clip
-        of the meta-gradient.
-    optimizer : optax.GradientTransformation, optional
-        The meta-optimiser (any optax transformation); it replaces the default built from
-        ``lr``, ``lr_decay_steps`` and ``grad_clip``.
     inner_update : {"gradient", "natural"}
         How the inner loop steps on the ELBO (see the module docstring): plain gradient steps
         on (m, log s) (default), or natural-gradient steps on q's precision and mean.
     precondition : bool
         ``inner_update="gradient"`` only: scale the mean's step by the prior variance σ².
-    head : {"mean-field", "collapsed"}
-        ``"mean-field"``: q over every weight (the paper's). ``"collapsed"``: q over the body,
+    head : {"adapted", "collapsed"}
+        ``"adapted"``: the mean-field q over every weight, last layer included (the paper's;
+        called ``"mean-field"`` before config version 2). ``"collapsed"``: q over the body,
         the last layer integrated out exactly (Gaussian likelihood and a linear last layer
         ``{"w", "b"}`` only; see the module docstring).
     """
-    if head not in HEADS:
-        raise ValueError(f"head: expected one of {HEADS}, got {head!r}")
-    if inner_update not in INNER_UPDATES:
-        raise ValueError(f"inner_update: expected one of {INNER_UPDATES}, got {inner_update!r}")
-    if outer not in OUTERS:
-        raise ValueError(f"outer: expected one of {OUTERS}, got {outer!r}")
-    if outer == "moment" and model.likelihood != "gaussian":
-        raise ValueError(f"outer: 'moment' needs a Gaussian likelihood, got {model.likelihood!r}")
-    for arg, val in [
-        ("inner_steps", inner_steps),
-        ("inner_samples", inner_samples),
-        ("outer_samples", outer_samples),
-    ]:
-        if int(val) < (0 if arg == "inner_steps" else 1):
-            raise ValueError(f"{arg}: expected a positive integer, got {val}")
-    if inner_lr <= 0:
-        raise ValueError(f"inner_lr: expected > 0, got {inner_lr}")
-    if optimizer is None:  # the default: Adam with clipping and the recipe's schedule
-        optimizer = make_optimizer(lr, grad_clip, lr_decay_steps)
-    collapsed = head == "collapsed"
+
+    METHOD: ClassVar[str] = "abml"
+    VERSION: ClassVar[int] = 2
+    MIGRATIONS: ClassVar = {1: _rename({}, {"head": {"mean-field": "adapted"}})}
+
+    inner_steps: int = 5
+    inner_lr: float = 0.1
+    inner_samples: int = 2
+    learn_inner_lr: bool = True
+    antithetic: bool = True
+    outer: str = "predictive"
+    outer_samples: int = 8
+    kl_weight: float = 1.0
+    hyperprior_weight: float = 1e-4
+    max_inner_update: float | None = 1.0
+    inner_update: str = "gradient"
+    precondition: bool = True
+    first_order: bool = False
+    head: str = "adapted"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice(self, "head", HEADS)
+        check_choice(self, "inner_update", INNER_UPDATES)
+        check_choice(self, "outer", OUTERS)
+        check_positive_int(self, "inner_steps", allow_zero=True)
+        check_positive_int(self, "inner_samples", "outer_samples")
+        check_positive(self, "inner_lr")
+        if self.head == "collapsed" and self.outer == "elbo":
+            raise ConfigError(
+                "abml: outer: 'elbo' is not offered with head='collapsed'; use 'predictive'"
+            )
+
+
+def abml(
+    model: HierarchicalModel,
+    config: ABMLConfig | None = None,
+    *,
+    optimizer: optax.GradientTransformation | None = None,
+    **options,
+) -> Method:
+    """Build ABML.
+
+    Parameters
+    ----------
+    model : HierarchicalModel
+    config : ABMLConfig, optional
+        The options (defaults if None); ``options`` replace single fields of it.
+    optimizer : optax.GradientTransformation, optional
+        The meta-optimiser (any optax transformation); it replaces the default built from
+        the config's ``lr``, ``lr_decay_steps`` and ``grad_clip``.
+    """
+    cfg = ABMLConfig.make(config, **options)
+    if cfg.outer == "moment" and model.likelihood != "gaussian":
+        raise ConfigError(
+            f"abml: outer: 'moment' needs a Gaussian likelihood, got {model.likelihood!r}"
+        )
+    optimizer = cfg.default_optimizer() if optimizer is None else optimizer
+    collapsed = cfg.head == "collapsed"
     num_body = model.num_params
     if collapsed:
         conj = conjugate_head(model)
         num_body = conj.num_body
-        if outer == "elbo":
-            raise ValueError("outer: 'elbo' is not offered with head='collapsed'; use 'predictive'")
 
     def full_samples(mth, bodies, key, x, y, mask):
         """Whole-network samples ``(S, P)`` from body samples ``(S, P_body)``."""
@@ -181,8 +201,8 @@ def abml(
     def init(key):
         theta = dict(model.init_theta(key))
         dt = model.prior_loc(theta).dtype
-        theta["log_lr_m"] = jnp.full((num_body,), math.log(inner_lr), dt)
-        theta["log_lr_rho"] = jnp.full((num_body,), math.log(inner_lr), dt)
+        theta["log_lr_m"] = jnp.full((num_body,), math.log(cfg.inner_lr), dt)
+        theta["log_lr_rho"] = jnp.full((num_body,), math.log(cfg.inner_lr), dt)
         return MetaState(theta, optimizer.init(theta), jnp.zeros((), jnp.int32))
 
     def model_theta(theta):
@@ -190,7 +210,7 @@ def abml(
 
     def base_noise(key, n):
         p = num_body
-        if antithetic:
+        if cfg.antithetic:
             eps = jax.random.normal(key, ((n + 1) // 2, p))
             return jnp.concatenate([eps, -eps])[:n]
         return jax.random.normal(key, (n, p))
@@ -217,16 +237,16 @@ def abml(
         """q = (m, ρ) for one task after the inner ELBO steps."""
         mth = model_theta(theta)
         lr_m, lr_rho = jnp.exp(theta["log_lr_m"]), jnp.exp(theta["log_lr_rho"])
-        if not learn_inner_lr:
+        if not cfg.learn_inner_lr:
             lr_m, lr_rho = jax.lax.stop_gradient(lr_m), jax.lax.stop_gradient(lr_rho)
-        eps = base_noise(key, inner_samples)
+        eps = base_noise(key, cfg.inner_samples)
         prior_log_scale = model.prior_log_scale(mth)[:num_body]
         prior_prec = jnp.exp(-2 * prior_log_scale)
 
         def natural_step(q, _):
             m, rho = q
             g_m, g_rho = jax.grad(neg_elbo)(q, theta, eps, x, y, mask)
-            if first_order:
+            if cfg.first_order:
                 g_m, g_rho = jax.lax.stop_gradient((g_m, g_rho))
             s2 = jnp.exp(2 * rho)
             # data part of ∂ℒ/∂ρ is s² E_q[∂²(−log p(D|φ))/∂φ²] (Price/Stein): a diagonal
@@ -234,54 +254,54 @@ def abml(
             curv = jnp.maximum((g_rho - (s2 * prior_prec - 1.0)) / s2, 0.0)
             prec = (1.0 - lr_rho) / s2 + lr_rho * (prior_prec + curv)
             prec = jnp.maximum(prec, 1e-3 * prior_prec)
-            m = m - clip_update(lr_m * g_m / prec, max_inner_update)
+            m = m - clip_update(lr_m * g_m / prec, cfg.max_inner_update)
             return (m, -0.5 * jnp.log(prec)), None
 
         noise_var = jax.lax.stop_gradient(model.noise_std(mth) ** 2)
-        prior_var = jax.lax.stop_gradient(jnp.exp(2 * prior_log_scale)) if precondition else 1.0
+        prior_var = jax.lax.stop_gradient(jnp.exp(2 * prior_log_scale)) if cfg.precondition else 1.0
 
         def gradient_step_(q, _):
             g_m, g_rho = jax.grad(neg_elbo)(q, theta, eps, x, y, mask)
-            if first_order:
+            if cfg.first_order:
                 g_m, g_rho = jax.lax.stop_gradient((g_m, g_rho))
-            m = q[0] - clip_update(lr_m * prior_var * noise_var * g_m, max_inner_update)
-            rho = q[1] - clip_update(lr_rho * noise_var * g_rho, max_inner_update)
+            m = q[0] - clip_update(lr_m * prior_var * noise_var * g_m, cfg.max_inner_update)
+            rho = q[1] - clip_update(lr_rho * noise_var * g_rho, cfg.max_inner_update)
             return (m, rho), None
 
-        step = natural_step if inner_update == "natural" else gradient_step_
+        step = natural_step if cfg.inner_update == "natural" else gradient_step_
         q0 = (model.prior_loc(mth)[:num_body], prior_log_scale)
-        q, _ = jax.lax.scan(step, q0, None, length=inner_steps)
+        q, _ = jax.lax.scan(step, q0, None, length=cfg.inner_steps)
         return q
 
     def task_loss(theta, key, x_s, y_s, m_s, x_q, y_q):
         k_in, k_out = jax.random.split(key)
-        k_head = jax.random.fold_in(k_out, 1)  # unused by a mean-field head
+        k_head = jax.random.fold_in(k_out, 1)  # unused by an adapted head
         m, rho = adapt_one(theta, k_in, x_s, y_s, m_s)
         mth = model_theta(theta)
-        bodies = m + jnp.exp(rho) * base_noise(k_out, outer_samples)
+        bodies = m + jnp.exp(rho) * base_noise(k_out, cfg.outer_samples)
         phis = full_samples(mth, bodies, k_head, x_s, y_s, m_s)
         ll = jax.vmap(lambda ph: model.log_likelihood_points(mth, ph, x_q, y_q))(phis)  # (S, Q)
         q_n = x_q.shape[0]
-        if outer == "predictive":
+        if cfg.outer == "predictive":
             return -jnp.mean(log_mean_exp(ll))
-        if outer == "moment":
+        if cfg.outer == "moment":
             f = jax.vmap(lambda ph: model.apply(ph, x_q))(phis)  # (S, Q, Dy)
             var = jnp.var(f, axis=0, ddof=1) + model.noise_std(mth) ** 2
             z2 = (y_q - jnp.mean(f, axis=0)) ** 2 / var
             return jnp.mean(jnp.sum(0.5 * (z2 + jnp.log(2 * math.pi * var)), -1))
         kl = kl_to_prior(model, mth, m, rho, (bodies - m) * jnp.exp(-rho))
-        return -(jnp.mean(jnp.sum(ll, axis=1)) - kl_weight * kl) / q_n
+        return -(jnp.mean(jnp.sum(ll, axis=1)) - cfg.kl_weight * kl) / q_n
 
     def loss_fn(theta, key, batch: TaskBatch):
         keys = jax.random.split(key, batch.num_tasks)
         losses = jax.vmap(task_loss, in_axes=(None, 0, 0, 0, 0, 0, 0))(theta, keys, *batch)
-        return jnp.mean(losses) - hyperprior_weight * model.log_hyperprior(model_theta(theta))
+        return jnp.mean(losses) - cfg.hyperprior_weight * model.log_hyperprior(model_theta(theta))
 
     def adapt(key, state, support: Support, num_samples: int = 32):
         theta = state.theta
         t = support.x.shape[0]
         k_in, k_out = jax.random.split(key)
-        k_head = jax.random.fold_in(k_out, 1)  # unused by a mean-field head
+        k_head = jax.random.fold_in(k_out, 1)  # unused by an adapted head
         m, rho = jax.vmap(adapt_one, in_axes=(None, 0, 0, 0, 0))(
             theta, jax.random.split(k_in, t), support.x, support.y, support.mask
         )
@@ -299,29 +319,12 @@ def abml(
             state.theta, jax.random.split(key, t), support.x, support.y, support.mask
         )
 
-    config = dict(
-        inner_steps=inner_steps,
-        inner_lr=inner_lr,
-        inner_samples=inner_samples,
-        learn_inner_lr=learn_inner_lr,
-        antithetic=antithetic,
-        outer=outer,
-        outer_samples=outer_samples,
-        kl_weight=kl_weight,
-        hyperprior_weight=hyperprior_weight,
-        max_inner_update=max_inner_update,
-        first_order=first_order,
-        lr=lr,
-        lr_decay_steps=lr_decay_steps,
-        grad_clip=grad_clip,
-        head=head,
-    )
     return Method(
         "abml",
         init,
         gradient_step(loss_fn, optimizer),
         checked_adapt(adapt, **model_dims(model)),
-        config,
+        cfg,
         extras={"variational_params": variational_params}
         | ({"log_marginal_head": conj.log_marginal} if collapsed else {}),
     )

@@ -14,13 +14,13 @@ coordinate with ``meta_sgd``: a constant matrix-valued kernel, still an SVGD) an
 c = σ̄_y² / |D| a fixed rescaling (gradient stopped; σ̄_y² is the particles' mean noise
 variance) so the step does not grow with the data size or shrink with the noise.
 
-Meta-training (``loss="chaser"``, the paper's): n SVGD steps on D_tr give the chaser Z_n; s
+Meta-training (``outer="chaser"``, the paper's): n SVGD steps on D_tr give the chaser Z_n; s
 further steps on D_tr ∪ D_ts from Z_n give the leader Z_{n+s}; the loss is
 
     ‖Z_n − stop_gradient(Z_{n+s})‖² / (M D),
 
 pulling the few-shot posterior towards the posterior that has seen more data. The variant
-``loss="predictive"`` instead minimises the query-set negative log predictive of the particle
+``outer="predictive"`` instead minimises the query-set negative log predictive of the particle
 mixture, −(1/|D_ts|) Σ_j log (1/M) Σ_m N(y_j | f_φm(x_j), σ_y,m²), which scores exactly what
 is evaluated (see docs/methods.md for which is the default and why). ``first_order`` stops the
 gradient through the SVGD directions (no Jacobians of the scores or the kernel), which makes a
@@ -31,7 +31,9 @@ The task posterior of a new task is the M particles after n SVGD steps on its su
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -45,9 +47,16 @@ from bayesmeta.inference.base import (
     checked_adapt,
     gradient_step,
     log_mean_exp,
-    make_optimizer,
     masked_mean_count,
     model_dims,
+)
+from bayesmeta.inference.config import (
+    ConfigError,
+    MethodConfig,
+    _rename,
+    check_choice,
+    check_positive,
+    check_positive_int,
 )
 from bayesmeta.inference.heads import conjugate_head
 from bayesmeta.model import HierarchicalModel
@@ -56,54 +65,36 @@ from bayesmeta.tasks.base import Support, TaskBatch
 
 __all__ = ["bmaml"]
 
-LOSSES = ("chaser", "predictive")
+OUTERS = ("chaser", "predictive")
+HEADS = ("adapted", "collapsed")
 NOISES = ("particle", "shared")
 
 
-def bmaml(
-    model: HierarchicalModel,
-    *,
-    num_particles: int = 10,
-    inner_steps: int = 5,
-    leader_steps: int = 5,
-    inner_lr: float = 0.01,
-    meta_sgd: bool = False,
-    learn_inner_lr: bool = True,
-    loss: str = "predictive",
-    first_order: bool = False,
-    prior_scale: float = 1.0,
-    noise: str = "particle",
-    noise_prior: tuple[float, float] = (1.0, 0.1),
-    max_inner_update: float | None = 1.0,
-    lr: float = 1e-3,
-    lr_decay_steps: int | None = None,
-    grad_clip: float | None = 10.0,
-    head: str = "adapted",
-    optimizer: optax.GradientTransformation | None = None,
-) -> Method:
-    """Build BMAML.
+@dataclasses.dataclass(frozen=True)
+class BMAMLConfig(MethodConfig):
+    """Options of :func:`bmaml` (Adam's are :class:`~bayesmeta.inference.config.MethodConfig`'s).
 
-    Parameters
+    Attributes
     ----------
-    model : HierarchicalModel
-        Gaussian likelihood (the particles carry their own noise) or categorical.
     num_particles : int
         M, particles per task.
     inner_steps, leader_steps : int
         n SVGD steps on D_tr (the chaser, and adaptation at test time) and s further steps on
-        D_tr ∪ D_ts (the leader; ``loss="chaser"`` only).
+        D_tr ∪ D_ts (the leader; ``outer="chaser"`` only).
     inner_lr : float
         Initial SVGD step size α (meta-learned, log-parameterised, unless
         ``learn_inner_lr=False``).
     meta_sgd : bool
         One step size per coordinate instead of one scalar.
-    loss : {"predictive", "chaser"}
-        Meta-loss: the query-set log predictive of the particle mixture, or the chaser loss.
+    outer : {"predictive", "chaser"}
+        Meta-objective (``loss`` before config version 2): the query-set log predictive of
+        the particle mixture, or the chaser loss.
     first_order : bool
         No gradient through the SVGD directions.
-    prior_scale : float
-        Initial σ of the weight prior N(μ, σ²) (μ starts at the particles' mean); both are
-        meta-learned with second-order meta-gradients.
+    init_prior_scale : float
+        Initial σ of BMAML's weight prior N(μ, σ²) (μ starts at the particles' mean); both
+        are meta-learned with second-order meta-gradients. It replaces the model's own
+        ``prior_scale`` (called ``prior_scale`` before config version 2).
     noise : {"particle", "shared"}
         Each particle carries its own log σ_y, moved by SVGD under the Gamma prior (BMAML), or
         one σ_y is a meta-parameter shared by all particles and tasks (as in MAML; it is
@@ -112,11 +103,6 @@ def bmaml(
         Gamma(a, b) prior (shape, rate) on each particle's noise precision σ_y⁻².
     max_inner_update : float or None
         Element-wise clip of each SVGD update.
-    lr, lr_decay_steps, grad_clip
-        Adam settings of the meta-optimiser (see :func:`~bayesmeta.inference.base.make_optimizer`).
-    optimizer : optax.GradientTransformation, optional
-        The meta-optimiser (any optax transformation); it replaces the default built from
-        ``lr``, ``lr_decay_steps`` and ``grad_clip``.
     head : {"adapted", "collapsed"}
         ``"adapted"``: particles over every weight (the paper's). ``"collapsed"``: particles over
         the body (and σ_y), the last layer integrated out exactly under the prior N(μ_w, σ_w²)
@@ -125,32 +111,69 @@ def bmaml(
         draws ``num_samples // M`` last layers per particle from p(w | body, D). Gaussian
         likelihood and a linear last layer only.
     """
-    if head not in ("adapted", "collapsed"):
-        raise ValueError(f"head: expected 'adapted' or 'collapsed', got {head!r}")
-    if noise not in NOISES:
-        raise ValueError(f"noise: expected one of {NOISES}, got {noise!r}")
-    if loss not in LOSSES:
-        raise ValueError(f"loss: expected one of {LOSSES}, got {loss!r}")
-    if not isinstance(num_particles, int) or num_particles < 1:
-        raise ValueError(f"num_particles: expected a positive integer, got {num_particles!r}")
-    if inner_steps < 0 or leader_steps < 0:
-        raise ValueError(
-            f"inner_steps, leader_steps: expected >= 0, got {inner_steps}, {leader_steps}"
-        )
-    if inner_lr <= 0 or prior_scale <= 0:
-        raise ValueError(f"inner_lr, prior_scale: expected > 0, got {inner_lr}, {prior_scale}")
-    a0, b0 = (float(v) for v in noise_prior)
-    if a0 <= 0 or b0 <= 0:
-        raise ValueError(f"noise_prior: expected (shape, rate) > 0, got {noise_prior}")
+
+    METHOD: ClassVar[str] = "bmaml"
+    VERSION: ClassVar[int] = 2
+    MIGRATIONS: ClassVar = {1: _rename({"loss": "outer", "prior_scale": "init_prior_scale"})}
+
+    num_particles: int = 10
+    inner_steps: int = 5
+    leader_steps: int = 5
+    inner_lr: float = 0.01
+    meta_sgd: bool = False
+    learn_inner_lr: bool = True
+    outer: str = "predictive"
+    first_order: bool = False
+    init_prior_scale: float = 1.0
+    noise: str = "particle"
+    noise_prior: tuple[float, float] = (1.0, 0.1)
+    max_inner_update: float | None = 1.0
+    head: str = "adapted"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice(self, "head", HEADS)
+        check_choice(self, "noise", NOISES)
+        check_choice(self, "outer", OUTERS)
+        check_positive_int(self, "num_particles")
+        check_positive_int(self, "inner_steps", "leader_steps", allow_zero=True)
+        check_positive(self, "inner_lr", "init_prior_scale")
+        a0, b0 = self.noise_prior
+        if not (a0 > 0 and b0 > 0):
+            raise ConfigError(
+                f"bmaml: noise_prior: expected (shape, rate) > 0, got {self.noise_prior!r}"
+            )
+
+
+def bmaml(
+    model: HierarchicalModel,
+    config: BMAMLConfig | None = None,
+    *,
+    optimizer: optax.GradientTransformation | None = None,
+    **options,
+) -> Method:
+    """Build BMAML.
+
+    Parameters
+    ----------
+    model : HierarchicalModel
+        Gaussian likelihood (the particles carry their own noise) or categorical.
+    config : BMAMLConfig, optional
+        The options (defaults if None); ``options`` replace single fields of it.
+    optimizer : optax.GradientTransformation, optional
+        The meta-optimiser (any optax transformation); it replaces the default built from
+        the config's ``lr``, ``lr_decay_steps`` and ``grad_clip``.
+    """
+    cfg = BMAMLConfig.make(config, **options)
+    a0, b0 = (float(v) for v in cfg.noise_prior)
     gaussian = model.likelihood == "gaussian"
     generic = model.likelihood == "generic"
-    in_particle = gaussian and noise == "particle"
-    conj = conjugate_head(model) if head == "collapsed" else None
+    in_particle = gaussian and cfg.noise == "particle"
+    conj = conjugate_head(model) if cfg.head == "collapsed" else None
     p = model.num_params if conj is None else conj.num_body
     dim = p + 1 if in_particle else p
-    m = num_particles
-    if optimizer is None:  # the default: Adam with clipping and the recipe's schedule
-        optimizer = make_optimizer(lr, grad_clip, lr_decay_steps)
+    m = cfg.num_particles
+    optimizer = cfg.default_optimizer() if optimizer is None else optimizer
 
     def split(z, theta):
         """(φ, log σ_y) of particles ``z (..., D)``."""
@@ -167,7 +190,9 @@ def bmaml(
         loc, log_scale = model.prior_loc(theta), model.prior_log_scale(theta)
         eps = jax.random.normal(k_particles, (m, *loc.shape), loc.dtype)
         theta["particles"] = loc + jnp.exp(log_scale) * eps
-        theta["log_inner_lr"] = jnp.full((dim,) if meta_sgd else (), math.log(inner_lr), loc.dtype)
+        theta["log_inner_lr"] = jnp.full(
+            (dim,) if cfg.meta_sgd else (), math.log(cfg.inner_lr), loc.dtype
+        )
         return MetaState(theta, optimizer.init(theta), jnp.zeros((), jnp.int32))
 
     def model_theta(theta):
@@ -185,8 +210,10 @@ def bmaml(
         theta = {
             "particles": z0,
             "mu": jnp.mean(phi0, 0),
-            "log_sigma": jnp.full(phi0.shape[1:], math.log(prior_scale), phi0.dtype),
-            "log_inner_lr": jnp.full((dim,) if meta_sgd else (), math.log(inner_lr), phi0.dtype),
+            "log_sigma": jnp.full(phi0.shape[1:], math.log(cfg.init_prior_scale), phi0.dtype),
+            "log_inner_lr": jnp.full(
+                (dim,) if cfg.meta_sgd else (), math.log(cfg.inner_lr), phi0.dtype
+            ),
         }
         if gaussian and not in_particle:
             theta["log_noise"] = jnp.asarray(math.log(model.noise_init), phi0.dtype)
@@ -214,7 +241,7 @@ def bmaml(
 
     def run_svgd(theta, z, x, y, mask, num_steps):
         alpha = jnp.exp(theta["log_inner_lr"])
-        if not learn_inner_lr:
+        if not cfg.learn_inner_lr:
             alpha = jax.lax.stop_gradient(alpha)
         score = jax.grad(log_target)
 
@@ -223,11 +250,11 @@ def bmaml(
             c = jax.lax.stop_gradient(noise_var / masked_mean_count(mask))
             scores = jax.vmap(score, in_axes=(0, None, None, None, None))(z, theta, x, y, mask)
             d = svgd.direction(z, scores)
-            if first_order:
+            if cfg.first_order:
                 d = jax.lax.stop_gradient(d)
             upd = alpha * c * d
-            if max_inner_update is not None:
-                upd = jnp.clip(upd, -max_inner_update, max_inner_update)
+            if cfg.max_inner_update is not None:
+                upd = jnp.clip(upd, -cfg.max_inner_update, cfg.max_inner_update)
             return z + upd, None
 
         z, _ = jax.lax.scan(body, z, None, length=num_steps)
@@ -247,8 +274,8 @@ def bmaml(
         return conj.log_predictive(th, body, x_s, y_s, m_s, x_q, y_q)
 
     def task_loss(theta, x_s, y_s, m_s, x_q, y_q):
-        z = run_svgd(theta, theta["particles"], x_s, y_s, m_s, inner_steps)
-        if loss == "predictive":
+        z = run_svgd(theta, theta["particles"], x_s, y_s, m_s, cfg.inner_steps)
+        if cfg.outer == "predictive":
             if conj is not None:
                 ll = jax.vmap(
                     exact_log_lik_points, in_axes=(0, None, None, None, None, None, None)
@@ -261,7 +288,7 @@ def bmaml(
         x_all = jnp.concatenate([x_s, x_q], 0)
         y_all = jnp.concatenate([y_s, y_q], 0)
         m_all = jnp.concatenate([m_s, jnp.ones(x_q.shape[0], m_s.dtype)], 0)
-        leader = jax.lax.stop_gradient(run_svgd(theta, z, x_all, y_all, m_all, leader_steps))
+        leader = jax.lax.stop_gradient(run_svgd(theta, z, x_all, y_all, m_all, cfg.leader_steps))
         return jnp.sum((z - leader) ** 2) / (m * dim)
 
     def loss_fn(theta, key, batch: TaskBatch):
@@ -272,7 +299,7 @@ def bmaml(
     def adapt(key, state: MetaState, support: Support, num_samples: int = m):
         theta = state.theta
         z = jax.vmap(run_svgd, in_axes=(None, None, 0, 0, 0, None))(
-            theta, theta["particles"], support.x, support.y, support.mask, inner_steps
+            theta, theta["particles"], support.x, support.y, support.mask, cfg.inner_steps
         )
         phi, log_noise = split(z, theta)
         if conj is not None:  # r exact last layers per particle: M·r equally weighted samples
@@ -299,37 +326,19 @@ def bmaml(
         lw = jnp.full(phi.shape[:2], -math.log(phi.shape[1]), phi.dtype)
         return TaskPosterior(phi, lw, noise, model.apply, model.likelihood, "bmaml")
 
-    def particles(state: MetaState, support: Support, num_steps: int = inner_steps):
+    def particles(state: MetaState, support: Support, num_steps: int = cfg.inner_steps):
         """The particles z (T, M, D) after ``num_steps`` SVGD steps on each support set."""
         theta = state.theta
         return jax.vmap(run_svgd, in_axes=(None, None, 0, 0, 0, None))(
             theta, theta["particles"], support.x, support.y, support.mask, num_steps
         )
 
-    config = dict(
-        num_particles=num_particles,
-        inner_steps=inner_steps,
-        leader_steps=leader_steps,
-        inner_lr=inner_lr,
-        meta_sgd=meta_sgd,
-        learn_inner_lr=learn_inner_lr,
-        loss=loss,
-        first_order=first_order,
-        prior_scale=prior_scale,
-        noise=noise,
-        noise_prior=(a0, b0),
-        max_inner_update=max_inner_update,
-        lr=lr,
-        lr_decay_steps=lr_decay_steps,
-        grad_clip=grad_clip,
-        head=head,
-    )
     meta_step = gradient_step(loss_fn, optimizer)
     return Method(
         "bmaml",
         init,
         meta_step,
         checked_adapt(adapt, **model_dims(model)),
-        config,
+        cfg,
         extras={"particles": particles, "log_target": log_target},
     )

@@ -13,56 +13,80 @@ Particles are vmapped (one compiled step trains all M), never looped over in Pyt
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from bayesmeta.inference.base import Info, MetaState, Method, checked_adapt, model_dims
-from bayesmeta.inference.maml import maml
+from bayesmeta.inference.config import ConfigError, check_positive_int
+from bayesmeta.inference.maml import MAMLConfig, maml
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.posterior import TaskPosterior
 from bayesmeta.tasks.base import Support, TaskBatch
 
-__all__ = ["emaml"]
+__all__ = ["EMAMLConfig", "emaml"]
 
 _PER_PARTICLE = MetaState(0, 0, None)
 
 
-def emaml(
-    model: HierarchicalModel,
-    *,
-    num_particles: int = 10,
-    init_spread: float = 0.1,
-    **maml_kwargs,
-) -> Method:
-    """Build EMAML: ``num_particles`` MAML models trained independently.
+@dataclasses.dataclass(frozen=True)
+class EMAMLConfig(MAMLConfig):
+    """Options of EMAML: :class:`~bayesmeta.inference.maml.MAMLConfig`'s (every member uses
+    the same) and the ensemble's.
 
-    Parameters
+    Attributes
     ----------
-    model : HierarchicalModel
     num_particles : int
         M, the ensemble size.
     init_spread : float
         For a NumPyro model (whose ``init_theta`` is the same for every key): each member's
         θ starts at it plus N(0, init_spread²) noise in unconstrained space, so that the
         members differ. The built-in model draws a network initialisation per member instead.
-    **maml_kwargs
-        Passed to :func:`~bayesmeta.inference.maml.maml` (inner steps and step size, Meta-SGD,
-        first order, Adam settings); every particle uses the same settings.
+    """
+
+    METHOD: ClassVar[str] = "emaml"
+
+    num_particles: int = 10
+    init_spread: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive_int(self, "num_particles")
+        if not (isinstance(self.init_spread, int | float) and self.init_spread >= 0):
+            raise ConfigError(f"emaml: init_spread: expected >= 0, got {self.init_spread!r}")
+
+
+def emaml(
+    model: HierarchicalModel,
+    config: EMAMLConfig | None = None,
+    *,
+    optimizer: optax.GradientTransformation | None = None,
+    **options,
+) -> Method:
+    """Build EMAML: ``num_particles`` MAML models trained independently.
+
+    Parameters
+    ----------
+    model : HierarchicalModel
+    config : EMAMLConfig, optional
+        The options (defaults if None); ``options`` replace single fields of it.
+    optimizer : optax.GradientTransformation, optional
+        Each member's meta-optimiser (replaces the config's Adam).
 
     Notes
     -----
     The state is one :class:`MetaState` whose ``theta`` and ``opt_state`` leaves carry a
     leading particle axis ``M``; ``step`` is shared.
     """
-    if not isinstance(num_particles, int) or num_particles < 1:
-        raise ValueError(f"num_particles: expected a positive integer, got {num_particles!r}")
-    base = maml(model, **maml_kwargs)
-    m = num_particles
-
-    if not init_spread >= 0:
-        raise ValueError(f"init_spread: expected >= 0, got {init_spread!r}")
+    cfg = EMAMLConfig.make(config, **options)
+    member = {k: getattr(cfg, k) for k in MAMLConfig.field_names()}
+    base = maml(model, MAMLConfig(**member), optimizer=optimizer)
+    m = cfg.num_particles
+    init_spread = cfg.init_spread
 
     def init_one(key):
         state = base.init(key)
@@ -108,5 +132,4 @@ def emaml(
             return model.posterior(phi, theta, "emaml", per_sample=True)
         return TaskPosterior(phi, lw, noise, model.apply, model.likelihood, "emaml")
 
-    config = dict(num_particles=num_particles, init_spread=init_spread, **base.config)
-    return Method("emaml", init, meta_step, checked_adapt(adapt, **model_dims(model)), config)
+    return Method("emaml", init, meta_step, checked_adapt(adapt, **model_dims(model)), cfg)

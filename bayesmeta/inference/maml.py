@@ -15,7 +15,9 @@ task posterior is a point mass and its predictive is N(f_φᴷ(x), σ_y²).
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -28,35 +30,22 @@ from bayesmeta.inference.base import (
     checked_adapt,
     clip_update,
     gradient_step,
-    make_optimizer,
     masked_mean_count,
     model_dims,
 )
+from bayesmeta.inference.config import MethodConfig, check_positive, check_positive_int
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.tasks.base import Support, TaskBatch
 
-__all__ = ["Info", "MetaState", "maml"]
+__all__ = ["Info", "MAMLConfig", "MetaSGDConfig", "MetaState", "maml"]
 
 
-def maml(
-    model: HierarchicalModel,
-    *,
-    inner_steps: int = 5,
-    inner_lr: float = 0.01,
-    meta_sgd: bool = False,
-    learn_inner_lr: bool = True,
-    first_order: bool = False,
-    max_inner_update: float | None = 1.0,
-    lr: float = 1e-3,
-    lr_decay_steps: int | None = None,
-    grad_clip: float | None = 10.0,
-    optimizer: optax.GradientTransformation | None = None,
-) -> Method:
-    """Build MAML (``meta_sgd=False``) or Meta-SGD (``meta_sgd=True``).
+@dataclasses.dataclass(frozen=True)
+class MAMLConfig(MethodConfig):
+    """Options of MAML and Meta-SGD (see :func:`maml`; Adam's in :class:`MethodConfig`).
 
-    Parameters
+    Attributes
     ----------
-    model : HierarchicalModel
     inner_steps, inner_lr : int, float
         Number of inner gradient steps and the initial inner step size α.
     meta_sgd : bool
@@ -67,26 +56,61 @@ def maml(
         Drop second-order terms (stop the gradient through the inner gradients).
     max_inner_update : float or None
         Element-wise clip of each inner update.
-    lr, lr_decay_steps, grad_clip : float, int or None, float
-        Adam step size, the length of its cosine decay (to lr/10), and the global-norm clip
-        of the meta-gradient.
+    """
+
+    METHOD: ClassVar[str] = "maml"
+
+    inner_steps: int = 5
+    inner_lr: float = 0.01
+    meta_sgd: bool = False
+    learn_inner_lr: bool = True
+    first_order: bool = False
+    max_inner_update: float | None = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive_int(self, "inner_steps", allow_zero=True)
+        check_positive(self, "inner_lr")
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaSGDConfig(MAMLConfig):
+    """:class:`MAMLConfig` with one learned inner step size per weight."""
+
+    METHOD: ClassVar[str] = "meta-sgd"
+
+    meta_sgd: bool = True
+
+
+def maml(
+    model: HierarchicalModel,
+    config: MAMLConfig | None = None,
+    *,
+    optimizer: optax.GradientTransformation | None = None,
+    **options,
+) -> Method:
+    """Build MAML (``meta_sgd=False``) or Meta-SGD (``meta_sgd=True``).
+
+    Parameters
+    ----------
+    model : HierarchicalModel
+    config : MAMLConfig, optional
+        The options (defaults if None); ``options`` replace single fields of it.
     optimizer : optax.GradientTransformation, optional
         The meta-optimiser (any optax transformation); it replaces the default built from
-        ``lr``, ``lr_decay_steps`` and ``grad_clip``.
+        the config's ``lr``, ``lr_decay_steps`` and ``grad_clip``.
     """
-    if inner_steps < 0:
-        raise ValueError(f"inner_steps: expected >= 0, got {inner_steps}")
-    if inner_lr <= 0:
-        raise ValueError(f"inner_lr: expected > 0, got {inner_lr}")
-    if optimizer is None:  # the default: Adam with clipping and the recipe's schedule
-        optimizer = make_optimizer(lr, grad_clip, lr_decay_steps)
-    name = "meta-sgd" if meta_sgd else "maml"
+    cfg = MAMLConfig.make(config, **options)
+    optimizer = cfg.default_optimizer() if optimizer is None else optimizer
+    name = "meta-sgd" if cfg.meta_sgd else "maml"
 
     def init(key):
         th = model.init_theta(key)
         theta = {k: th[k] for k in model.point_keys}
         mu = model.prior_loc(theta)
-        theta["log_inner_lr"] = jnp.full(mu.shape if meta_sgd else (), math.log(inner_lr), mu.dtype)
+        theta["log_inner_lr"] = jnp.full(
+            mu.shape if cfg.meta_sgd else (), math.log(cfg.inner_lr), mu.dtype
+        )
         return MetaState(theta, optimizer.init(theta), jnp.zeros((), jnp.int32))
 
     def inner_loss(phi, theta, x, y, mask):
@@ -95,17 +119,17 @@ def maml(
 
     def adapt_one(theta, x, y, mask):
         alpha = jnp.exp(theta["log_inner_lr"])
-        if not learn_inner_lr:
+        if not cfg.learn_inner_lr:
             alpha = jax.lax.stop_gradient(alpha)
 
         def step(phi, _):
             g = jax.grad(inner_loss)(phi, theta, x, y, mask)
-            if first_order:
+            if cfg.first_order:
                 g = jax.lax.stop_gradient(g)
-            return phi - clip_update(alpha * g, max_inner_update), None
+            return phi - clip_update(alpha * g, cfg.max_inner_update), None
 
         phi0 = model.prior_loc(theta)
-        phi, _ = jax.lax.scan(step, phi0, None, length=inner_steps, unroll=True)
+        phi, _ = jax.lax.scan(step, phi0, None, length=cfg.inner_steps, unroll=True)
         return phi
 
     def task_loss(theta, x_s, y_s, m_s, x_q, y_q):
@@ -127,21 +151,10 @@ def maml(
         phi = phi[:, None]
         return model.posterior(phi, theta, name)
 
-    config = dict(
-        inner_steps=inner_steps,
-        inner_lr=inner_lr,
-        meta_sgd=meta_sgd,
-        learn_inner_lr=learn_inner_lr,
-        first_order=first_order,
-        max_inner_update=max_inner_update,
-        lr=lr,
-        lr_decay_steps=lr_decay_steps,
-        grad_clip=grad_clip,
-    )
     return Method(
         name,
         init,
         gradient_step(loss_fn, optimizer),
         checked_adapt(adapt, **model_dims(model)),
-        config,
+        cfg,
     )

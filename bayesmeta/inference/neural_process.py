@@ -29,7 +29,7 @@ covariance form, which never inverts S₀), and q(W | D) = N(M, Λ⁻¹) is the
 exact posterior of the model's last layer, so the objectives are closed form:
 ``"predictive"`` is −(1/|D_ts|) Σ_j log N(y_j; z_jᵀM, σ_y² + z_jᵀΛ⁻¹z_j) (the S → ∞ limit of
 the one above) and ``"elbo"``, whose q is exact, equals −(1/|D_ts|) log p(D_ts | D_tr), the
-query set's joint Gaussian predictive. With ``components = C > 1`` the prior is a mixture
+query set's joint Gaussian predictive. With ``head_components = C > 1`` the prior is a mixture
 Σ_c π_c N(M₀_c, S₀_c) and the posterior, still exact, is the mixture of the components'
 posteriors with weights ∝ π_c p_c(D): a task that two hypotheses explain equally well (a
 sine or a line through one point) gets a multi-modal predictive, which one Gaussian over W
@@ -38,9 +38,9 @@ cannot express. Non-Gaussian likelihoods use the learned encoder (``encoder="mlp
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -54,8 +54,15 @@ from bayesmeta.inference.base import (
     checked_adapt,
     gradient_step,
     log_mean_exp,
-    make_optimizer,
     model_dims,
+)
+from bayesmeta.inference.config import (
+    ConfigError,
+    MethodConfig,
+    _rename,
+    check_choice,
+    check_positive,
+    check_positive_int,
 )
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.nn import mlp
@@ -64,7 +71,7 @@ from bayesmeta.tasks.base import Support, TaskBatch
 
 Array = jax.Array
 
-__all__ = ["ConjugatePosterior", "neural_process"]
+__all__ = ["ConjugatePosterior", "NeuralProcessConfig", "neural_process"]
 
 
 class ConjugatePosterior(NamedTuple):
@@ -86,28 +93,13 @@ OUTERS = ("predictive", "elbo")
 ENCODERS = ("auto", "conjugate", "mlp")
 
 
-def neural_process(
-    model: HierarchicalModel,
-    *,
-    encoder_sizes: Sequence[int] = (128, 128),
-    train_samples: int = 16,
-    outer: str = "predictive",
-    encoder: str = "auto",
-    prior_scale: float = 0.5,
-    components: int = 1,
-    min_scale: float = 1e-3,
-    lr: float = 1e-3,
-    lr_decay_steps: int | None = None,
-    grad_clip: float | None = 10.0,
-    optimizer: optax.GradientTransformation | None = None,
-) -> Method:
-    """Build the encoder-based amortized VI method.
+@dataclasses.dataclass(frozen=True)
+class NeuralProcessConfig(MethodConfig):
+    """Options of :func:`neural_process` (Adam's are
+    :class:`~bayesmeta.inference.config.MethodConfig`'s).
 
-    Parameters
+    Attributes
     ----------
-    model : HierarchicalModel
-        Its network must be a list of layers (e.g. :func:`bayesmeta.nn.mlp`); the last one
-        becomes the task variable w.
     encoder_sizes : sequence of int
         Hidden widths of the per-point encoder g_ψ (ReLU); the pooled representation feeds
         linear heads for m and log s.
@@ -118,36 +110,72 @@ def neural_process(
         ``"conjugate"``: the exact Gaussian posterior of the last layer (Gaussian likelihood
         only); ``"mlp"``: the learned mean-pooled encoder g_ψ; ``"auto"``: conjugate where
         the likelihood is Gaussian.
-    prior_scale : float
-        Initial standard deviation of the conjugate encoder's prior S₀ = L₀L₀ᵀ.
-    components : int
+    init_prior_scale : float
+        Initial standard deviation of the conjugate encoder's prior S₀ = L₀L₀ᵀ over the last
+        layer (``prior_scale`` before config version 2).
+    head_components : int
         C, Gaussian components of the conjugate encoder's mixture prior over W (with
         ``encoder="auto"`` and a non-Gaussian likelihood the learned encoder is used and C is
-        recorded as 1, so one recipe serves regression and classification models).
+        ignored, so one recipe serves regression and classification models;
+        ``components`` before config version 2).
     min_scale : float
         Floor added to s so that q never collapses to a point.
-    lr, lr_decay_steps, grad_clip
-        Adam settings of the meta-optimiser.
+    """
+
+    METHOD: ClassVar[str] = "neural-process"
+    VERSION: ClassVar[int] = 2
+    MIGRATIONS: ClassVar = {
+        1: _rename({"components": "head_components", "prior_scale": "init_prior_scale"})
+    }
+
+    encoder_sizes: tuple[int, ...] = (128, 128)
+    train_samples: int = 16
+    outer: str = "predictive"
+    encoder: str = "auto"
+    init_prior_scale: float = 0.5
+    head_components: int = 1
+    min_scale: float = 1e-3
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "encoder_sizes", tuple(self.encoder_sizes))
+        check_choice(self, "outer", OUTERS)
+        check_choice(self, "encoder", ENCODERS)
+        check_positive(self, "init_prior_scale", "min_scale")
+        check_positive_int(self, "head_components", "train_samples")
+        if self.head_components > 1 and self.encoder == "mlp":
+            raise ConfigError(
+                "neural-process: head_components: a mixture prior needs encoder='conjugate' "
+                "(or 'auto')"
+            )
+
+
+def neural_process(
+    model: HierarchicalModel,
+    config: NeuralProcessConfig | None = None,
+    *,
+    optimizer: optax.GradientTransformation | None = None,
+    **options,
+) -> Method:
+    """Build the encoder-based amortized VI method.
+
+    Parameters
+    ----------
+    model : HierarchicalModel
+        Its network must be a list of layers (e.g. :func:`bayesmeta.nn.mlp`); the last one
+        becomes the task variable w.
+    config : NeuralProcessConfig, optional
+        The options (defaults if None); ``options`` replace single fields of it.
     optimizer : optax.GradientTransformation, optional
         The meta-optimiser (any optax transformation); it replaces the default built from
-        ``lr``, ``lr_decay_steps`` and ``grad_clip``.
+        the config's ``lr``, ``lr_decay_steps`` and ``grad_clip``.
     """
-    if outer not in OUTERS:
-        raise ValueError(f"outer: expected one of {OUTERS}, got {outer!r}")
-    if encoder not in ENCODERS:
-        raise ValueError(f"encoder: expected one of {ENCODERS}, got {encoder!r}")
-    if encoder == "conjugate" and model.likelihood != "gaussian":
-        raise ValueError(
-            f"encoder: 'conjugate' needs a Gaussian likelihood, got {model.likelihood!r}"
+    cfg = NeuralProcessConfig.make(config, **options)
+    if cfg.encoder == "conjugate" and model.likelihood != "gaussian":
+        raise ConfigError(
+            f"neural-process: encoder: 'conjugate' needs a Gaussian likelihood, got "
+            f"{model.likelihood!r}"
         )
-    if not prior_scale > 0:
-        raise ValueError(f"prior_scale: expected > 0, got {prior_scale!r}")
-    if not isinstance(components, int) or components < 1:
-        raise ValueError(f"components: expected a positive integer, got {components!r}")
-    if components > 1 and encoder == "mlp":
-        raise ValueError("components: a mixture prior needs encoder='conjugate' (or 'auto')")
-    if not isinstance(train_samples, int) or train_samples < 1:
-        raise ValueError(f"train_samples: expected a positive integer, got {train_samples!r}")
     params0 = model.network.init(jax.random.PRNGKey(0))
     if not isinstance(params0, list | tuple) or len(params0) < 2:
         raise ValueError("model: the neural process needs a network with at least two layers")
@@ -156,7 +184,7 @@ def neural_process(
     num_last = int(flat_last0.shape[0])
     num_body = model.num_params - num_last
     classify = model.likelihood == "categorical"
-    conjugate = encoder == "conjugate" or (encoder == "auto" and not classify)
+    conjugate = cfg.encoder == "conjugate" or (cfg.encoder == "auto" and not classify)
     if conjugate and not (
         isinstance(last0, dict) and set(last0) == {"w", "b"} and jnp.ndim(last0["w"]) == 2
     ):
@@ -164,9 +192,8 @@ def neural_process(
             "model: the conjugate encoder needs a linear last layer {'w': (F, Dy), 'b': (Dy,)}"
         )
     din = model.dx + (model.num_classes if classify else model.dy)
-    enc = mlp((din, *encoder_sizes), activation="relu")
-    if optimizer is None:  # the default: Adam with clipping and the recipe's schedule
-        optimizer = make_optimizer(lr, grad_clip, lr_decay_steps)
+    enc = mlp((din, *cfg.encoder_sizes), activation="relu")
+    optimizer = cfg.default_optimizer() if optimizer is None else optimizer
     if conjugate:
         num_feat, dy = last0["w"].shape
         _, unravel_body = ravel_pytree(list(params0[:-1]))
@@ -180,15 +207,17 @@ def neural_process(
             last = unravel_last(th["mu"][num_body:])
             m0 = jnp.concatenate([last["w"], last["b"][None]], 0)
             # distinct component means break the symmetry between the components
-            spread = prior_scale * jax.random.normal(k_head, (components, *m0.shape))
+            spread = cfg.init_prior_scale * jax.random.normal(
+                k_head, (cfg.head_components, *m0.shape)
+            )
             theta["prior_mean"] = m0 + spread.at[0].set(0.0)
             theta["prior_chol"] = jnp.broadcast_to(
-                jnp.eye(num_feat + 1) * math.log(prior_scale),
-                (components, num_feat + 1, num_feat + 1),
+                jnp.eye(num_feat + 1) * math.log(cfg.init_prior_scale),
+                (cfg.head_components, num_feat + 1, num_feat + 1),
             )
-            theta["prior_logits"] = jnp.zeros((components,))
+            theta["prior_logits"] = jnp.zeros((cfg.head_components,))
         else:
-            width = encoder_sizes[-1]
+            width = cfg.encoder_sizes[-1]
             w_head = jax.random.normal(k_head, (width, 2 * num_last)) * (0.1 / math.sqrt(width))
             # Start q at the network initialisation's last layer with a moderate spread.
             b_head = jnp.concatenate([th["mu"][num_body:], jnp.full((num_last,), math.log(0.3))])
@@ -293,7 +322,7 @@ def neural_process(
     def conjugate_task_loss(theta, key, x_s, y_s, m_s, x_q, y_q):
         del key
         post = conjugate_posterior(theta, x_s, y_s, m_s)
-        if outer == "predictive":
+        if cfg.outer == "predictive":
             return -jnp.sum(conjugate_log_predictive(theta, post, x_q, y_q)) / x_q.shape[0]
         # q is exact, so the conditional ELBO is log p(D_ts | D_tr): per component and output
         # column, y_ts ~ N(Z_ts M_c, Z_ts S_c Z_tsᵀ + σ_y² I), mixed with the weights w_c.
@@ -317,7 +346,7 @@ def neural_process(
         h = jax.nn.relu(enc.apply(theta["encoder"], jnp.concatenate([x, yin], -1)))
         r = jnp.sum(h * mask[:, None], 0) / jnp.maximum(jnp.sum(mask), 1.0)
         out = r @ theta["head"]["w"] + theta["head"]["b"]
-        return out[:num_last], jax.nn.softplus(out[num_last:]) + min_scale
+        return out[:num_last], jax.nn.softplus(out[num_last:]) + cfg.min_scale
 
     def full_phi(theta, w):
         return jnp.concatenate([jnp.broadcast_to(theta["body"], (*w.shape[:-1], num_body)), w], -1)
@@ -328,8 +357,8 @@ def neural_process(
     def mlp_task_loss(theta, key, x_s, y_s, m_s, x_q, y_q):
         n_q = x_q.shape[0]
         m_c, s_c = encode(theta, x_s, y_s, m_s)
-        eps = jax.random.normal(key, (train_samples, num_last))
-        if outer == "predictive":
+        eps = jax.random.normal(key, (cfg.train_samples, num_last))
+        if cfg.outer == "predictive":
             ws = m_c + s_c * eps
             ll = jax.vmap(log_lik_points, in_axes=(None, 0, None, None))(theta, ws, x_q, y_q)
             return -jnp.mean(log_mean_exp(ll))
@@ -385,19 +414,6 @@ def neural_process(
 
         return jax.vmap(one)(support.x, support.y, support.mask)
 
-    config = dict(
-        encoder_sizes=tuple(encoder_sizes),
-        train_samples=train_samples,
-        outer=outer,
-        encoder="conjugate" if conjugate else "mlp",
-        prior_scale=prior_scale,
-        components=components if conjugate else 1,
-        min_scale=min_scale,
-        lr=lr,
-        lr_decay_steps=lr_decay_steps,
-        grad_clip=grad_clip,
-    )
-
     def query_loss(state: MetaState, batch: TaskBatch, key: Array | None = None) -> Array:
         """The meta-objective on ``batch`` (mean over tasks), as minimised in training."""
         return loss_fn(state.theta, jax.random.PRNGKey(0) if key is None else key, batch)
@@ -415,6 +431,6 @@ def neural_process(
         init,
         gradient_step(loss_fn, optimizer),
         checked_adapt(adapt, **model_dims(model)),
-        config,
+        cfg,
         extras=extras,
     )

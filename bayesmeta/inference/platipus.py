@@ -45,7 +45,9 @@ docs/methods.md).
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -61,9 +63,15 @@ from bayesmeta.inference.base import (
     gauss_newton_update,
     gradient_step,
     log_mean_exp,
-    make_optimizer,
     masked_mean_count,
     model_dims,
+)
+from bayesmeta.inference.config import (
+    ConfigError,
+    MethodConfig,
+    check_choice,
+    check_positive,
+    check_positive_int,
 )
 from bayesmeta.inference.heads import MIXTURE_KEYS, conjugate_head, mixture_head, resample_heads
 from bayesmeta.model import HierarchicalModel
@@ -77,34 +85,12 @@ HEADS = ("adapted", "collapsed", "redraw")
 GN_ADAPT_BYTES = 2**30  # memory bound per chunk of tasks (Gauss-Newton or collapsed ``adapt``)
 
 
-def platipus(
-    model: HierarchicalModel,
-    *,
-    inner_steps: int = 5,
-    inner_lr: float = 0.01,
-    meta_sgd: bool = False,
-    inner_rule: str = "gradient",
-    damping: float = 1.0,
-    shift_lr: float = 0.01,
-    train_samples: int = 4,
-    outer: str = "predictive",
-    variance: str = "fixed",
-    kl_weight: float = 1.0,
-    hyperprior_weight: float = 1e-4,
-    max_inner_update: float | None = 1.0,
-    first_order: bool = False,
-    lr: float = 1e-3,
-    lr_decay_steps: int | None = None,
-    grad_clip: float | None = 10.0,
-    head: str = "adapted",
-    head_components: int = 1,
-    optimizer: optax.GradientTransformation | None = None,
-) -> Method:
-    """Build PLATIPUS.
+@dataclasses.dataclass(frozen=True)
+class PLATIPUSConfig(MethodConfig):
+    """Options of :func:`platipus` (Adam's are :class:`~bayesmeta.inference.config.MethodConfig`'s).
 
-    Parameters
+    Attributes
     ----------
-    model : HierarchicalModel
     inner_steps, inner_lr : int, float
         Gradient steps from each sampled θ and the initial α (learned).
     meta_sgd : bool
@@ -136,11 +122,6 @@ def platipus(
         Element-wise clip of each inner update.
     first_order : bool
         Stop the gradient through the inner-loop gradients (not through the shifts).
-    lr, lr_decay_steps, grad_clip
-        Adam settings of the meta-optimiser.
-    optimizer : optax.GradientTransformation, optional
-        The meta-optimiser (any optax transformation); it replaces the default built from
-        ``lr``, ``lr_decay_steps`` and ``grad_clip``.
     head : {"adapted", "collapsed", "redraw"}
         ``"adapted"``: the inner steps move all of φ and keep their last layer (the paper's);
         ``"collapsed"``: the last layer is integrated out, everything else acts on the body,
@@ -153,65 +134,102 @@ def platipus(
         (:func:`~bayesmeta.inference.heads.mixture_head`): each sample's body then carries a
         posterior over which component explains D_tr, so one sampler can say "a sine or a line".
     """
-    if head not in HEADS:
-        raise ValueError(f"head: expected one of {HEADS}, got {head!r}")
-    if not isinstance(head_components, int) or head_components < 1:
-        raise ValueError(f"head_components: expected a positive integer, got {head_components!r}")
-    if head_components > 1 and head != "collapsed":
-        raise ValueError(f"head_components > 1 needs head='collapsed', got head={head!r}")
-    conj = conjugate_head(model) if head != "adapted" else None
-    if head_components > 1:
+
+    METHOD: ClassVar[str] = "platipus"
+
+    inner_steps: int = 5
+    inner_lr: float = 0.01
+    meta_sgd: bool = False
+    inner_rule: str = "gradient"
+    damping: float = 1.0
+    shift_lr: float = 0.01
+    train_samples: int = 4
+    outer: str = "predictive"
+    variance: str = "fixed"
+    kl_weight: float = 1.0
+    hyperprior_weight: float = 1e-4
+    max_inner_update: float | None = 1.0
+    first_order: bool = False
+    head: str = "adapted"
+    head_components: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice(self, "head", HEADS)
+        check_choice(self, "outer", OUTERS)
+        check_choice(self, "variance", VARIANCES)
+        check_choice(self, "inner_rule", INNER_RULES)
+        check_positive_int(self, "head_components", "train_samples")
+        check_positive_int(self, "inner_steps", allow_zero=True)
+        check_positive(self, "damping", "inner_lr", "shift_lr")
+        if self.head_components > 1 and self.head != "collapsed":
+            raise ConfigError(
+                f"platipus: head_components > 1 needs head='collapsed', got head={self.head!r}"
+            )
+        if self.head == "collapsed" and self.inner_rule != "gradient":
+            raise ConfigError(
+                f"platipus: inner_rule: head='collapsed' needs 'gradient', got {self.inner_rule!r}"
+            )
+
+
+def platipus(
+    model: HierarchicalModel,
+    config: PLATIPUSConfig | None = None,
+    *,
+    optimizer: optax.GradientTransformation | None = None,
+    **options,
+) -> Method:
+    """Build PLATIPUS.
+
+    Parameters
+    ----------
+    model : HierarchicalModel
+    config : PLATIPUSConfig, optional
+        The options (defaults if None); ``options`` replace single fields of it.
+    optimizer : optax.GradientTransformation, optional
+        The meta-optimiser (any optax transformation); it replaces the default built from
+        the config's ``lr``, ``lr_decay_steps`` and ``grad_clip``.
+    """
+    cfg = PLATIPUSConfig.make(config, **options)
+    conj = conjugate_head(model) if cfg.head != "adapted" else None
+    if cfg.head_components > 1:
         conj = mixture_head(conj)
-    collapsed = head == "collapsed"
-    if collapsed and inner_rule != "gradient":
-        raise ValueError(f"inner_rule: head='collapsed' needs 'gradient', got {inner_rule!r}")
+    collapsed = cfg.head == "collapsed"
     # the coordinates that θ's shifts, q, p and the inner steps act on: the body when collapsed
     nb = conj.num_body if collapsed else model.num_params
-    if outer not in OUTERS:
-        raise ValueError(f"outer: expected one of {OUTERS}, got {outer!r}")
-    if variance not in VARIANCES:
-        raise ValueError(f"variance: expected one of {VARIANCES}, got {variance!r}")
-    if inner_rule not in INNER_RULES:
-        raise ValueError(f"inner_rule: expected one of {INNER_RULES}, got {inner_rule!r}")
-    if variance == "ggn" and model.likelihood == "generic":
-        raise ValueError(
-            "variance='ggn' needs the network's Jacobian (a HierarchicalModel); this model is a "
-            "general NumPyro model: use variance='fixed'"
+    if cfg.variance == "ggn" and model.likelihood == "generic":
+        raise ConfigError(
+            "platipus: variance='ggn' needs the network's Jacobian (a HierarchicalModel); this "
+            "model is a general NumPyro model: use variance='fixed'"
         )
-    if inner_rule == "gauss-newton" and model.likelihood != "gaussian":
-        raise ValueError(
-            f"inner_rule='gauss-newton' needs a Gaussian likelihood, got {model.likelihood!r}"
+    if cfg.inner_rule == "gauss-newton" and model.likelihood != "gaussian":
+        raise ConfigError(
+            f"platipus: inner_rule='gauss-newton' needs a Gaussian likelihood, got "
+            f"{model.likelihood!r}"
         )
-    if not damping > 0:
-        raise ValueError(f"damping: expected > 0, got {damping}")
-    if inner_steps < 0:
-        raise ValueError(f"inner_steps: expected >= 0, got {inner_steps}")
-    if not isinstance(train_samples, int) or train_samples < 1:
-        raise ValueError(f"train_samples: expected a positive integer, got {train_samples!r}")
-    if inner_lr <= 0 or shift_lr <= 0:
-        raise ValueError(f"inner_lr, shift_lr: expected > 0, got {inner_lr}, {shift_lr}")
-    if optimizer is None:  # the default: Adam with clipping and the recipe's schedule
-        optimizer = make_optimizer(lr, grad_clip, lr_decay_steps)
+    optimizer = cfg.default_optimizer() if optimizer is None else optimizer
 
     def init(key):
         theta = dict(model.init_theta(key))
         loc = model.prior_loc(theta)
         p, dt = loc.shape, loc.dtype
         theta["log_sigma_q"] = model.prior_log_scale(theta)
-        if variance == "ggn":
+        if cfg.variance == "ggn":
             # the Laplace value κ = v_q / σ_y² (a model linear in θ), then learned
             theta["log_kappa"] = 2 * (theta["log_sigma_q"] - theta.get("log_noise", 0.0))
-        theta["log_gamma_p"] = jnp.full(p, math.log(shift_lr), dt)
-        theta["log_gamma_q"] = jnp.full(p, math.log(shift_lr), dt)
-        theta["log_inner_lr"] = jnp.full(p if meta_sgd else (), math.log(inner_lr), dt)
-        if inner_rule == "gauss-newton":
-            theta["log_damping"] = jnp.asarray(math.log(damping), dt)
-        if head_components > 1:  # distinct component means break the symmetry between them
+        theta["log_gamma_p"] = jnp.full(p, math.log(cfg.shift_lr), dt)
+        theta["log_gamma_q"] = jnp.full(p, math.log(cfg.shift_lr), dt)
+        theta["log_inner_lr"] = jnp.full(p if cfg.meta_sgd else (), math.log(cfg.inner_lr), dt)
+        if cfg.inner_rule == "gauss-newton":
+            theta["log_damping"] = jnp.asarray(math.log(cfg.damping), dt)
+        if cfg.head_components > 1:  # distinct component means break the symmetry between them
             mu_w, log_sigma_w = theta["mu"][nb:], theta["log_sigma"][nb:]
-            spread = jax.random.normal(jax.random.fold_in(key, 1), (head_components, *mu_w.shape))
+            spread = jax.random.normal(
+                jax.random.fold_in(key, 1), (cfg.head_components, *mu_w.shape)
+            )
             theta["head_mu"] = mu_w + jnp.exp(log_sigma_w) * spread.astype(dt)
             theta["head_log_sigma"] = jnp.broadcast_to(log_sigma_w, spread.shape)
-            theta["head_logits"] = jnp.zeros(head_components, dt)
+            theta["head_logits"] = jnp.zeros(cfg.head_components, dt)
         return MetaState(theta, optimizer.init(theta), jnp.zeros((), jnp.int32))
 
     def model_theta(theta):
@@ -237,12 +255,12 @@ def platipus(
     def shifted_mean(theta, log_gamma, x, y, mask):
         mu = model.prior_loc(model_theta(theta))[:nb]
         g = jax.grad(inner_loss)(mu, theta, x, y, mask)
-        return mu - clip_update(jnp.exp(log_gamma[:nb]) * g, max_inner_update)
+        return mu - clip_update(jnp.exp(log_gamma[:nb]) * g, cfg.max_inner_update)
 
     def ggn_diags(theta, x, masks):
         """Σ_n mask_n (∂f_μ(x_n)/∂θ)² for each mask, from one Jacobian ``(N, Dy, P)`` at μ."""
         mu = theta["mu"]
-        if head_components > 1:  # the last layer at the mixture prior's mean
+        if cfg.head_components > 1:  # the last layer at the mixture prior's mean
             pi = jax.nn.softmax(theta["head_logits"])
             mu = mu.at[nb:].set(pi @ theta["head_mu"])
         jac2 = jax.jacrev(model.apply)(jax.lax.stop_gradient(mu), x)[..., :nb] ** 2
@@ -257,19 +275,19 @@ def platipus(
 
     def inner(theta, phi, x, y, mask):
         alpha = jnp.exp(theta["log_inner_lr"])
-        alpha = alpha[:nb] if meta_sgd else alpha
+        alpha = alpha[:nb] if cfg.meta_sgd else alpha
 
         def step(ph, _):
-            if inner_rule == "gauss-newton":
+            if cfg.inner_rule == "gauss-newton":
                 lam = jnp.exp(theta["log_damping"]) * masked_mean_count(mask)
-                at = jax.lax.stop_gradient(ph) if first_order else ph
+                at = jax.lax.stop_gradient(ph) if cfg.first_order else ph
                 upd = -gauss_newton_update(model.apply, at, x, y, mask, alpha, lam)
             else:
                 g = jax.grad(inner_loss)(ph, theta, x, y, mask)
-                upd = alpha * (jax.lax.stop_gradient(g) if first_order else g)
-            return ph - clip_update(upd, max_inner_update), None
+                upd = alpha * (jax.lax.stop_gradient(g) if cfg.first_order else g)
+            return ph - clip_update(upd, cfg.max_inner_update), None
 
-        phi, _ = jax.lax.scan(step, phi, None, length=inner_steps)
+        phi, _ = jax.lax.scan(step, phi, None, length=cfg.inner_steps)
         return phi
 
     def task_loss(theta, key, x_s, y_s, m_s, x_q, y_q):
@@ -280,12 +298,12 @@ def platipus(
         m_all = jnp.concatenate([m_s, jnp.ones(x_q.shape[0], m_s.dtype)], 0)
         m_q = shifted_mean(theta, theta["log_gamma_q"], x_all, y_all, m_all)
         g_all = g_sup = None
-        if variance == "ggn":  # D_tr ∪ D_ts for q, D_tr alone for the test-time sampler
+        if cfg.variance == "ggn":  # D_tr ∪ D_ts for q, D_tr alone for the test-time sampler
             m_sup = jnp.concatenate([m_s, jnp.zeros(x_q.shape[0], m_s.dtype)], 0)
             g_all, g_sup = ggn_diags(theta, x_all, (m_all, m_sup))
         s_q = inference_std(theta, g_all)
-        eps = jax.random.normal(key, (train_samples, m_q.shape[0]))
-        if outer == "sampler":
+        eps = jax.random.normal(key, (cfg.train_samples, m_q.shape[0]))
+        if cfg.outer == "sampler":
             thetas = m_p + inference_std(theta, g_sup) * eps
         else:
             thetas = m_q + s_q * eps
@@ -301,21 +319,21 @@ def platipus(
         p_dist = dist.Normal(m_p, jnp.exp(model.prior_log_scale(mth)[:nb])).to_event(1)
         kl = dist.kl_divergence(q_dist, p_dist)
         n_q = x_q.shape[0]
-        if outer in ("predictive", "sampler"):
+        if cfg.outer in ("predictive", "sampler"):
             fit = jnp.sum(log_mean_exp(ll))
         else:
             fit = jnp.mean(jnp.sum(ll, axis=1))
-        return -(fit - kl_weight * kl) / n_q
+        return -(fit - cfg.kl_weight * kl) / n_q
 
     def loss_fn(theta, key, batch: TaskBatch):
         keys = jax.random.split(key, batch.num_tasks)
         losses = jax.vmap(task_loss, in_axes=(None, 0, 0, 0, 0, 0, 0))(theta, keys, *batch)
-        return jnp.mean(losses) - hyperprior_weight * model.log_hyperprior(model_theta(theta))
+        return jnp.mean(losses) - cfg.hyperprior_weight * model.log_hyperprior(model_theta(theta))
 
     def sample_one(theta, key, x, y, mask, num_samples):
         m_p = shifted_mean(theta, theta["log_gamma_p"], x, y, mask)
         eps = jax.random.normal(key, (num_samples, m_p.shape[0]))
-        ggn = ggn_diags(theta, x, (mask,))[0] if variance == "ggn" else None
+        ggn = ggn_diags(theta, x, (mask,))[0] if cfg.variance == "ggn" else None
         thetas = m_p + inference_std(theta, ggn) * eps
         phis = jax.vmap(inner, in_axes=(None, 0, None, None, None))(theta, thetas, x, y, mask)
         if conj is None:
@@ -332,42 +350,24 @@ def platipus(
 
         xs = (keys, support.x, support.y, support.mask)
         per_task = None
-        if inner_rule == "gauss-newton":  # each sample holds an (n·Dy, P) Jacobian: bound memory
+        if (
+            cfg.inner_rule == "gauss-newton"
+        ):  # each sample holds an (n·Dy, P) Jacobian: bound memory
             per_task = num_samples * n * support.y.shape[-1] * model.num_params * 4 * 6
         elif collapsed:
             # one vmap over 200 tasks × 1000 samples stalled XLA's CPU runtime (no progress,
             # no CPU use) where chunks of 25 tasks ran in 50 s: bound the working set
-            per_task = num_samples * (model.num_params + head_components * n * n) * 4 * 16
+            per_task = num_samples * (model.num_params + cfg.head_components * n * n) * 4 * 16
         if per_task is not None:
             phi = jax.lax.map(one, xs, batch_size=int(min(t, max(1, GN_ADAPT_BYTES // per_task))))
         else:
             phi = jax.vmap(one)(xs)
         return model.posterior(phi, model_theta(theta), "platipus")
 
-    config = dict(
-        inner_steps=inner_steps,
-        inner_lr=inner_lr,
-        meta_sgd=meta_sgd,
-        inner_rule=inner_rule,
-        damping=damping,
-        shift_lr=shift_lr,
-        train_samples=train_samples,
-        outer=outer,
-        variance=variance,
-        kl_weight=kl_weight,
-        hyperprior_weight=hyperprior_weight,
-        max_inner_update=max_inner_update,
-        first_order=first_order,
-        lr=lr,
-        lr_decay_steps=lr_decay_steps,
-        grad_clip=grad_clip,
-        head=head,
-        head_components=head_components,
-    )
     return Method(
         "platipus",
         init,
         gradient_step(loss_fn, optimizer),
         checked_adapt(adapt, **model_dims(model)),
-        config,
+        cfg,
     )

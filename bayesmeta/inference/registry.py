@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-from bayesmeta.inference.abml import abml
+from bayesmeta.inference.abml import ABMLConfig, abml
 from bayesmeta.inference.base import Method
-from bayesmeta.inference.bmaml import bmaml
-from bayesmeta.inference.emaml import emaml
-from bayesmeta.inference.maml import maml
-from bayesmeta.inference.neural_process import neural_process
-from bayesmeta.inference.platipus import platipus
+from bayesmeta.inference.bmaml import BMAMLConfig, bmaml
+from bayesmeta.inference.config import MethodConfig
+from bayesmeta.inference.emaml import EMAMLConfig, emaml
+from bayesmeta.inference.maml import MAMLConfig, MetaSGDConfig, maml
+from bayesmeta.inference.neural_process import NeuralProcessConfig, neural_process
+from bayesmeta.inference.platipus import PLATIPUSConfig, platipus
 
 
 class MethodInfo(NamedTuple):
@@ -27,7 +28,9 @@ class MethodInfo(NamedTuple):
     Attributes
     ----------
     name : str
-    factory : (model, **settings) -> Method
+    factory : (model, config=None, *, optimizer=None, **options) -> Method
+    config : type
+        Its frozen, versioned options dataclass (:mod:`bayesmeta.inference.config`).
     colour : str
         Its fixed colour in every plot.
     bench_order : int or None
@@ -40,28 +43,30 @@ class MethodInfo(NamedTuple):
 
     name: str
     factory: Callable[..., Method]
+    config: type[MethodConfig]
     colour: str
     bench_order: int | None = None
     any_model: bool = True
     needs: str = ""
 
 
-def _meta_sgd(model, **kw) -> Method:
-    return maml(model, meta_sgd=True, **kw)
+def _meta_sgd(model, config=None, **kw) -> Method:
+    return maml(model, MetaSGDConfig.make(config), **kw)
 
 
 METHODS: dict[str, MethodInfo] = {
     info.name: info
     for info in (
-        MethodInfo("maml", maml, "#E69F00", 0),
-        MethodInfo("meta-sgd", _meta_sgd, "#F0C05A"),
-        MethodInfo("abml", abml, "#009E73", 3),
-        MethodInfo("emaml", emaml, "#D55E00", 1),
-        MethodInfo("bmaml", bmaml, "#0072B2", 2),
-        MethodInfo("platipus", platipus, "#56B4E9", 4),
+        MethodInfo("maml", maml, MAMLConfig, "#E69F00", 0),
+        MethodInfo("meta-sgd", _meta_sgd, MetaSGDConfig, "#F0C05A"),
+        MethodInfo("abml", abml, ABMLConfig, "#009E73", 3),
+        MethodInfo("emaml", emaml, EMAMLConfig, "#D55E00", 1),
+        MethodInfo("bmaml", bmaml, BMAMLConfig, "#0072B2", 2),
+        MethodInfo("platipus", platipus, PLATIPUSConfig, "#56B4E9", 4),
         MethodInfo(
             "neural-process",
             neural_process,
+            NeuralProcessConfig,
             "#CC79A7",
             5,
             any_model=False,
@@ -76,6 +81,14 @@ def method_info(name: str) -> MethodInfo:
     if name not in METHODS:
         raise ValueError(f"method: expected one of {list(METHODS)}, got {name!r}")
     return METHODS[name]
+
+
+def method_config(
+    name: str, settings: dict | MethodConfig | None = None, **options
+) -> MethodConfig:
+    """The typed config of method ``name`` from a mapping of its options (unknown ones are a
+    :class:`~bayesmeta.inference.config.ConfigError` naming the valid ones)."""
+    return method_info(name).config.make(settings, **options)
 
 
 def bench_methods() -> tuple[str, ...]:
@@ -95,4 +108,11 @@ def check_serves(name: str, model) -> None:
         )
 
 
-__all__ = ["METHODS", "MethodInfo", "bench_methods", "check_serves", "method_info"]
+__all__ = [
+    "METHODS",
+    "MethodInfo",
+    "bench_methods",
+    "check_serves",
+    "method_config",
+    "method_info",
+]

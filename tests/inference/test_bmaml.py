@@ -33,7 +33,7 @@ def test_svgd_adaptation_recovers_the_closed_form_posterior(key, jit):
         num_particles=m,
         inner_steps=400,
         inner_lr=1.0,
-        prior_scale=1.0,
+        init_prior_scale=1.0,
         noise="shared",
     )
     state = method.init(key)
@@ -115,7 +115,7 @@ def test_meta_gradient_matches_finite_differences(key, loss, monkeypatch):
             num_particles=3,
             inner_steps=2,
             leader_steps=2,
-            loss=loss,
+            outer=loss,
             inner_lr=0.1,
             max_inner_update=None,
             noise="shared",
@@ -177,7 +177,7 @@ def test_meta_gradient_matches_finite_differences(key, loss, monkeypatch):
 
 def test_chaser_loss_vanishes_without_leader_steps(key):
     model = HierarchicalModel(mlp((1, 8, 1)), noise_init=0.5)
-    method = bmaml(model, num_particles=3, inner_steps=2, leader_steps=0, loss="chaser")
+    method = bmaml(model, num_particles=3, inner_steps=2, leader_steps=0, outer="chaser")
     _, info = jax.jit(method.meta_step)(key, method.init(key), _batch(key))
     assert float(info.loss) == 0.0
 
@@ -200,8 +200,8 @@ def test_first_order_drops_the_svgd_jacobians(key):
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"loss": "chaser"},
-        pytest.param({"loss": "predictive", "head": "collapsed"}, marks=pytest.mark.slow),
+        {"outer": "chaser"},
+        pytest.param({"outer": "predictive", "head": "collapsed"}, marks=pytest.mark.slow),
     ],
 )
 def test_meta_step_jitted_equals_eager_and_traces_once(key, kwargs):
@@ -232,7 +232,7 @@ def test_meta_training_improves_held_out_predictive(key, loss):
     model = HierarchicalModel(
         mlp((1, 16, 16, 1), activation="tanh"), noise_init=0.5, prior_scale=0.1
     )
-    method = bmaml(model, num_particles=4, inner_steps=2, lr=3e-3, loss=loss)
+    method = bmaml(model, num_particles=4, inner_steps=2, lr=3e-3, outer=loss)
     fam = sinusoid()
     sampler = lambda k: sample_batch(fam, k, 8, (5, 5), 10)[0]  # noqa: E731
     state = method.init(key)
@@ -252,7 +252,7 @@ def test_meta_training_improves_held_out_predictive(key, loss):
 def test_bad_arguments_are_named(key):
     model = HierarchicalModel(linear())
     for kw, name in [
-        ({"loss": "elbo"}, "loss"),
+        ({"outer": "elbo"}, "outer"),
         ({"num_particles": 0}, "num_particles"),
         ({"inner_steps": -1}, "inner_steps"),
         ({"noise_prior": (0.0, 1.0)}, "noise_prior"),

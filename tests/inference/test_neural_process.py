@@ -22,7 +22,7 @@ ENCODERS = ["mlp", "conjugate", "mixture"]
 def _np(model, encoder, **kw):
     """The method with ``encoder``; "mixture" is the conjugate encoder with two components."""
     if encoder == "mixture":
-        return neural_process(model, encoder="conjugate", components=2, **kw)
+        return neural_process(model, encoder="conjugate", head_components=2, **kw)
     return neural_process(model, encoder=encoder, **kw)
 
 
@@ -130,12 +130,12 @@ def test_bad_arguments_are_named(model):
     with pytest.raises(ValueError, match="encoder: 'conjugate' needs a Gaussian"):
         classifier = HierarchicalModel(mlp((2, 8, 3)), likelihood="categorical", num_classes=3)
         neural_process(classifier, encoder="conjugate")
-    with pytest.raises(ValueError, match="prior_scale"):
-        neural_process(model, prior_scale=0.0)
+    with pytest.raises(ValueError, match="init_prior_scale: expected > 0"):
+        neural_process(model, init_prior_scale=0.0)
     with pytest.raises(ValueError, match="components"):
-        neural_process(model, components=0)
+        neural_process(model, head_components=0)
     with pytest.raises(ValueError, match="components: a mixture prior needs"):
-        neural_process(model, encoder="mlp", components=2)
+        neural_process(model, encoder="mlp", head_components=2)
 
 
 def _blr_posterior(z, y, prior_mean, prior_cov, noise):
@@ -148,7 +148,7 @@ def _blr_posterior(z, y, prior_mean, prior_cov, noise):
 
 def _conjugate_setup(key, components=1, **kw):
     model = HierarchicalModel(mlp((1, 8, 1), activation="tanh"), noise_init=0.4)
-    method = neural_process(model, encoder="conjugate", components=components, **kw)
+    method = neural_process(model, encoder="conjugate", head_components=components, **kw)
     st = method.init(key)
     # A full (non-diagonal) prior factor and a non-zero prior mean exercise every term.
     theta = dict(st.theta)
