@@ -379,9 +379,13 @@ def fit(
     data: DataRef | None = None,
     max_seconds: float | None = None,
     validate: bool = False,
+    force: bool = False,
 ) -> dict:
     """Meta-train ``method_name`` on ``model`` and write ``out/checkpoint.npz`` and
-    ``out/run.json``. Recipes are step counts; ``max_seconds`` is an explicit wall-clock cap
+    ``out/run.json``. A directory that already holds a run is refused unless ``resume``
+    (continue it) or ``force`` (replace it: once the arguments are checked, its checkpoints and
+    ``run.json`` are removed, so no stale ``best.npz`` outlives its run). Recipes are step
+    counts; ``max_seconds`` is an explicit wall-clock cap
     (recorded in ``run.json``: with it the same command may stop at a different step on
     another machine). ``validate`` scores a fixed validation task set (the family's validation
     stream, :meth:`ModelSpec.held_out`) after every chunk and keeps ``best.npz``; data runs
@@ -417,6 +421,15 @@ def fit(
     from bayesmeta.zoo import TRAIN_KEYS, builtin_models, load_model_spec, manifest_config
 
     _check_out_dir(out)
+    run_files = [Path(out) / n for n in (CHECKPOINT_NAME, BEST_NAME, "checkpoint.pkl", "run.json")]
+    if resume and force:
+        raise UsageError("--force: replaces the run in RUN_DIR, --resume continues it; pick one")
+    held = [f.name for f in run_files if f.exists()]
+    if held and not (resume or force):
+        raise UsageError(
+            f"--out: {out!r} already holds a run ({', '.join(held)}); pass --resume to "
+            "continue it or --force to replace it"
+        )
     mesh = None
     distributed = distributed or any(
         v is not None for v in (coordinator, num_processes, process_id)
@@ -469,6 +482,9 @@ def fit(
                 f"--task-streams: expected a divisor of the recipe's meta_batch={mb}, "
                 f"got {task_streams}"
             )
+    if held and force and is_primary():  # every argument checked: replace the old run
+        for f in run_files:
+            f.unlink(missing_ok=True)
     key_init, key_train = jax.random.split(jax.random.PRNGKey(seed))
     state = method.init(key_init)
     t0 = time.perf_counter()
@@ -1069,6 +1085,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument(
         "--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint"
     )
+    f.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the run already in RUN_DIR (without it such a directory is refused)",
+    )
     _add_data_args(f)
     f.add_argument(
         "--task-streams",
@@ -1236,6 +1257,7 @@ def main(argv: list[str] | None = None) -> int:
                 _data_ref(args),
                 args.max_seconds,
                 args.validate,
+                args.force,
             )
             print(
                 f"fitted {info['method']} on {info['model']}: {info['steps']} steps in "
