@@ -74,7 +74,6 @@ from bayesmeta.inference.base import (
     clip_update,
     gradient_step,
     kl_to_prior,
-    log_mean_exp,
     model_dims,
 )
 from bayesmeta.inference.config import (
@@ -86,6 +85,13 @@ from bayesmeta.inference.config import (
     check_positive_int,
 )
 from bayesmeta.inference.heads import conjugate_head, resample_heads
+from bayesmeta.inference.objectives import (
+    expected_nll,
+    kl_penalised,
+    moment_nll,
+    predictive_nll,
+    task_mean,
+)
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.tasks.base import Support, TaskBatch
 
@@ -283,19 +289,17 @@ def abml(
         ll = jax.vmap(lambda ph: model.log_likelihood_points(mth, ph, x_q, y_q))(phis)  # (S, Q)
         q_n = x_q.shape[0]
         if cfg.outer == "predictive":
-            return -jnp.mean(log_mean_exp(ll))
+            return predictive_nll(ll)
         if cfg.outer == "moment":
             f = jax.vmap(lambda ph: model.apply(ph, x_q))(phis)  # (S, Q, Dy)
-            var = jnp.var(f, axis=0, ddof=1) + model.noise_std(mth) ** 2
-            z2 = (y_q - jnp.mean(f, axis=0)) ** 2 / var
-            return jnp.mean(jnp.sum(0.5 * (z2 + jnp.log(2 * math.pi * var)), -1))
+            return moment_nll(f, y_q, model.noise_std(mth) ** 2)
         kl = kl_to_prior(model, mth, m, rho, (bodies - m) * jnp.exp(-rho))
-        return -(jnp.mean(jnp.sum(ll, axis=1)) - cfg.kl_weight * kl) / q_n
+        return kl_penalised(expected_nll(ll), kl, cfg.kl_weight, q_n)
 
     def loss_fn(theta, key, batch: TaskBatch):
-        keys = jax.random.split(key, batch.num_tasks)
-        losses = jax.vmap(task_loss, in_axes=(None, 0, 0, 0, 0, 0, 0))(theta, keys, *batch)
-        return jnp.mean(losses) - cfg.hyperprior_weight * model.log_hyperprior(model_theta(theta))
+        return task_mean(
+            task_loss, theta, batch, key
+        ) - cfg.hyperprior_weight * model.log_hyperprior(model_theta(theta))
 
     def adapt(key, state, support: Support, num_samples: int = 32):
         theta = state.theta

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpyro.distributions as dist
 import optax
 
+from bayesmeta.inference.objectives import log_mean_exp  # noqa: F401  (re-exported)
 from bayesmeta.posterior import TaskPosterior
 from bayesmeta.tasks.base import Support, TaskBatch
 
@@ -150,19 +151,6 @@ def masked_mean_count(mask: Array) -> Array:
 def clip_update(update: Array, max_abs: float | None) -> Array:
     """Element-wise clip of an inner-loop update (keeps early meta-training stable)."""
     return update if max_abs is None else jnp.clip(update, -max_abs, max_abs)
-
-
-def log_mean_exp(log_terms: Array) -> Array:
-    """``log (1/S) Σ_s exp(log_terms[s])`` over the leading (sample) axis.
-
-    How an S-sample Monte Carlo mixture scores a point: log p̂ = log (1/S) Σ_s p(y | φ_s). By
-    Jensen it is biased low, E log p̂ ≈ log p − Var[p_s] / (2 S p²), more so the wider the
-    components are spread, so training on it with few samples shrinks the predictive's spread.
-    (Nowozin's 2018 jackknife correction removes most of that bias as an estimate, but as a
-    training objective it rewards one sample dominating each point: in one 6-minute ABML run
-    on the sinusoid σ_y fell to 0.11 and the K = 1 gap rose to 0.89; docs/methods.md.)
-    """
-    return jax.nn.logsumexp(log_terms, axis=0) - jnp.log(log_terms.shape[0])
 
 
 INNER_RULES = ("gradient", "gauss-newton")

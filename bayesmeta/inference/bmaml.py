@@ -46,7 +46,6 @@ from bayesmeta.inference.base import (
     Method,
     checked_adapt,
     gradient_step,
-    log_mean_exp,
     masked_mean_count,
     model_dims,
 )
@@ -59,6 +58,7 @@ from bayesmeta.inference.config import (
     check_positive_int,
 )
 from bayesmeta.inference.heads import conjugate_head
+from bayesmeta.inference.objectives import chaser_loss, predictive_nll, task_mean
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.posterior import TaskPosterior
 from bayesmeta.tasks.base import Support, TaskBatch
@@ -284,17 +284,15 @@ def bmaml(
                 ll = jax.vmap(particle_log_lik_points, in_axes=(0, None, None, None))(
                     z, theta, x_q, y_q
                 )
-            return -jnp.mean(log_mean_exp(ll))
+            return predictive_nll(ll)
         x_all = jnp.concatenate([x_s, x_q], 0)
         y_all = jnp.concatenate([y_s, y_q], 0)
         m_all = jnp.concatenate([m_s, jnp.ones(x_q.shape[0], m_s.dtype)], 0)
-        leader = jax.lax.stop_gradient(run_svgd(theta, z, x_all, y_all, m_all, cfg.leader_steps))
-        return jnp.sum((z - leader) ** 2) / (m * dim)
+        return chaser_loss(z, run_svgd(theta, z, x_all, y_all, m_all, cfg.leader_steps))
 
     def loss_fn(theta, key, batch: TaskBatch):
         del key
-        losses = jax.vmap(task_loss, in_axes=(None, 0, 0, 0, 0, 0))(theta, *batch)
-        return jnp.mean(losses)
+        return task_mean(task_loss, theta, batch)
 
     def adapt(key, state: MetaState, support: Support, num_samples: int = m):
         theta = state.theta

@@ -34,6 +34,7 @@ from bayesmeta.inference.base import (
     model_dims,
 )
 from bayesmeta.inference.config import MethodConfig, check_positive, check_positive_int
+from bayesmeta.inference.objectives import task_mean
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.tasks.base import Support, TaskBatch
 
@@ -138,8 +139,7 @@ def maml(
 
     def loss_fn(theta, key, batch: TaskBatch):
         del key
-        losses = jax.vmap(task_loss, in_axes=(None, 0, 0, 0, 0, 0))(theta, *batch)
-        return jnp.mean(losses)
+        return task_mean(task_loss, theta, batch)
 
     def adapt(key, state, support: Support, num_samples: int = 1):
         del key

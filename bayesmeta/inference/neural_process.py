@@ -53,7 +53,6 @@ from bayesmeta.inference.base import (
     Method,
     checked_adapt,
     gradient_step,
-    log_mean_exp,
     model_dims,
 )
 from bayesmeta.inference.config import (
@@ -64,6 +63,7 @@ from bayesmeta.inference.config import (
     check_positive,
     check_positive_int,
 )
+from bayesmeta.inference.objectives import expected_nll, kl_penalised, predictive_nll, task_mean
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.nn import mlp
 from bayesmeta.posterior import TaskPosterior
@@ -361,7 +361,7 @@ def neural_process(
         if cfg.outer == "predictive":
             ws = m_c + s_c * eps
             ll = jax.vmap(log_lik_points, in_axes=(None, 0, None, None))(theta, ws, x_q, y_q)
-            return -jnp.mean(log_mean_exp(ll))
+            return predictive_nll(ll)
         x_a = jnp.concatenate([x_s, x_q], 0)
         y_a = jnp.concatenate([y_s, y_q], 0)
         m_a = jnp.concatenate([m_s, jnp.ones(n_q, m_s.dtype)], 0)
@@ -371,13 +371,12 @@ def neural_process(
         kl = dist.kl_divergence(
             dist.Normal(m_t, s_t).to_event(1), dist.Normal(m_c, s_c).to_event(1)
         )
-        return -(jnp.mean(jnp.sum(ll, 1)) - kl) / n_q
+        return kl_penalised(expected_nll(ll), kl, 1.0, n_q)
 
     task_loss = conjugate_task_loss if conjugate else mlp_task_loss
 
     def loss_fn(theta, key, batch: TaskBatch):
-        keys = jax.random.split(key, batch.num_tasks)
-        return jnp.mean(jax.vmap(task_loss, in_axes=(None, 0, 0, 0, 0, 0, 0))(theta, keys, *batch))
+        return task_mean(task_loss, theta, batch, key)
 
     def sample_last(key, theta, x, y, mask, num):
         if conjugate:

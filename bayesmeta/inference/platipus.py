@@ -62,7 +62,6 @@ from bayesmeta.inference.base import (
     clip_update,
     gauss_newton_update,
     gradient_step,
-    log_mean_exp,
     masked_mean_count,
     model_dims,
 )
@@ -74,6 +73,12 @@ from bayesmeta.inference.config import (
     check_positive_int,
 )
 from bayesmeta.inference.heads import MIXTURE_KEYS, conjugate_head, mixture_head, resample_heads
+from bayesmeta.inference.objectives import (
+    expected_nll,
+    kl_penalised,
+    predictive_nll,
+    task_mean,
+)
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.tasks.base import Support, TaskBatch
 
@@ -318,17 +323,13 @@ def platipus(
         q_dist = dist.Normal(m_q, s_q).to_event(1)  # ll: (S, Q)
         p_dist = dist.Normal(m_p, jnp.exp(model.prior_log_scale(mth)[:nb])).to_event(1)
         kl = dist.kl_divergence(q_dist, p_dist)
-        n_q = x_q.shape[0]
-        if cfg.outer in ("predictive", "sampler"):
-            fit = jnp.sum(log_mean_exp(ll))
-        else:
-            fit = jnp.mean(jnp.sum(ll, axis=1))
-        return -(fit - cfg.kl_weight * kl) / n_q
+        data = predictive_nll(ll) if cfg.outer in ("predictive", "sampler") else expected_nll(ll)
+        return kl_penalised(data, kl, cfg.kl_weight, x_q.shape[0])
 
     def loss_fn(theta, key, batch: TaskBatch):
-        keys = jax.random.split(key, batch.num_tasks)
-        losses = jax.vmap(task_loss, in_axes=(None, 0, 0, 0, 0, 0, 0))(theta, keys, *batch)
-        return jnp.mean(losses) - cfg.hyperprior_weight * model.log_hyperprior(model_theta(theta))
+        return task_mean(
+            task_loss, theta, batch, key
+        ) - cfg.hyperprior_weight * model.log_hyperprior(model_theta(theta))
 
     def sample_one(theta, key, x, y, mask, num_samples):
         m_p = shifted_mean(theta, theta["log_gamma_p"], x, y, mask)
