@@ -27,6 +27,53 @@ from jax.flatten_util import ravel_pytree
 from bayesmeta.model import HierarchicalModel
 
 
+class LinearGaussian(NamedTuple):
+    """The exact posterior of W ``(F, Dy)`` in Y = Z W + E, E ~ N(0, σ² I), whose columns are
+    a priori N(M₀_d, S₀) with one ``(F, F)`` prior covariance S₀ (a diagonal one per column is
+    a vmap over columns). In covariance form, with B = S₀ Zᵀ and A = Z S₀ Zᵀ + σ² I:
+
+        M = M₀ + B A⁻¹ (Y − Z M₀),   S = S₀ − B A⁻¹ Bᵀ,
+        log p(Y) = −½ tr[(Y − Z M₀)ᵀ A⁻¹ (Y − Z M₀)] − (Dy/2) log|A|  (+ the 2π constant).
+
+    It never inverts S₀ (a K×K Cholesky per task), so it stays well conditioned in float32
+    however small or large the prior scales are. A padded point has z = 0 and y = 0 and only
+    adds σ² to A's diagonal (and the same constant to every log evidence).
+
+    Attributes
+    ----------
+    mean : (F, Dy) posterior mean M.
+    cov : (F, F) posterior covariance S (shared by the columns).
+    log_evidence : () log p(Y) without the −(K Dy / 2) log 2π term.
+    gain : (F, K) B = S₀ Zᵀ.
+    chol : (K, K) lower Cholesky factor of A.
+    """
+
+    mean: jax.Array
+    cov: jax.Array
+    log_evidence: jax.Array
+    gain: jax.Array
+    chol: jax.Array
+
+
+def linear_gaussian(z, y, m0, s0, noise_var) -> LinearGaussian:
+    """:class:`LinearGaussian` of ``z (K, F)``, ``y (K, Dy)``, prior mean ``m0 (F, Dy)``,
+    prior covariance ``s0 (F, F)`` and noise variance σ²."""
+    b = s0 @ z.T
+    chol = jnp.linalg.cholesky(z @ b + noise_var * jnp.eye(z.shape[0], dtype=z.dtype))
+    resid = y - z @ m0
+    alpha = jax.scipy.linalg.cho_solve((chol, True), resid)
+    cov = s0 - b @ jax.scipy.linalg.cho_solve((chol, True), b.T)
+    log_ev = -0.5 * jnp.sum(resid * alpha) - y.shape[-1] * jnp.sum(jnp.log(jnp.diag(chol)))
+    return LinearGaussian(m0 + b @ alpha, 0.5 * (cov + cov.T), log_ev, b, chol)
+
+
+def pathwise_draw(post: LinearGaussian, z, y, w0, eps):
+    """An exact draw from :func:`linear_gaussian`'s posterior by pathwise conditioning
+    (perturb-and-MAP): W = W₀ + B A⁻¹ (Y − Z W₀ − E) with W₀ ~ N(M₀, S₀) and E ~ N(0, σ² I)
+    drawn by the caller (``w0 (F, Dy)``, ``eps (K, Dy)``); no square root of S is needed."""
+    return w0 + post.gain @ jax.scipy.linalg.cho_solve((post.chol, True), y - z @ w0 - eps)
+
+
 class ConjugateHead(NamedTuple):
     """Pure functions over a flat φ = (body, last layer) split at ``num_body``.
 
@@ -75,10 +122,6 @@ def conjugate_head(model: HierarchicalModel, arg: str = "head") -> ConjugateHead
         h = model.network.apply([*unravel_body(body), identity_head], x)
         return jnp.concatenate([h, jnp.ones((*h.shape[:-1], 1), h.dtype)], -1)
 
-    def gram_chol(z, v, nv):
-        """Lower Cholesky factor of A = Z diag(v) Zᵀ + σ_y² I for one output column."""
-        return jnp.linalg.cholesky((z * v) @ z.T + nv * jnp.eye(z.shape[0], dtype=z.dtype))
-
     def system(theta, body, x, mask):
         """Masked features Z, the prior mean and variance of [W; b], σ_y²."""
         z = features(body, x) * mask[:, None]
@@ -86,14 +129,15 @@ def conjugate_head(model: HierarchicalModel, arg: str = "head") -> ConjugateHead
         v0 = head_matrix(jnp.exp(2 * theta["log_sigma"][num_body:]))
         return z, m0, v0, model.noise_std(theta) ** 2
 
+    def column_posterior(z, m, v, yc, nv):
+        """:func:`linear_gaussian` of one output column under its diagonal prior."""
+        return linear_gaussian(z, yc[:, None], m[:, None], jnp.diag(v), nv)
+
     def log_marginal(theta, body, x, y, mask):
         z, m0, v0, nv = system(theta, body, x, mask)
 
         def column(m, v, yc):
-            chol = gram_chol(z, v, nv)
-            r = yc * mask - z @ m
-            alpha = jax.scipy.linalg.cho_solve((chol, True), r)
-            return -0.5 * jnp.sum(r * alpha) - jnp.sum(jnp.log(jnp.diag(chol)))
+            return column_posterior(z, m, v, yc * mask, nv).log_evidence
 
         ll = jnp.sum(jax.vmap(column, in_axes=(1, 1, 1))(m0, v0, y))
         # a padded point adds only log N(0; 0, σ_y²): remove it, and add 2π for the real ones
@@ -106,12 +150,11 @@ def conjugate_head(model: HierarchicalModel, arg: str = "head") -> ConjugateHead
         w0 = m0 + jnp.sqrt(v0) * jax.random.normal(k0, m0.shape, m0.dtype)
         y_pert = (y + jnp.sqrt(nv) * jax.random.normal(k1, y.shape, y.dtype)) * mask[:, None]
 
-        def column(w0c, v, yc):
-            chol = gram_chol(z, v, nv)
-            resid = jax.scipy.linalg.cho_solve((chol, True), yc - z @ w0c)
-            return w0c + v * (z.T @ resid)
+        def column(m, w0c, v, yc):
+            post = column_posterior(z, m, v, yc, nv)
+            return pathwise_draw(post, z, yc[:, None], w0c[:, None], 0.0)[:, 0]
 
-        w = jax.vmap(column, in_axes=(1, 1, 1), out_axes=1)(w0, v0, y_pert)
+        w = jax.vmap(column, in_axes=(1, 1, 1, 1), out_axes=1)(m0, w0, v0, y_pert)
         return ravel_pytree({"w": w[:-1], "b": w[-1]})[0]
 
     def predictive(theta, body, x, y, mask, x_new):
@@ -119,11 +162,10 @@ def conjugate_head(model: HierarchicalModel, arg: str = "head") -> ConjugateHead
         zn = features(body, x_new)
 
         def column(m, v, yc):
-            chol = gram_chol(z, v, nv)
-            alpha = jax.scipy.linalg.cho_solve((chol, True), yc * mask - z @ m)
-            cross = (z * v) @ zn.T  # Z S₀ Z_newᵀ, (K, N)
-            w = jax.scipy.linalg.solve_triangular(chol, cross, lower=True)
-            return zn @ m + cross.T @ alpha, (zn**2) @ v - jnp.sum(w**2, 0)
+            post = column_posterior(z, m, v, yc * mask, nv)
+            # the variance in data space, zₙS₀zₙᵀ − ‖L⁻¹ Z S₀ zₙᵀ‖², never forming S
+            w = jax.scipy.linalg.solve_triangular(post.chol, (zn @ post.gain).T, lower=True)
+            return zn @ post.mean[:, 0], (zn**2) @ v - jnp.sum(w**2, 0)
 
         mean, var = jax.vmap(column, in_axes=(1, 1, 1), out_axes=1)(m0, v0, y)
         return mean, jnp.maximum(var, 0.0)

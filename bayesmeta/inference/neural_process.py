@@ -63,6 +63,7 @@ from bayesmeta.inference.config import (
     check_positive,
     check_positive_int,
 )
+from bayesmeta.inference.heads import linear_gaussian, pathwise_draw
 from bayesmeta.inference.objectives import expected_nll, kl_penalised, predictive_nll, task_mean
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.nn import mlp
@@ -242,46 +243,26 @@ def neural_process(
         raw = jnp.tril(raw)
         return raw - jnp.diag(jnp.diag(raw)) + jnp.diag(jnp.exp(jnp.diag(raw)))
 
-    def _gain(theta, z, chol_raw):
-        """L₀, S₀, B = S₀Zᵀ and the Cholesky factor of A = Z S₀ Zᵀ + σ_y² I of one component.
-
-        The posterior is computed in this covariance form (a K×K solve) rather than through
-        Λ = S₀⁻¹ + ZᵀZ/σ_y²: it never inverts S₀, so it stays well conditioned in float32
-        however small or large the learned prior scales become. A masked point has z = 0 and
-        adds only σ_y² to A's diagonal, so it has no effect (and adds the same constant to
-        every component's evidence).
-        """
-        l0 = prior_factor(chol_raw)
-        s0 = l0 @ l0.T
-        b = s0 @ z.T
-        noise_var = model.noise_std(model_theta(theta)) ** 2
-        a = z @ b + noise_var * jnp.eye(z.shape[0], dtype=z.dtype)
-        return l0, s0, b, jnp.linalg.cholesky(a)
-
-    def _component(theta, z, y, m0, chol_raw):
-        """One component's posterior N(M, S) and log evidence log N(Y; Z M₀, A):
-        M = M₀ + B A⁻¹ (Y − Z M₀), S = S₀ − B A⁻¹ Bᵀ; also L₀, B and chol A for sampling."""
-        l0, s0, b, chol_a = _gain(theta, z, chol_raw)
-        resid = y - z @ m0
-        alpha = jax.scipy.linalg.cho_solve((chol_a, True), resid)
-        cov = s0 - b @ jax.scipy.linalg.cho_solve((chol_a, True), b.T)
-        log_ev = -0.5 * jnp.sum(resid * alpha) - dy * jnp.sum(jnp.log(jnp.diag(chol_a)))
-        return m0 + b @ alpha, 0.5 * (cov + cov.T), log_ev, l0, b, chol_a
-
     def _components(theta, x, y, mask):
-        """Masked Z and Y, the posterior log weights log w_c ∝ log π_c + log p_c(D), and every
-        component's (M, S, L₀, B, chol A), stacked over C."""
+        """Masked Z and Y, the posterior log weights log w_c ∝ log π_c + log p_c(D), every
+        component's L₀ and its exact posterior (:func:`~bayesmeta.inference.heads.
+        linear_gaussian`, the covariance form shared with the collapsed heads), stacked over C.
+        """
         z, ym = features(theta, x) * mask[:, None], y * mask[:, None]
-        mean, cov, log_ev, l0, b, chol_a = jax.vmap(_component, in_axes=(None, None, None, 0, 0))(
-            theta, z, ym, theta["prior_mean"], theta["prior_chol"]
-        )
-        log_w = jax.nn.log_softmax(theta["prior_logits"] + log_ev)
-        return z, ym, log_w, (mean, cov, l0, b, chol_a)
+        noise_var = model.noise_std(model_theta(theta)) ** 2
+
+        def component(m0, chol_raw):
+            l0 = prior_factor(chol_raw)
+            return l0, linear_gaussian(z, ym, m0, l0 @ l0.T, noise_var)
+
+        l0, post = jax.vmap(component)(theta["prior_mean"], theta["prior_chol"])
+        log_w = jax.nn.log_softmax(theta["prior_logits"] + post.log_evidence)
+        return z, ym, log_w, l0, post
 
     def conjugate_posterior(theta, x, y, mask) -> ConjugatePosterior:
         """The exact posterior of the last layer, Σ_c w_c N(M_c, S_c), w_c ∝ π_c p_c(D)."""
-        _, _, log_w, (mean, cov, *_) = _components(theta, x, y, mask)
-        return ConjugatePosterior(log_w, mean, cov)
+        _, _, log_w, _, post = _components(theta, x, y, mask)
+        return ConjugatePosterior(log_w, post.mean, post.cov)
 
     def flat_last(w):
         """The ``(F + 1, Dy)`` matrix [W; bᵀ] as the network's flat last layer ``(L,)``."""
@@ -305,7 +286,7 @@ def neural_process(
         """``num`` flat last layers from the posterior mixture, ``(num, L)``: a component
         c ~ Categorical(w), then pathwise conditioning W = W₀ + B A⁻¹ (Y − Z W₀ − ε) with
         W₀ ~ N(M₀_c, S₀_c), ε ~ N(0, σ_y² I): exact, and free of a square root of S."""
-        z, ym, log_w, (_, _, l0, b, chol_a) = _components(theta, x, y, mask)
+        z, ym, log_w, l0, post = _components(theta, x, y, mask)
         k_c, k_w = jax.random.split(key)
         comp = jax.random.categorical(k_c, log_w, shape=(num,))
         noise = model.noise_std(model_theta(theta))
@@ -313,9 +294,9 @@ def neural_process(
         def one(c, k):
             kw, ke = jax.random.split(k)
             w0 = theta["prior_mean"][c] + l0[c] @ jax.random.normal(kw, (num_feat + 1, dy))
-            eps = noise * jax.random.normal(ke, y.shape, z.dtype)
-            resid = (ym - z @ w0 - eps) * mask[:, None]
-            return flat_last(w0 + b[c] @ jax.scipy.linalg.cho_solve((chol_a[c], True), resid))
+            eps = noise * jax.random.normal(ke, y.shape, z.dtype) * mask[:, None]
+            post_c = jax.tree_util.tree_map(lambda a: a[c], post)
+            return flat_last(pathwise_draw(post_c, z, ym, w0, eps))
 
         return jax.vmap(one)(comp, jax.random.split(k_w, num))
 

@@ -139,3 +139,38 @@ def test_mixture_head_is_the_exact_mixture_of_conjugate_heads(key, jit):
         float(base.log_marginal(comps[1], body, x, y, mask)),
         rtol=1e-5,
     )
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_linear_gaussian_is_the_exact_posterior_with_a_full_prior_covariance(key, jit):
+    # the covariance form shared by the collapsed heads and the neural process's encoder,
+    # against the precision form in float64: Λ = S₀⁻¹ + ZᵀZ/σ², M = Λ⁻¹(S₀⁻¹M₀ + ZᵀY/σ²)
+    from scipy import stats
+
+    from bayesmeta.inference.heads import linear_gaussian, pathwise_draw
+
+    rng = np.random.default_rng(1)
+    k, f, dy, nv = 4, 3, 2, 0.3
+    z, y = rng.normal(size=(k, f)), rng.normal(size=(k, dy))
+    m0 = rng.normal(size=(f, dy))
+    l0 = np.tril(rng.normal(size=(f, f))) + 2 * np.eye(f)
+    s0 = l0 @ l0.T
+    fn = jax.jit(linear_gaussian) if jit else linear_gaussian
+    post = fn(*(jnp.asarray(a, jnp.float32) for a in (z, y, m0, s0)), nv)
+    prec = np.linalg.inv(s0) + z.T @ z / nv
+    cov = np.linalg.inv(prec)
+    mean = cov @ (np.linalg.solve(s0, m0) + z.T @ y / nv)
+    np.testing.assert_allclose(post.mean, mean, atol=2e-4)
+    np.testing.assert_allclose(post.cov, cov, atol=2e-4)
+    marginal = stats.multivariate_normal(np.zeros(k), z @ s0 @ z.T + nv * np.eye(k))
+    want = sum(marginal.logpdf(y[:, d] - z @ m0[:, d]) for d in range(dy))
+    np.testing.assert_allclose(post.log_evidence - dy * k / 2 * np.log(2 * np.pi), want, rtol=1e-4)
+    # pathwise draws have the posterior's moments
+    n = N_SAMPLES
+    k0, k1 = jax.random.split(key)
+    w0 = jnp.asarray(m0) + jnp.einsum("fg,ngd->nfd", l0, jax.random.normal(k0, (n, f, dy)))
+    eps = np.sqrt(nv) * jax.random.normal(k1, (n, k, dy))
+    zj, yj = jnp.asarray(z, jnp.float32), jnp.asarray(y, jnp.float32)
+    draws = jax.vmap(lambda a, e: pathwise_draw(post, zj, yj, a, e))(w0, eps)
+    np.testing.assert_allclose(draws.mean(0), mean, atol=4 * np.sqrt(np.diag(cov).max() / n) + 1e-3)
+    np.testing.assert_allclose(np.cov(np.asarray(draws[:, :, 0]).T), cov, atol=0.02)
