@@ -1,0 +1,207 @@
+"""The result tables of README.md and docs/, generated from the JSON under benchmarks/results.
+
+A generated table sits between two markers in a markdown file::
+
+    <!-- table: core_sinusoid -->
+    ... (written by this module; never edit by hand) ...
+    <!-- /table -->
+
+``python -m bayesmeta.tables`` rewrites every marked block from the result files it names;
+``python -m bayesmeta.tables --check`` changes nothing and exits 1, naming the stale blocks,
+when a committed table differs from what the generator makes of the committed JSON (a test runs
+it, so a hand-edited table or a results file rerun without regenerating fails CI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+#: The markdown files that may hold generated tables.
+DOCUMENTS = ("README.md", "docs/results.md", "docs/benchmarks.md")
+
+_BLOCK = re.compile(r"(<!-- table: ([\w-]+) -->\n)(.*?)(<!-- /table -->)", re.DOTALL)
+
+
+class Table(NamedTuple):
+    """A generated table: the result files it reads and how it renders them."""
+
+    sources: tuple[str, ...]
+    render: Callable[..., str]
+
+
+def _load(name: str, root: Path) -> Any:
+    return json.loads((root / name).read_text())
+
+
+def _f(value: Any, spec: str, missing: str = "–") -> str:
+    return missing if value is None else format(value, spec).replace("-", "−")
+
+
+# -- renderers ----------------------------------------------------------------------------
+def core_table(result: dict) -> str:
+    """The per-K table of a core benchmark (``benchmarks/core_table.py``): NLL, the exact
+    reference's NLL, the gap, MSE, coverage, calibration error and training seconds."""
+    lines = [
+        "| method | K | nll | oracle_nll | gap | mse | cov50 | cov90 | cal_err | train_s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    seconds = result.get("train_seconds", {})
+    for r in sorted(result["rows"], key=lambda r: r["k"]):
+        train = r.get("train_s", seconds.get(r["method"]))
+        lines.append(
+            f"| {r['method']} | {r['k']} | {r['nll']:.4f} | {r['oracle_nll']:.4f} | "
+            f"{r['gap']:+.4f} | {r['mse']:.4g} | {r['coverage']['0.5']:.3f} | "
+            f"{r['coverage']['0.9']:.3f} | {r['calibration_error']:.4f} | "
+            f"{'-' if r['method'] == 'reference' or train is None else f'{train:.1f}'} |"
+        )
+    made = ", ".join(
+        f"{k} {result[k]}" for k in ("date", "commit", "machine") if result.get(k) is not None
+    )
+    lines += [
+        "",
+        f"{result['n_tasks']} held-out tasks, {result['samples']} posterior samples; training "
+        f"steps {result.get('steps')}; made: {made}."
+        + (f" Note: {result['note']}" if result.get("note") else ""),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+#: Columns of the calibration summary: (header, family, K, metric) — sources below.
+CALIBRATION_COLUMNS = (
+    ("sinusoid gap K=5", "sinusoid", 5, "gap"),
+    ("sine-or-line gap K=5", "sine_line", 5, "gap"),
+    ("circles gap K=1", "circles", 1, "gap"),
+    ("glyphs 1-shot acc / ECE", "glyphs", 1, ("accuracy", "ece")),
+    ("nlschools NLL K=5", "nlschools", 5, "nll"),
+    ("cigar NLL K=5", "cigar", 5, "nll"),
+)
+#: Footnote marks of the README's calibration summary (explained in the text beside it).
+CALIBRATION_MARKS = {"abml": "†", "platipus": "‡", "neural-process": "*"}
+
+
+def calibration_summary(main: list, neural_process: list, grouped: list) -> str:
+    """Every method's headline number per family at the ``small`` budget, the mean over the
+    seeds: the neural process's row from its own rerun, nlschools and Cigar from the grouped
+    rerun (the data path's three-way split), the rest from the main calibration run."""
+    methods = ("reference", "maml", "emaml", "bmaml", "abml", "platipus", "neural-process")
+
+    def mean(rows, family, method, k, metric):
+        vals = [
+            r[metric]
+            for r in rows
+            if (r["family"], r["method"], r["k"]) == (family, method, k)
+            and r.get(metric) is not None
+        ]
+        return statistics.fmean(vals) if vals else None
+
+    head = "| method | " + " | ".join(c[0] for c in CALIBRATION_COLUMNS) + " |"
+    lines = [head, "|---|" + "---:|" * len(CALIBRATION_COLUMNS)]
+    for m in methods:
+        cells = []
+        for _, family, k, metric in CALIBRATION_COLUMNS:
+            rows = grouped if family in ("nlschools", "cigar") else main
+            rows = neural_process if m == "neural-process" and rows is main else rows
+            if isinstance(metric, tuple):
+                cells.append(" / ".join(_f(mean(rows, family, m, k, x), ".2f") for x in metric))
+            else:
+                cells.append(_f(mean(rows, family, m, k, metric), ".2f"))
+        lines.append(f"| {m}{CALIBRATION_MARKS.get(m, '')} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def speed_table(result: dict) -> str:
+    """MAML meta-steps per second against its peers (``benchmarks/speed.py``)."""
+    lines = [
+        "| implementation | meta-steps/s | ms/step | compile s |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, r in result["implementations"].items():
+        if "config" in r:  # a copy of the fastest configuration of a peer, not a run of its own
+            continue
+        lines.append(
+            f"| {name} | {r['steps_per_s']:.0f} | {r['ms_per_step']:.3f} | {r['compile_s']:.2f} |"
+        )
+    machine = result.get("machine", {})
+    lines += [
+        "",
+        f"Ratios: {result['ratio_vs_fused_jax']:.2f}× a hand-fused JAX loop, "
+        f"{result['ratio_vs_torch_func']:.1f}× torch.func, {result['ratio_vs_torch_loop']:.0f}× "
+        f"a per-task autograd loop, {result['ratio_vs_higher']:.0f}× `higher`; made "
+        f"{machine.get('date', '?')} on {machine.get('cpu_count', '?')} CPU cores "
+        f"(jax {machine.get('jax', '?')}).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+#: Every generated table, by the name its markers use.
+TABLES: dict[str, Table] = {
+    "core_sinusoid": Table(("core_sinusoid_default.json",), core_table),
+    "core_sine_line": Table(("core_sine_line_default.json",), core_table),
+    "core_sinusoid_neural_process": Table(("core_sinusoid_neural_process.json",), core_table),
+    "calibration_summary": Table(
+        (
+            "calibration.json",
+            "calibration_neural_process.json",
+            "calibration_grouped.json",
+        ),
+        calibration_summary,
+    ),
+    "speed": Table(("speed.json",), speed_table),
+}
+
+
+def render(name: str, results: Path = RESULTS) -> str:
+    """The markdown of table ``name`` from the result files under ``results``."""
+    if name not in TABLES:
+        raise ValueError(f"table: expected one of {sorted(TABLES)}, got {name!r}")
+    table = TABLES[name]
+    return table.render(*(_load(s, results) for s in table.sources))
+
+
+def update(text: str, results: Path = RESULTS) -> tuple[str, list[str]]:
+    """``text`` with every marked table regenerated, and the names of those that changed."""
+    changed: list[str] = []
+
+    def sub(m: re.Match) -> str:
+        new = render(m.group(2), results)
+        if new != m.group(3):
+            changed.append(m.group(2))
+        return m.group(1) + new + m.group(4)
+
+    return _BLOCK.sub(sub, text), changed
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Regenerate the result tables of the docs.")
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 if stale")
+    p.add_argument("--root", type=Path, default=ROOT)
+    args = p.parse_args(argv)
+    stale = []
+    for doc in DOCUMENTS:
+        path = args.root / doc
+        if not path.is_file():
+            continue
+        text = path.read_text()
+        new, changed = update(text, args.root / "benchmarks" / "results")
+        stale += [f"{doc}: {name}" for name in changed]
+        if changed and not args.check:
+            path.write_text(new)
+    if stale:
+        verb = "stale (run `python -m bayesmeta.tables`)" if args.check else "regenerated"
+        print(f"tables {verb}: " + "; ".join(stale))
+        return 1 if args.check else 0
+    print("tables: every generated table matches its results file")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""Generated result tables: the committed ones match their JSON, and a hand edit is caught."""
+
+import shutil
+
+import pytest
+
+from bayesmeta import tables
+
+
+def test_every_committed_table_matches_what_the_generator_makes_of_its_json(capsys):
+    assert tables.main(["--check"]) == 0, capsys.readouterr().out
+
+
+def test_a_hand_edited_table_or_a_rerun_without_regenerating_fails_the_check(tmp_path):
+    (tmp_path / "docs").mkdir()
+    shutil.copytree(tables.RESULTS, tmp_path / "benchmarks" / "results")
+    readme = (tables.ROOT / "README.md").read_text()
+    marked = readme.index("<!-- table: core_sinusoid -->")
+    row = readme.index("| maml | 1 |", marked)
+    edited = readme[:row] + readme[row:].replace("| maml | 1 | 2.4525", "| maml | 1 | 2.0000", 1)
+    assert edited != readme
+    (tmp_path / "README.md").write_text(edited)
+    assert tables.main(["--check", "--root", str(tmp_path)]) == 1
+    assert (tmp_path / "README.md").read_text() == edited  # --check changes nothing
+    assert tables.main(["--root", str(tmp_path)]) == 0  # regenerating restores it
+    assert tables.main(["--check", "--root", str(tmp_path)]) == 0
+    assert (tmp_path / "README.md").read_text() == readme
+
+
+def test_renderers_read_the_rows_they_are_given():
+    row = {"method": "maml", "k": 5, "nll": 1.0, "oracle_nll": 0.5, "gap": 0.5, "mse": 0.25,
+           "coverage": {"0.5": 0.5, "0.9": 0.9}, "calibration_error": 0.01}  # fmt: skip
+    text = tables.core_table({"rows": [row], "n_tasks": 3, "samples": 7, "train_seconds":
+                              {"maml": 12.0}, "steps": {"maml": 10}})  # fmt: skip
+    assert "| maml | 5 | 1.0000 | 0.5000 | +0.5000 | 0.25 | 0.500 | 0.900 | 0.0100 | 12.0 |" in text
+    cal = [{"family": "sinusoid", "method": "maml", "k": 5, "gap": g} for g in (0.2, 0.4)]
+    assert "| maml | 0.30 |" in tables.calibration_summary(cal, [], [])
+    with pytest.raises(ValueError, match="table: expected one of"):
+        tables.render("no_such_table")
