@@ -13,7 +13,10 @@ def test_every_committed_table_matches_what_the_generator_makes_of_its_json(caps
 
 def test_a_hand_edited_table_or_a_rerun_without_regenerating_fails_the_check(tmp_path):
     (tmp_path / "docs").mkdir()
-    shutil.copytree(tables.RESULTS, tmp_path / "benchmarks" / "results")
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    for name in {s for t in tables.TABLES.values() for s in t.sources}:
+        shutil.copy(tables.RESULTS / name, results / name)
     readme = (tables.ROOT / "README.md").read_text()
     marked = readme.index("<!-- table: core_sinusoid -->")
     row = readme.index("| maml | 1 |", marked)
