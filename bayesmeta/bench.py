@@ -54,7 +54,10 @@ class Budget:
     """How long each method trains and how much is evaluated.
 
     ``seconds`` caps each training run (None: the recipe's step count, or the model file's
-    ``full`` budget); ``recipe_budget`` names the model file's budget whose steps are used.
+    ``full`` budget); ``recipe_budget`` names the model file's budget whose steps are used;
+    ``steps`` (``family -> method -> steps``, ``"*"`` for every method) replaces the recipe's
+    step count and the length of its learning-rate schedule, so the same seed gives the same
+    row on any machine.
     """
 
     seconds: float | None
@@ -64,6 +67,7 @@ class Budget:
     recipe_budget: str = "default"
     chunk_size: int | None = None
     overrides: dict = field(default_factory=dict)
+    steps: dict[str, dict[str, int]] | None = None
 
 
 FAMILIES: dict[str, Family] = {
@@ -77,9 +81,32 @@ FAMILIES: dict[str, Family] = {
     "cigar": Family("cigar", (5, 10), num_query=15),
 }
 METHODS: tuple[str, ...] = bench_methods()
+#: The ``standard`` budget's training steps per family and method: about 100 s of training per
+#: run on 2 CPU cores at the step times of the recipes (the grouped data sets keep their
+#: recipe's fixed step count, past which they overfit).
+STANDARD_STEPS: dict[str, dict[str, int]] = {
+    "sinusoid": {"maml": 50_000, "emaml": 10_000, "bmaml": 3_000, "abml": 2_500,
+                 "platipus": 25_000, "neural-process": 100_000},
+    "sine_line": {"maml": 50_000, "emaml": 10_000, "bmaml": 3_000, "abml": 2_500,
+                  "platipus": 25_000, "neural-process": 100_000},
+    "circles": {"maml": 30_000, "emaml": 6_000, "bmaml": 2_000, "abml": 2_000,
+                "platipus": 15_000, "neural-process": 50_000},
+    "glyphs": {"maml": 1_000, "emaml": 800, "bmaml": 800, "abml": 2_500, "platipus": 2_000,
+               "neural-process": 6_000},
+}  # fmt: skip
 BUDGETS: dict[str, Budget] = {
     # the whole suite in under 30 minutes on 2 CPU cores
     "small": Budget(seconds=6.0, seeds=(0, 1), num_tasks=60, num_samples=100, chunk_size=20),
+    # step counts, not seconds: the same rows on any machine; 3 seeds; sized from measured
+    # step times so that the whole grid takes about 4 hours of 2-core time (shard it with
+    # --shard I/N and join the shards with `bayesmeta bench merge`)
+    "standard": Budget(
+        seconds=None,
+        seeds=(0, 1, 2),
+        num_tasks=200,
+        num_samples=100,
+        steps=STANDARD_STEPS,
+    ),
     # the papers' step counts (each model file's ``full`` budget), five seeds
     "full": Budget(
         seconds=None, seeds=(0, 1, 2, 3, 4), num_tasks=500, num_samples=500, recipe_budget="full"
@@ -177,6 +204,31 @@ def export_inference_data(post, tasks: dict, path: Path, key: jax.Array, max_tas
     return path
 
 
+def units(
+    families: Sequence[str], methods: Sequence[str], seeds: Sequence[int]
+) -> list[tuple[str, str, int]]:
+    """The benchmark grid as ``(family, method, seed)`` training runs, in a fixed order that
+    every shard agrees on."""
+    return [(f, m, s) for f in families for m in methods for s in seeds]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N`` (a clear error otherwise)."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"shard: expected I/N, e.g. 0/4, got {text!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"shard: expected 0 <= I < N, got {text!r}")
+    return i, n
+
+
+def _done(rows: Sequence[dict]) -> set[tuple[str, str, int]]:
+    """The units that have rows: finished, or diverged (its error is the row; the same seed and
+    steps would diverge again)."""
+    return {(r["family"], r["method"], r["seed"]) for r in rows if r["method"] != "reference"}
+
+
 def run_calibration(
     budget: str | Budget = "small",
     out: str | os.PathLike | None = None,
@@ -188,26 +240,46 @@ def run_calibration(
     log: Callable[[str], None] | None = print,
     figures: bool = True,
     export_dir: str | os.PathLike | None = None,
+    shard: tuple[int, int] = (0, 1),
+    resume: bool = True,
+    command: str | None = None,
 ) -> list[dict]:
     """Run the benchmark; return its rows and, with ``out``, write ``calibration.json``,
     ``calibration.md`` and the figures there.
 
+    The grid is a list of training runs, ``(family, method, seed)`` (:func:`units`). Each
+    finished run's rows are written at once, and with ``resume`` a rerun into the same ``out``
+    skips the runs whose rows are there, so a long suite may be stopped and continued.
+    ``shard=(I, N)`` runs every N-th run from the I-th, so N machines (a job array) share the
+    grid; :func:`merge` joins their folders. Every row records its provenance: commit,
+    command, budget, steps, training and compile seconds, posterior samples, seed, machine.
+
     Parameters
     ----------
-    budget : {"small", "full"} or Budget
+    budget : {"small", "standard", "full"} or Budget
     out : path, optional
         Results folder.
     families, methods, seeds : optional subsets (default: all of :data:`FAMILIES`,
         :data:`METHODS`, the budget's seeds).
     seconds : float, optional
-        Override the budget's training seconds per run.
+        A wall-clock cap per training run (recorded in each row as ``max_seconds``).
     export_dir : path, optional
         Where the ArviZ ``.nc`` files of the seed-0 posteriors go (default ``out/posteriors``).
+    shard : (int, int)
+        ``(I, N)``: this process's share of the grid.
+    resume : bool
+        Keep the rows already in ``out/calibration.json`` and skip their runs.
+    command : str, optional
+        The command line recorded in each row (default: this process's ``sys.argv``).
     """
+    import platform
+    import sys
+
     from bayesmeta.evaluate import evaluate
     from bayesmeta.inference.train import DivergenceError, make_chunk_runner, train
     from bayesmeta.zoo import METHOD_NAMES, load_model_spec
 
+    budget_name = budget if isinstance(budget, str) else _budget_name(budget)
     if isinstance(budget, str):
         if budget not in BUDGETS:
             raise ValueError(f"budget: expected one of {list(BUDGETS)}, got {budget!r}")
@@ -226,34 +298,68 @@ def run_calibration(
     secs = seconds if seconds is not None else budget.seconds
     if secs is not None and not secs > 0:
         raise ValueError(f"seconds: expected > 0, got {secs}")
+    i_shard, n_shard = shard
+    if not (n_shard >= 1 and 0 <= i_shard < n_shard):
+        raise ValueError(f"shard: expected 0 <= I < N, got {i_shard}/{n_shard}")
     say = log or (lambda s: None)
     out_dir = Path(out) if out is not None else None
     exp_dir = Path(export_dir) if export_dir else (out_dir / "posteriors" if out_dir else None)
     rows: list[dict] = []
+    if resume and out_dir is not None and (out_dir / "calibration.json").is_file():
+        rows = json.loads((out_dir / "calibration.json").read_text())
+    done = _done(rows)
+    mine = set(units(fams, meths, seeds)[i_shard::n_shard]) - done
+    provenance = {
+        "commit": git_commit(),
+        "command": command if command is not None else " ".join(sys.argv),
+        "budget": budget_name,
+        "max_seconds": secs,
+        "samples": budget.num_samples,
+        "machine": f"{platform.machine()} {jax.default_backend()}, {os.cpu_count()} cores",
+    }
     t_start = time.perf_counter()
     for fname in fams:
         fam = FAMILIES[fname]
+        todo = [(m, s) for m in meths for s in seeds if (fname, m, s) in mine]
+        if not todo:
+            continue
         spec = load_model_spec(fam.model)
+        run_seeds = sorted({s for _, s in todo})
         tasks = {
             (s, k): _held_out(spec, k, s, budget.num_tasks, fam.num_query)
-            for s in seeds
+            for s in run_seeds
             for k in fam.ks
         }
         size = max(v["x_support"].shape[1] for v in tasks.values())
         posts: dict[tuple[str, int, int], Any] = {}
         has_ref = spec.family.reference_grid is not None or spec.family.gaussian_prior is not None
+        ref_nll: dict[tuple[int, int], float] = {}
         if has_ref:
             ref, _ = spec.build("reference")
             for (s, k), ts in tasks.items():
                 post = ref.adapt(jax.random.PRNGKey(s), None, padded_support(ts, size), 1)
                 rep = evaluate(post, ts["x_query"], ts["y_query"])
-                rows.append({**_row(fname, "reference", k, s, rep), "train_seconds": 0.0})
-                rows[-1].update(oracle_nll=rep["nll"], gap=0.0, steps=0)
+                ref_nll[(s, k)] = rep["nll"]
                 posts[("reference", s, k)] = post
+                if any(
+                    (r["family"], r["method"], r["k"], r["seed"]) == (fname, "reference", k, s)
+                    for r in rows
+                ):
+                    continue
+                rows.append({**_row(fname, "reference", k, s, rep), "train_seconds": 0.0})
+                rows[-1].update(oracle_nll=rep["nll"], gap=0.0, steps=0, **provenance)
         for mname in meths:
+            m_seeds = [s for m, s in todo if m == mname]
+            if not m_seeds:
+                continue
             overrides = {"max_seconds": secs, **budget.overrides}
             if budget.chunk_size:
                 overrides["chunk_size"] = budget.chunk_size
+            if budget.steps is not None:
+                table = budget.steps.get(fname, {})
+                n_steps = table.get(mname, table.get("*"))
+                if n_steps is not None:
+                    overrides.update(steps=n_steps, lr_decay_steps=n_steps)
             method, cfg = spec.build(mname, budget.recipe_budget, **overrides)
             sampler = spec.sampler(cfg["meta_batch"], cfg["num_query"], cfg["k_power"])
             # compile once, outside the timed budget (the runner is cached for every seed)
@@ -262,7 +368,7 @@ def run_calibration(
             warm = make_chunk_runner(method, sampler, chunk)
             jax.block_until_ready(warm(method.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(0)))
             compile_s = time.perf_counter() - t0
-            for s in seeds:
+            for s in m_seeds:
                 k_init, k_train = jax.random.split(jax.random.PRNGKey(s))
                 try:
                     res = train(
@@ -280,10 +386,11 @@ def run_calibration(
                     say(f"{fname}/{mname}/seed{s}: {err}")
                     for k in fam.ks:
                         rows.append(
-                            {"family": fname, "method": mname, "k": k, "seed": s, "nll": None}
-                        )
-                        rows[-1]["error"] = str(err)
+                            {"family": fname, "method": mname, "k": k, "seed": s, "nll": None,
+                             "error": str(err), **provenance}
+                        )  # fmt: skip
                     continue
+                new_rows = []
                 for k in fam.ks:
                     ts = tasks[(s, k)]
                     key = jax.random.PRNGKey(1000 + s)
@@ -295,29 +402,23 @@ def run_calibration(
                         train_seconds=res.seconds,
                         compile_seconds=compile_s,
                         steps=int(res.state.step),
+                        **provenance,
                     )
+                    row["samples"] = n_s
                     if has_ref:
-                        ref_nll = next(
-                            r["nll"]
-                            for r in rows
-                            if r["family"] == fname
-                            and r["method"] == "reference"
-                            and r["k"] == k
-                            and r["seed"] == s
-                        )
-                        row.update(oracle_nll=ref_nll, gap=row["nll"] - ref_nll)
-                    rows.append(row)
+                        ref_k = ref_nll[(s, k)]
+                        row.update(oracle_nll=ref_k, gap=row["nll"] - ref_k)
+                    new_rows.append(row)
                     if s == seeds[0]:
                         posts[(mname, s, k)] = post
+                rows += new_rows
                 say(
                     f"{fname:10s} {mname:15s} seed {s}: {int(res.state.step):6d} steps "
                     f"{res.seconds:6.1f} s  "
-                    + "  ".join(
-                        f"K={r['k']} nll {r['nll']:.3f}"
-                        for r in rows[-len(fam.ks) :]
-                        if r.get("nll") is not None
-                    )
+                    + "  ".join(f"K={r['k']} nll {r['nll']:.3f}" for r in new_rows)
                 )
+                if out_dir is not None:  # each finished run at once: a stopped suite resumes
+                    write_results(rows, out_dir, budget_name=budget_name, elapsed=None)
         if exp_dir is not None:
             for (mname, s, k), post in posts.items():
                 if s == seeds[0] and k == fam.ks[0]:
@@ -327,17 +428,44 @@ def run_calibration(
                         exp_dir / f"{fname}_{mname}_k{k}.nc",
                         jax.random.PRNGKey(7),
                     )
-        if out_dir is not None and figures:
+        if out_dir is not None and figures and seeds[0] in run_seeds:
             try:
                 _figures(fname, spec, fam, posts, tasks, seeds[0], out_dir)
             except Exception as err:  # a figure must never cost the rows already computed
                 say(f"{fname}: figures skipped ({type(err).__name__}: {str(err)[:200]})")
-        if out_dir is not None:  # rows so far, so that an interrupted suite keeps them
-            write_results(rows, out_dir, budget_name=_budget_name(budget), elapsed=None)
     elapsed = time.perf_counter() - t_start
     say(f"calibration suite: {len(rows)} rows in {elapsed / 60:.1f} min")
     if out_dir is not None:
-        write_results(rows, out_dir, budget_name=_budget_name(budget), elapsed=elapsed)
+        write_results(rows, out_dir, budget_name=budget_name, elapsed=elapsed)
+    return rows
+
+
+def merge(shards: Sequence[str | os.PathLike], out: str | os.PathLike) -> list[dict]:
+    """Join the ``calibration.json`` of several shard folders into ``out`` (rows keyed by
+    family, method, K and seed; the reference rows every shard computed are kept once, and a
+    key that two shards give different numbers is an error)."""
+    merged: dict[tuple, dict] = {}
+    budgets = set()
+    for folder in shards:
+        path = Path(folder) / "calibration.json"
+        if not path.is_file():
+            raise ValueError(f"shards: no calibration.json in {str(folder)!r}")
+        for r in json.loads(path.read_text()):
+            key = (r["family"], r["method"], r["k"], r["seed"])
+            budgets.add(r.get("budget"))
+            old = merged.get(key)
+            if old is not None and old.get("nll") is not None and r.get("nll") is not None:
+                if not math.isclose(old["nll"], r["nll"], rel_tol=1e-9, abs_tol=1e-12):
+                    raise ValueError(
+                        f"shards: {key} differs between shards ({old['nll']} vs {r['nll']}); "
+                        "were they run from the same commit and budget?"
+                    )
+                continue
+            if old is None or old.get("nll") is None:
+                merged[key] = r
+    rows = sorted(merged.values(), key=lambda r: (r["family"], r["method"], r["seed"], r["k"]))
+    names = sorted(b for b in budgets if b)
+    write_results(rows, out, budget_name="+".join(names) or "?", elapsed=None)
     return rows
 
 
@@ -539,7 +667,10 @@ __all__ = [
     "Family",
     "export_inference_data",
     "markdown",
+    "merge",
+    "parse_shard",
     "run_calibration",
     "summarise",
+    "units",
     "write_results",
 ]

@@ -1214,12 +1214,30 @@ def build_parser() -> argparse.ArgumentParser:
     from bayesmeta.bench import FAMILIES, METHODS
 
     b = sub.add_parser("bench", help="benchmark suites (calibration of every method and family)")
-    b.add_argument("suite", choices=["calibration"], help="the suite to run")
+    b.add_argument(
+        "suite",
+        choices=["calibration", "merge"],
+        help="calibration: run the suite (or this shard of it); merge: join shard folders",
+    )
+    b.add_argument("shards", nargs="*", metavar="SHARD_DIR", help="merge: the shards' --out")
     b.add_argument(
         "--budget",
         choices=list(BENCH_BUDGETS),
         default="small",
-        help="small: the whole suite in under 30 minutes on 2 CPU cores; full: the papers' steps",
+        help="small: 6 s per run, a smoke test (under 30 minutes on 2 CPU cores); standard: "
+        "step counts, 3 seeds, about 4 hours of 2-core time (shard it); full: the papers' steps",
+    )
+    b.add_argument(
+        "--shard",
+        default="0/1",
+        metavar="I/N",
+        help="run every N-th training run from the I-th (a job array's share); join the "
+        "shards' folders with `bayesmeta bench merge DIR... --out DIR`",
+    )
+    b.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="recompute the runs whose rows are already in --out (default: skip them)",
     )
     b.add_argument("--families", nargs="+", choices=list(FAMILIES), default=None)
     b.add_argument("--methods", nargs="+", choices=list(METHODS), default=None)
@@ -1342,19 +1360,35 @@ def main(argv: list[str] | None = None) -> int:
                 quiet=args.quiet,
             )
         elif args.command == "bench":
-            from bayesmeta.bench import run_calibration
+            from bayesmeta.bench import merge, parse_shard, run_calibration
 
             _check_out_dir(args.out)
-            rows = run_calibration(
-                args.budget,
-                out=args.out,
-                families=args.families,
-                methods=args.methods,
-                seeds=args.seeds,
-                seconds=args.seconds,
-                progress=False if args.quiet else None,
-                log=None if args.quiet else print,
-            )
+            if args.suite == "merge":
+                if not args.shards:
+                    raise UsageError("SHARD_DIR: bench merge needs at least one shard folder")
+                rows = merge(args.shards, args.out)
+            else:
+                if args.shards:
+                    raise UsageError(
+                        f"SHARD_DIR: only bench merge takes folders, got {args.shards}"
+                    )
+                try:
+                    shard = parse_shard(args.shard)
+                except ValueError as err:
+                    raise UsageError(f"--{err}") from None
+                rows = run_calibration(
+                    args.budget,
+                    out=args.out,
+                    families=args.families,
+                    methods=args.methods,
+                    seeds=args.seeds,
+                    seconds=args.seconds,
+                    progress=False if args.quiet else None,
+                    log=None if args.quiet else print,
+                    shard=shard,
+                    resume=not args.no_resume,
+                    command="bayesmeta " + " ".join(sys.argv[1:] if argv is None else argv),
+                )
             print(f"{len(rows)} rows -> {Path(args.out) / 'calibration.json'}, calibration.md")
     except DivergenceError as err:
         print(f"bayesmeta: error: {err}", file=sys.stderr)

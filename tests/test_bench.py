@@ -108,3 +108,60 @@ def test_bad_arguments_are_named():
         run_calibration(TINY, methods=["reference"])
     with pytest.raises(ValueError, match="seconds: expected > 0"):
         run_calibration(TINY, seconds=0)
+
+
+STEPS = Budget(seconds=None, seeds=(0, 1), num_tasks=4, num_samples=5, chunk_size=5,
+               steps={"sinusoid": {"*": 10}})  # fmt: skip
+
+
+@pytest.mark.slow  # three tiny step-based runs of the grid
+def test_shards_merge_to_the_whole_grid_and_a_rerun_resumes(tmp_path):
+    mp = pytest.MonkeyPatch()
+    mp.setitem(bench.FAMILIES, "sinusoid", Family("sinusoid", (5,)))
+    kw = dict(families=["sinusoid"], methods=["maml", "emaml"], log=None, figures=False)
+    try:
+        whole = run_calibration(STEPS, out=tmp_path / "whole", command="test", **kw)
+        for i in range(2):
+            run_calibration(STEPS, out=tmp_path / f"s{i}", shard=(i, 2), command="test", **kw)
+        # a rerun of a finished shard trains nothing and keeps its rows
+        lines: list[str] = []
+        again = run_calibration(
+            STEPS, out=tmp_path / "s0", shard=(0, 2), command="test", **{**kw, "log": lines.append}
+        )
+    finally:
+        mp.undo()
+    assert not [line for line in lines if "steps" in line and "seed" in line]
+    s0 = json.loads((tmp_path / "s0" / "calibration.json").read_text())
+    assert again == s0
+    assert {(r["method"], r["seed"]) for r in s0 if r["method"] != "reference"} == {
+        ("maml", 0),
+        ("emaml", 0),
+    }  # units (maml, 0), (maml, 1), (emaml, 0), (emaml, 1): shard 0 of 2 takes the even ones
+    merged = bench.merge([tmp_path / "s0", tmp_path / "s1"], tmp_path / "merged")
+    key = lambda r: (r["family"], r["method"], r["k"], r["seed"])  # noqa: E731
+    # step-based: the same seed and steps give the same numbers in any process
+    assert {key(r): r["nll"] for r in merged} == {key(r): r["nll"] for r in whole}
+    for r in merged:  # provenance in every row
+        assert {"commit", "command", "budget", "samples", "machine", "max_seconds"} <= set(r)
+        if r["method"] != "reference":
+            assert r["steps"] == 10 and r["train_seconds"] > 0 and r["compile_seconds"] > 0
+    assert json.loads((tmp_path / "merged" / "calibration.json").read_text()) == merged
+
+
+def test_shard_and_merge_arguments_are_named(tmp_path):
+    with pytest.raises(ValueError, match="shard: expected I/N"):
+        bench.parse_shard("2")
+    with pytest.raises(ValueError, match="shard: expected 0 <= I < N"):
+        bench.parse_shard("3/3")
+    with pytest.raises(ValueError, match="shards: no calibration.json"):
+        bench.merge([tmp_path], tmp_path / "out")
+    assert bench.units(["a"], ["m", "n"], [0, 1])[1::2] == [("a", "m", 1), ("a", "n", 1)]
+
+
+def test_bench_cli_refuses_bad_shards_and_an_empty_merge(tmp_path, capsys):
+    from bayesmeta.cli import main
+
+    assert main(["bench", "merge", "--out", str(tmp_path / "m")]) == 2
+    assert "bench merge needs at least one shard folder" in capsys.readouterr().err
+    assert main(["bench", "calibration", "--shard", "3/2", "--out", str(tmp_path / "c")]) == 2
+    assert "--shard: expected 0 <= I < N" in capsys.readouterr().err
