@@ -197,10 +197,10 @@ def export_inference_data(post, tasks: dict, path: Path, key: jax.Array, max_tas
         constant_data=xr.Dataset({"x": (("task", "point", "dx"), np.asarray(x))}, coords=coords),
     )
     idata.posterior_predictive.attrs["method"] = str(post.method)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    idata.to_netcdf(str(tmp))
-    os.replace(tmp, path)
+    from bayesmeta.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        idata.to_netcdf(str(tmp))
     return path
 
 
@@ -634,15 +634,14 @@ def markdown(rows: Sequence[dict]) -> str:
 
 def write_results(rows: Sequence[dict], out_dir: str | os.PathLike, **meta) -> None:
     """Write ``calibration.json`` (the rows) and ``calibration.md`` atomically."""
+    from bayesmeta.atomic import write_text
+
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     for name, text in (
         ("calibration.json", json.dumps(list(rows), indent=1, default=float)),
         ("calibration.md", _md_header(meta) + markdown(rows)),
     ):
-        tmp = out_dir / (name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, out_dir / name)
+        write_text(out_dir / name, text)
 
 
 def _md_header(meta: dict) -> str:

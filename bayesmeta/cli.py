@@ -12,10 +12,10 @@ import json
 import numbers
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any
+
+from bayesmeta.atomic import save_npz, write_text
 
 CLI_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, FileNotFoundError)
 SEED_LIMIT = 2**32  # jax.random.PRNGKey folds larger seeds onto others
@@ -86,24 +86,6 @@ def _positive(kind: str):
         return val
 
     return parse
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
-def _atomic_savez(path: Path, arrays: dict[str, Any]) -> None:
-    import numpy as np
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "wb") as fh:
-        np.savez(fh, **arrays)
-    os.replace(tmp, path)
 
 
 def _check_positive(arg: str, value) -> None:
@@ -578,7 +560,7 @@ def fit(
         info["best_step"] = history["step"][best]
         info["best_validation_nll"] = history["validation_nll"][best]
     if is_primary():
-        _atomic_write_text(out_dir / "run.json", json.dumps(info, indent=2, default=str))
+        write_text(out_dir / "run.json", json.dumps(info, indent=2, default=str))
     return info
 
 
@@ -680,14 +662,14 @@ def evaluate(
     )
     text = json.dumps(report, indent=2)
     if arrays is not None:
-        _atomic_savez(Path(predictive), arrays)
+        save_npz(Path(predictive), arrays)
         try:
-            _atomic_write_text(Path(out), text)
+            write_text(Path(out), text)
         except BaseException:
             Path(predictive).unlink(missing_ok=True)
             raise
     else:
-        _atomic_write_text(Path(out), text)
+        write_text(Path(out), text)
     return report
 
 
@@ -942,7 +924,7 @@ def active(
         report = {**common, "acquisition": "all", "acquisitions": names, "curves": curves}
     else:
         report = {**common, **curves[acquisition]}
-    _atomic_write_text(Path(out), json.dumps(report, indent=2))
+    write_text(Path(out), json.dumps(report, indent=2))
     return report
 
 

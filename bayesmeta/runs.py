@@ -213,8 +213,8 @@ class Fitted:
         """Write the run directory (``checkpoint.npz`` data only, atomic; ``run.json``) that
         :func:`load` and ``bayesmeta evaluate`` read. A model given as an object rather than
         a built-in name or model file must be given again to :func:`load`."""
+        from bayesmeta.atomic import write_text
         from bayesmeta.checkpoint import CHECKPOINT_NAME, as_json, file_sha256, save_checkpoint
-        from bayesmeta.cli import _atomic_write_text
         from bayesmeta.zoo import builtin_models
 
         out = Path(run_dir)
@@ -242,7 +242,7 @@ class Fitted:
                 "step": int(self.state.step),
             },
         )
-        _atomic_write_text(out / "run.json", json.dumps(self.info, indent=2, default=str))
+        write_text(out / "run.json", json.dumps(self.info, indent=2, default=str))
         return out
 
 

@@ -194,7 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         new, changed = update(text, args.root / "benchmarks" / "results")
         stale += [f"{doc}: {name}" for name in changed]
         if changed and not args.check:
-            path.write_text(new)
+            from bayesmeta.atomic import write_text
+
+            write_text(path, new)
     if stale:
         verb = "stale (run `python -m bayesmeta.tables`)" if args.check else "regenerated"
         print(f"tables {verb}: " + "; ".join(stale))

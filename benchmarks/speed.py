@@ -652,10 +652,9 @@ def main_sharding(args) -> dict:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=float))
-    os.replace(tmp, path)
+    from bayesmeta.atomic import write_text
+
+    write_text(path, json.dumps(obj, indent=2, default=float))
     print(f"wrote {path}")
 
 

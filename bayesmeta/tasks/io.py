@@ -408,9 +408,9 @@ def save_tasks(
 ) -> None:
     """Write a task dict to ``path`` as ``.npz``, atomically.
 
-    The archive is written to ``path + '.tmp'`` and moved into place with :func:`os.replace`,
-    so a reader never sees a half-written file. Extra keys (``task_params``, ``x_pool``, …)
-    are kept.
+    The archive is written to a temporary file beside ``path`` and moved into place
+    (:mod:`bayesmeta.atomic`), so a reader never sees a half-written file. Extra keys
+    (``task_params``, ``x_pool``, …) are kept.
 
     Parameters
     ----------
@@ -428,16 +428,9 @@ def save_tasks(
     if bad_keys:
         raise TaskFileError(f"tasks: expected string keys, got {bad_keys[0]!r}")
     arrays = {k: np.asarray(v) for k, v in tasks.items()}
-    path = os.fspath(path)
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    from bayesmeta.atomic import save_npz
+
+    save_npz(path, arrays)
 
 
 def load_tasks(
