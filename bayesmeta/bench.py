@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayesmeta.inference.registry import bench_methods
-from bayesmeta.main_job import padded_support
+from bayesmeta.tasks.base import padded_support
 from bayesmeta.zoo import STREAM_SEEDS
 
 EVAL_SEED = STREAM_SEEDS["test"]  # the test stream (bayesmeta.zoo)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from bayesmeta.atomic import save_npz, write_text
+from bayesmeta.runs import DataRef, load_run
 
 CLI_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, FileNotFoundError)
 SEED_LIMIT = 2**32  # jax.random.PRNGKey folds larger seeds onto others
@@ -130,220 +131,7 @@ def _load_tasks_for(spec, tasks: str) -> dict:
         raise TaskFileError(msg.replace("(num_classes=", f"(model {spec.name!r}: C=")) from None
 
 
-# -- the user's own data ------------------------------------------------------------------------
-class DataRef:
-    """A grouped data file and how to read and split it (``--data``, ``--group``, ``--x``,
-    ``--y``, ``--split-seed``). Reading it runs no code. The split depends only on the file
-    and ``split_seed``, so ``fit`` and ``tasks`` see the same train / validation / test
-    groups."""
-
-    def __init__(self, path, group=None, x=None, y=None, split_seed=0, sha256=None,
-                 labels=False):  # fmt: skip
-        self.path = str(Path(path).resolve()) if Path(path).exists() else str(path)
-        self.group, self.y, self.labels = group, y, bool(labels)
-        self.x = [c for c in x.split(",") if c] if isinstance(x, str) else x
-        self.split_seed, self.sha256 = split_seed, sha256
-
-    def rows(self):
-        from bayesmeta.checkpoint import file_sha256
-        from bayesmeta.tasks.data import load_rows
-
-        rows = load_rows(self.path, x=self.x, y=self.y, group=self.group, labels=self.labels)
-        digest = file_sha256(self.path)
-        if self.sha256 is not None and digest != self.sha256:
-            raise UsageError(
-                f"--data: {self.path!r} has SHA-256 {digest[:16]}..., but the run was fitted on "
-                f"{self.sha256[:16]}...: the data file has changed since the run"
-            )
-        self.sha256 = digest
-        return rows
-
-    def spec(self, model: str):
-        from bayesmeta.zoo import data_model_spec
-
-        rows = self.rows()
-        splits = rows.split(seed=self.split_seed)
-        return data_model_spec(model, splits, name=rows.name), splits
-
-    def manifest(self) -> dict:
-        return {
-            "path": self.path,
-            "sha256": self.sha256,
-            "group": self.group,
-            "x": self.x,
-            "y": self.y,
-            "split_seed": self.split_seed,
-            "labels": self.labels,
-        }
-
-    @classmethod
-    def from_manifest(cls, d: dict) -> DataRef:
-        return cls(d["path"], d.get("group"), d.get("x"), d.get("y"), d.get("split_seed", 0),
-                   d.get("sha256"), d.get("labels", False))  # fmt: skip
-
-
 # -- run directories ----------------------------------------------------------------------------
-def load_run(
-    run_dir: str,
-    *,
-    model: str | None = None,
-    trust_model_file: bool = False,
-    allow_pickle: bool = False,
-    prefer_best: bool = True,
-    spec=None,
-    optimizer=None,
-):
-    """``(spec, method, state, manifest)`` of a fitted run directory, without running code
-    the user did not ask for. ``spec`` (a ModelSpec) replaces the one the manifest names (a
-    run whose model was an object, :func:`bayesmeta.load`); ``optimizer`` is the run's own
-    when it was not the recipe's (the state holds its shape).
-
-    The checkpoint is data only (:mod:`bayesmeta.checkpoint`). A run fitted with a built-in
-    model loads that model by name. A run fitted with a model file records the file's path
-    and SHA-256: it is executed only when the user names it (``model``, ``--model FILE``) or
-    passes ``trust_model_file``, and only if its hash still matches. A legacy pickle
-    checkpoint (``checkpoint.pkl``) is read only with ``allow_pickle`` (unsafe). A run that
-    was validated during training holds ``best.npz`` (the lowest validation NLL), which is
-    loaded unless ``prefer_best`` is False (``fit --resume`` continues from the last state).
-
-    Raises
-    ------
-    UsageError
-        ``run_dir`` is not a directory.
-    CheckpointError
-        Its checkpoint is missing, corrupt, unsafe to read without a flag, names a model or
-        method that cannot be built, names a model file that was not trusted or has changed,
-        or holds parameters whose shapes do not match that model (or that are not finite).
-    """
-    import jax
-    import numpy as np
-
-    from bayesmeta.checkpoint import (
-        BEST_NAME,
-        CHECKPOINT_NAME,
-        LEGACY_CHECKPOINT_NAME,
-        CheckpointError,
-        file_sha256,
-        load_checkpoint,
-        load_legacy_checkpoint,
-        restore_state,
-        state_arrays,
-    )
-    from bayesmeta.zoo import builtin_models
-
-    path = Path(run_dir)
-    if not path.exists():
-        raise UsageError(f"RUN_DIR: no run directory at {run_dir!r}")
-    if not path.is_dir():
-        raise UsageError(
-            f"RUN_DIR: expected a run directory (from bayesmeta fit --out), got the file "
-            f"{run_dir!r}"
-        )
-    legacy = path / LEGACY_CHECKPOINT_NAME
-    if not (path / CHECKPOINT_NAME).exists() and legacy.exists():
-        if not allow_pickle:
-            raise CheckpointError(
-                f"checkpoint: {run_dir!r} holds a legacy pickle checkpoint (checkpoint.pkl), "
-                "which can run code when read; for a run you trust, convert it with "
-                "`bayesmeta upgrade RUN_DIR` or pass --allow-pickle (unsafe)"
-            )
-        payload = load_legacy_checkpoint(legacy)
-        if "state" not in payload:
-            raise CheckpointError(f"checkpoint: {run_dir!r} lacks 'state'; not a bayesmeta run")
-        payload["arrays"] = state_arrays(payload.pop("state"))
-        source = payload.get("model_source")
-        if isinstance(source, str) and source not in builtin_models() and Path(source).is_file():
-            # format 1 recorded no hash; the user trusts this run, so trust its file as it is
-            payload.setdefault("model_sha256", file_sha256(source))
-    elif prefer_best and (path / BEST_NAME).is_file():
-        payload = load_checkpoint(path / BEST_NAME)
-    else:
-        payload = load_checkpoint(path / CHECKPOINT_NAME)
-    for key, kind in (("model_source", str), ("method", str), ("settings", dict)):
-        if key not in payload:
-            raise CheckpointError(f"checkpoint: {run_dir!r} lacks {key!r}; not a bayesmeta run")
-        if not isinstance(payload[key], kind):
-            raise CheckpointError(
-                f"checkpoint: {run_dir!r} has {key}={payload[key]!r}; expected a "
-                f"{kind.__name__}, so it is corrupt"
-            )
-    if spec is None:
-        spec = _spec_of_run(run_dir, payload, model, trust_model_file or allow_pickle)
-    try:
-        method, _ = spec.build_from_manifest(payload, optimizer=optimizer)
-    except (ValueError, TypeError) as err:
-        raise CheckpointError(
-            f"checkpoint: {run_dir!r} names model {payload['model_source']!r} / method "
-            f"{payload['method']!r}, which cannot be built ({str(err).splitlines()[0]})"
-        ) from None
-    template = method.init(jax.random.PRNGKey(0))
-    state = restore_state(
-        template,
-        payload.pop("arrays"),
-        f"checkpoint: {run_dir!r} (model {spec.name!r} / method {payload['method']!r})",
-    )
-    for b in jax.tree_util.tree_leaves(getattr(state, "theta", state)):
-        b = np.asarray(b)
-        if b.dtype.kind == "f" and not np.isfinite(b).all():
-            raise CheckpointError(
-                f"checkpoint: {run_dir!r} holds non-finite parameters "
-                f"({int((~np.isfinite(b)).sum())} NaN/inf of {b.size} in an array of shape "
-                f"{b.shape}); the run diverged or the file is corrupt"
-            )
-    state = jax.tree_util.tree_map(jax.numpy.asarray, state)
-    return spec, method, state, payload
-
-
-def _spec_of_run(run_dir: str, payload: dict, model: str | None, trusted: bool):
-    """The run's ModelSpec: a built-in by name; a model file only when named or trusted, and
-    only if its SHA-256 matches the one recorded at fit time."""
-    from bayesmeta.checkpoint import CheckpointError, file_sha256
-    from bayesmeta.zoo import builtin_models, load_model_spec
-
-    source, digest = payload["model_source"], payload.get("model_sha256")
-    if isinstance(payload.get("data"), dict):
-        try:
-            return DataRef.from_manifest(payload["data"]).spec(source)[0]
-        except KeyError as err:
-            raise CheckpointError(
-                f"checkpoint: {run_dir!r} has a corrupt data entry ({err})"
-            ) from None
-    if digest is None:
-        if source not in builtin_models():
-            raise CheckpointError(
-                f"checkpoint: {run_dir!r} names the model {source!r}, which is neither a "
-                "built-in model nor a model file with a recorded SHA-256"
-            )
-        if model is not None and model != source:
-            raise UsageError(
-                f"--model: the run in {run_dir!r} was fitted with the built-in model "
-                f"{source!r}, got {model!r}"
-            )
-        try:
-            return load_model_spec(source)
-        except ValueError as err:
-            raise CheckpointError(f"checkpoint: {run_dir!r}: {err}") from None
-    if model is None and not trusted:
-        raise CheckpointError(
-            f"checkpoint: {run_dir!r} was fitted with the model file {source!r}; loading it "
-            "runs that file, so name it with --model FILE or pass --trust-model-file"
-        )
-    file = Path(model if model is not None else source)
-    if not file.is_file():
-        raise CheckpointError(
-            f"checkpoint: {run_dir!r} was fitted with the model file {source!r}, which is not "
-            f"at {str(file)!r}; name it with --model FILE"
-        )
-    actual = file_sha256(file)
-    if actual != digest:
-        raise CheckpointError(
-            f"checkpoint: the model file {str(file)!r} has SHA-256 {actual[:16]}..., but the "
-            f"run in {run_dir!r} was fitted with {source!r} at {digest[:16]}...: the file has "
-            "changed since the run, so it was not run"
-        )
-    return load_model_spec(str(file))
-
-
 def fit(
     model: str,
     method_name: str,
@@ -1038,6 +826,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bayesmeta",
         description="Probabilistic meta-learning: task posteriors from a few examples.",
     )
+    from bayesmeta import __version__
+
+    p.add_argument("--version", action="version", version=f"bayesmeta {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     f = sub.add_parser("fit", help="meta-train a method on a model")
@@ -1232,6 +1023,40 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _is_bad_input(err: BaseException) -> bool:
+    """Whether ``err`` is bayesmeta saying the input is wrong (exit 2, one line), rather than
+    a bug (exit 1, with the traceback): the error was raised by a ``raise`` statement in
+    bayesmeta's own code (or argparse's), not from inside JAX, NumPy or another library, and
+    not by Python itself (a wrong call, a missing key)."""
+    import linecache
+
+    if isinstance(err, UsageError | FileNotFoundError):
+        return True
+    tb = err.__traceback__
+    if tb is None:
+        return True
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    filename = tb.tb_frame.f_code.co_filename
+    package = str(Path(__file__).resolve().parent)
+    if not str(Path(filename).resolve()).startswith(package):
+        return False
+    return linecache.getline(filename, tb.tb_lineno).strip().startswith("raise")
+
+
+def _report_bug(err: BaseException) -> int:
+    """Print the traceback of an unexpected error and ask for a report; exit status 1."""
+    import traceback
+
+    traceback.print_exception(type(err), err, err.__traceback__, file=sys.stderr)
+    print(
+        f"bayesmeta: internal error ({type(err).__name__}); this is a bug in bayesmeta or one "
+        "of its dependencies, not in your input: please report it with the traceback above",
+        file=sys.stderr,
+    )
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -1376,6 +1201,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bayesmeta: error: {err}", file=sys.stderr)
         return 1
     except (CheckpointError, *CLI_ERRORS) as err:
+        if not _is_bad_input(err):
+            return _report_bug(err)
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"bayesmeta: error: {msg}", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayesmeta.runs import evaluate_methods
 from bayesmeta.zoo import STREAM_SEEDS
 
 DEFAULT_SECONDS = 40.0
@@ -29,60 +30,6 @@ DEFAULT_SECONDS = 40.0
 # once trained for their 560 s (docs/methods.md).
 MAIN_JOB_OVERRIDES = {"abml": {"outer_samples": 16, "head": "adapted"}}
 EVAL_SEED = STREAM_SEEDS["test"]  # held-out tasks: the test stream, disjoint from training's
-
-
-def held_out_tasks(spec, k: int, num_tasks: int, num_query: int = 50, seed: int = EVAL_SEED):
-    from bayesmeta.tasks.base import make_task_set
-
-    return make_task_set(spec.family, jax.random.PRNGKey(seed + k), num_tasks, k, num_query)
-
-
-def padded_support(tasks: dict, k_max: int):
-    """Support sets padded to ``k_max`` with a mask, so that every K shares one compilation."""
-    from bayesmeta.tasks.base import Support
-
-    x, y = jnp.asarray(tasks["x_support"]), jnp.asarray(tasks["y_support"])
-    t, k = x.shape[:2]
-    pad = max(k_max - k, 0)
-    mask = jnp.concatenate([jnp.ones((t, k)), jnp.zeros((t, pad))], axis=1)
-    x = jnp.concatenate([x, jnp.zeros((t, pad, *x.shape[2:]), x.dtype)], axis=1)
-    y = jnp.concatenate([y, jnp.zeros((t, pad, *y.shape[2:]), y.dtype)], axis=1)
-    return Support(x, y, mask)
-
-
-def evaluate_methods(
-    spec,
-    fitted: dict,
-    ks,
-    num_tasks: int,
-    num_samples: int = 100,
-    seed: int = 0,
-    train_seconds: dict | None = None,
-):
-    """Rows of metrics for every fitted ``{name: (method, state)}`` at each K, plus the
-    posteriors (for plots)."""
-    from bayesmeta.evaluate import calibration_curve, compare, evaluate
-
-    rows, posts, tasks_by_k = [], {}, {}
-    # every K's support is padded to the same size, so each method compiles its adapt once
-    adapt = {name: jax.jit(m.adapt, static_argnums=3) for name, (m, _) in fitted.items()}
-    for k in ks:
-        ts = held_out_tasks(spec, k, num_tasks)
-        tasks_by_k[k] = ts
-        sup = padded_support(ts, max(spec.k_range[1], k))
-        reports = {}
-        for name, (_, state) in fitted.items():
-            post = adapt[name](jax.random.PRNGKey(seed + k), state, sup, num_samples)
-            rep = evaluate(post, ts["x_query"], ts["y_query"], return_pit=True)
-            rep["calibration_curve"] = [c.tolist() for c in calibration_curve(rep["pit"])]
-            reports[name] = rep
-            posts[(name, k)] = post
-        for row in compare(reports):
-            row["k"] = k
-            if train_seconds and row["method"] in train_seconds:
-                row["train_s"] = train_seconds[row["method"]]
-            rows.append(row)
-    return rows, posts, tasks_by_k
 
 
 def run_main_job(

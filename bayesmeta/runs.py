@@ -31,13 +31,14 @@ import numpy as np
 
 from bayesmeta.inference.base import MetaState, Method
 from bayesmeta.posterior import TaskPosterior
-from bayesmeta.tasks.base import Support
+from bayesmeta.tasks.base import Support, padded_support
 from bayesmeta.zoo import (
     DATA_MODELS,
     ModelSpec,
     _data_splits,
     data_model_spec,
     data_recipe,
+    held_out_tasks,
     load_model_spec,
 )
 
@@ -246,6 +247,254 @@ class Fitted:
         return out
 
 
+# -- the user's own data ------------------------------------------------------------------------
+class DataRef:
+    """A grouped data file and how to read and split it (``--data``, ``--group``, ``--x``,
+    ``--y``, ``--split-seed``). Reading it runs no code. The split depends only on the file
+    and ``split_seed``, so ``fit`` and ``tasks`` see the same train / validation / test
+    groups."""
+
+    def __init__(self, path, group=None, x=None, y=None, split_seed=0, sha256=None,
+                 labels=False):  # fmt: skip
+        self.path = str(Path(path).resolve()) if Path(path).exists() else str(path)
+        self.group, self.y, self.labels = group, y, bool(labels)
+        self.x = [c for c in x.split(",") if c] if isinstance(x, str) else x
+        self.split_seed, self.sha256 = split_seed, sha256
+
+    def rows(self):
+        from bayesmeta.checkpoint import file_sha256
+        from bayesmeta.tasks.data import load_rows
+
+        rows = load_rows(self.path, x=self.x, y=self.y, group=self.group, labels=self.labels)
+        digest = file_sha256(self.path)
+        if self.sha256 is not None and digest != self.sha256:
+            raise ValueError(
+                f"--data: {self.path!r} has SHA-256 {digest[:16]}..., but the run was fitted on "
+                f"{self.sha256[:16]}...: the data file has changed since the run"
+            )
+        self.sha256 = digest
+        return rows
+
+    def spec(self, model: str):
+        from bayesmeta.zoo import data_model_spec
+
+        rows = self.rows()
+        splits = rows.split(seed=self.split_seed)
+        return data_model_spec(model, splits, name=rows.name), splits
+
+    def manifest(self) -> dict:
+        return {
+            "path": self.path,
+            "sha256": self.sha256,
+            "group": self.group,
+            "x": self.x,
+            "y": self.y,
+            "split_seed": self.split_seed,
+            "labels": self.labels,
+        }
+
+    @classmethod
+    def from_manifest(cls, d: dict) -> DataRef:
+        return cls(d["path"], d.get("group"), d.get("x"), d.get("y"), d.get("split_seed", 0),
+                   d.get("sha256"), d.get("labels", False))  # fmt: skip
+
+
+def evaluate_methods(
+    spec,
+    fitted: dict,
+    ks,
+    num_tasks: int,
+    num_samples: int = 100,
+    seed: int = 0,
+    train_seconds: dict | None = None,
+):
+    """Rows of metrics for every fitted ``{name: (method, state)}`` at each K, plus the
+    posteriors (for plots)."""
+    from bayesmeta.evaluate import calibration_curve, compare, evaluate
+
+    rows, posts, tasks_by_k = [], {}, {}
+    # every K's support is padded to the same size, so each method compiles its adapt once
+    adapt = {name: jax.jit(m.adapt, static_argnums=3) for name, (m, _) in fitted.items()}
+    for k in ks:
+        ts = held_out_tasks(spec, k, num_tasks)
+        tasks_by_k[k] = ts
+        sup = padded_support(ts, max(spec.k_range[1], k))
+        reports = {}
+        for name, (_, state) in fitted.items():
+            post = adapt[name](jax.random.PRNGKey(seed + k), state, sup, num_samples)
+            rep = evaluate(post, ts["x_query"], ts["y_query"], return_pit=True)
+            rep["calibration_curve"] = [c.tolist() for c in calibration_curve(rep["pit"])]
+            reports[name] = rep
+            posts[(name, k)] = post
+        for row in compare(reports):
+            row["k"] = k
+            if train_seconds and row["method"] in train_seconds:
+                row["train_s"] = train_seconds[row["method"]]
+            rows.append(row)
+    return rows, posts, tasks_by_k
+
+
+def load_run(
+    run_dir: str,
+    *,
+    model: str | None = None,
+    trust_model_file: bool = False,
+    allow_pickle: bool = False,
+    prefer_best: bool = True,
+    spec=None,
+    optimizer=None,
+):
+    """``(spec, method, state, manifest)`` of a fitted run directory, without running code
+    the user did not ask for. ``spec`` (a ModelSpec) replaces the one the manifest names (a
+    run whose model was an object, :func:`bayesmeta.load`); ``optimizer`` is the run's own
+    when it was not the recipe's (the state holds its shape).
+
+    The checkpoint is data only (:mod:`bayesmeta.checkpoint`). A run fitted with a built-in
+    model loads that model by name. A run fitted with a model file records the file's path
+    and SHA-256: it is executed only when the user names it (``model``, ``--model FILE``) or
+    passes ``trust_model_file``, and only if its hash still matches. A legacy pickle
+    checkpoint (``checkpoint.pkl``) is read only with ``allow_pickle`` (unsafe). A run that
+    was validated during training holds ``best.npz`` (the lowest validation NLL), which is
+    loaded unless ``prefer_best`` is False (``fit --resume`` continues from the last state).
+
+    Raises
+    ------
+    ValueError
+        ``run_dir`` is not a directory.
+    CheckpointError
+        Its checkpoint is missing, corrupt, unsafe to read without a flag, names a model or
+        method that cannot be built, names a model file that was not trusted or has changed,
+        or holds parameters whose shapes do not match that model (or that are not finite).
+    """
+    import jax
+    import numpy as np
+
+    from bayesmeta.checkpoint import (
+        BEST_NAME,
+        CHECKPOINT_NAME,
+        LEGACY_CHECKPOINT_NAME,
+        CheckpointError,
+        file_sha256,
+        load_checkpoint,
+        load_legacy_checkpoint,
+        restore_state,
+        state_arrays,
+    )
+    from bayesmeta.zoo import builtin_models
+
+    path = Path(run_dir)
+    if not path.exists():
+        raise ValueError(f"RUN_DIR: no run directory at {run_dir!r}")
+    if not path.is_dir():
+        raise ValueError(
+            f"RUN_DIR: expected a run directory (from bayesmeta fit --out), got the file "
+            f"{run_dir!r}"
+        )
+    legacy = path / LEGACY_CHECKPOINT_NAME
+    if not (path / CHECKPOINT_NAME).exists() and legacy.exists():
+        if not allow_pickle:
+            raise CheckpointError(
+                f"checkpoint: {run_dir!r} holds a legacy pickle checkpoint (checkpoint.pkl), "
+                "which can run code when read; for a run you trust, convert it with "
+                "`bayesmeta upgrade RUN_DIR` or pass --allow-pickle (unsafe)"
+            )
+        payload = load_legacy_checkpoint(legacy)
+        if "state" not in payload:
+            raise CheckpointError(f"checkpoint: {run_dir!r} lacks 'state'; not a bayesmeta run")
+        payload["arrays"] = state_arrays(payload.pop("state"))
+        source = payload.get("model_source")
+        if isinstance(source, str) and source not in builtin_models() and Path(source).is_file():
+            # format 1 recorded no hash; the user trusts this run, so trust its file as it is
+            payload.setdefault("model_sha256", file_sha256(source))
+    elif prefer_best and (path / BEST_NAME).is_file():
+        payload = load_checkpoint(path / BEST_NAME)
+    else:
+        payload = load_checkpoint(path / CHECKPOINT_NAME)
+    for key, kind in (("model_source", str), ("method", str), ("settings", dict)):
+        if key not in payload:
+            raise CheckpointError(f"checkpoint: {run_dir!r} lacks {key!r}; not a bayesmeta run")
+        if not isinstance(payload[key], kind):
+            raise CheckpointError(
+                f"checkpoint: {run_dir!r} has {key}={payload[key]!r}; expected a "
+                f"{kind.__name__}, so it is corrupt"
+            )
+    if spec is None:
+        spec = _spec_of_run(run_dir, payload, model, trust_model_file or allow_pickle)
+    try:
+        method, _ = spec.build_from_manifest(payload, optimizer=optimizer)
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(
+            f"checkpoint: {run_dir!r} names model {payload['model_source']!r} / method "
+            f"{payload['method']!r}, which cannot be built ({str(err).splitlines()[0]})"
+        ) from None
+    template = method.init(jax.random.PRNGKey(0))
+    state = restore_state(
+        template,
+        payload.pop("arrays"),
+        f"checkpoint: {run_dir!r} (model {spec.name!r} / method {payload['method']!r})",
+    )
+    for b in jax.tree_util.tree_leaves(getattr(state, "theta", state)):
+        b = np.asarray(b)
+        if b.dtype.kind == "f" and not np.isfinite(b).all():
+            raise CheckpointError(
+                f"checkpoint: {run_dir!r} holds non-finite parameters "
+                f"({int((~np.isfinite(b)).sum())} NaN/inf of {b.size} in an array of shape "
+                f"{b.shape}); the run diverged or the file is corrupt"
+            )
+    state = jax.tree_util.tree_map(jax.numpy.asarray, state)
+    return spec, method, state, payload
+
+
+def _spec_of_run(run_dir: str, payload: dict, model: str | None, trusted: bool):
+    """The run's ModelSpec: a built-in by name; a model file only when named or trusted, and
+    only if its SHA-256 matches the one recorded at fit time."""
+    from bayesmeta.checkpoint import CheckpointError, file_sha256
+    from bayesmeta.zoo import builtin_models, load_model_spec
+
+    source, digest = payload["model_source"], payload.get("model_sha256")
+    if isinstance(payload.get("data"), dict):
+        try:
+            return DataRef.from_manifest(payload["data"]).spec(source)[0]
+        except KeyError as err:
+            raise CheckpointError(
+                f"checkpoint: {run_dir!r} has a corrupt data entry ({err})"
+            ) from None
+    if digest is None:
+        if source not in builtin_models():
+            raise CheckpointError(
+                f"checkpoint: {run_dir!r} names the model {source!r}, which is neither a "
+                "built-in model nor a model file with a recorded SHA-256"
+            )
+        if model is not None and model != source:
+            raise ValueError(
+                f"--model: the run in {run_dir!r} was fitted with the built-in model "
+                f"{source!r}, got {model!r}"
+            )
+        try:
+            return load_model_spec(source)
+        except ValueError as err:
+            raise CheckpointError(f"checkpoint: {run_dir!r}: {err}") from None
+    if model is None and not trusted:
+        raise CheckpointError(
+            f"checkpoint: {run_dir!r} was fitted with the model file {source!r}; loading it "
+            "runs that file, so name it with --model FILE or pass --trust-model-file"
+        )
+    file = Path(model if model is not None else source)
+    if not file.is_file():
+        raise CheckpointError(
+            f"checkpoint: {run_dir!r} was fitted with the model file {source!r}, which is not "
+            f"at {str(file)!r}; name it with --model FILE"
+        )
+    actual = file_sha256(file)
+    if actual != digest:
+        raise CheckpointError(
+            f"checkpoint: the model file {str(file)!r} has SHA-256 {actual[:16]}..., but the "
+            f"run in {run_dir!r} was fitted with {source!r} at {digest[:16]}...: the file has "
+            "changed since the run, so it was not run"
+        )
+    return load_model_spec(str(file))
+
+
 def _as_spec(model: Any, data: Any) -> ModelSpec:
     if isinstance(model, ModelSpec):
         if data is not None:
@@ -373,7 +622,6 @@ def load(
     runs the file). ``optimizer``: the one the run was fitted with, if not the recipe's (its
     state has that optimiser's shape).
     """
-    from bayesmeta.cli import load_run
 
     path = Path(run_dir)
     info_path = path / "run.json"

@@ -12,6 +12,7 @@ import functools
 import importlib
 import importlib.util
 import math
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -416,7 +417,7 @@ class ModelSpec:
         """``Method -> (state -> NLL)``: the mean negative log predictive density per query
         point on a fixed validation task set (:meth:`held_out`), for :func:`train`'s
         ``validate`` (the history's ``validation_nll``, the best state kept)."""
-        from bayesmeta.main_job import padded_support
+        from bayesmeta.tasks.base import padded_support
 
         k = min(5, self.k_range[1]) if k is None else int(k)
         tasks = self.held_out("validation", k, num_tasks, num_query)
@@ -471,9 +472,14 @@ def _exec_model_file(path: Path, name: str):
 
 
 def load_model_spec(model: str) -> ModelSpec:
-    """Load a model file by path, or a built-in model by name."""
+    """Load a model file by path, or a built-in model by name.
+
+    A bare built-in name (``"sinusoid"``) always means the built-in model, even when the
+    working directory happens to hold a folder or file of that name; a path (``.py``, a
+    directory separator) or an existing file whose name is not a built-in is a model file."""
     path = Path(model)
-    if path.suffix == ".py" or path.exists():
+    explicit = path.suffix == ".py" or "/" in model or os.sep in model
+    if explicit or (path.is_file() and model not in builtin_models()):
         if not path.is_file():
             raise ValueError(f"MODEL: no model file at {model!r}")
         module = _exec_model_file(path, f"bayesmeta_user_model_{abs(hash(str(path.resolve())))}")
@@ -601,4 +607,21 @@ def builtin_models() -> tuple[str, ...]:
     return tuple(sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith("_")))
 
 
-__all__ = ["METHOD_NAMES", "HierarchicalModel", "ModelSpec", "TaskFamily", "load_model_spec"]
+def held_out_tasks(
+    spec, k: int, num_tasks: int, num_query: int = 50, seed: int = STREAM_SEEDS["test"]
+):
+    """``num_tasks`` held-out tasks of ``spec``'s family with ``k`` support points, drawn from
+    ``PRNGKey(seed + k)`` (default: the test stream, :data:`STREAM_SEEDS`)."""
+    from bayesmeta.tasks.base import make_task_set
+
+    return make_task_set(spec.family, jax.random.PRNGKey(seed + k), num_tasks, k, num_query)
+
+
+__all__ = [
+    "METHOD_NAMES",
+    "HierarchicalModel",
+    "ModelSpec",
+    "TaskFamily",
+    "held_out_tasks",
+    "load_model_spec",
+]

@@ -33,16 +33,15 @@ import jax
 import jax.numpy as jnp
 
 from bayesmeta import plots
-from bayesmeta.cli import load_run
 from bayesmeta.evaluate.active import (
     ACQUISITIONS,
     learning_curve,
     paired_difference,
     run_active,
 )
-from bayesmeta.main_job import held_out_tasks
+from bayesmeta.runs import load_run
 from bayesmeta.tasks.base import Support
-from bayesmeta.zoo import load_model_spec
+from bayesmeta.zoo import held_out_tasks, load_model_spec
 
 RESULTS = Path(__file__).parent / "results"
 REPORT_AT = (5, 10)

@@ -31,15 +31,15 @@ import numpy as np
 from bayesmeta import plots
 from bayesmeta.evaluate import compare, evaluate, format_table, markdown_table
 from bayesmeta.evaluate.hypotheses import hypothesis_coverage
-from bayesmeta.main_job import held_out_tasks, padded_support
-from bayesmeta.zoo import load_model_spec
+from bayesmeta.tasks.base import padded_support
+from bayesmeta.zoo import held_out_tasks, load_model_spec
 
 RESULTS = Path(__file__).parent / "results"
 ORDER = {"reference": 0, "maml": 1, "abml": 2, "platipus": 3, "neural-process": 4}
 
 
 def _fit_or_load(spec, name, args):
-    from bayesmeta.cli import load_run
+    from bayesmeta.runs import load_run
 
     run_dir = Path(args.runs) / spec.name / name
     if (run_dir / "checkpoint.npz").exists() and not args.retrain:

@@ -20,7 +20,7 @@ from pathlib import Path
 import jax
 
 from bayesmeta.evaluate import format_table, markdown_table
-from bayesmeta.main_job import evaluate_methods
+from bayesmeta.runs import evaluate_methods
 from bayesmeta.zoo import load_model_spec
 
 RESULTS = Path(__file__).parent / "results"

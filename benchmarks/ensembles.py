@@ -32,9 +32,10 @@ import numpy as np
 
 from bayesmeta import plots
 from bayesmeta.evaluate import evaluate, format_table, markdown_table
-from bayesmeta.main_job import evaluate_methods, held_out_tasks, padded_support
+from bayesmeta.runs import evaluate_methods
 from bayesmeta.tasks import finite_pool
-from bayesmeta.zoo import load_model_spec
+from bayesmeta.tasks.base import padded_support
+from bayesmeta.zoo import held_out_tasks, load_model_spec
 
 RESULTS = Path(__file__).parent / "results"
 ORDER = {"reference": 0, "maml": 1, "emaml": 2, "bmaml": 3, "abml": 4, "platipus": 5}
@@ -71,7 +72,7 @@ def compare(args) -> None:
             "budget": args.budget,
         }
         if args.reuse and (run_dir / "checkpoint.npz").exists():
-            from bayesmeta.cli import load_run
+            from bayesmeta.runs import load_run
 
             _, method, state, _ = load_run(str(run_dir))
             fitted[name] = (method, state)

@@ -31,9 +31,9 @@ import numpy as np
 
 from bayesmeta.bench import git_commit
 from bayesmeta.evaluate import evaluate
-from bayesmeta.main_job import held_out_tasks, padded_support
 from bayesmeta.model import NumPyroModel
-from bayesmeta.zoo import ModelSpec, load_model_spec
+from bayesmeta.tasks.base import padded_support
+from bayesmeta.zoo import ModelSpec, held_out_tasks, load_model_spec
 
 RESULTS = Path(__file__).parent / "results"
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"

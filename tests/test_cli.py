@@ -364,3 +364,41 @@ def test_bench_rejects_bad_options(extra, needle, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0] and "Traceback" not in err[0]
+
+
+def test_version_flag(capsys):
+    import bayesmeta
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"bayesmeta {bayesmeta.__version__}"
+
+
+def test_a_bug_is_a_traceback_and_exit_1_not_bad_input(monkeypatch, tmp_path, capsys):
+    # an error from inside a dependency (here NumPy) is not the user's input: exit 1, traceback
+    import bayesmeta.zoo
+
+    def broken(model):
+        return np.linalg.inv(np.zeros((2, 3)))  # raises LinAlgError (a ValueError) in NumPy
+
+    monkeypatch.setattr(bayesmeta.zoo, "load_model_spec", broken)
+    code = main(["tasks", "sinusoid", "--k", "1", "--out", str(tmp_path / "t.npz")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "Traceback" in err and "internal error (LinAlgError)" in err
+    # bayesmeta's own `raise` of a bad argument stays one line and exit 2
+    monkeypatch.undo()
+    assert main(["tasks", "no_such_model", "--k", "1", "--out", str(tmp_path / "t.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_a_folder_named_like_a_builtin_model_does_not_shadow_it(tmp_path, monkeypatch):
+    from bayesmeta.zoo import load_model_spec
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sinusoid").mkdir()
+    assert load_model_spec("sinusoid").source == "sinusoid"
+    with pytest.raises(ValueError, match="no model file"):
+        load_model_spec("./sinusoid")  # a path is a path

@@ -92,7 +92,7 @@ def _fit_evaluate(method, model_file, tasks, tmp_path):
 def test_user_model_file_fits_with_maml_and_is_scored_under_its_own_likelihood(
     user_files, tmp_path
 ):
-    from bayesmeta.cli import load_run
+    from bayesmeta.runs import load_run
     from bayesmeta.tasks.io import load_tasks
 
     model_file, tasks = user_files
@@ -101,7 +101,7 @@ def test_user_model_file_fits_with_maml_and_is_scored_under_its_own_likelihood(
     # the adapted weights, computed here by hand from the file's own functions
     spec, method, state, _ = load_run(run, model=str(model_file))[:4]
     data = load_tasks(tasks)
-    from bayesmeta.main_job import padded_support
+    from bayesmeta.tasks.base import padded_support
 
     post = method.adapt(jax.random.PRNGKey(0), state, padded_support(data, 4), 1)
     module = __import__("sys").modules[spec.model.fn.__module__]

@@ -231,9 +231,9 @@ def test_hypothesis_samples_colours_by_shape(tmp_path):
     import jax
 
     from bayesmeta.inference import reference
-    from bayesmeta.main_job import padded_support
     from bayesmeta.plots import hypothesis_samples
     from bayesmeta.tasks import make_task_set, sine_line
+    from bayesmeta.tasks.base import padded_support
 
     fam = sine_line()
     ts = make_task_set(fam, jax.random.PRNGKey(1), 3, 1, 5)
@@ -254,9 +254,9 @@ def test_decision_boundaries_for_circles(tmp_path):
     import jax
 
     from bayesmeta.inference import reference
-    from bayesmeta.main_job import padded_support
     from bayesmeta.plots import decision_boundaries
     from bayesmeta.tasks import circles, make_task_set
+    from bayesmeta.tasks.base import padded_support
 
     fam = circles(grid_size=(16, 8))
     ts = make_task_set(fam, jax.random.PRNGKey(1), 2, 1, 5)

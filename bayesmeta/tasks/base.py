@@ -221,3 +221,14 @@ def make_task_set(
         "y_query": batch.y_query,
         "task_params": params,
     }
+
+
+def padded_support(tasks: dict, k_max: int):
+    """Support sets padded to ``k_max`` with a mask, so that every K shares one compilation."""
+    x, y = jnp.asarray(tasks["x_support"]), jnp.asarray(tasks["y_support"])
+    t, k = x.shape[:2]
+    pad = max(k_max - k, 0)
+    mask = jnp.concatenate([jnp.ones((t, k)), jnp.zeros((t, pad))], axis=1)
+    x = jnp.concatenate([x, jnp.zeros((t, pad, *x.shape[2:]), x.dtype)], axis=1)
+    y = jnp.concatenate([y, jnp.zeros((t, pad, *y.shape[2:]), y.dtype)], axis=1)
+    return Support(x, y, mask)

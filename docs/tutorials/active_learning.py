@@ -14,9 +14,8 @@ import jax.numpy as jnp
 
 from bayesmeta import plots
 from bayesmeta.evaluate.active import init_active, label, learning_curve, propose, run_active
-from bayesmeta.main_job import held_out_tasks
 from bayesmeta.tasks import Support
-from bayesmeta.zoo import load_model_spec
+from bayesmeta.zoo import held_out_tasks, load_model_spec
 
 QUICK = os.environ.get("BAYESMETA_TUTORIAL_QUICK") == "1"
 OUT = os.environ.get("BAYESMETA_TUTORIAL_OUT", ".")

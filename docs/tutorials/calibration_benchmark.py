@@ -12,7 +12,7 @@ import jax
 
 from bayesmeta import plots
 from bayesmeta.evaluate import format_table
-from bayesmeta.main_job import evaluate_methods
+from bayesmeta.runs import evaluate_methods
 from bayesmeta.zoo import load_model_spec
 
 QUICK = os.environ.get("BAYESMETA_TUTORIAL_QUICK") == "1"

@@ -14,8 +14,8 @@ import jax
 
 from bayesmeta import plots
 from bayesmeta.evaluate import compare, evaluate, format_table
-from bayesmeta.main_job import held_out_tasks, padded_support
-from bayesmeta.zoo import load_model_spec
+from bayesmeta.tasks.base import padded_support
+from bayesmeta.zoo import held_out_tasks, load_model_spec
 
 QUICK = os.environ.get("BAYESMETA_TUTORIAL_QUICK") == "1"
 OUT = os.environ.get("BAYESMETA_TUTORIAL_OUT", ".")

@@ -10,9 +10,9 @@ from bayesmeta.evaluate.hypotheses import (
     reference_line_mass,
 )
 from bayesmeta.inference import reference
-from bayesmeta.main_job import padded_support
 from bayesmeta.posterior import TaskPosterior
 from bayesmeta.tasks import make_task_set, sine_line
+from bayesmeta.tasks.base import padded_support
 
 X = jnp.linspace(-5, 5, 100)
 

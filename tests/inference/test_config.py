@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 
 from bayesmeta.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from bayesmeta.cli import load_run, main
+from bayesmeta.cli import main
 from bayesmeta.inference.abml import ABMLConfig
 from bayesmeta.inference.bmaml import BMAMLConfig
 from bayesmeta.inference.config import ConfigError, TrainConfig
 from bayesmeta.inference.neural_process import NeuralProcessConfig
 from bayesmeta.inference.registry import METHODS, method_config
+from bayesmeta.runs import load_run
 from bayesmeta.zoo import ModelSpec, load_model_spec, manifest_config
 
 NAMES = list(METHODS)

@@ -81,8 +81,8 @@ def test_model_spec_trains_on_its_pool_and_evaluates_on_the_family(key):
 @pytest.mark.slow
 def test_circles_support_is_positive_and_reference_is_a_posterior(key):
     from bayesmeta.inference import reference
-    from bayesmeta.main_job import padded_support
     from bayesmeta.tasks import circles
+    from bayesmeta.tasks.base import padded_support
 
     fam = circles()
     ts = make_task_set(fam, key, 30, 1, 200)
