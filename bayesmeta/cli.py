@@ -977,7 +977,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--seconds",
         type=_positive("--seconds"),
         default=None,
-        help="training budget per method in seconds (default: the embedded recipe)",
+        help="also stop each method after S seconds of training (default: its embedded step count)",
     )
     r.add_argument("--num-tasks", type=_positive("--num-tasks"), default=200)
     r.add_argument("--seed", type=_seed, default=0)
