@@ -152,56 +152,39 @@ def _row(family: str, method: str, k: int, seed: int, rep: dict) -> dict[str, An
 
 
 def export_inference_data(post, tasks: dict, path: Path, key: jax.Array, max_tasks: int = 20):
-    """Write a posterior's predictive on held-out query points as ArviZ netCDF.
+    """Write a posterior on held-out query points as ArviZ netCDF: the first ``max_tasks``
+    tasks of ``post`` through the one exporter, :meth:`TaskPosterior.to_inference_data`
+    (``posterior``, ``posterior_predictive``, ``observed_data``, pointwise ``log_likelihood``,
+    ``constant_data``; dims ``chain, draw, task, point``), so ``az.from_netcdf(path)`` gives
+    what ``az.loo``, ``az.compare`` and ``az.plot_ppc`` read. Grid, weighted or large
+    posteriors are resampled to 100 equally weighted draws to keep the file small."""
+    import dataclasses
 
-    Weighted or grid posteriors are first resampled to 100 equally weighted draws. Groups:
-    ``posterior_predictive`` with ``y`` draws ``(task, sample, point)`` (regression)
-    or class probabilities ``probs (task, sample, point, class)`` (classification) and
-    ``log_weight (task, sample)``; ``observed_data`` with ``y (task, point)``;
-    ``constant_data`` with ``x (task, point, dx)``. ``az.from_netcdf(path)`` reads it back.
-    """
-    import arviz as az
-    import xarray as xr
-
-    from bayesmeta.posterior import TaskPosterior
-
-    t = min(post.num_tasks, max_tasks)
-    sub = TaskPosterior(
-        post.phi[:t],
-        post.log_weights[:t],
-        post.noise_std[:t],
-        post.apply,
-        post.likelihood,
-        post.method,
-    )
-    if sub.num_samples > 200 or not bool(jnp.allclose(sub.log_weights, sub.log_weights[:, :1])):
-        # grid and importance-weighted posteriors: equally weighted draws keep the file small
-        sub = sub.resample(jax.random.fold_in(key, 1), 100)
-    x = jnp.asarray(tasks["x_query"])[:t]
-    y = np.asarray(tasks["y_query"])[:t]
-    coords = {"task": np.arange(t), "sample": np.arange(sub.num_samples)}
-    pp: dict[str, Any] = {
-        "log_weight": (("task", "sample"), np.asarray(sub.log_weights)),
-    }
-    if post.likelihood == "categorical":
-        probs = jax.nn.softmax(sub.outputs(x), axis=-1)  # (T, S, Q, C)
-        pp["probs"] = (("task", "sample", "point", "class"), np.asarray(probs))
-        obs = y
-    else:
-        draws = np.asarray(sub.sample_predictive(key, x, sub.num_samples))[..., 0]
-        pp["y"] = (("task", "sample", "point"), draws)
-        obs = y[..., 0]
-    idata = az.InferenceData(
-        posterior_predictive=xr.Dataset(pp, coords=coords),
-        observed_data=xr.Dataset({"y": (("task", "point"), obs)}, coords=coords),
-        constant_data=xr.Dataset({"x": (("task", "point", "dx"), np.asarray(x))}, coords=coords),
-    )
-    idata.posterior_predictive.attrs["method"] = str(post.method)
     from bayesmeta.atomic import atomic_path
 
+    t = min(post.num_tasks, max_tasks)
+    sub = dataclasses.replace(
+        post,
+        phi=post.phi[:t],
+        log_weights=post.log_weights[:t],
+        noise_std=post.noise_std[:t],
+        params=_first_tasks(post, t),
+    )
+    if sub.num_samples > 200 or not bool(jnp.allclose(sub.log_weights, sub.log_weights[:, :1])):
+        sub = sub.resample(jax.random.fold_in(key, 1), 100)
+    x = jnp.asarray(tasks["x_query"])[:t]
+    y = jnp.asarray(tasks["y_query"])[:t]
+    idata = sub.to_inference_data(x, key=key, y=y)
     with atomic_path(path) as tmp:
         idata.to_netcdf(str(tmp))
     return path
+
+
+def _first_tasks(post, t: int):
+    """The ``params`` of a posterior's first ``t`` tasks (per-task θ is sliced, shared θ kept)."""
+    if post.params is None or not getattr(post, "params_per_sample", False):
+        return post.params
+    return jax.tree_util.tree_map(lambda a: a[:t], post.params)
 
 
 def units(

@@ -80,15 +80,16 @@ def test_worse_calibrated_than_maml_is_marked():
 
 
 @pytest.mark.slow  # the tiny bench run: two families, two seeds
-def test_arviz_export_has_task_sample_point_dims(tiny_run):
+def test_arviz_export_is_the_one_exporter_and_loo_reads_it(tiny_run):
     az = pytest.importorskip("arviz")
     _, out = tiny_run
     reg = az.from_netcdf(str(out / "posteriors" / "sinusoid_maml_k5.nc"))
-    assert reg.posterior_predictive["y"].dims == ("task", "sample", "point")
+    assert reg.posterior_predictive["y"].dims == ("chain", "draw", "task", "point", "dy")
+    assert reg.log_likelihood["y"].dims == ("chain", "draw", "task", "point")
+    assert set(reg.groups()) >= {"posterior", "observed_data", "constant_data"}
     cls = az.from_netcdf(str(out / "posteriors" / "circles_reference_k1.nc"))
-    probs = cls.posterior_predictive["probs"]
-    assert probs.dims == ("task", "sample", "point", "class")
-    np.testing.assert_allclose(probs.sum("class"), 1.0, rtol=1e-5)
+    assert cls.log_likelihood["y"].dims == ("chain", "draw", "task", "point")
+    assert np.isfinite(float(az.loo(cls, pointwise=False).elpd_loo))
 
 
 @pytest.mark.slow  # the tiny bench run: two families, two seeds

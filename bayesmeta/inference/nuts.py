@@ -112,6 +112,7 @@ def nuts(
     """
     th = _prior_theta(theta, model)
     diagnostics: list[dict] = []
+    chains_by_task: list = []
 
     def init(key):
         del key
@@ -124,6 +125,7 @@ def nuts(
         per_chain = -(-int(num_samples) // num_chains)
         phis = []
         diagnostics.clear()
+        chains_by_task.clear()
         for t, k in enumerate(jax.random.split(key, support.x.shape[0])):
             s, d = nuts_task_samples(
                 k,
@@ -137,10 +139,27 @@ def nuts(
                 num_chains=num_chains,
                 target_accept_prob=target_accept_prob,
             )
+            chains_by_task.append(np.asarray(s).reshape(num_chains, per_chain, -1))
             phis.append(s[:num_samples])
             diagnostics.append(d)
         phi = jnp.stack(phis)
         return model.posterior(phi, state.theta, "nuts")
+
+    def inference_data():
+        """The last ``adapt``'s draws as ``arviz.InferenceData`` with their chains kept:
+        ``posterior.phi (chain, draw, task, param)``, so ``az.summary`` reports split R-hat
+        and bulk/tail ESS per task and coordinate, and ``az.plot_trace`` shows each chain."""
+        import arviz as az
+
+        if not chains_by_task:
+            raise ValueError("inference_data: run adapt first; there are no NUTS draws yet")
+        phi = np.stack(chains_by_task, axis=2)  # (C, N, T, P)
+        return az.from_dict(
+            posterior={"phi": phi},
+            coords={"task": np.arange(phi.shape[2])},
+            dims={"phi": ["task", "param"]},
+            attrs={"method": "nuts", "diagnostics": str(diagnostics)},
+        )
 
     config = dict(
         num_warmup=num_warmup, num_chains=num_chains, target_accept_prob=target_accept_prob
@@ -151,5 +170,5 @@ def nuts(
         meta_step,
         checked_adapt(adapt, **model_dims(model)),
         config,
-        extras={"diagnostics": diagnostics},
+        extras={"diagnostics": diagnostics, "inference_data": inference_data},
     )

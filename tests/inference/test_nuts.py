@@ -59,6 +59,14 @@ def test_nuts_method_gives_a_task_posterior(lin, key):
     assert float(post.phi[0, :, 1].mean()) > 0.5 > -0.5 > float(post.phi[1, :, 1].mean())
     with pytest.raises(ValueError, match="nothing to train"):
         method.meta_step(key, method.init(key), None)
+    # the chains are kept: az.summary gives split R-hat and ESS per task and coordinate
+    az = pytest.importorskip("arviz")
+    idata = method.extras["inference_data"]()
+    assert idata.posterior["phi"].dims == ("chain", "draw", "task", "param")
+    assert idata.posterior["phi"].shape == (2, 151, 2, 2)  # ceil(301 / 2) draws per chain
+    summary = az.summary(idata)
+    assert len(summary) == 4 and {"r_hat", "ess_bulk", "ess_tail"} <= set(summary.columns)
+    assert (summary["r_hat"] < 1.1).all() and (summary["ess_bulk"] > 50).all()
 
 
 def test_nuts_needs_a_prior_scale(key):
