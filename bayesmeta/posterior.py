@@ -204,6 +204,42 @@ class TaskPosterior:
         return _probs(self, x, self._batch_size())
 
     # -- export ---------------------------------------------------------------------------------
+    def posterior_samples(
+        self, theta: dict | None = None, key: Array | None = None, num_samples: int | None = None
+    ) -> dict[str, Array]:
+        """The task posterior as NumPyro ``posterior_samples``, for
+        ``numpyro.infer.Predictive(model.model, posterior_samples=...)``.
+
+        ``{"phi": (S, T, 1, P)}`` (the model's per-task site, tasks on dim −2) plus the θ sites
+        of ``theta`` (e.g. a fitted state's ``{"mu", "log_sigma"}``) repeated over the S draws;
+        for a Gaussian likelihood ``log_noise (S,)`` comes from each draw's own noise scale.
+        Weighted posteriors are resampled to ``num_samples`` equally weighted draws first.
+        The built-in model's noise is one site for all tasks, so a posterior whose noise differs
+        between tasks for the same draw (BMAML's particles) is refused with a clear error.
+        """
+        post = self
+        weighted = not bool(jnp.allclose(self.log_weights, self.log_weights[:, :1]))
+        if weighted or num_samples is not None:
+            k = key if key is not None else jax.random.PRNGKey(0)
+            post = self.resample(k, num_samples or self.num_samples)
+        out: dict[str, Array] = {"phi": jnp.swapaxes(post.phi, 0, 1)[:, :, None, :]}
+        s = post.num_samples
+        for name, value in (theta or {}).items():
+            if name == "log_noise":
+                continue
+            value = jnp.asarray(value)
+            out[name] = jnp.broadcast_to(value, (s, *value.shape))
+        if self.likelihood == "gaussian":
+            noise = post.noise_std  # (T, S)
+            if not bool(jnp.allclose(noise, noise[:1])):
+                raise ValueError(
+                    "posterior_samples: this posterior's noise scale differs between tasks for "
+                    "the same draw, and the model's log_noise is one site for every task; use "
+                    "sample_predictive for its predictive draws"
+                )
+            out["log_noise"] = jnp.log(noise[0])
+        return out
+
     def log_likelihood_samples(self, x: Array, y: Array) -> Array:
         """Pointwise log-likelihood of every sample, ``(T, S, N)``: log p(y_n | x_n, φ_s)."""
         self._check_xy(x, y)

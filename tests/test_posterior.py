@@ -5,6 +5,7 @@ Every expected value is computed independently (NumPy / math), never by the code
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import arviz as az
@@ -15,7 +16,7 @@ import pytest
 
 from bayesmeta.evaluate import nll
 from bayesmeta.posterior import TaskPosterior
-from bayesmeta.tasks import make_task_set, sinusoid
+from bayesmeta.tasks import Support, make_task_set, sinusoid
 
 NOISE = 0.3
 
@@ -280,3 +281,33 @@ def test_to_inference_data_with_targets_supports_loo_and_compare(true_posterior)
     assert list(cmp.index) == ["truth", "wide"]
     with pytest.raises(ValueError, match="y: the observed targets need their inputs x"):
         post.to_inference_data(y=y)
+
+
+def test_numpyro_predictive_draws_from_a_task_posterior():
+    # the NumPyro bridge: Predictive over the model's phi site gives the posterior's predictive
+    from numpyro.infer import Predictive
+
+    from bayesmeta.zoo import load_model_spec
+
+    spec = load_model_spec("sinusoid")
+    method, _ = spec.build("emaml", num_particles=4, inner_steps=1)
+    state = method.init(jax.random.PRNGKey(0))
+    x = jnp.linspace(-4, 4, 6)[None, :, None].repeat(2, 0)  # (T=2, N=6, 1)
+    support = Support(x[:, :3], jnp.sin(x[:, :3]), jnp.ones((2, 3)))
+    post = method.adapt(jax.random.PRNGKey(1), state, support)
+    theta = {"mu": state.theta["mu"][0], "log_sigma": jnp.zeros_like(state.theta["mu"][0])}
+    with pytest.raises(ValueError, match="noise scale differs between tasks"):
+        # EMAML's members carry their own noise; fake one that differs per task
+        dataclasses.replace(post, noise_std=post.noise_std.at[1].add(0.1)).posterior_samples()
+    samples = post.posterior_samples(theta)
+    assert samples["phi"].shape == (4, 2, 1, spec.model.num_params)
+    draws = Predictive(spec.model.model, posterior_samples=samples)(jax.random.PRNGKey(2), x)["y"]
+    assert draws.shape == (4, 2, 6, 1)
+    # each Predictive draw is f_φs(x) + σ_s ε: its mean over noise is the sample's output
+    f = post.outputs(x)  # (T, S, N, 1)
+    many = jax.vmap(lambda k: Predictive(spec.model.model, posterior_samples=samples)(k, x)["y"])(
+        jax.random.split(jax.random.PRNGKey(3), 400)
+    )
+    np.testing.assert_allclose(
+        many.mean(0), jnp.swapaxes(f, 0, 1), atol=4 * float(post.noise_std.max()) / 20 + 1e-3
+    )
