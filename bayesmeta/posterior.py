@@ -251,8 +251,13 @@ class TaskPosterior:
         key: Array | None = None,
         num_samples: int | None = None,
         y: Array | None = None,
+        chains: int = 1,
     ):
         """Convert to ``arviz.InferenceData``.
+
+        ``chains`` splits the S draws into that many chains of S / chains draws (S must divide),
+        so that ``az.rhat`` and ``az.ess`` compare groups of draws: for independent draws (the
+        exact or encoder posteriors) R-hat near 1 is what they should show.
 
         The posterior group holds ``phi`` with dims ``(chain, draw, task, param)``, the draw
         dimension indexing the S samples (ArviZ's functions need ``chain``/``draw``); with
@@ -271,9 +276,19 @@ class TaskPosterior:
                 key if key is not None else jax.random.PRNGKey(0),
                 num_samples or min(self.num_samples, 1000),
             )
-        phi = np.asarray(post.phi).transpose(1, 0, 2)[None]  # (1, S, T, P)
+        if not (isinstance(chains, int) and chains >= 1 and post.num_samples % chains == 0):
+            raise ValueError(
+                f"chains: expected a positive divisor of the {post.num_samples} draws, got "
+                f"{chains!r}"
+            )
+
+        def chained(a):
+            """``(S, ...)`` draws as ``(chains, S / chains, ...)``."""
+            return np.asarray(a).reshape(chains, -1, *np.shape(a)[1:])
+
+        phi = chained(np.asarray(post.phi).transpose(1, 0, 2))  # (C, S / C, T, P)
         coords = {"task": np.arange(post.num_tasks)}
-        posterior = {"phi": phi, "noise_std": np.asarray(post.noise_std).T[None]}
+        posterior = {"phi": phi, "noise_std": chained(np.asarray(post.noise_std).T)}
         dims = {"phi": ["task", "param"], "noise_std": ["task"]}
         kwargs = {}
         if x is not None:
@@ -281,14 +296,14 @@ class TaskPosterior:
             draws = _sample_predictive(post, k, jnp.asarray(x))  # (T, S, N, Dy), draw d from φ_d
             if draws.ndim == 3:
                 draws = draws[..., None]
-            kwargs["posterior_predictive"] = {"y": np.asarray(draws).transpose(1, 0, 2, 3)[None]}
+            kwargs["posterior_predictive"] = {"y": chained(np.asarray(draws).transpose(1, 0, 2, 3))}
             dims["y"] = ["task", "point", "dy"]
             kwargs["constant_data"] = {"x": np.asarray(x)}
             dims["x"] = ["task", "point", "dx"]
             if y is not None:
                 yy = jnp.asarray(y)
                 ll = post.log_likelihood_samples(x, yy)  # (T, S, N)
-                kwargs["log_likelihood"] = {"y": np.asarray(ll).transpose(1, 0, 2)[None]}
+                kwargs["log_likelihood"] = {"y": chained(np.asarray(ll).transpose(1, 0, 2))}
                 obs = np.asarray(yy)
                 kwargs["observed_data"] = {"y": obs[..., None] if obs.ndim == 2 else obs}
         elif y is not None:
