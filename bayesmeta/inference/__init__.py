@@ -1,17 +1,28 @@
 """Inference methods (one module each) and the shared training loop."""
 
-from bayesmeta.inference.abml import abml
+from bayesmeta.inference.abml import ABMLConfig, abml
 from bayesmeta.inference.base import Info, MetaState, Method, make_optimizer
-from bayesmeta.inference.bmaml import bmaml
-from bayesmeta.inference.emaml import emaml
-from bayesmeta.inference.maml import maml
-from bayesmeta.inference.neural_process import neural_process
+from bayesmeta.inference.bmaml import BMAMLConfig, bmaml
+from bayesmeta.inference.config import ConfigError, MethodConfig, TrainConfig
+from bayesmeta.inference.emaml import EMAMLConfig, emaml
+from bayesmeta.inference.maml import MAMLConfig, MetaSGDConfig, maml
+from bayesmeta.inference.neural_process import NeuralProcessConfig, neural_process
 from bayesmeta.inference.nuts import nuts, nuts_task_samples
-from bayesmeta.inference.platipus import platipus
+from bayesmeta.inference.platipus import PLATIPUSConfig, platipus
 from bayesmeta.inference.reference import linear_gaussian_posterior, linear_reference, reference
 from bayesmeta.inference.train import DivergenceError, TrainResult, train
 
 __all__ = [
+    "ABMLConfig",
+    "BMAMLConfig",
+    "ConfigError",
+    "EMAMLConfig",
+    "MAMLConfig",
+    "MetaSGDConfig",
+    "MethodConfig",
+    "NeuralProcessConfig",
+    "PLATIPUSConfig",
+    "TrainConfig",
     "DivergenceError",
     "Info",
     "MetaState",
