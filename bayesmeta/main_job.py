@@ -28,6 +28,7 @@ from bayesmeta.zoo import STREAM_SEEDS
 #: posteriors on this family; MAML is the point-estimate baseline. `bayesmeta fit` is where
 #: the recipes run in full.
 MAIN_JOB_STEPS = {"maml": 10_000, "bmaml": 1_200, "neural-process": 30_000}
+MAIN_JOB_SAMPLES = 100  # posterior samples per task in the evaluation
 EVAL_SEED = STREAM_SEEDS["test"]  # held-out tasks: the test stream, disjoint from training's
 
 
@@ -78,7 +79,7 @@ def run_main_job(
             )
 
     rows, posts, tasks_by_k = evaluate_methods(
-        spec, fitted, spec.eval_k, num_tasks, seed=seed, train_seconds=train_s
+        spec, fitted, spec.eval_k, num_tasks, MAIN_JOB_SAMPLES, seed=seed, train_seconds=train_s
     )
     table = format_table(rows)
     best = closest_to_oracle(rows)
@@ -116,6 +117,9 @@ def run_main_job(
     report = {
         "model": spec.name,
         "n_tasks": num_tasks,
+        "samples": MAIN_JOB_SAMPLES,
+        "steps": MAIN_JOB_STEPS,
+        "seed": seed,
         "train_seconds": train_s,
         "total_seconds": time.perf_counter() - t_start,
         "rows": clean,
