@@ -142,6 +142,48 @@ def speed_table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def standard_family(rows: list, family: str = "sinusoid") -> str:
+    """One family of the ``standard`` calibration budget: per method and K, the gap to the
+    exact reference (mean ± standard error over the seeds), 90% coverage, calibration error,
+    the steps and the mean training seconds per run."""
+    import math
+
+    methods = ("reference", "maml", "emaml", "bmaml", "abml", "platipus", "neural-process")
+    ks = sorted({r["k"] for r in rows if r["family"] == family})
+    lines = [
+        "| method | " + " | ".join(f"gap K={k}" for k in ks) + " | cov90 K=5 | cal. err. K=5 | "
+        "steps | train s |",
+        "|---|" + "---:|" * (len(ks) + 4),
+    ]
+    for m in methods:
+        sel = [r for r in rows if r["family"] == family and r["method"] == m and r.get("nll")]
+        if not sel:
+            continue
+        cells = []
+        for k in ks:
+            gaps = [r["gap"] for r in sel if r["k"] == k]
+            se = statistics.stdev(gaps) / math.sqrt(len(gaps)) if len(gaps) > 1 else 0.0
+            cells.append(f"{statistics.fmean(gaps):.3f} ± {se:.3f}")
+        k5 = [r for r in sel if r["k"] == 5]
+        cov = statistics.fmean(r["cov90"] for r in k5)
+        cal = statistics.fmean(r["calibration_error"] for r in k5)
+        steps = sorted({r["steps"] for r in sel})
+        secs = statistics.fmean(r.get("train_seconds", 0.0) for r in sel if r["k"] == ks[0])
+        lines.append(
+            f"| {m} | " + " | ".join(cells) + f" | {cov:.3f} | {cal:.4f} | "
+            f"{'/'.join(str(s) for s in steps)} | {secs:.0f} |"
+        )
+    seeds = sorted({r["seed"] for r in rows if r["family"] == family})
+    prov = next((r for r in rows if r.get("commit")), {})
+    lines += [
+        "",
+        f"Seeds {seeds}; budget `{prov.get('budget', '?')}`, commit {prov.get('commit', '?')}, "
+        f"{prov.get('samples', '?')} posterior samples, {prov.get('machine', '?')}; "
+        f"`{prov.get('command', '?')}`.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 #: Every generated table, by the name its markers use.
 TABLES: dict[str, Table] = {
     "core_sinusoid": Table(("core_sinusoid_default.json",), core_table),
@@ -156,6 +198,7 @@ TABLES: dict[str, Table] = {
         calibration_summary,
     ),
     "speed": Table(("speed.json",), speed_table),
+    "standard_sinusoid": Table(("calibration_standard/calibration.json",), standard_family),
 }
 
 
