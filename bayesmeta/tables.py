@@ -23,7 +23,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-ROOT = Path(__file__).resolve().parent.parent
+#: The repository root: the working directory (run the command from the checkout; an
+#: installed package does not carry README.md or benchmarks/).
+ROOT = Path.cwd()
 RESULTS = ROOT / "benchmarks" / "results"
 #: The markdown files that may hold generated tables.
 DOCUMENTS = ("README.md", "docs/results.md", "docs/benchmarks.md")
@@ -229,6 +231,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--root", type=Path, default=ROOT)
     args = p.parse_args(argv)
     stale = []
+    if not (args.root / DOCUMENTS[0]).is_file():
+        print(
+            f"tables: no {DOCUMENTS[0]} under {str(args.root)!r}: run from the repository root "
+            "or pass --root",
+            file=sys.stderr,
+        )
+        return 2
     for doc in DOCUMENTS:
         path = args.root / doc
         if not path.is_file():

@@ -283,6 +283,7 @@ def test_to_inference_data_with_targets_supports_loo_and_compare(true_posterior)
         post.to_inference_data(y=y)
 
 
+@pytest.mark.slow  # compiles an EMAML adapt and 400 Predictive draws
 def test_numpyro_predictive_draws_from_a_task_posterior():
     # the NumPyro bridge: Predictive over the model's phi site gives the posterior's predictive
     from numpyro.infer import Predictive

@@ -121,6 +121,7 @@ def test_a_run_saved_before_typed_configs_still_loads(tmp_path):
     np.testing.assert_array_equal(restored.theta["mu"], state.theta["mu"])
 
 
+@pytest.mark.slow  # three CLI fits
 def test_fit_writes_the_versioned_config_and_refuses_to_overwrite(tmp_path):
     run = tmp_path / "run"
     args = ["fit", "sinusoid", "--method", "maml", "--steps", "2", "--quiet", "--out", str(run)]
