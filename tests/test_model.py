@@ -107,6 +107,7 @@ class _Traced(HierarchicalModel):
         return super().model(x, y, mask)
 
 
+@pytest.mark.slow  # eager NumPyro traces of both models (~15-20 s each)
 @pytest.mark.parametrize("likelihood", ["gaussian", "categorical"])
 def test_direct_log_densities_equal_the_traced_model(likelihood, key):
     kw = dict(likelihood=likelihood, dx=2, num_classes=3 if likelihood == "categorical" else None)

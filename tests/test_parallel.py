@@ -79,6 +79,8 @@ def sharded_run():
     return json.loads(line[len("RESULT") :])
 
 
+# the sharded run is a child process with 4 host devices (~30 s): the slow tier
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["maml", "abml"])
 def test_sharded_meta_step_and_training_equal_unsharded(sharded_run, name):
     r = sharded_run
@@ -87,6 +89,7 @@ def test_sharded_meta_step_and_training_equal_unsharded(sharded_run, name):
     assert r[name + "_replicated"]
 
 
+@pytest.mark.slow
 def test_sharded_meta_gradient_equals_unsharded(sharded_run):
     assert sharded_run["grad_maxrel"] < 1e-5
 
