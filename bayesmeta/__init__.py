@@ -21,6 +21,7 @@ from bayesmeta.inference import (
     neural_process,
     nuts,
     platipus,
+    protonet,
     reference,
     train,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "neural_process",
     "nuts",
     "platipus",
+    "protonet",
     "reference",
     "train",
 ]

@@ -40,16 +40,18 @@ class TaskPosterior:
     noise_std : (T, S)
         Observation noise standard deviation of each sample (regression; ones otherwise).
     apply : (φ (P,), x (N, Dx)) -> (N, Dy) or (N, C); or (params, φ, x) -> Distribution
-        Likelihood location (Gaussian) or logits (categorical); for ``"generic"`` the
-        model's observation distribution of one task's points, batch shape ``(1, N)``
-        (:meth:`bayesmeta.model.NumPyroModel.observe`).
+        Likelihood location (Gaussian) or logits (categorical); with ``params`` it is called
+        ``apply(params, φ, x)``. For ``"generic"`` the model's observation distribution of one
+        task's points, batch shape ``(1, N)`` (:meth:`bayesmeta.model.NumPyroModel.observe`).
     likelihood : {"gaussian", "categorical", "generic"}
     method : str
         Name of the method that produced it.
     params : pytree, optional
-        ``"generic"`` only: the θ passed to ``apply``, shared by every task and sample, or with
-        ``params_per_sample`` each sample's own (leaves ``(T, S, ...)``, an ensemble).
+        The θ passed to ``apply``, shared by every task and sample (e.g. a meta-learned
+        embedding network, kept once instead of copied into every φ), or for ``"generic"``
+        with ``params_per_sample`` each sample's own (leaves ``(T, S, ...)``, an ensemble).
     params_per_sample : bool
+        ``"generic"`` only.
     """
 
     phi: Array
@@ -63,6 +65,13 @@ class TaskPosterior:
 
     def __post_init__(self):
         _validate(self)
+
+    def bound_apply(self) -> Callable[[Array, Array], Array]:
+        """``(φ (P,), x (N, Dx)) -> outputs`` of one sample: ``apply`` with the shared
+        ``params`` bound where the posterior has them (not for ``"generic"``)."""
+        if self.params is None or self.likelihood == "generic":
+            return self.apply
+        return partial(self.apply, self.params)
 
     @property
     def num_tasks(self) -> int:
@@ -364,6 +373,11 @@ def _validate(post: TaskPosterior) -> None:
     """
     if post.likelihood not in LIKELIHOODS:
         raise ValueError(f"likelihood: expected one of {LIKELIHOODS}, got {post.likelihood!r}")
+    if post.params_per_sample and post.likelihood != "generic":
+        raise ValueError(
+            f"params_per_sample: only a 'generic' likelihood has per-sample params, got "
+            f"likelihood {post.likelihood!r}"
+        )
     if not callable(post.apply):
         raise TypeError(f"apply: expected a callable (phi, x) -> outputs, got {post.apply!r}")
     phi, lw, sd = post.phi, post.log_weights, post.noise_std
@@ -448,7 +462,8 @@ def _generic_info(post: TaskPosterior, x: Array) -> tuple[bool, bool]:
 
 # -- kernels: module-level and jitted, so repeated calls reuse one compilation -----------------
 def _task_outputs(post: TaskPosterior, phi: Array, xt: Array) -> Array:
-    return jax.vmap(lambda p: post.apply(p, xt))(phi)
+    f = post.bound_apply()
+    return jax.vmap(lambda p: f(p, xt))(phi)
 
 
 @jax.jit

@@ -521,6 +521,70 @@ def _as_spec(model: Any, data: Any) -> ModelSpec:
     )
 
 
+def task_set(
+    source: Any,
+    k: int = 5,
+    num_tasks: int = 100,
+    *,
+    num_query: int | None = None,
+    split: str = "test",
+) -> dict[str, np.ndarray]:
+    """Held-out tasks of a model or a data set: ``bayesmeta.tasks(source, k=..., num_tasks=...)``.
+
+    Parameters
+    ----------
+    source : Fitted, ModelSpec, model name or file, data set name, Rows or Splits
+        Whose tasks: a fitted run's (:meth:`Fitted.held_out`), a model's (built-in name or
+        file), or grouped data's (a built-in data set's name, the user's ``Rows`` split by
+        group, or ``Splits``), in the units the model is fitted in (standardised for data).
+    k : int
+        Support points per task.
+    num_tasks : int
+        Tasks in the set (a data set's test split gives at most one task per group and
+        draw, so groups repeat with different support points when there are fewer groups).
+    num_query : int, optional
+        Query points per task: default 50, and for data at most what the largest group of
+        the split holds beyond ``k`` (rows a smaller group lacks are masked).
+    split : {"test", "validation"}
+        ``"test"`` for what is reported, ``"validation"`` for choices; neither shares a task
+        with training.
+
+    Returns
+    -------
+    dict
+        A task set (docs/formats.md): ``x_support`` (T, K, Dx), ``y_support``, ``x_query``,
+        ``y_query`` and, where groups are ragged, ``mask_support`` / ``mask_query``.
+    """
+    if isinstance(source, Fitted):
+        spec = source.spec
+    elif _is_data(source):
+        spec = _as_spec("linear", source)
+    else:
+        spec = _as_spec(source, None)
+    if num_query is None:
+        num_query = 50
+        if spec.splits is not None:
+            part = spec.splits.validation if split == "validation" else spec.splits.test
+            num_query = max(1, min(num_query, int(np.max(part.lengths)) - int(k)))
+    if int(k) < 1 or int(num_tasks) < 1 or int(num_query) < 1:
+        raise ValueError(
+            f"k, num_tasks, num_query: expected positive integers, got {k}, {num_tasks}, "
+            f"{num_query}"
+        )
+    return spec.held_out(split, int(k), int(num_tasks), int(num_query))
+
+
+def _is_data(source: Any) -> bool:
+    from bayesmeta.tasks.data import Rows, Splits
+    from bayesmeta.tasks.grouped import DATASETS
+    from bayesmeta.zoo import builtin_models
+
+    if isinstance(source, Rows | Splits):
+        return True
+    # a built-in model of the same name (nlschools) is that data set's own model file
+    return isinstance(source, str) and source in DATASETS and source not in builtin_models()
+
+
 def fit(
     model: Any,
     method: str = "abml",

@@ -112,3 +112,31 @@ def test_own_data_with_a_builtin_or_own_model(tmp_path):
     run = f.save(tmp_path / "own")
     g = bm.load(run, model=f.spec)
     assert g.evaluate(tasks)["nll"] == pytest.approx(f.evaluate(tasks)["nll"], abs=1e-6)
+
+
+def test_tasks_is_the_package_and_a_task_set_function(fitted):
+    import bayesmeta.tasks as tasks_module
+    from bayesmeta.tasks import Support  # the package still imports
+
+    assert bm.tasks is tasks_module and Support is bm.Support
+    t = bm.tasks("sinusoid", k=3, num_tasks=4, num_query=7)
+    assert t["x_support"].shape == (4, 3, 1) and t["y_query"].shape == (4, 7, 1)
+    # the same test tasks as the fitted run's, and disjoint from the validation stream
+    same = fitted.held_out(k=3, num_tasks=4, num_query=7)
+    np.testing.assert_array_equal(t["x_support"], same["x_support"])
+    np.testing.assert_array_equal(bm.tasks(fitted, 3, 4, num_query=7)["y_query"], same["y_query"])
+    val = bm.tasks("sinusoid", k=3, num_tasks=4, num_query=7, split="validation")
+    assert not np.allclose(val["task_params"], t["task_params"])
+
+
+def test_tasks_of_grouped_data_fit_the_groups():
+    rows = bm.tasks.dataset("Cigar")
+    t = bm.tasks(rows, k=3, num_tasks=5)  # num_query shrinks to what the groups hold
+    test_groups = rows.split(seed=0).test
+    assert t["x_support"].shape == (5, 3, rows.x.shape[1])
+    assert 3 + t["x_query"].shape[1] <= int(np.max(test_groups.lengths))
+    np.testing.assert_array_equal(bm.tasks("Cigar", k=3, num_tasks=5)["y_query"], t["y_query"])
+    with pytest.raises(ValueError, match="k, num_tasks, num_query"):
+        bm.tasks("sinusoid", k=0)
+    with pytest.raises(ValueError, match="split"):
+        bm.tasks("sinusoid", k=2, split="train")

@@ -42,8 +42,10 @@ from bayesmeta.evaluate.metrics import (
     accuracy,
     brier,
     calibration_curve,
+    classification_metrics,
     coverage_from_pit,
     ece,
+    fit_temperature,
     level_key,
     mce,
     mse,
@@ -51,6 +53,7 @@ from bayesmeta.evaluate.metrics import (
     pit_histogram,
     regression_calibration_error,
     reliability_curve,
+    scale_temperature,
 )
 
 __all__ = [
@@ -63,11 +66,13 @@ __all__ = [
     "active",
     "brier",
     "calibration_curve",
+    "classification_metrics",
     "compare",
     "task_nll",
     "coverage_from_pit",
     "ece",
     "evaluate",
+    "fit_temperature",
     "format_table",
     "get_acquisition",
     "init_active",
@@ -86,6 +91,7 @@ __all__ = [
     "reliability_curve",
     "reveal",
     "run_active",
+    "scale_temperature",
     "select_top",
 ]
 
@@ -174,7 +180,12 @@ def _check_query(posterior, x_query, y_query) -> tuple[jax.Array, jax.Array]:
 
 # -- reports --------------------------------------------------------------------------------------
 def evaluate(
-    posterior, x_query, y_query, return_pit: bool = False, mask_query=None
+    posterior,
+    x_query,
+    y_query,
+    return_pit: bool = False,
+    mask_query=None,
+    temperature: float | None = None,
 ) -> dict[str, Any]:
     """Metrics of a posterior predictive on query sets: the ``REPORT.json`` fields.
 
@@ -192,7 +203,9 @@ def evaluate(
         predictive density per point). Regression adds ``mse`` (predictive mean),
         ``calibration_error`` (PACOH), ``coverage`` ``{"0.5", "0.8", "0.9", "0.95"}`` of the
         central predictive intervals (noise included) and ``pit_histogram`` (10-bin density of
-        the PIT). Classification adds ``accuracy``, ``ece``, ``mce`` (15 bins) and ``brier``.
+        the PIT). Classification adds ``accuracy``, ``ece``, ``mce`` (15 bins) and ``brier``,
+        each with a standard error over tasks (``accuracy_se``, ...;
+        :func:`~bayesmeta.evaluate.metrics.classification_metrics`).
         All values are plain Python scalars, lists and dicts (JSON-serialisable).
         ``return_pit=True`` (regression) adds ``pit``, the ``(T, Q, Dy)`` PIT values as a
         NumPy array (not JSON-serialisable), so callers need not compute the CDF again.
@@ -202,6 +215,11 @@ def evaluate(
     mask_query : array (T, Q) of 0/1, optional
         For tasks with different numbers of query points: only the points with 1 are scored,
         every metric is a mean over those, and ``n_points`` is their total.
+    temperature : float, optional
+        Classification: a temperature fitted on validation tasks
+        (:func:`~bayesmeta.evaluate.metrics.fit_temperature`); the report then also holds
+        ``temperature`` and ``temperature_scaled``, the same metrics of the scaled predictive,
+        beside (never instead of) the method's own.
     """
     x, y = _check_query(posterior, x_query, y_query)
     if mask_query is None:
@@ -233,13 +251,15 @@ def evaluate(
         y = real(y)
     if posterior.likelihood == "categorical":
         probs = real(posterior.probs(x))
-        report.update(
-            accuracy=accuracy(probs, y),
-            ece=ece(probs, y),
-            mce=mce(probs, y),
-            brier=brier(probs, y),
-        )
+        report.update({k: v for k, v in classification_metrics(probs, y).items()
+                       if k not in ("nll", "nll_se")})  # fmt: skip
+        if temperature is not None:
+            scaled = classification_metrics(scale_temperature(probs, temperature), y)
+            report.update(temperature=float(temperature), temperature_scaled=scaled)
         return report
+    if temperature is not None:
+        raise ValueError("temperature: temperature scaling is for classifiers; this posterior's "
+                         f"likelihood is {posterior.likelihood!r}")  # fmt: skip
     pit = real(posterior.pit(x, y_all))
     _, density = pit_histogram(pit)
     report.update(

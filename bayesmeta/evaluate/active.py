@@ -103,11 +103,12 @@ def _map_tasks(fn: Callable, posterior: TaskPosterior, args: tuple, per_task: in
 
 
 def _task_outputs(posterior: TaskPosterior, phi: Array, x: Array) -> Array:
-    return jax.vmap(lambda p: posterior.apply(p, x))(phi)  # (S, P, Dout)
+    f = posterior.bound_apply()
+    return jax.vmap(lambda p: f(p, x))(phi)  # (S, P, Dout)
 
 
 def _out_width(posterior: TaskPosterior, x_pool: Array) -> int:
-    out = jax.eval_shape(lambda p, x: posterior.apply(p, x), posterior.phi[0, 0], x_pool[0])
+    out = jax.eval_shape(posterior.bound_apply(), posterior.phi[0, 0], x_pool[0])
     return int(out.shape[-1])
 
 

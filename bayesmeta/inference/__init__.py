@@ -9,12 +9,14 @@ from bayesmeta.inference.maml import MAMLConfig, MetaSGDConfig, maml
 from bayesmeta.inference.neural_process import NeuralProcessConfig, neural_process
 from bayesmeta.inference.nuts import nuts, nuts_task_samples
 from bayesmeta.inference.platipus import PLATIPUSConfig, platipus
+from bayesmeta.inference.protonet import BayesianProtoNetConfig, ProtoNetConfig, protonet
 from bayesmeta.inference.reference import linear_gaussian_posterior, linear_reference, reference
 from bayesmeta.inference.train import DivergenceError, TrainResult, train
 
 __all__ = [
     "ABMLConfig",
     "BMAMLConfig",
+    "BayesianProtoNetConfig",
     "ConfigError",
     "EMAMLConfig",
     "MAMLConfig",
@@ -22,6 +24,7 @@ __all__ = [
     "MethodConfig",
     "NeuralProcessConfig",
     "PLATIPUSConfig",
+    "ProtoNetConfig",
     "TrainConfig",
     "DivergenceError",
     "Info",
@@ -38,6 +41,7 @@ __all__ = [
     "nuts",
     "nuts_task_samples",
     "platipus",
+    "protonet",
     "linear_reference",
     "reference",
     "train",

@@ -33,7 +33,18 @@ query set's joint Gaussian predictive. With ``head_components = C > 1`` the prio
 Σ_c π_c N(M₀_c, S₀_c) and the posterior, still exact, is the mixture of the components'
 posteriors with weights ∝ π_c p_c(D): a task that two hypotheses explain equally well (a
 sine or a line through one point) gets a multi-modal predictive, which one Gaussian over W
-cannot express. Non-Gaussian likelihoods use the learned encoder (``encoder="mlp"``).
+cannot express. Non-Gaussian likelihoods use a learned encoder.
+
+For classification the learned encoder sees classes, not pixels (``encoder="per-class"``, the
+default there; VERSA, Gordon et al. 2019): with the shared body's features h(x),
+
+    r_c = (1/n_c) Σ_{j: y_j = c} g_ψ(h(x_j)),    q(w_c | D) = N(m_ψ(r_c), diag s_ψ(r_c)²),
+
+one amortization network, shared by the classes, gives each class's column w_c of the last
+layer (weights and bias) from the pooled embedding of that class's support points alone, so
+the posterior is permutation-invariant within a class, equivariant across classes, and
+handles any number of shots (masks) and classes. ``encoder="mlp"`` mean-pools g_ψ([x, y])
+over raw inputs and one-hot labels (Garnelo et al. 2018).
 """
 
 from __future__ import annotations
@@ -91,7 +102,8 @@ class ConjugatePosterior(NamedTuple):
 
 
 OUTERS = ("predictive", "elbo")
-ENCODERS = ("auto", "conjugate", "mlp")
+ENCODERS = ("auto", "conjugate", "mlp", "per-class")
+CLASSIFIER_ENCODERS = ("per-class", "mlp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,10 +119,14 @@ class NeuralProcessConfig(MethodConfig):
     train_samples : int
         S, samples of w per task in meta-training.
     outer : {"predictive", "elbo"}
-    encoder : {"auto", "conjugate", "mlp"}
+    encoder : {"auto", "conjugate", "mlp", "per-class"}
         ``"conjugate"``: the exact Gaussian posterior of the last layer (Gaussian likelihood
-        only); ``"mlp"``: the learned mean-pooled encoder g_ψ; ``"auto"``: conjugate where
-        the likelihood is Gaussian.
+        only); ``"mlp"``: the learned encoder g_ψ mean-pooled over raw (x, y); ``"per-class"``:
+        VERSA's encoder of each class's pooled body features (categorical likelihood only);
+        ``"auto"``: conjugate where the likelihood is Gaussian, else ``classifier_encoder``.
+    classifier_encoder : {"per-class", "mlp"}
+        What ``"auto"`` picks for a categorical likelihood (``"mlp"`` in configs before
+        version 3).
     init_prior_scale : float
         Initial standard deviation of the conjugate encoder's prior S₀ = L₀L₀ᵀ over the last
         layer (``prior_scale`` before config version 2).
@@ -124,15 +140,18 @@ class NeuralProcessConfig(MethodConfig):
     """
 
     METHOD: ClassVar[str] = "neural-process"
-    VERSION: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 3
     MIGRATIONS: ClassVar = {
-        1: _rename({"components": "head_components", "prior_scale": "init_prior_scale"})
+        1: _rename({"components": "head_components", "prior_scale": "init_prior_scale"}),
+        # version 2's "auto" encoder of a classifier was the raw-input pooled MLP
+        2: lambda d: {"classifier_encoder": "mlp", **d},
     }
 
     encoder_sizes: tuple[int, ...] = (128, 128)
     train_samples: int = 16
     outer: str = "predictive"
     encoder: str = "auto"
+    classifier_encoder: str = "per-class"
     init_prior_scale: float = 0.5
     head_components: int = 1
     min_scale: float = 1e-3
@@ -142,6 +161,7 @@ class NeuralProcessConfig(MethodConfig):
         object.__setattr__(self, "encoder_sizes", tuple(self.encoder_sizes))
         check_choice(self, "outer", OUTERS)
         check_choice(self, "encoder", ENCODERS)
+        check_choice(self, "classifier_encoder", CLASSIFIER_ENCODERS)
         check_positive(self, "init_prior_scale", "min_scale")
         check_positive_int(self, "head_components", "train_samples")
         if self.head_components > 1 and self.encoder == "mlp":
@@ -177,6 +197,11 @@ def neural_process(
             f"neural-process: encoder: 'conjugate' needs a Gaussian likelihood, got "
             f"{model.likelihood!r}"
         )
+    if cfg.encoder == "per-class" and model.likelihood != "categorical":
+        raise ConfigError(
+            f"neural-process: encoder: 'per-class' pools each class's support points and needs "
+            f"a categorical likelihood, got {model.likelihood!r}"
+        )
     params0 = model.network.init(jax.random.PRNGKey(0))
     if not isinstance(params0, list | tuple) or len(params0) < 2:
         raise ValueError("model: the neural process needs a network with at least two layers")
@@ -185,20 +210,22 @@ def neural_process(
     num_last = int(flat_last0.shape[0])
     num_body = model.num_params - num_last
     classify = model.likelihood == "categorical"
-    conjugate = cfg.encoder == "conjugate" or (cfg.encoder == "auto" and not classify)
-    if conjugate and not (
-        isinstance(last0, dict) and set(last0) == {"w", "b"} and jnp.ndim(last0["w"]) == 2
-    ):
+    kind = cfg.encoder
+    if kind == "auto":
+        kind = cfg.classifier_encoder if classify else "conjugate"
+    conjugate, per_class = kind == "conjugate", kind == "per-class"
+    linear_last = isinstance(last0, dict) and set(last0) == {"w", "b"} and jnp.ndim(last0["w"]) == 2
+    if (conjugate or per_class) and not linear_last:
         raise ValueError(
-            "model: the conjugate encoder needs a linear last layer {'w': (F, Dy), 'b': (Dy,)}"
+            f"model: the {kind} encoder needs a linear last layer {{'w': (F, Dy), 'b': (Dy,)}}"
         )
-    din = model.dx + (model.num_classes if classify else model.dy)
-    enc = mlp((din, *cfg.encoder_sizes), activation="relu")
-    optimizer = cfg.default_optimizer() if optimizer is None else optimizer
-    if conjugate:
+    if linear_last:
         num_feat, dy = last0["w"].shape
         _, unravel_body = ravel_pytree(list(params0[:-1]))
         identity_head = {"w": jnp.eye(num_feat), "b": jnp.zeros(num_feat)}
+    din = model.dx + (model.num_classes if classify else model.dy)
+    enc = mlp((num_feat if per_class else din, *cfg.encoder_sizes), activation="relu")
+    optimizer = cfg.default_optimizer() if optimizer is None else optimizer
 
     def init(key):
         k_net, k_enc, k_head = jax.random.split(key, 3)
@@ -219,9 +246,12 @@ def neural_process(
             theta["prior_logits"] = jnp.zeros((cfg.head_components,))
         else:
             width = cfg.encoder_sizes[-1]
-            w_head = jax.random.normal(k_head, (width, 2 * num_last)) * (0.1 / math.sqrt(width))
-            # Start q at the network initialisation's last layer with a moderate spread.
-            b_head = jnp.concatenate([th["mu"][num_body:], jnp.full((num_last,), math.log(0.3))])
+            out = num_feat + 1 if per_class else num_last  # one class's column, or all of w
+            w_head = jax.random.normal(k_head, (width, 2 * out)) * (0.1 / math.sqrt(width))
+            # Start q at the network initialisation's last layer with a moderate spread (the
+            # per-class encoder at zero: its columns are exchangeable across classes).
+            m_init = jnp.zeros(out) if per_class else th["mu"][num_body:]
+            b_head = jnp.concatenate([m_init, jnp.full((out,), math.log(0.3))])
             theta["encoder"] = enc.init(k_enc)
             theta["head"] = {"w": w_head, "b": b_head}
         if "log_noise" in th:
@@ -320,9 +350,21 @@ def neural_process(
         lp = jax.vmap(joint)(post.mean, post.cov)
         return -jax.nn.logsumexp(post.log_weights + lp) / x_q.shape[0]
 
-    # -- the learned (mean-pooled MLP) encoder ----------------------------------------------
+    # -- the learned (mean-pooled MLP) encoders --------------------------------------------
+    def encode_per_class(theta, x, y, mask):
+        """VERSA: each class's column (w_c, b_c) of the last layer from that class's pooled
+        body features; q(w | D) = N(m, s²) as flat last layers ``(L,)``."""
+        e = jax.nn.relu(enc.apply(theta["encoder"], features(theta, x)[:, :-1]))
+        onehot = jax.nn.one_hot(y, model.num_classes, dtype=e.dtype) * mask[:, None]
+        r = onehot.T @ e / jnp.maximum(jnp.sum(onehot, 0), 1.0)[:, None]  # (C, W)
+        out = r @ theta["head"]["w"] + theta["head"]["b"]  # (C, 2(F + 1))
+        m, s = out[:, : num_feat + 1], jax.nn.softplus(out[:, num_feat + 1 :]) + cfg.min_scale
+        return flat_last(m.T), flat_last(s.T)
+
     def encode(theta, x, y, mask):
         """q(w | D) = N(m, s²) of one data set ``x (N, Dx)``, ``y``, ``mask (N,)``."""
+        if per_class:
+            return encode_per_class(theta, x, y, mask)
         yin = jax.nn.one_hot(y, model.num_classes) if classify else y
         h = jax.nn.relu(enc.apply(theta["encoder"], jnp.concatenate([x, yin], -1)))
         r = jnp.sum(h * mask[:, None], 0) / jnp.maximum(jnp.sum(mask), 1.0)

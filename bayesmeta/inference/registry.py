@@ -20,6 +20,7 @@ from bayesmeta.inference.emaml import EMAMLConfig, emaml
 from bayesmeta.inference.maml import MAMLConfig, MetaSGDConfig, maml
 from bayesmeta.inference.neural_process import NeuralProcessConfig, neural_process
 from bayesmeta.inference.platipus import PLATIPUSConfig, platipus
+from bayesmeta.inference.protonet import BayesianProtoNetConfig, ProtoNetConfig, protonet
 
 
 class MethodInfo(NamedTuple):
@@ -39,6 +40,8 @@ class MethodInfo(NamedTuple):
         Serves any NumPyro model; otherwise it needs a ``HierarchicalModel``.
     needs : str
         What it needs of a model when ``any_model`` is False (for the error message).
+    likelihoods : tuple of str or None
+        The likelihoods it serves (None: any).
     """
 
     name: str
@@ -48,11 +51,18 @@ class MethodInfo(NamedTuple):
     bench_order: int | None = None
     any_model: bool = True
     needs: str = ""
+    likelihoods: tuple[str, ...] | None = None
 
 
 def _meta_sgd(model, config=None, **kw) -> Method:
     return maml(model, MetaSGDConfig.make(config), **kw)
 
+
+def _bayesian_protonet(model, config=None, **kw) -> Method:
+    return protonet(model, BayesianProtoNetConfig.make(config), **kw)
+
+
+_CLASSIFIER = "it classifies in an embedding space (a categorical likelihood, a linear last layer)"
 
 METHODS: dict[str, MethodInfo] = {
     info.name: info
@@ -72,6 +82,24 @@ METHODS: dict[str, MethodInfo] = {
             any_model=False,
             needs="its conjugate encoder needs a network with a linear last layer",
         ),
+        MethodInfo(
+            "protonet",
+            protonet,
+            ProtoNetConfig,
+            "#7F7F7F",
+            any_model=False,
+            needs=_CLASSIFIER,
+            likelihoods=("categorical",),
+        ),  # fmt: skip
+        MethodInfo(
+            "bayesian-protonet",
+            _bayesian_protonet,
+            BayesianProtoNetConfig,
+            "#882255",
+            any_model=False,
+            needs=_CLASSIFIER,
+            likelihoods=("categorical",),
+        ),  # fmt: skip
     )
 }
 
@@ -100,6 +128,12 @@ def bench_methods() -> tuple[str, ...]:
 def check_serves(name: str, model) -> None:
     """Raise a clear error when method ``name`` cannot serve ``model``."""
     info = method_info(name)
+    likelihood = getattr(model, "likelihood", None)
+    if info.likelihoods is not None and likelihood not in info.likelihoods:
+        raise ValueError(
+            f"method: {name!r} serves {list(info.likelihoods)} likelihoods ({info.needs}); "
+            f"this model's is {likelihood!r}"
+        )
     if not info.any_model and getattr(model, "likelihood", None) == "generic":
         raise ValueError(
             f"method: {name!r} needs the built-in HierarchicalModel: {info.needs}; this model "

@@ -1,4 +1,11 @@
-"""Task families, episodic batches and task files."""
+"""Task families, episodic batches and task files.
+
+The module is also callable: ``bayesmeta.tasks(source, k=5, num_tasks=100)`` is a held-out
+task set of a model or a data set (:func:`bayesmeta.runs.task_set`).
+"""
+
+import sys
+import types
 
 from bayesmeta.tasks.base import (
     Support,
@@ -21,6 +28,7 @@ from bayesmeta.tasks.data import (
 )
 from bayesmeta.tasks.families import (
     FAMILIES,
+    blobs,
     circles,
     linear_gaussian,
     sine_line,
@@ -39,6 +47,7 @@ __all__ = [
     "Support",
     "TaskBatch",
     "TaskFamily",
+    "blobs",
     "circles",
     "dataset",
     "dataset_splits",
@@ -56,3 +65,19 @@ __all__ = [
     "sinusoid_bmaml",
     "support_of",
 ]
+
+
+class _CallableModule(types.ModuleType):
+    """``bayesmeta.tasks`` is both this package and the notebook's task-set function."""
+
+    def __call__(
+        self, source, k: int = 5, num_tasks: int = 100, *, num_query: int | None = None,
+        split: str = "test",
+    ) -> dict:  # fmt: skip
+        """Held-out tasks: :func:`bayesmeta.runs.task_set`."""
+        from bayesmeta.runs import task_set
+
+        return task_set(source, k, num_tasks, num_query=num_query, split=split)
+
+
+sys.modules[__name__].__class__ = _CallableModule

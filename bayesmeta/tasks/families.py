@@ -20,7 +20,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from bayesmeta.tasks.base import TaskFamily
+from bayesmeta.tasks.base import TaskBatch, TaskFamily
 
 Array = jax.Array
 
@@ -261,10 +261,67 @@ def circles(
     )
 
 
+def blobs(n_way: int = 3, dx: int = 4, spread: float = 3.0) -> TaskFamily:
+    """N-way classification of Gaussian blobs: the few-shot classifier's conjugate test bed.
+
+    Each task draws class centres μ_c ~ N(0, spread² I) in R^dx and points x ~ N(μ_c, I);
+    support sets are shot-major (shot s of label c is point s·N + c), ``k`` shots per class
+    uniform on ``k_range`` and padded to ``k_max`` with masks, query sets balanced
+    (``num_query`` a multiple of N). Its Bayes-optimal classifier is the Bayesian ProtoNet
+    with the identity embedding, m₀ = 0, τ² = spread² and σ² = 1, in closed form. Task
+    parameters are the centres, flattened ``(N·dx,)``.
+    """
+    for name, v in (("n_way", n_way), ("dx", dx)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < (2 if name == "n_way" else 1):
+            raise ValueError(
+                f"{name}: expected an integer >= {2 if name == 'n_way' else 1}, got {v!r}"
+            )
+    if not spread > 0:
+        raise ValueError(f"spread: expected > 0, got {spread!r}")
+
+    def sample_params(key, n):
+        return spread * jax.random.normal(key, (n, n_way * dx))
+
+    def sample_episode(key, num_tasks, k_range, num_query):
+        k_min, k_max = (int(v) for v in k_range)
+        if not 1 <= k_min <= k_max:
+            raise ValueError(f"k_range: expected 1 <= k_min <= k_max, got {tuple(k_range)}")
+        if num_query < n_way or num_query % n_way:
+            raise ValueError(
+                f"num_query: expected a positive multiple of n_way = {n_way}, got {num_query}"
+            )
+        k_c, k_s, k_q, k_k = jax.random.split(key, 4)
+        params = sample_params(k_c, num_tasks)
+        centres = params.reshape(num_tasks, n_way, dx)
+        y_s = jnp.tile(jnp.arange(n_way, dtype=jnp.int32), k_max)
+        y_q = jnp.tile(jnp.arange(n_way, dtype=jnp.int32), num_query // n_way)
+        x_s = centres[:, y_s] + jax.random.normal(k_s, (num_tasks, y_s.size, dx))
+        x_q = centres[:, y_q] + jax.random.normal(k_q, (num_tasks, y_q.size, dx))
+        k = jax.random.randint(k_k, (num_tasks,), k_min, k_max + 1)
+        mask = (jnp.arange(y_s.size)[None, :] < n_way * k[:, None]).astype(x_s.dtype)
+        batch = TaskBatch(x_s, jnp.broadcast_to(y_s, (num_tasks, y_s.size)), mask, x_q,
+                          jnp.broadcast_to(y_q, (num_tasks, y_q.size)))  # fmt: skip
+        return batch, params
+
+    return TaskFamily(
+        name=f"blobs{n_way}",
+        dx=dx,
+        dy=1,
+        sample_params=sample_params,
+        mean_fn=None,
+        noise_fn=None,
+        x_range=(-spread, spread),
+        likelihood="categorical",
+        num_classes=n_way,
+        sample_episode=sample_episode,
+    )
+
+
 FAMILIES = {
     "sinusoid": sinusoid,
     "sine_line": sine_line,
     "linear_gaussian": linear_gaussian,
     "sinusoid_bmaml": sinusoid_bmaml,
     "circles": circles,
+    "blobs": blobs,
 }

@@ -12,19 +12,18 @@ import os
 import jax
 import jax.numpy as jnp
 
+import bayesmeta as bm
 from bayesmeta import plots
 from bayesmeta.evaluate.active import init_active, label, learning_curve, propose, run_active
 from bayesmeta.tasks import Support
-from bayesmeta.zoo import held_out_tasks, load_model_spec
 
 QUICK = os.environ.get("BAYESMETA_TUTORIAL_QUICK") == "1"
 OUT = os.environ.get("BAYESMETA_TUTORIAL_OUT", ".")
 
 # %%
-spec = load_model_spec("sinusoid")
-method, result = spec.fit("abml", max_seconds=5 if QUICK else 300, progress=False)
-state_meta = result.state
-tasks = held_out_tasks(spec, k=1, num_tasks=20, num_query=150)
+fitted = bm.fit("sinusoid", "abml", steps=100 if QUICK else 6_000, progress=False)
+method, state_meta = fitted.method, fitted.state
+tasks = bm.tasks(fitted, k=1, num_tasks=20, num_query=150)
 x_pool, y_pool = tasks["x_query"][:, :100], tasks["y_query"][:, :100]
 x_eval, y_eval = tasks["x_query"][:, 100:], tasks["y_query"][:, 100:]
 

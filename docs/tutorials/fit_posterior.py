@@ -31,7 +31,7 @@ print(fitted)
 # points. `adapt` builds the masks; the task posterior is M = 10 particles per task.
 
 # %%
-tasks = fitted.held_out(k=2, num_tasks=20)
+tasks = bm.tasks("sinusoid", k=2, num_tasks=20)  # or fitted.held_out(k=2, num_tasks=20)
 post = fitted.adapt(tasks["x_support"], tasks["y_support"])
 print(post.phi.shape, "(tasks, particles, weights)")
 

@@ -239,3 +239,44 @@ def test_classification_metrics_reject_bad_input(probs, labels, match):
 def test_n_bins_validated():
     with pytest.raises(ValueError, match="n_bins: expected a positive integer"):
         M.ece(HAND_PROBS, HAND_LABELS, n_bins=0)
+
+
+# -- classifier calibration: standard errors and temperature scaling -------------------------------
+
+
+def test_classification_metrics_by_hand_with_task_standard_errors():
+    # two tasks of two points, two classes
+    probs = np.array([[[0.9, 0.1], [0.3, 0.7]], [[0.6, 0.4], [0.2, 0.8]]])
+    labels = np.array([[0, 0], [0, 1]])
+    out = M.classification_metrics(probs, labels, n_bins=2)
+    acc_t = np.array([0.5, 1.0])
+    brier_t = np.array([(0.02 + 0.98) / 2, (0.32 + 0.08) / 2])  # Σ_c (p_c − 1[y = c])²
+    nll_t = -np.array([np.log(0.9) + np.log(0.3), np.log(0.6) + np.log(0.8)]) / 2
+    assert out["accuracy"] == pytest.approx(0.75) and out["brier"] == pytest.approx(brier_t.mean())
+    assert out["nll"] == pytest.approx(nll_t.mean())
+    for k, v in (("accuracy", acc_t), ("brier", brier_t), ("nll", nll_t)):
+        assert out[f"{k}_se"] == pytest.approx(v.std(ddof=1) / np.sqrt(2))
+    # confidences 0.9, 0.7, 0.6, 0.8 all in bin (0.5, 1]: accuracy 3/4, mean confidence 0.75
+    assert out["ece"] == pytest.approx(0.0, abs=1e-12) and out["mce"] == pytest.approx(0.0)
+    assert out["ece_se"] >= 0 and "ece_se" not in M.classification_metrics(probs[0], labels[0])
+
+
+def test_temperature_scaling_keeps_the_argmax_and_fit_recovers_the_temperature():
+    rng = np.random.default_rng(0)
+    logits = 3.0 * rng.normal(size=(20000, 4))
+    true_t = 2.5  # labels come from softmax(logits / 2.5): the given probs are overconfident
+    p_true = np.exp(logits / true_t)
+    p_true /= p_true.sum(-1, keepdims=True)
+    labels = (p_true.cumsum(-1) > rng.uniform(size=(20000, 1))).argmax(-1)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    t = M.fit_temperature(probs, labels)
+    assert t == pytest.approx(true_t, rel=0.05)
+    scaled = M.scale_temperature(probs, t)
+    np.testing.assert_array_equal(scaled.argmax(-1), probs.argmax(-1))
+    np.testing.assert_allclose(scaled.sum(-1), 1.0, rtol=1e-12)
+    assert M.ece(scaled, labels) < M.ece(probs, labels) / 3
+    np.testing.assert_allclose(M.scale_temperature(probs, 1.0), probs, rtol=1e-9, atol=1e-15)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="temperature: expected a positive number"):
+            M.scale_temperature(probs, bad)

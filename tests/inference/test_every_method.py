@@ -18,7 +18,7 @@ import pytest
 from bayesmeta.inference.registry import METHODS
 from bayesmeta.model import HierarchicalModel, NumPyroModel
 from bayesmeta.nn import mlp
-from bayesmeta.tasks import Support, sample_batch, sinusoid
+from bayesmeta.tasks import Support, blobs, sample_batch, sinusoid
 
 pytestmark = pytest.mark.slow
 
@@ -31,6 +31,8 @@ SMALL = {
     "bmaml": {"inner_steps": 1, "num_particles": 2},
     "platipus": {"inner_steps": 1, "train_samples": 2},
     "neural-process": {"encoder_sizes": (8,), "train_samples": 2},
+    "protonet": {},
+    "bayesian-protonet": {"predictive": "sampled", "train_samples": 2},
 }
 
 
@@ -46,12 +48,17 @@ def _line(x, y=None, mask=None):
 MODELS = {
     "builtin": lambda: HierarchicalModel(mlp((1, 8, 1)), noise_init=0.5),
     "numpyro": lambda: NumPyroModel(_line, dx=1),
+    "classifier": lambda: HierarchicalModel(
+        mlp((2, 8, 3)), likelihood="categorical", dx=2, num_classes=3
+    ),  # fmt: skip
 }
+FAMILIES = {"builtin": sinusoid, "numpyro": sinusoid, "classifier": lambda: blobs(3, 2)}
 CASES = [
     (name, kind)
     for name, info in METHODS.items()
     for kind in MODELS
-    if kind == "builtin" or info.any_model
+    if (kind == "classifier") == (info.likelihoods == ("categorical",))
+    and (kind != "numpyro" or info.any_model)
 ]
 
 
@@ -64,7 +71,7 @@ def _close(a, b, tol):
 def test_method_jitted_equals_eager_and_traces_once(name, kind):
     assert set(SMALL) == set(METHODS), "give a new method its small settings here"
     method = METHODS[name].factory(MODELS[kind](), **SMALL[name])
-    fam = sinusoid()
+    fam = FAMILIES[kind]()
     key = jax.random.PRNGKey(0)
     state = method.init(key)
     batches = [sample_batch(fam, jax.random.PRNGKey(i), 2, (1, 3), 3)[0] for i in (1, 2)]

@@ -228,3 +228,55 @@ def test_conjugate_elbo_is_the_query_sets_joint_predictive(key, components):
     want = log_evidence(np.concatenate([xs, xq]), np.concatenate([ys, yq])) - log_evidence(xs, ys)
     got = -5 * float(method.extras["query_loss"](st, batch))
     np.testing.assert_allclose(got, want, rtol=1e-4)
+
+
+# -- VERSA's per-class encoder for classifiers ----------------------------------------------------
+def _classifier(ways=3, dx=4):
+    return HierarchicalModel(mlp((dx, 16, 8, ways), activation="tanh"), likelihood="categorical",
+                             dx=dx, num_classes=ways, prior_scale=0.1)  # fmt: skip
+
+
+def test_per_class_encoder_is_the_classifier_default_and_equivariant_across_classes(key):
+    from bayesmeta.tasks import blobs
+
+    method = neural_process(_classifier(), encoder_sizes=(16,))
+    assert method.config.classifier_encoder == "per-class"
+    st = method.init(key)
+    b = sample_batch(blobs(3, 4), key, 2, (2, 2), 6)[0]
+    vp = method.extras["variational_params"]
+    m, s = vp(st, Support(b.x_support, b.y_support, b.mask_support))
+    # relabelling the classes (0 -> 1 -> 2 -> 0) permutes the last layer's columns the same way
+    relabel = (b.y_support + 1) % 3
+    m2, s2 = vp(st, Support(b.x_support, relabel, b.mask_support))
+    num_feat = 8  # the flat last layer is [b (C), w (F, C) row-major]
+    cols = lambda f: jnp.concatenate([f[:, :3][:, None], f[:, 3:].reshape(-1, num_feat, 3)], 1)  # noqa: E731
+    np.testing.assert_allclose(cols(m2), jnp.roll(cols(m), 1, axis=-1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(cols(s2), jnp.roll(cols(s), 1, axis=-1), rtol=1e-5, atol=1e-6)
+    # a class's shots in any order, and masked extra shots, change nothing
+    perm = np.array([3, 4, 5, 0, 1, 2])
+    m3, _ = vp(st, Support(b.x_support[:, perm], b.y_support[:, perm], b.mask_support))
+    np.testing.assert_allclose(m3, m, rtol=1e-5, atol=1e-6)
+
+
+def test_per_class_encoder_learns_blobs_far_above_chance(key):
+    from bayesmeta.evaluate import evaluate
+    from bayesmeta.tasks import blobs
+
+    fam = blobs(3, 4)
+    method = neural_process(_classifier(), encoder_sizes=(32,), train_samples=4, lr=3e-3)
+    res = train(method, method.init(key), lambda k: sample_batch(fam, k, 8, (1, 3), 12)[0],
+                jax.random.PRNGKey(1), 400, chunk_size=200, progress=False)  # fmt: skip
+    test = sample_batch(fam, jax.random.PRNGKey(7), 60, (1, 1), 12)[0]
+    post = method.adapt(key, res.state, Support(test.x_support, test.y_support,
+                                                test.mask_support), 16)  # fmt: skip
+    report = evaluate(post, test.x_query, test.y_query)
+    assert report["accuracy"] > 0.7, report["accuracy"]  # chance is 1/3
+
+
+def test_version_2_classifier_configs_keep_the_raw_input_encoder():
+    from bayesmeta.inference import NeuralProcessConfig
+
+    old = NeuralProcessConfig.from_dict({"version": 2, "encoder": "auto"})
+    assert (
+        old.classifier_encoder == "mlp" and NeuralProcessConfig().classifier_encoder == "per-class"
+    )

@@ -8,7 +8,7 @@ import pytest
 from bayesmeta.tasks import FAMILIES, make_task_set, sample_batch, sine_line, sinusoid
 
 
-@pytest.mark.parametrize("name", sorted(FAMILIES))
+@pytest.mark.parametrize("name", sorted(n for n in FAMILIES if n != "blobs"))  # K points
 def test_batch_shapes_masks_and_ranges(name, key):
     fam = FAMILIES[name]()
     batch, params = jax.jit(lambda k: sample_batch(fam, k, 64, (1, 10), 7))(key)
@@ -143,3 +143,22 @@ def test_model_spec_recipe_k_power_reaches_the_training_sampler(key):
     assert cfg["k_power"] == 3.0 and spec.build("maml")[1]["k_power"] == 0.0
     k = np.asarray(spec.sampler(2000, 2, cfg["k_power"])(key).mask_support.sum(1))
     assert 0.75 < np.mean(k == 1) < 0.90  # 1 / Σ k^-3 = 0.83 of tasks have k = 1
+
+
+def test_blobs_episodes_are_shot_major_balanced_and_masked(key):
+    from bayesmeta.tasks import blobs
+
+    fam = blobs(n_way=3, dx=2, spread=4.0)
+    batch, params = jax.jit(lambda k: sample_batch(fam, k, 500, (1, 4), 6))(key)
+    assert batch.x_support.shape == (500, 12, 2) and batch.y_query.shape == (500, 6)
+    np.testing.assert_array_equal(batch.y_support[0], np.tile(np.arange(3), 4))
+    shots = np.asarray(batch.mask_support.sum(1)) / 3
+    assert set(np.unique(shots)) == {1.0, 2.0, 3.0, 4.0}  # whole shots per class
+    # points scatter with unit variance around their class centre, centres with spread²
+    centres = np.asarray(params).reshape(500, 3, 2)
+    resid = np.asarray(batch.x_query) - np.take_along_axis(
+        centres, np.asarray(batch.y_query)[..., None], 1)  # fmt: skip
+    assert np.std(resid) == pytest.approx(1.0, rel=0.05)
+    assert np.std(centres) == pytest.approx(4.0, rel=0.05)
+    with pytest.raises(ValueError, match="num_query: expected a positive multiple"):
+        sample_batch(fam, key, 2, (1, 2), 4)
