@@ -985,6 +985,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from bayesmeta.bench import BUDGETS as BENCH_BUDGETS
     from bayesmeta.bench import FAMILIES, METHODS
+    from bayesmeta.zoo import METHOD_NAMES
 
     b = sub.add_parser("bench", help="benchmark suites (calibration of every method and family)")
     b.add_argument(
@@ -998,7 +999,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(BENCH_BUDGETS),
         default="small",
         help="small: 6 s per run, a smoke test (under 30 minutes on 2 CPU cores); standard: "
-        "step counts, 3 seeds, about 4 hours of 2-core time (shard it); full: the papers' steps",
+        "step counts, 3 seeds, about 4 hours of 2-core time (shard it); classification: the "
+        "few-shot classifiers on glyphs and digits, 600 test tasks, temperatures fitted on "
+        "validation classes; full: the papers' steps",
     )
     b.add_argument(
         "--shard",
@@ -1013,7 +1016,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="recompute the runs whose rows are already in --out (default: skip them)",
     )
     b.add_argument("--families", nargs="+", choices=list(FAMILIES), default=None)
-    b.add_argument("--methods", nargs="+", choices=list(METHODS), default=None)
+    b.add_argument(
+        "--methods", nargs="+", choices=[m for m in METHOD_NAMES if m != "reference"],
+        default=None, help=f"default: the budget's ({', '.join(METHODS)}; classification: "
+        "the few-shot classifiers)",
+    )  # fmt: skip
     b.add_argument("--seeds", nargs="+", type=_seed, default=None)
     b.add_argument(
         "--seconds", type=_positive("--seconds"), default=None, help="training seconds per run"

@@ -219,7 +219,8 @@ def conv4(
             hid = jax.nn.relu(hid + layer["b"])
         feat = jnp.mean(hid, axis=(1, 2))
         out = feat @ params[-1]["w"] + params[-1]["b"]
-        return out.reshape(*lead, num_classes)
+        # the output width is the last layer's: an identity last layer gives the features
+        return out.reshape(*lead, out.shape[-1])
 
     return Network(
         init=init,

@@ -82,6 +82,7 @@ SPEC = ModelSpec(
     name="glyphs",
     family=glyphs(N_WAY, "test"),
     train_family=glyphs(N_WAY, "train"),
+    validation_family=glyphs(N_WAY, "validation"),
     model=HierarchicalModel(
         conv4((28, 28, 1), N_WAY, filters=32),
         likelihood="categorical",

@@ -221,12 +221,14 @@ def train(
                 },
             )
 
-    history: dict[str, list] = {"step": [], "loss": [], "grad_norm": []}
+    # seconds: training time after each chunk, validation excluded (learning curves)
+    history: dict[str, list] = {"step": [], "loss": [], "grad_norm": [], "seconds": []}
     if validate is not None:
         history["validation_nll"] = []
     best_v, best_state = float(best_validation), None
     t0 = time.perf_counter()
     compile_s = 0.0
+    trained_s = 0.0
     for c in range(num_chunks):
         t_chunk = time.perf_counter()
         new_state, new_key, infos, theta_finite = run(state, key)
@@ -242,6 +244,8 @@ def train(
                 "Lower the learning rate or the inner step size."
             )
         state, key = new_state, new_key
+        trained_s += time.perf_counter() - t_chunk
+        history["seconds"].append(trained_s)
         history["step"].append(int(state.step))
         history["loss"].append(float(loss.mean()))
         history["grad_norm"].append(float(np.asarray(infos.grad_norm).mean()))

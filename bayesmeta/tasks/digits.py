@@ -4,13 +4,16 @@ The images are scikit-learn's copy of the UCI optical-digits test set (1,797 gre
 images of the digits 0–9 written by 43 people, ``sklearn.datasets.load_digits``), which ships
 inside the scikit-learn package: nothing is downloaded. Grey levels 0–16 are scaled to [0, 1].
 
-Classes are split, as glyph scripts are: meta-training sees the digits in ``TRAIN_DIGITS`` and
-the test tasks are drawn from the other five, which no training step saw. The validation
-stream uses the training digits' held-out instances (:data:`VALIDATION_FRACTION` of each
-class's images, never drawn in training): with ten classes there are not enough for a third
-disjoint set of five, so validation measures generalisation to new writers of known classes
-and only the test stream measures it to new classes. Every class keeps the same number of
-instances (the smallest class's count), so an episode's draws are uniform.
+Classes are split three ways, as the glyphs' are (:data:`SPLIT_DIGITS`): meta-training sees
+four digits, the validation stream (recipe choices, fitted temperatures) three others and the
+test stream the last three, so no two streams share a class and the tasks are 3-way. (A split
+of five digits each way leaves every training task the same five classes relabelled, and the
+embedding learns those five instead of how to tell digits apart.) Four training classes are
+still few, so the training split adds, as Omniglot's training does with rotated characters,
+each digit's three rotations by 90° and the four mirror images of the rotations as classes of
+their own (32 training classes; :data:`TRAIN_VARIANTS`); validation and test images are never
+transformed. Every class keeps the same number of instances (the smallest class's count), so
+an episode's draws are uniform.
 """
 
 from __future__ import annotations
@@ -20,11 +23,16 @@ import numpy as np
 from bayesmeta.tasks.base import TaskFamily
 from bayesmeta.tasks.glyphs import GlyphData, episode_sampler
 
-#: Digits that meta-training and validation draw from; the test tasks use the others.
-TRAIN_DIGITS = (0, 2, 4, 6, 8)
-#: Fraction of each training digit's images kept for the validation stream.
-VALIDATION_FRACTION = 0.25
-SPLITS = ("train", "validation", "test")
+#: The digits of each split (disjoint).
+SPLIT_DIGITS: dict[str, tuple[int, ...]] = {
+    "train": (0, 1, 2, 3),
+    "validation": (4, 5, 6),
+    "test": (7, 8, 9),
+}
+SPLITS = tuple(SPLIT_DIGITS)
+#: Rotations (quarter turns) and mirror images of each training digit that are new classes.
+TRAIN_VARIANTS: tuple[tuple[int, bool], ...] = tuple((r, m) for m in (False, True)
+                                                     for r in range(4))  # fmt: skip
 
 
 def load_digits(split: str = "train", seed: int = 0) -> GlyphData:
@@ -34,7 +42,7 @@ def load_digits(split: str = "train", seed: int = 0) -> GlyphData:
     ----------
     split : {"train", "validation", "test"}
     seed : int
-        Shuffles each class's instances before the train / validation cut.
+        Which images a class keeps when it has more than the smallest class.
 
     Raises
     ------
@@ -54,39 +62,36 @@ def load_digits(split: str = "train", seed: int = 0) -> GlyphData:
     images, target = np.asarray(d.images), np.asarray(d.target)
     per_class = int(np.bincount(target).min())
     rng = np.random.default_rng(seed)
-    digits = TRAIN_DIGITS if split != "test" else tuple(sorted(set(range(10)) - set(TRAIN_DIGITS)))
-    cut = int(round(per_class * (1 - VALIDATION_FRACTION)))
-    stacks = []
-    for digit in digits:
-        idx = rng.permutation(np.flatnonzero(target == digit))[:per_class]
-        if split == "train":
-            idx = idx[:cut]
-        elif split == "validation":
-            idx = idx[cut:]
-        stacks.append(images[idx])
+    stacks = [images[np.sort(rng.permutation(np.flatnonzero(target == digit))[:per_class])]
+              for digit in SPLIT_DIGITS[split]]  # fmt: skip
     grey = np.round(np.stack(stacks) * (255.0 / 16.0)).astype(np.uint8)  # (C, I, 8, 8)
+    ids = np.array(SPLIT_DIGITS[split], np.int32)
+    if split == "train":
+        variants = [np.rot90(grey[..., ::-1] if mirror else grey, r, axes=(2, 3))
+                    for r, mirror in TRAIN_VARIANTS]  # fmt: skip
+        grey = np.ascontiguousarray(np.concatenate(variants, 0))
+        ids = np.concatenate([ids + 10 * v for v in range(len(TRAIN_VARIANTS))]).astype(np.int32)
     return GlyphData(
         images=grey,
-        script=np.zeros(len(digits), np.int32),
-        codepoint=np.array([ord("0") + c for c in digits], np.int32),
-        class_id=np.array(digits, np.int32),
+        script=np.zeros(len(ids), np.int32),
+        codepoint=ord("0") + ids % 10,
+        class_id=ids,
         script_names=("digits",),
         test_scripts=(),
         split=split,
     )
 
 
-def digits(n_way: int = 5, split: str = "train", seed: int = 0) -> TaskFamily:
+def digits(n_way: int = 3, split: str = "train", seed: int = 0) -> TaskFamily:
     """N-way few-shot classification of handwritten digits from one split.
 
     Episodes are drawn as the glyphs' are (:func:`~bayesmeta.tasks.glyphs.episode_sampler`:
     ``n_way`` distinct classes in random label order, ``k`` shots each, shot-major support
     sets padded to ``k_max`` with masks); ``dx = 64`` (flattened 8×8 images in [0, 1]).
     """
-    if isinstance(n_way, bool) or not isinstance(n_way, int | np.integer) or not 2 <= n_way <= 5:
-        raise ValueError(
-            f"n_way: expected an integer in [2, 5] (five digits a split), got {n_way!r}"
-        )
+    most = min(len(d) for d in SPLIT_DIGITS.values())
+    if isinstance(n_way, bool) or not isinstance(n_way, int | np.integer) or not 2 <= n_way <= most:
+        raise ValueError(f"n_way: expected an integer in [2, {most}] (digits a split), got {n_way}")
     data = load_digits(split, seed)
     sample = episode_sampler(data, int(n_way))
     ids = data.class_id
@@ -111,4 +116,4 @@ def digits(n_way: int = 5, split: str = "train", seed: int = 0) -> TaskFamily:
     )
 
 
-__all__ = ["SPLITS", "TRAIN_DIGITS", "VALIDATION_FRACTION", "digits", "load_digits"]
+__all__ = ["SPLITS", "SPLIT_DIGITS", "TRAIN_VARIANTS", "digits", "load_digits"]

@@ -23,8 +23,11 @@ that hashes every rendering setting and the pillow, FreeType, matplotlib and Uni
 versions; they are written atomically (a temporary file, then ``os.replace``).
 
 Meta-training and meta-testing use disjoint scripts (:data:`TEST_SCRIPTS` are held out, as
-Omniglot's evaluation alphabets). :func:`glyphs` is the task family: N-way K-shot episodes
-whose N classes are drawn from all the characters of one split.
+Omniglot's evaluation alphabets); the held-out scripts' characters are split again, by the
+parity of their class id, into a validation split (recipe choices, early stopping, fitted
+temperatures) and a test split (published numbers), which share no class. :func:`glyphs` is
+the task family: N-way K-shot episodes whose N classes are drawn from all the characters of
+one split.
 """
 
 from __future__ import annotations
@@ -119,7 +122,7 @@ FACES: tuple[str, ...] = (
     "STIXGeneralBolIta.ttf",
 )
 
-SPLITS = ("train", "test", "all")
+SPLITS = ("train", "validation", "test", "all")
 _LOAD_KEYS = (
     "scripts",
     "num_instances",
@@ -164,7 +167,7 @@ class GlyphData:
         All scripts of the rendering, train and test.
     test_scripts : tuple of str
         The held-out scripts.
-    split : {"train", "test", "all"}
+    split : {"train", "validation", "test", "all"}
     """
 
     images: np.ndarray
@@ -197,14 +200,18 @@ class GlyphData:
         return tuple(self.script_names[i] for i in np.unique(self.script))
 
     def subset(self, split: str) -> GlyphData:
-        """The classes of ``split`` (``"train"``, ``"test"`` or ``"all"``)."""
+        """The classes of ``split``: ``"train"`` (the training scripts), ``"validation"`` and
+        ``"test"`` (the held-out scripts' characters with odd and even class ids: disjoint
+        classes of the same unseen alphabets), or ``"all"``."""
         _check_split(split)
         if split == "all":
             keep = np.ones(self.num_classes, bool)
         else:
             test_ids = [i for i, s in enumerate(self.script_names) if s in self.test_scripts]
-            is_test = np.isin(self.script, test_ids)
-            keep = is_test if split == "test" else ~is_test
+            held_out = np.isin(self.script, test_ids)
+            odd = self.class_id % 2 == 1
+            keep = {"train": ~held_out, "validation": held_out & odd,
+                    "test": held_out & ~odd}[split]  # fmt: skip
         return GlyphData(
             images=self.images[keep],
             script=self.script[keep],
@@ -450,7 +457,7 @@ def load_glyphs(
 
     Parameters
     ----------
-    split : {"all", "train", "test"}
+    split : {"all", "train", "validation", "test"}
         ``"test"`` holds the characters of :data:`TEST_SCRIPTS`, ``"train"`` all others.
     scripts : tuple of str, optional
         Render only these scripts of :data:`SCRIPTS` (default: all); e.g. a small set for
@@ -577,7 +584,7 @@ def glyphs(
     ----------
     n_way : int
         N, the classes per task (``num_classes`` of the family); at least 2.
-    split : {"train", "test", "all"}
+    split : {"train", "validation", "test", "all"}
         Meta-train on ``"train"``, evaluate on ``"test"``: their scripts are disjoint.
     data : GlyphData, optional
         Use these glyphs (already split) instead of :func:`load_glyphs`.

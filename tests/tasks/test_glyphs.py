@@ -83,12 +83,14 @@ def test_cache_key_depends_on_the_settings():
         assert settings_hash(other) != settings_hash(base)
 
 
-def test_train_and_test_scripts_are_disjoint(data):
-    train, test = data.subset("train"), data.subset("test")
+def test_train_validation_and_test_share_no_class(data):
+    train, val, test = data.subset("train"), data.subset("validation"), data.subset("test")
     assert set(train.scripts()) == {"latin_upper", "greek_upper"}
-    assert set(test.scripts()) == {"hebrew", "currency"}
-    assert not set(train.class_id) & set(test.class_id)
-    assert train.num_classes + test.num_classes == data.num_classes
+    assert set(test.scripts()) == set(val.scripts()) == {"hebrew", "currency"}
+    for a, b in ((train, test), (train, val), (val, test)):
+        assert not set(a.class_id) & set(b.class_id)
+    assert train.num_classes + val.num_classes + test.num_classes == data.num_classes
+    assert abs(val.num_classes - test.num_classes) <= 2  # the held-out classes halved
     # the fixed split of the full data set
     assert set(TEST_SCRIPTS) < set(SCRIPTS)
     ranges = {s: {c for lo, hi in SCRIPTS[s] for c in range(lo, hi + 1)} for s in SCRIPTS}
@@ -174,7 +176,7 @@ def test_family_from_given_data_and_sample_params(data, key):
     [
         (lambda: glyphs(1, "train", **SMALL), "n_way"),
         (lambda: glyphs(2.0, "train", **SMALL), "n_way"),
-        (lambda: glyphs(5, "validation", **SMALL), "split"),
+        (lambda: glyphs(5, "valid", **SMALL), "split"),
         (lambda: glyphs(5, "train", scripts=("klingon",)), "scripts"),
         (lambda: glyphs(5, "train", num_instance=3), "load_kwargs"),
         (lambda: load_glyphs("val"), "split"),
