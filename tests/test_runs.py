@@ -35,8 +35,9 @@ def test_fit_adapt_evaluate_save_load(fitted, tmp_path):
     short = fitted.adapt(tasks["x_support"][0, :3], tasks["y_support"][0, :3])
     np.testing.assert_allclose(half.phi, short.phi, rtol=1e-4, atol=1e-5)
     report = fitted.evaluate(tasks)
-    fig = fitted.plot(tasks, 20, task_indices=(0, 1), path=tmp_path / "bands.png")
-    assert (tmp_path / "bands.png").stat().st_size > 0 and len(fig.axes) >= 4  # maml + reference
+    # (the exact reference's grid beside it: test_plot_shows_the_reference, slow tier)
+    fig = fitted.plot(tasks, 20, reference=False, task_indices=(0, 1), path=tmp_path / "b.png")
+    assert (tmp_path / "b.png").stat().st_size > 0 and len(fig.axes) >= 2
     assert report["n_tasks"] == 6 and np.isfinite(report["nll"]) and report["nll_se"] > 0
     run = fitted.save(tmp_path / "run")
     again = bm.load(run)
@@ -50,6 +51,13 @@ def test_fit_adapt_evaluate_save_load(fitted, tmp_path):
     save_tasks(tmp_path / "t.npz", tasks)
     assert main(["evaluate", str(run), "--tasks", str(tmp_path / "t.npz"), "--samples", "1",
                  "--quiet", "--out", str(tmp_path / "r.json")]) == 0  # fmt: skip
+
+
+@pytest.mark.slow  # the reference's quadrature grid, compiled at the default tier's -O0
+def test_plot_shows_the_reference(fitted, tmp_path):
+    tasks = fitted.held_out(k=5, num_tasks=2, num_query=10)
+    fig = fitted.plot(tasks, 20, task_indices=(0, 1), path=tmp_path / "bands.png")
+    assert (tmp_path / "bands.png").stat().st_size > 0 and len(fig.axes) >= 4  # maml + reference
 
 
 def test_bad_input_names_the_argument(fitted):

@@ -56,3 +56,4 @@ for acq in ("bald", "random"):
     curves[acq] = learning_curve(res, acq)
     print(acq, [round(v, 3) for v in curves[acq]["mse"]])
 fig = plots.learning_curves(curves, "mse", path=os.path.join(OUT, "active_curves.png"), logy=True)
+fig  # a notebook shows the figure (plots return matplotlib Figures, saved to `path` too)

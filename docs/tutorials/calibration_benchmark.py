@@ -42,4 +42,8 @@ print(format_table([{k: v for k, v in r.items() if k not in ("pit", "calibration
 # %%
 curves = {r["method"]: r["calibration_curve"] for r in rows if r["k"] == 1}
 fig = plots.calibration_curves(curves, path=os.path.join(OUT, "calibration_k1.png"))
+fig
+
+# %%
 fig = plots.metric_bars(rows, "gap", path=os.path.join(OUT, "gap_bars.png"))
+fig

