@@ -157,6 +157,7 @@ def _row(family: str, method: str, k: int, seed: int, rep: dict) -> dict[str, An
         "k": int(k),
         "seed": int(seed),
         "nll": rep["nll"],
+        "n_tasks": rep.get("n_tasks"),
         "oracle_nll": None,
         "gap": None,
     }
@@ -517,6 +518,21 @@ def merge(shards: Sequence[str | os.PathLike], out: str | os.PathLike) -> list[d
     return rows
 
 
+def provenance(command: str, **extra: Any) -> dict[str, Any]:
+    """Where a results file came from: the commit, the exact command, the machine and the
+    library versions, plus ``extra`` (steps, samples, seed, seconds, ...)."""
+    import platform
+
+    return {
+        "commit": git_commit(),
+        "command": command,
+        "machine": f"{platform.machine()} {jax.default_backend()}, {os.cpu_count()} cores",
+        "jax": jax.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+        **extra,
+    }
+
+
 def git_commit(where: str | os.PathLike | None = None) -> str | None:
     """The short commit hash of the checkout at ``where`` (a results file's provenance), or
     None outside a git checkout."""
@@ -721,6 +737,7 @@ __all__ = [
     "markdown",
     "merge",
     "parse_shard",
+    "provenance",
     "run_calibration",
     "summarise",
     "units",

@@ -9,6 +9,7 @@ error) and writes ``report.json``, ``report.md`` and figures into the output fol
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayesmeta.atomic import write_text
+from bayesmeta.bench import provenance
 from bayesmeta.runs import evaluate_methods
 from bayesmeta.zoo import STREAM_SEEDS
 
@@ -125,6 +127,7 @@ def run_main_job(
         "rows": clean,
     }
     report["closest_to_oracle"] = best
+    report.update(provenance(" ".join(["bayesmeta", *sys.argv[1:]])))
     write_text(out_dir / "report.json", json.dumps(report, indent=2, default=float))
     write_text(out_dir / "report.md", markdown_table(clean) + "\n" + summary + "\n")
     if not quiet:

@@ -28,7 +28,12 @@ from typing import Any, NamedTuple
 ROOT = Path.cwd()
 RESULTS = ROOT / "benchmarks" / "results"
 #: The markdown files that may hold generated tables.
-DOCUMENTS = ("README.md", "docs/results.md", "docs/benchmarks.md")
+DOCUMENTS = (
+    "README.md",
+    "docs/results.md",
+    "docs/benchmarks.md",
+    "benchmarks/results/classification.md",
+)
 
 _BLOCK = re.compile(r"(<!-- table: ([\w-]+) -->\n)(.*?)(<!-- /table -->)", re.DOTALL)
 
@@ -186,6 +191,118 @@ def standard_family(rows: list, family: str = "sinusoid") -> str:
     return "\n".join(lines) + "\n"
 
 
+def classification_family(rows: list, family: str = "glyphs") -> str:
+    """One family of the ``classification`` budget: per K and method, accuracy, ECE, MCE,
+    Brier and NLL (mean ± standard error over the seeds; with one seed, ± the standard error
+    over its test tasks), the ECE after temperature scaling with T fitted on validation
+    classes, the validation-chosen step and the training seconds per run."""
+    import math
+
+    from bayesmeta.bench import CLASSIFIERS
+
+    sel = [r for r in rows if r["family"] == family and r.get("nll") is not None]
+    ks = sorted({r["k"] for r in sel})
+    lines = [
+        "| K | method | seeds | accuracy | ECE | MCE | Brier | NLL | ECE at T (T) | best step "
+        "| train s |",
+        "|---:|---|---:|" + "---:|" * 8,
+    ]
+
+    def cell(rs: list, key: str, digits: int = 3) -> str:
+        vals = [r[key] for r in rs if r.get(key) is not None]
+        if not vals:
+            return "–"
+        if len(vals) > 1:
+            se = statistics.stdev(vals) / math.sqrt(len(vals))
+        else:
+            se = rs[0].get(f"{key}_se")
+        mean = f"{statistics.fmean(vals):.{digits}f}"
+        return mean if se is None else f"{mean} ± {se:.{digits}f}"
+
+    for k in ks:
+        for m in CLASSIFIERS:
+            rs = [r for r in sel if r["k"] == k and r["method"] == m]
+            if not rs:
+                continue
+            t = [r["temperature"] for r in rs if r.get("temperature") is not None]
+            ts = cell(rs, "ts_ece") + (f" ({statistics.fmean(t):.2f})" if t else "")
+            best = "/".join(str(r.get("best_step", r["steps"])) for r in rs)
+            secs = statistics.fmean(r["train_seconds"] for r in rs)
+            lines.append(
+                f"| {k} | {m} | {len(rs)} | {cell(rs, 'accuracy')} | {cell(rs, 'ece')} | "
+                f"{cell(rs, 'mce')} | {cell(rs, 'brier')} | {cell(rs, 'nll')} | {ts} | {best} "
+                f"| {secs:.0f} |"
+            )
+    prov = next((r for r in sel if r.get("commit")), {})
+    tasks = sorted({r.get("n_tasks") for r in sel if r.get("n_tasks")})
+    lines += [
+        "",
+        f"Budget `{prov.get('budget', '?')}`, commit {prov.get('commit', '?')}, "
+        f"{prov.get('samples', '?')} posterior samples per task"
+        + (f", {tasks} test tasks per seed and K" if tasks else "")
+        + f", {prov.get('machine', '?')}; `{prov.get('command', '?')}`.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main_job_table(report: dict) -> str:
+    """``bayesmeta run``'s report (``benchmarks/results/run/report.json``): per method and K
+    the gap to the exact posterior and 90% coverage, the steps and training seconds, and the
+    method closest to the exact posterior at each K."""
+    ks = sorted({r["k"] for r in report["rows"]})
+    methods = list(dict.fromkeys(r["method"] for r in report["rows"]))
+    lines = [
+        "| method | " + " | ".join(f"gap K={k}" for k in ks) + " | "
+        + " | ".join(f"cov90 K={k}" for k in ks) + " | steps | train s |",
+        "|---|" + "---:|" * (2 * len(ks) + 2),
+    ]  # fmt: skip
+    for m in methods:
+        by_k = {r["k"]: r for r in report["rows"] if r["method"] == m}
+        gaps = " | ".join(_f(by_k[k].get("gap"), ".3f") for k in ks)
+        covs = " | ".join(_f(by_k[k]["coverage"]["0.9"], ".3f") for k in ks)
+        steps = report.get("steps", {}).get(m, 0)
+        secs = report.get("train_seconds", {}).get(m)
+        lines.append(f"| {m} | {gaps} | {covs} | {steps} | {_f(secs, '.0f')} |")
+    best = report.get("closest_to_oracle", {})
+    lines += [
+        "",
+        "Closest to the exact posterior: "
+        + ", ".join(f"K={k}: {best.get(str(k), '?')}" for k in ks)
+        + f". {report['n_tasks']} held-out tasks, {report.get('samples', '?')} posterior "
+        f"samples, seed {report.get('seed', '?')}, {report['total_seconds']:.0f} s for the job; "
+        f"commit {report.get('commit', '?')}, `{report.get('command', '?')}`, "
+        f"{report.get('machine', '?')}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def time_to_quality(result: dict) -> str:
+    """``benchmarks/time_to_quality.py``: per family and method, the training seconds to come
+    within 0.5, 0.2 and 0.1 nats of the exact posterior on validation tasks at K = 1 and 5
+    (– where the run never did), and the gaps at the end of the standard budget's steps."""
+    levels = [str(v) for v in result["thresholds"]]
+    head = " | ".join(f"K={k} ≤{v}" for k in (1, 5) for v in levels)
+    lines = [
+        f"| family | method | steps | {head} | final gap K=1 | final gap K=5 |",
+        "|---|---|---:|" + "---:|" * (2 * len(levels) + 2),
+    ]
+    for c in result["curves"]:
+        cells = [_f(c[f"seconds_to_gap_k{k}"][v], ".0f") for k in (1, 5) for v in levels]
+        lines.append(
+            f"| {c['family']} | {c['method']} | {c['steps']} | " + " | ".join(cells)
+            + f" | {c['gap_k1'][-1]:.3f} | {c['gap_k5'][-1]:.3f} |"
+        )  # fmt: skip
+    prov = result["provenance"]
+    lines += [
+        "",
+        f"Seconds of training (the first chunk's compilation included, scoring excluded); "
+        f"{prov.get('validation_tasks', '?')} validation tasks per K, {prov.get('samples', '?')} "
+        f"posterior samples; commit {prov.get('commit', '?')}, `{prov.get('command', '?')}`, "
+        f"{prov.get('machine', '?')}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 #: Every generated table, by the name its markers use.
 TABLES: dict[str, Table] = {
     "core_sinusoid": Table(("core_sinusoid_default.json",), core_table),
@@ -200,7 +317,15 @@ TABLES: dict[str, Table] = {
         calibration_summary,
     ),
     "speed": Table(("speed.json",), speed_table),
+    "main_job": Table(("run/report.json",), main_job_table),
+    "time_to_quality": Table(("time_to_quality.json",), time_to_quality),
     "standard_sinusoid": Table(("calibration_standard/calibration.json",), standard_family),
+    "classification_glyphs": Table(
+        ("classification/calibration.json",), lambda rows: classification_family(rows, "glyphs")
+    ),
+    "classification_digits": Table(
+        ("classification/calibration.json",), lambda rows: classification_family(rows, "digits")
+    ),
 }
 
 

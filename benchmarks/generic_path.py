@@ -19,15 +19,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 
-import jax
 from your_model import MODELS_DIR, RESULTS, fit_and_score  # benchmarks/your_model.py
 
-from bayesmeta.bench import git_commit
+from bayesmeta.bench import provenance
 from bayesmeta.model import NumPyroModel
 from bayesmeta.zoo import load_model_spec
 
@@ -78,23 +76,18 @@ def run(argv: list[str] | None = None) -> dict:
                 spec, "sinusoid", method, steps, args.seed, args.samples, args.eval_seed
             ):
                 rows.append({**r, "path": label})
-    provenance = {
-        "commit": git_commit(),
-        "command": "python benchmarks/generic_path.py "
-        + " ".join(sys.argv[1:] if argv is None else argv),
-        "samples": args.samples,
-        "seed": args.seed,
-        "eval_seed": args.eval_seed,
-        "seconds": round(time.perf_counter() - t_start, 1),
-        "machine": f"{platform.machine()} {platform.system()}, {jax.device_count()} "
-        f"{jax.default_backend()} device(s)",
-        "jax": jax.__version__,
-    }
-    out = {"provenance": provenance, "rows": rows}
+    prov = provenance(
+        "python benchmarks/generic_path.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        samples=args.samples,
+        seed=args.seed,
+        eval_seed=args.eval_seed,
+        seconds=round(time.perf_counter() - t_start, 1),
+    )
+    out = {"provenance": prov, "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "generic_path.json").write_text(json.dumps(out, indent=1) + "\n")
-    (args.out / "generic_path.md").write_text(markdown(rows, provenance))
-    print(markdown(rows, provenance))
+    (args.out / "generic_path.md").write_text(markdown(rows, prov))
+    print(markdown(rows, prov))
     return out
 
 

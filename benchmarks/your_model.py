@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from bayesmeta.bench import git_commit
+from bayesmeta.bench import provenance
 from bayesmeta.evaluate import evaluate
 from bayesmeta.model import NumPyroModel
 from bayesmeta.tasks.base import padded_support
@@ -146,20 +145,15 @@ def run(argv: list[str] | None = None) -> dict:
     if args.check_steps:
         check = generic_path_check(args.check_steps, args.seed, args.samples, args.eval_seed)
     out = {
-        "provenance": {
-            "commit": git_commit(),
-            "command": "python benchmarks/your_model.py "
-            + " ".join(sys.argv[1:] if argv is None else argv),
-            "steps": args.steps,
-            "check_steps": args.check_steps,
-            "samples": args.samples,
-            "seed": args.seed,
-            "eval_seed": args.eval_seed,
-            "seconds": round(time.perf_counter() - t_start, 1),
-            "machine": f"{platform.machine()} {platform.system()}, {jax.device_count()} "
-            f"{jax.default_backend()} device(s)",
-            "jax": jax.__version__,
-        },
+        "provenance": provenance(
+            "python benchmarks/your_model.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            steps=args.steps,
+            check_steps=args.check_steps,
+            samples=args.samples,
+            seed=args.seed,
+            eval_seed=args.eval_seed,
+            seconds=round(time.perf_counter() - t_start, 1),
+        ),
         "rows": rows,
         "generic_path": check,
     }
