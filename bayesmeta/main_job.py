@@ -29,7 +29,7 @@ from bayesmeta.zoo import STREAM_SEEDS
 #: (particles over the body, the last layer integrated out exactly) are the library's best
 #: posteriors on this family; MAML is the point-estimate baseline. `bayesmeta fit` is where
 #: the recipes run in full.
-MAIN_JOB_STEPS = {"maml": 6_000, "bmaml": 500, "neural-process": 20_000}
+MAIN_JOB_STEPS = {"maml": 6_000, "bmaml": 750, "neural-process": 15_000}
 MAIN_JOB_SAMPLES = 100  # posterior samples per task in the evaluation
 EVAL_SEED = STREAM_SEEDS["test"]  # held-out tasks: the test stream, disjoint from training's
 
