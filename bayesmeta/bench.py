@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayesmeta.inference.registry import METHODS as METHOD_REGISTRY
 from bayesmeta.inference.registry import bench_methods
 from bayesmeta.tasks.base import padded_support
 from bayesmeta.zoo import STREAM_SEEDS
@@ -566,7 +567,8 @@ def _figures(fname, spec, fam, posts, tasks, seed, out_dir: Path) -> None:
 
     fig_dir = out_dir / "calibration"
     fig_dir.mkdir(parents=True, exist_ok=True)
-    names = [m for m in ("reference", *METHODS) if (m, seed, fam.ks[0]) in posts]
+    order = ("reference", *dict.fromkeys((*METHODS, *CLASSIFIERS, *METHOD_REGISTRY)))
+    names = [m for m in order if (m, seed, fam.ks[0]) in posts]
     if spec.model.likelihood == "categorical":
         k = fam.ks[0]
         ts = tasks[(seed, k)]

@@ -201,6 +201,8 @@ def classification_family(rows: list, family: str = "glyphs") -> str:
     from bayesmeta.bench import CLASSIFIERS
 
     sel = [r for r in rows if r["family"] == family and r.get("nll") is not None]
+    if not sel:
+        return f"No {family} rows in the results file yet.\n"
     ks = sorted({r["k"] for r in sel})
     lines = [
         "| K | method | seeds | accuracy | ECE | MCE | Brier | NLL | ECE at T (T) | best step "
