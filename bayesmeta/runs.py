@@ -146,11 +146,18 @@ class Fitted:
         return self.spec.held_out(split, k, num_tasks, num_query)
 
     def evaluate(
-        self, tasks: dict | str | Path, num_samples: int = 100, *, key: jax.Array | None = None
+        self,
+        tasks: dict | str | Path,
+        num_samples: int = 100,
+        *,
+        key: jax.Array | None = None,
+        temperature: float | None = None,
     ) -> dict[str, Any]:
         """Adapt to a task set's support sets and score its query sets
         (:func:`bayesmeta.evaluate.evaluate`). ``tasks`` is a dict from :meth:`held_out` or
-        :func:`~bayesmeta.tasks.io.load_tasks`, or a task file's path."""
+        :func:`~bayesmeta.tasks.io.load_tasks`, or a task file's path. A classifier's
+        ``temperature`` (:meth:`temperature`) adds the temperature-scaled metrics beside its
+        own."""
         from bayesmeta.evaluate import evaluate
 
         if not isinstance(tasks, dict):
@@ -165,10 +172,29 @@ class Fitted:
             key=key,
         )
         report = evaluate(post, tasks["x_query"], tasks["y_query"],
-                          mask_query=tasks.get("mask_query"))  # fmt: skip
+                          mask_query=tasks.get("mask_query"), temperature=temperature)  # fmt: skip
         report.update(model=self.spec.name, k=int(np.shape(tasks["x_support"])[1]),
                       samples=int(num_samples))  # fmt: skip
         return report
+
+    def temperature(
+        self, k: int, num_tasks: int = 200, num_query: int | None = None, num_samples: int = 100
+    ) -> float:
+        """The temperature T that minimises a classifier's NLL on validation tasks with ``k``
+        shots (:func:`~bayesmeta.evaluate.metrics.fit_temperature`; classes no test task
+        uses): pass it to :meth:`evaluate` for the post-hoc calibrated baseline."""
+        from bayesmeta.evaluate import fit_temperature
+
+        if self.spec.family.likelihood != "categorical":
+            raise ValueError("temperature: temperature scaling is for classifiers; this model's "
+                             f"likelihood is {self.spec.family.likelihood!r}")  # fmt: skip
+        if num_query is None:
+            num_query = int(self.info.get("settings", {}).get("num_query", 50))
+        tasks = self.held_out(k, num_tasks, num_query, split="validation")
+        post = self.adapt(tasks["x_support"], tasks["y_support"], num_samples,
+                          mask=tasks.get("mask_support"))  # fmt: skip
+        probs = np.asarray(post.probs(jnp.asarray(tasks["x_query"])))
+        return fit_temperature(probs, tasks["y_query"])
 
     def plot(
         self,

@@ -148,3 +148,17 @@ def test_tasks_of_grouped_data_fit_the_groups():
         bm.tasks("sinusoid", k=0)
     with pytest.raises(ValueError, match="split"):
         bm.tasks("sinusoid", k=2, split="train")
+
+
+def test_a_classifier_fits_its_temperature_on_validation_classes():
+    pytest.importorskip("sklearn")
+    fitted = bm.fit("digits", "bayesian-protonet", steps=20, progress=False, validate=False,
+                    chunk_size=10)  # fmt: skip
+    t = fitted.temperature(k=1, num_tasks=10, num_samples=1)
+    tasks = bm.tasks(fitted, k=1, num_tasks=10, num_query=15)
+    report = fitted.evaluate(tasks, 1, temperature=t)
+    assert t > 0 and report["temperature"] == t
+    assert report["temperature_scaled"]["accuracy"] == pytest.approx(report["accuracy"])
+    assert {"ece_se", "brier_se", "accuracy_se"} <= set(report)
+    with pytest.raises(ValueError, match="temperature scaling is for classifiers"):
+        bm.fit("sinusoid", "reference").temperature(k=1)
