@@ -221,10 +221,12 @@ def test_no_exact_reference_for_glyphs():
 def test_full_data_set(tmp_path, monkeypatch):
     monkeypatch.setenv("BAYESMETA_CACHE", str(tmp_path))
     full = load_glyphs("all")
-    train, test = full.subset("train"), full.subset("test")
+    train, val, test = full.subset("train"), full.subset("validation"), full.subset("test")
     assert full.images.shape[1:] == (20, 28, 28)
-    assert set(test.scripts()) == set(TEST_SCRIPTS)
-    assert train.num_classes > 1500 and 300 < test.num_classes < 600
+    assert set(test.scripts()) == set(val.scripts()) == set(TEST_SCRIPTS)
+    # the held-out scripts' classes, halved into validation and test by class-id parity
+    assert train.num_classes > 1500 and 300 < test.num_classes + val.num_classes < 600
+    assert abs(test.num_classes - val.num_classes) <= len(TEST_SCRIPTS)
     assert load_glyphs("test").images.tobytes() == test.images.tobytes()
 
 
