@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bayesmeta.tasks.base import TaskFamily
-from bayesmeta.tasks.glyphs import GlyphData, episode_sampler
+from bayesmeta.tasks.base import TaskFamily  # noqa: F401  (the return type)
+from bayesmeta.tasks.glyphs import GlyphData, episode_sampler, image_class_family
 
 #: The digits of each split (disjoint).
 SPLIT_DIGITS: dict[str, tuple[int, ...]] = {
@@ -94,26 +94,8 @@ def digits(n_way: int = 3, split: str = "train", seed: int = 0) -> TaskFamily:
         raise ValueError(f"n_way: expected an integer in [2, {most}] (digits a split), got {n_way}")
     data = load_digits(split, seed)
     sample = episode_sampler(data, int(n_way))
-    ids = data.class_id
-
-    def sample_params(key, n):
-        import jax
-
-        pick = jax.lax.top_k(jax.random.uniform(key, (n, ids.shape[0])), int(n_way))[1]
-        return jax.numpy.asarray(ids)[pick]
-
-    return TaskFamily(
-        name=f"digits{n_way}-{split}",
-        dx=64,
-        dy=1,
-        sample_params=sample_params,
-        mean_fn=None,
-        noise_fn=None,
-        x_range=(0.0, 1.0),
-        likelihood="categorical",
-        num_classes=int(n_way),
-        sample_episode=sample,
-    )
+    return image_class_family(f"digits{n_way}-{split}", 8, int(n_way), sample,
+                              lambda: data.class_id)  # fmt: skip
 
 
 __all__ = ["SPLITS", "SPLIT_DIGITS", "TRAIN_VARIANTS", "digits", "load_digits"]

@@ -632,15 +632,26 @@ def glyphs(
     def sample_episode(key, num_tasks, k_range, num_query):
         return sampler()(key, num_tasks, k_range, num_query)
 
-    def sample_params(key, n):
+    def class_ids():
         sampler()
-        ids = jnp.asarray(state["data"].class_id)
+        return state["data"].class_id
+
+    return image_class_family(f"glyphs{n_way}-{split}", size, n_way, sample_episode, class_ids)
+
+
+def image_class_family(name: str, image_size: int, n_way: int, sample_episode, class_ids):
+    """The categorical :class:`TaskFamily` of N-way episodes over classes of square images
+    (glyphs, digits): ``sample_episode`` draws the batches; ``class_ids()`` gives the split's
+    class ids, of which the task parameters are ``n_way`` distinct ones."""
+
+    def sample_params(key, n):
+        ids = jnp.asarray(class_ids())
         pick = jax.lax.top_k(jax.random.uniform(key, (n, ids.shape[0])), n_way)[1]
         return ids[pick]
 
     return TaskFamily(
-        name=f"glyphs{n_way}-{split}",
-        dx=size * size,
+        name=name,
+        dx=image_size * image_size,
         dy=1,
         sample_params=sample_params,
         mean_fn=None,
