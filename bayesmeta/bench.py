@@ -61,7 +61,8 @@ class Budget:
     row on any machine. ``families`` and ``methods`` are the budget's default grid (None:
     every family, the registry's benchmark methods). ``validate``: where a family has a
     validation stream, score it after every chunk and publish the best state's rows (early
-    stopping that looks at validation tasks only).
+    stopping that looks at validation tasks only), after every ``validate_every[family]``-th
+    chunk (default every chunk).
     """
 
     seconds: float | None
@@ -75,6 +76,7 @@ class Budget:
     families: tuple[str, ...] | None = None
     methods: tuple[str, ...] | None = None
     validate: bool = False
+    validate_every: dict[str, int] = field(default_factory=dict)
 
 
 FAMILIES: dict[str, Family] = {
@@ -136,6 +138,8 @@ BUDGETS: dict[str, Budget] = {
         families=("glyphs", "digits"),
         methods=CLASSIFIERS,
         validate=True,
+        # a glyph validation pass costs about a chunk of training: score every 250 steps
+        validate_every={"glyphs": 10},
     ),
     # the papers' step counts (each model file's ``full`` budget), five seeds
     "full": Budget(
@@ -392,8 +396,9 @@ def run_calibration(
             compile_s = time.perf_counter() - t0
             validate = None
             if budget.validate and has_validation:
+                categorical = spec.family.likelihood == "categorical"
                 validate = spec.validator(k=fam.ks[0], num_tasks=100, num_query=fam.num_query,
-                                          num_samples=8)(method)  # fmt: skip
+                                          num_samples=8, accuracy=categorical)(method)  # fmt: skip
             for s in m_seeds:
                 k_init, k_train = jax.random.split(jax.random.PRNGKey(s))
                 try:
@@ -408,6 +413,7 @@ def run_calibration(
                         progress=progress,
                         desc=f"{fname}/{mname}/seed{s}",
                         validate=validate,
+                        validate_every=budget.validate_every.get(fname, 1),
                     )
                 except DivergenceError as err:
                     say(f"{fname}/{mname}/seed{s}: {err}")
@@ -437,10 +443,15 @@ def run_calibration(
                         **provenance,
                     )
                     if validate is not None:  # the published state: the best validated one
+                        hist = res.history
                         row.update(best_step=int(state.step),
-                                   validation_nll=[float(v) for v in res.history["validation_nll"]],
+                                   validate_every=budget.validate_every.get(fname, 1),
+                                   validation_step=[int(v) for v in hist["validation_step"]],
+                                   validation_nll=[float(v) for v in hist["validation_nll"]],
+                                   validation_accuracy=[float(v) for v in
+                                                        hist.get("validation_accuracy", [])],
                                    validation_seconds=[float(v) for v in
-                                                       res.history["seconds"]])  # fmt: skip
+                                                       hist["validation_seconds"]])  # fmt: skip
                     row["samples"] = n_s
                     if has_ref:
                         ref_k = ref_nll[(s, k)]
@@ -713,6 +724,37 @@ def write_results(rows: Sequence[dict], out_dir: str | os.PathLike, **meta) -> N
         ("calibration.md", _md_header(meta) + markdown(rows)),
     ):
         write_text(out_dir / name, text)
+    learning_curve_figures(rows, out_dir)
+
+
+def learning_curve_figures(rows: Sequence[dict], out_dir: str | os.PathLike) -> list[Path]:
+    """``<family>_learning_curves.png`` for every family whose rows carry validation curves:
+    validation accuracy (categorical) or NLL against training seconds, a line per method and
+    seed (the rows of a run share one curve; the first K's is drawn)."""
+    from bayesmeta import plots
+
+    paths = []
+    for family in sorted({r["family"] for r in rows if r.get("validation_nll")}):
+        curves: dict[str, dict[str, list]] = {}
+        for r in rows:
+            if r["family"] != family or not r.get("validation_nll"):
+                continue
+            name = f"{r['method']} (seed {r['seed']})"
+            if name in curves:
+                continue
+            n = len(r["validation_nll"])
+            steps = r.get("validation_step") or list(range(1, n + 1))
+            curves[name] = {"method": r["method"], "seconds": r["validation_seconds"][:n],
+                            "step": steps, "nll": r["validation_nll"]}  # fmt: skip
+            if r.get("validation_accuracy"):
+                curves[name]["accuracy"] = r["validation_accuracy"]
+        metric = "accuracy" if all("accuracy" in c for c in curves.values()) else "nll"
+        label = FAMILIES[family].label if family in FAMILIES else family
+        path = Path(out_dir) / f"{family}_learning_curves.png"
+        title = f"{label}: validation {metric.replace('nll', 'NLL')} against training time"
+        plots.training_curves(curves, metric, path=path, title=title)
+        paths.append(path)
+    return paths
 
 
 def _md_header(meta: dict) -> str:
@@ -736,6 +778,7 @@ __all__ = [
     "Budget",
     "Family",
     "export_inference_data",
+    "learning_curve_figures",
     "markdown",
     "merge",
     "parse_shard",

@@ -304,8 +304,14 @@ def fit(
             # validation score that a new best.npz must beat.
             step0 = int(old_state.step)
             old_hist = payload.get("history") or {}
-            keep = [i for i, s in enumerate(old_hist.get("step", [])) if s <= step0]
-            prior_history = {k: [v[i] for i in keep] for k, v in old_hist.items()}
+            # validation entries carry their own steps (``validate_every``); older runs
+            # scored every chunk, so theirs are the chunks' steps
+            chunk_steps = old_hist.get("step", [])
+            val_steps = old_hist.get("validation_step", chunk_steps)
+            prior_history = {}
+            for name, values in old_hist.items():
+                at = val_steps if name.startswith("validation") else chunk_steps
+                prior_history[name] = [x for x, s in zip(values, at, strict=True) if s <= step0]
             best_path = out_dir / BEST_NAME
             if best_path.exists():
                 best_validation = float(load_checkpoint(best_path).get("validation_nll", inf))
@@ -345,7 +351,7 @@ def fit(
     }
     if history.get("validation_nll"):
         best = min(range(len(history["validation_nll"])), key=history["validation_nll"].__getitem__)
-        info["best_step"] = history["step"][best]
+        info["best_step"] = (history.get("validation_step") or history["step"])[best]
         info["best_validation_nll"] = history["validation_nll"][best]
     if is_primary():
         write_text(out_dir / "run.json", json.dumps(info, indent=2, default=str))

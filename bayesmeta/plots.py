@@ -53,6 +53,7 @@ __all__ = [
     "decision_boundaries",
     "hypothesis_samples",
     "learning_curves",
+    "training_curves",
     "method_color",
     "metric_bars",
     "pit_histograms",
@@ -753,6 +754,51 @@ def learning_curves(
     if logy:
         ax.set_yscale("log")
     ax.set_title(title or f"Active learning: {_metric_label(metric)} (±1 s.e.)", fontsize=11)
+    ax.legend(fontsize=8, frameon=True, framealpha=0.9, edgecolor="0.85")
+    return _finish(fig, path)
+
+
+def training_curves(
+    curves: Mapping[str, Mapping[str, Sequence[float]]],
+    metric: str = "nll",
+    path: str | os.PathLike | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Learning curves of meta-training: a held-out metric against training seconds (log x).
+
+    Parameters
+    ----------
+    curves : dict[str, dict]
+        Line label -> ``{"seconds": [...], metric: [...]}``, optionally ``"method"`` (the
+        colour; runs of one method share it, the first drawn solid and the rest dashed).
+    metric : str
+        ``"nll"`` or ``"accuracy"`` (or any key the curves hold).
+    path : path-like or None
+        Where to save the PNG.
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    fig = _new_figure(6.0, 4.0)
+    ax = fig.add_subplot()
+    _style(ax, grid="both")
+    seen: set[str] = set()
+    for name in sorted(curves):
+        c = curves[name]
+        method = str(c.get("method", name))
+        t = np.asarray(c["seconds"], dtype=float)
+        v = np.asarray(c[metric], dtype=float)
+        first = method not in seen
+        seen.add(method)
+        ax.plot(t, v, color=method_color(method), lw=1.8 if first else 1.0,
+                ls="-" if first else "--", alpha=1.0 if first else 0.7,
+                label=method if first else None)  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("training seconds (validation excluded)", fontsize=9)
+    ax.set_ylabel(_metric_label(metric), fontsize=9)
+    ax.set_title(title or f"Validation {_metric_label(metric)} during meta-training", fontsize=11)
     ax.legend(fontsize=8, frameon=True, framealpha=0.9, edgecolor="0.85")
     return _finish(fig, path)
 

@@ -149,46 +149,177 @@ def speed_table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def standard_family(rows: list, family: str = "sinusoid") -> str:
-    """One family of the ``standard`` calibration budget: per method and K, the gap to the
-    exact reference (mean ± standard error over the seeds), 90% coverage, calibration error,
-    the steps and the mean training seconds per run."""
+STANDARD_METHODS = ("reference", "maml", "emaml", "bmaml", "abml", "platipus", "neural-process")
+
+
+def _mean_se(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard error (0 for a single value) of ``values``."""
     import math
 
-    methods = ("reference", "maml", "emaml", "bmaml", "abml", "platipus", "neural-process")
-    ks = sorted({r["k"] for r in rows if r["family"] == family})
+    mean = statistics.fmean(values)
+    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+    return mean, se
+
+
+def _headline(rows: list) -> str:
+    """The metric a family is ranked by: the gap to the exact reference where there is one,
+    else the held-out NLL (both lower-is-better)."""
+    return (
+        "gap"
+        if any(r.get("gap") is not None and r["method"] != "reference" for r in rows)
+        else "nll"
+    )
+
+
+def _provenance_line(rows: list) -> str:
+    seeds = sorted({r["seed"] for r in rows})
+    prov = next((r for r in rows if r.get("commit")), {})
+    commits = sorted({r["commit"] for r in rows if r.get("commit")})
+    commands = sorted({r["command"] for r in rows if r.get("command")}) or ["?"]
+    return (
+        f"Seeds {seeds}; budget `{prov.get('budget', '?')}`, commit {', '.join(commits) or '?'}, "
+        f"{prov.get('samples', '?')} posterior samples, {prov.get('machine', '?')}; "
+        + ", ".join(f"`{c}`" for c in commands)
+        + "."
+    )
+
+
+def standard_family(rows: list, family: str = "sinusoid") -> str:
+    """One family of the ``standard`` calibration budget: per method and K, the gap to the
+    exact reference (or, without one, the held-out NLL), mean ± standard error over the seeds;
+    at the middle K the 90% coverage and calibration error (regression) or accuracy and ECE
+    (classification); the steps and the mean training seconds per run."""
+    sel = [r for r in rows if r["family"] == family and r.get("nll") is not None]
+    if not sel:
+        return f"No {family} rows in the results file yet.\n"
+    ks = sorted({r["k"] for r in sel})
+    k_mid = 5 if 5 in ks else ks[0]
+    metric = _headline(sel)
+    classify = any(r.get("accuracy") is not None for r in sel)
+    extra = ("accuracy", "ece") if classify else ("cov90", "calibration_error")
+    names = {
+        "accuracy": "accuracy",
+        "ece": "ECE",
+        "cov90": "cov90",
+        "calibration_error": "cal. err.",
+    }
     lines = [
-        "| method | " + " | ".join(f"gap K={k}" for k in ks) + " | cov90 K=5 | cal. err. K=5 | "
-        "steps | train s |",
-        "|---|" + "---:|" * (len(ks) + 4),
+        "| method | "
+        + " | ".join(f"{metric} K={k}" for k in ks)
+        + "".join(f" | {names[e]} K={k_mid}" for e in extra)
+        + " | steps | train s |",
+        "|---|" + "---:|" * (len(ks) + len(extra) + 2),
     ]
-    for m in methods:
-        sel = [r for r in rows if r["family"] == family and r["method"] == m and r.get("nll")]
-        if not sel:
+    for m in STANDARD_METHODS:
+        rs = [r for r in sel if r["method"] == m]
+        if not rs:
             continue
         cells = []
         for k in ks:
-            gaps = [r["gap"] for r in sel if r["k"] == k]
-            se = statistics.stdev(gaps) / math.sqrt(len(gaps)) if len(gaps) > 1 else 0.0
-            cells.append(f"{statistics.fmean(gaps):.3f} ± {se:.3f}")
-        k5 = [r for r in sel if r["k"] == 5]
-        cov = statistics.fmean(r["cov90"] for r in k5)
-        cal = statistics.fmean(r["calibration_error"] for r in k5)
-        steps = sorted({r["steps"] for r in sel})
-        secs = statistics.fmean(r.get("train_seconds", 0.0) for r in sel if r["k"] == ks[0])
+            vals = [r[metric] for r in rs if r["k"] == k]
+            cells.append("–" if not vals else "{:.3f} ± {:.3f}".format(*_mean_se(vals)))
+        for e in extra:
+            vals = [r[e] for r in rs if r["k"] == k_mid and r.get(e) is not None]
+            cells.append("–" if not vals else f"{statistics.fmean(vals):.3f}")
+        steps = sorted({r["steps"] for r in rs})
+        secs = statistics.fmean(r.get("train_seconds") or 0.0 for r in rs if r["k"] == ks[0])
         lines.append(
-            f"| {m} | " + " | ".join(cells) + f" | {cov:.3f} | {cal:.4f} | "
-            f"{'/'.join(str(s) for s in steps)} | {secs:.0f} |"
+            f"| {m} | " + " | ".join(cells) + f" | {'/'.join(str(s) for s in steps)} | {secs:.0f} |"
         )
-    seeds = sorted({r["seed"] for r in rows if r["family"] == family})
-    prov = next((r for r in rows if r.get("commit")), {})
-    lines += [
-        "",
-        f"Seeds {seeds}; budget `{prov.get('budget', '?')}`, commit {prov.get('commit', '?')}, "
-        f"{prov.get('samples', '?')} posterior samples, {prov.get('machine', '?')}; "
-        f"`{prov.get('command', '?')}`.",
+    return "\n".join(lines + ["", _provenance_line(sel)]) + "\n"
+
+
+def _ranking(rows: list, family: str, k: int, metric: str) -> list[tuple[str, dict[int, float]]]:
+    """Learned methods of one family and K, best first by their mean ``metric`` over seeds:
+    ``[(method, {seed: value})]``."""
+    by_method: dict[str, dict[int, float]] = {}
+    for r in rows:
+        if (
+            (r["family"], r["k"]) == (family, k)
+            and r["method"] != "reference"
+            and r.get(metric) is not None
+        ):
+            by_method.setdefault(r["method"], {})[r["seed"]] = r[metric]
+    return sorted(by_method.items(), key=lambda kv: statistics.fmean(kv[1].values()))
+
+
+def standard_best(rows: list) -> str:
+    """Per family and K of the ``standard`` budget: the best learned method by the family's
+    headline metric (gap to the exact reference, else held-out NLL), its mean ± standard error
+    over seeds, the runner-up, and the margin between them ± the standard error of the paired
+    per-seed differences (both trained on the same seed's task stream and scored on the same
+    test tasks)."""
+    from bayesmeta.bench import FAMILIES
+
+    lines = [
+        "| family | K | metric | best | its value | runner-up | margin (paired) | seeds |",
+        "|---|---:|---|---|---:|---|---:|---:|",
     ]
-    return "\n".join(lines) + "\n"
+    for family in FAMILIES:
+        sel = [r for r in rows if r["family"] == family and r.get("nll") is not None]
+        if not sel:
+            continue
+        metric = _headline(sel)
+        for k in sorted({r["k"] for r in sel}):
+            ranked = _ranking(sel, family, k, metric)
+            if not ranked:
+                continue
+            (best, b), *rest = ranked
+            value = "{:.3f} ± {:.3f}".format(*_mean_se(list(b.values())))
+            if rest:
+                second, s2 = rest[0]
+                common = sorted(set(b) & set(s2))
+                diffs = [s2[s] - b[s] for s in common]
+                margin = "{:.3f} ± {:.3f}".format(*_mean_se(diffs)) if diffs else "–"
+            else:
+                second, margin = "–", "–"
+            label = FAMILIES[family].label or family
+            lines.append(
+                f"| {label} | {k} | {metric} | {best} | {value} | {second} | {margin} | {len(b)} |"
+            )
+    return "\n".join(lines + ["", _provenance_line(rows)]) + "\n"
+
+
+def standard_summary(rows: list) -> str:
+    """The ``standard`` budget in one table: per method, each family's headline metric at its
+    middle K (gap to the exact reference where there is one, else held-out NLL; glyphs also
+    accuracy), mean ± standard error over seeds; the best learned method of a column in bold."""
+    from bayesmeta.bench import FAMILIES
+
+    cols = []
+    for family in FAMILIES:
+        sel = [r for r in rows if r["family"] == family and r.get("nll") is not None]
+        if not sel:
+            continue
+        ks = sorted({r["k"] for r in sel})
+        k = 5 if 5 in ks else ks[0]
+        metric = _headline(sel)
+        cols.append((family, k, metric))
+        if any(r.get("accuracy") is not None for r in sel):
+            cols.append((family, k, "accuracy"))
+    if not cols:
+        return "No rows in the results file yet.\n"
+    head = [f"{FAMILIES[f].label or f} {m} K={k}" for f, k, m in cols]
+    lines = ["| method | " + " | ".join(head) + " |", "|---|" + "---:|" * len(cols)]
+    best = {}
+    for f, k, m in cols:
+        ranked = _ranking(rows, f, k, m)
+        if ranked:
+            best[(f, k, m)] = (ranked[-1] if m == "accuracy" else ranked[0])[0]
+    for method in STANDARD_METHODS:
+        cells, any_value = [], False
+        for f, k, m in cols:
+            vals = [r[m] for r in rows if (r["family"], r["method"], r["k"]) == (f, method, k)
+                    and r.get(m) is not None]  # fmt: skip
+            if not vals:
+                cells.append("–")
+                continue
+            any_value = True
+            text = "{:.3f} ± {:.3f}".format(*_mean_se(vals))
+            cells.append(f"**{text}**" if best.get((f, k, m)) == method else text)
+        if any_value:
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines + ["", _provenance_line(rows)]) + "\n"
 
 
 def classification_family(rows: list, family: str = "glyphs") -> str:
@@ -321,7 +452,15 @@ TABLES: dict[str, Table] = {
     "speed": Table(("speed.json",), speed_table),
     "main_job": Table(("run/report.json",), main_job_table),
     "time_to_quality": Table(("time_to_quality.json",), time_to_quality),
-    "standard_sinusoid": Table(("calibration_standard/calibration.json",), standard_family),
+    **{
+        f"standard_{family}": Table(
+            ("calibration_standard/calibration.json",),
+            lambda rows, family=family: standard_family(rows, family),
+        )
+        for family in ("sinusoid", "sine_line", "circles", "glyphs", "nlschools", "cigar")
+    },
+    "standard_best": Table(("calibration_standard/calibration.json",), standard_best),
+    "standard_summary": Table(("calibration_standard/calibration.json",), standard_summary),
     "classification_glyphs": Table(
         ("classification/calibration.json",), lambda rows: classification_family(rows, "glyphs")
     ),

@@ -413,10 +413,17 @@ class ModelSpec:
         return make_task_set(fam, key, int(num_tasks), int(k), int(num_query))
 
     def validator(self, k: int | None = None, num_tasks: int = 100, num_query: int = 20,
-                  num_samples: int = 50):  # fmt: skip
+                  num_samples: int = 50, accuracy: bool = False):  # fmt: skip
         """``Method -> (state -> NLL)``: the mean negative log predictive density per query
         point on a fixed validation task set (:meth:`held_out`), for :func:`train`'s
-        ``validate`` (the history's ``validation_nll``, the best state kept)."""
+        ``validate`` (the history's ``validation_nll``, the best state kept). With
+        ``accuracy`` (categorical likelihoods) the score is ``{"nll": ..., "accuracy": ...}``,
+        the accuracy of the predictive's most probable class (``validation_accuracy``)."""
+        if accuracy and self.family.likelihood != "categorical":
+            raise ValueError(
+                f"accuracy: {self.name!r} has a {self.family.likelihood!r} likelihood; "
+                "validation accuracy needs a categorical one"
+            )
         from bayesmeta.tasks.base import padded_support
 
         k = min(5, self.k_range[1]) if k is None else int(k)
@@ -430,7 +437,12 @@ class ModelSpec:
 
             def validate(state):
                 post = adapt(jax.random.PRNGKey(0), state, support, num_samples)
-                return float(-jax.numpy.mean(post.log_predictive(x_q, y_q)))
+                nll = float(-jax.numpy.mean(post.log_predictive(x_q, y_q)))
+                if not accuracy:
+                    return nll
+                probs = post.probs(x_q)
+                hit = jax.numpy.argmax(probs, -1) == y_q.reshape(probs.shape[:-1]).astype(int)
+                return {"nll": nll, "accuracy": float(jax.numpy.mean(hit))}
 
             return validate
 

@@ -168,18 +168,24 @@ def test_bench_cli_refuses_bad_shards_and_an_empty_merge(tmp_path, capsys):
     assert "--shard: expected 0 <= I < N" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # a digits run with validation after every chunk
+@pytest.mark.slow  # a digits run with validation after every other chunk
 def test_classification_rows_early_stop_on_validation_and_fit_a_temperature(tmp_path):
     pytest.importorskip("sklearn")
     budget = Budget(seconds=None, seeds=(0,), num_tasks=6, num_samples=4, chunk_size=10,
-                    steps={"digits": {"*": 30}}, validate=True)  # fmt: skip
+                    steps={"digits": {"*": 50}}, validate=True,
+                    validate_every={"digits": 2})  # fmt: skip
     rows = run_calibration(budget, out=tmp_path, families=["digits"],
                            methods=["bayesian-protonet"], log=None, figures=False)  # fmt: skip
     assert {r["k"] for r in rows} == {1, 5} and all(r["n_tasks"] == 6 for r in rows)
     for r in rows:
-        assert r["steps"] == 30 and r["best_step"] in (10, 20, 30)
+        # scored after chunks 2 and 4 and the last: steps 20, 40, 50
+        assert r["steps"] == 50 and r["validation_step"] == [20, 40, 50]
+        assert r["best_step"] in (20, 40, 50) and r["validate_every"] == 2
         assert len(r["validation_nll"]) == 3 == len(r["validation_seconds"])
+        assert all(0 <= a <= 1 for a in r["validation_accuracy"])
+        assert len(r["validation_accuracy"]) == 3
         assert r["temperature"] > 0 and 0 <= r["ts_ece"] <= 1 and r["accuracy_se"] > 0
         # temperature scaling never changes which class is predicted
         assert r["ts_accuracy"] == pytest.approx(r["accuracy"])
     assert "ECE at T" in (tmp_path / "calibration.md").read_text()
+    assert (tmp_path / "digits_learning_curves.png").stat().st_size > 0

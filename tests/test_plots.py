@@ -21,6 +21,7 @@ from bayesmeta.plots import (
     pit_histograms,
     predictive_bands,
     reliability_diagram,
+    training_curves,
 )
 from bayesmeta.posterior import TaskPosterior
 from bayesmeta.tasks import sample_batch, sinusoid
@@ -220,6 +221,24 @@ def test_learning_curves(tmp_path):
     assert [ln.get_label() for ln in ax.get_lines()] == ["random", "bald"]
     assert len(ax.collections) == 2  # one s.e. band each
     np.testing.assert_allclose(ax.get_lines()[1].get_ydata(), curves["bald"]["mse"])
+
+
+def test_training_curves_share_a_colour_per_method(tmp_path):
+    curves = {
+        "maml (seed 0)": {"method": "maml", "seconds": [1, 10, 100], "accuracy": [0.3, 0.6, 0.8]},
+        "maml (seed 1)": {"method": "maml", "seconds": [1, 12, 90], "accuracy": [0.3, 0.5, 0.8]},
+        "protonet (seed 0)": {"method": "protonet", "seconds": [1, 5], "accuracy": [0.7, 0.9]},
+    }
+    path = tmp_path / "lc.png"
+    fig = training_curves(curves, "accuracy", path=path)
+    _check_png(path, fig)
+    ax = fig.axes[0]
+    lines = ax.get_lines()
+    assert ax.get_xscale() == "log" and len(lines) == 3
+    assert lines[0].get_color() == lines[1].get_color() == method_color("maml")
+    assert lines[0].get_linestyle() == "-" and lines[1].get_linestyle() == "--"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["maml", "protonet"]
+    np.testing.assert_allclose(lines[2].get_ydata(), [0.7, 0.9])
 
 
 def test_palette_is_fixed():

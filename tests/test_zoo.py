@@ -69,6 +69,16 @@ def test_validator_scores_a_fitted_state():
     assert np.isfinite(score)
 
 
+def test_validator_reports_accuracy_for_classifiers_only():
+    spec = load_model_spec("circles")
+    method, res = spec.fit("maml", steps=5, chunk_size=5, progress=False)
+    score = spec.validator(k=1, num_tasks=8, num_query=5, accuracy=True)(method)(res.state)
+    assert set(score) == {"nll", "accuracy"} and 0.0 <= score["accuracy"] <= 1.0
+    assert score["nll"] == spec.validator(k=1, num_tasks=8, num_query=5)(method)(res.state)
+    with pytest.raises(ValueError, match="accuracy: 'sinusoid' has a 'gaussian' likelihood"):
+        load_model_spec("sinusoid").validator(accuracy=True)
+
+
 def test_fit_validate_keeps_the_best_state_and_records_the_cap(tmp_path):
     from bayesmeta.cli import main
 

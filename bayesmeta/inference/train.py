@@ -13,7 +13,7 @@ import math
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -159,8 +159,9 @@ def train(
     progress: bool | None = None,
     desc: str | None = None,
     mesh: Mesh | None = None,
-    validate: Callable[[MetaState], float] | None = None,
+    validate: Callable[[MetaState], float | Mapping[str, float]] | None = None,
     best_validation: float = math.inf,
+    validate_every: int = 1,
 ) -> TrainResult:
     """Meta-train ``method`` for ``num_steps`` steps (rounded up to whole chunks).
 
@@ -183,11 +184,17 @@ def train(
         :func:`bayesmeta.parallel.initialize_distributed`; then only process 0 writes
         checkpoints, and :func:`bayesmeta.parallel.stream_sampler` lets each process draw
         its own tasks.
-    validate : state -> float, optional
-        A held-out score to minimise (e.g. the validation groups' NLL per query point),
+    validate : state -> float or dict, optional
+        A held-out score to minimise (e.g. the validation groups' NLL per query point), or a
+        dict with that score as ``"nll"`` and other metrics (``validation_<name>`` in the
+        history, e.g. ``validation_accuracy``),
         called after every chunk: its values are ``history["validation_nll"]``, the best
         state is ``TrainResult.best_state``, and with ``run_dir`` it is also written to
         ``best.npz`` (atomic, data only), which evaluation prefers to the last state.
+    validate_every : int
+        Call ``validate`` after every ``validate_every``-th chunk and after the last one (a
+        validation pass of a conv net can cost as much as a chunk of training; the history's
+        ``validation_step`` says which steps were scored).
     best_validation : float
         The best score so far when resuming a run: ``best.npz`` is replaced only by a state
         that beats it (``TrainResult.best_state`` is ``None`` if none does).
@@ -196,6 +203,8 @@ def train(
         raise ValueError(f"num_steps: expected a positive integer, got {num_steps}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size: expected a positive integer, got {chunk_size}")
+    if validate_every < 1:
+        raise ValueError(f"validate_every: expected a positive integer, got {validate_every}")
     chunk_size = min(chunk_size, num_steps)
     num_chunks = math.ceil(num_steps / chunk_size)
     if mesh is not None:
@@ -225,6 +234,8 @@ def train(
     history: dict[str, list] = {"step": [], "loss": [], "grad_norm": [], "seconds": []}
     if validate is not None:
         history["validation_nll"] = []
+        history["validation_step"] = []
+        history["validation_seconds"] = []
     best_v, best_state = float(best_validation), None
     t0 = time.perf_counter()
     compile_s = 0.0
@@ -250,9 +261,21 @@ def train(
         history["loss"].append(float(loss.mean()))
         history["grad_norm"].append(float(np.asarray(infos.grad_norm).mean()))
         postfix = f"loss {history['loss'][-1]:.4f}"
-        if validate is not None:
-            v = float(validate(state))
+        last = c == num_chunks - 1 or (
+            max_seconds is not None and time.perf_counter() - t0 > max_seconds
+        )
+        if validate is not None and ((c + 1) % validate_every == 0 or last):
+            scores = validate(state)
+            if isinstance(scores, Mapping):
+                v = float(scores["nll"])
+                for name, value in scores.items():
+                    if name != "nll":
+                        history.setdefault(f"validation_{name}", []).append(float(value))
+            else:
+                v = float(scores)
             history["validation_nll"].append(v)
+            history["validation_step"].append(int(state.step))
+            history["validation_seconds"].append(trained_s)
             postfix += f" val {v:.4f}"
             if v < best_v:
                 best_v, best_state = v, state

@@ -144,6 +144,27 @@ def test_validation_keeps_the_best_state_and_checkpoint(setup, tmp_path, key):
     assert load_checkpoint(tmp_path / "checkpoint.npz")["step"] == 30
 
 
+def test_validate_every_scores_every_nth_chunk_and_the_last(setup, key):
+    # 5 chunks, every 2nd scored, plus the last: steps 20, 40, 50; the history names them
+    model, sampler = setup
+    method = maml(model, inner_steps=1)
+    seen = []
+
+    def validate(state):
+        seen.append(int(state.step))
+        return {20: 2.0, 40: 1.0, 50: 3.0}[seen[-1]]
+
+    res = train(method, method.init(key), sampler, key, 50, chunk_size=10, progress=False,
+                validate=validate, validate_every=2)  # fmt: skip
+    assert seen == [20, 40, 50]
+    assert list(res.history["validation_step"]) == [20, 40, 50]
+    assert list(res.history["validation_nll"]) == [2.0, 1.0, 3.0]
+    assert len(res.history["validation_seconds"]) == 3 and len(res.history["step"]) == 5
+    assert int(res.best_state.step) == 40
+    with pytest.raises(ValueError, match="validate_every: expected a positive integer, got 0"):
+        train(method, method.init(key), sampler, key, 10, validate=validate, validate_every=0)
+
+
 def test_a_resumed_run_keeps_its_best_state_unless_beaten(setup, tmp_path, key):
     # Resuming with the best score so far: a worse chunk does not replace best.npz.
     model, sampler = setup
