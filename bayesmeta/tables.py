@@ -176,11 +176,11 @@ def _provenance_line(rows: list) -> str:
     prov = next((r for r in rows if r.get("commit")), {})
     commits = sorted({r["commit"] for r in rows if r.get("commit")})
     commands = sorted({r["command"] for r in rows if r.get("command")}) or ["?"]
+    samples = sorted({r["samples"] for r in rows if r.get("samples") is not None})
     return (
         f"Seeds {seeds}; budget `{prov.get('budget', '?')}`, commit {', '.join(commits) or '?'}, "
-        f"{prov.get('samples', '?')} posterior samples, {prov.get('machine', '?')}; "
-        + ", ".join(f"`{c}`" for c in commands)
-        + "."
+        f"{'/'.join(str(n) for n in samples) or '?'} posterior samples, "
+        f"{prov.get('machine', '?')}; " + ", ".join(f"`{c}`" for c in commands) + "."
     )
 
 
