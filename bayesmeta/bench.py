@@ -126,6 +126,7 @@ BUDGETS: dict[str, Budget] = {
         num_tasks=200,
         num_samples=100,
         steps=STANDARD_STEPS,
+        families=("sinusoid", "sine_line", "circles", "glyphs", "nlschools", "cigar"),
     ),
     # few-shot classification: 600 test tasks per seed and K, temperatures fitted on
     # validation tasks (disjoint classes) and reported beside each method's own calibration

@@ -319,7 +319,24 @@ def standard_summary(rows: list) -> str:
             cells.append(f"**{text}**" if best.get((f, k, m)) == method else text)
         if any_value:
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines + ["", _provenance_line(rows)]) + "\n"
+    return "\n".join(lines + ["", _missing_runs(rows, "standard") + _provenance_line(rows)]) + "\n"
+
+
+def _missing_runs(rows: list, budget: str) -> str:
+    """A sentence naming the budget's (family, method, seed) runs that have no rows yet."""
+    from bayesmeta.bench import BUDGETS, METHODS, units
+
+    b = BUDGETS[budget]
+    have = {(r["family"], r["method"], r["seed"]) for r in rows if r.get("nll") is not None}
+    missing = [u for u in units(b.families or (), b.methods or METHODS, b.seeds) if u not in have]
+    if not missing:
+        return ""
+    runs: dict[tuple[str, str], list[int]] = {}
+    for f, m, seed in missing:
+        runs.setdefault((f, m), []).append(seed)
+    named = "; ".join(f"{f}/{m} seed{'s' * (len(v) > 1)} {', '.join(map(str, v))}"
+                      for (f, m), v in runs.items())  # fmt: skip
+    return f"Not run yet ({len(missing)} of the grid's runs): {named}. "
 
 
 def classification_family(rows: list, family: str = "glyphs") -> str:

@@ -46,3 +46,23 @@ def test_renderers_read_the_rows_they_are_given():
     assert "| maml | 0.30 |" in tables.calibration_summary(cal, [], [])
     with pytest.raises(ValueError, match="table: expected one of"):
         tables.render("no_such_table")
+
+
+def test_standard_tables_rank_by_paired_margins_and_name_missing_runs():
+    rows = [
+        {"family": "sinusoid", "method": m, "k": 5, "seed": s, "nll": 1.0 + g, "gap": g,
+         "cov90": 0.9, "calibration_error": 0.01, "steps": 10, "train_seconds": 1.0}
+        for m, gaps in (("maml", (0.5, 0.7)), ("neural-process", (0.1, 0.2)))
+        for s, g in enumerate(gaps)
+    ]  # fmt: skip
+    best = tables.standard_best(rows)
+    # the runner-up's per-seed differences: 0.4 and 0.5 -> 0.45 ± 0.05
+    want = "| sinusoid | 5 | gap | neural-process | 0.150 ± 0.050 | maml | 0.450 ± 0.050 | 2 |"
+    assert want in best
+    summary = tables.standard_summary(rows)
+    assert "| neural-process | **0.150 ± 0.050** |" in summary
+    assert "| maml | 0.600 ± 0.100 |" in summary
+    assert "Not run yet" in summary and "glyphs/maml seeds 0, 1, 2" in summary
+    nll_only = [dict(r, family="cigar", gap=None) for r in rows]
+    assert "| cigar | 5 | nll | neural-process | 1.150 ± 0.050 |" in tables.standard_best(nll_only)
+    assert "nll K=5" in tables.standard_family(nll_only, "cigar")
