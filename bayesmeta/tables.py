@@ -161,6 +161,13 @@ def _mean_se(values: Sequence[float]) -> tuple[float, float]:
     return mean, se
 
 
+def _mean_se_text(values: Sequence[float]) -> str:
+    """``mean ± se``; a single value (one seed so far) is marked, as it has no error bar."""
+    if len(values) == 1:
+        return f"{values[0]:.3f} (1 seed)"
+    return "{:.3f} ± {:.3f}".format(*_mean_se(values))
+
+
 def _headline(rows: list) -> str:
     """The metric a family is ranked by: the gap to the exact reference where there is one,
     else the held-out NLL (both lower-is-better)."""
@@ -217,7 +224,7 @@ def standard_family(rows: list, family: str = "sinusoid") -> str:
         cells = []
         for k in ks:
             vals = [r[metric] for r in rs if r["k"] == k]
-            cells.append("–" if not vals else "{:.3f} ± {:.3f}".format(*_mean_se(vals)))
+            cells.append("–" if not vals else _mean_se_text(vals))
         for e in extra:
             vals = [r[e] for r in rs if r["k"] == k_mid and r.get(e) is not None]
             cells.append("–" if not vals else f"{statistics.fmean(vals):.3f}")
@@ -265,12 +272,12 @@ def standard_best(rows: list) -> str:
             if not ranked:
                 continue
             (best, b), *rest = ranked
-            value = "{:.3f} ± {:.3f}".format(*_mean_se(list(b.values())))
+            value = _mean_se_text(list(b.values()))
             if rest:
                 second, s2 = rest[0]
                 common = sorted(set(b) & set(s2))
                 diffs = [s2[s] - b[s] for s in common]
-                margin = "{:.3f} ± {:.3f}".format(*_mean_se(diffs)) if diffs else "–"
+                margin = _mean_se_text(diffs) if diffs else "–"
             else:
                 second, margin = "–", "–"
             label = FAMILIES[family].label or family
@@ -315,7 +322,7 @@ def standard_summary(rows: list) -> str:
                 cells.append("–")
                 continue
             any_value = True
-            text = "{:.3f} ± {:.3f}".format(*_mean_se(vals))
+            text = _mean_se_text(vals)
             cells.append(f"**{text}**" if best.get((f, k, m)) == method else text)
         if any_value:
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
