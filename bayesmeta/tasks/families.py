@@ -205,6 +205,7 @@ def circles(
     sharpness: float = 0.1,
     x_range: tuple[float, float] = (-5.0, 5.0),
     grid_size: tuple[int, int] = (60, 24),
+    support: str = "inside",
 ) -> TaskFamily:
     """PLATIPUS's ambiguous 2-D classification: the positive class is a disc; ψ = (c₁, c₂, r).
 
@@ -215,7 +216,15 @@ def circles(
     point says little about where the circle is, hence the ambiguity. The reference grid is
     ``grid_size[0]``² centres × ``grid_size[1]`` radii; its posterior uses the labels and also
     where the support inputs lie (``support_x_logpdf``), which a meta-learner can learn too.
+
+    ``support="first-inside"`` (the family ``circles-active``) draws only the first support
+    point inside the disc and the others uniformly on ``x_range``, labelled like any point: the
+    supports an active learner builds from one positive and points picked from a uniform pool.
+    Its ``support_x_logpdf`` weighs the first point's location only (the others' density is
+    the same under every ψ).
     """
+    if support not in ("inside", "first-inside"):
+        raise ValueError(f"support: expected 'inside' or 'first-inside', got {support!r}")
     lo = jnp.array([center[0], center[0], radius[0]])
     hi = jnp.array([center[1], center[1], radius[1]])
 
@@ -227,18 +236,32 @@ def circles(
         z = (psi[2] - d) / sharpness
         return jnp.stack([jnp.zeros_like(z), z], -1)
 
-    def sample_support_x(key, psi, k):
+    def inside_x(key, psi, k):
         k_r, k_a = jax.random.split(key)
         rr = 0.8 * psi[2] * jnp.sqrt(jax.random.uniform(k_r, (k,)))
         a = jax.random.uniform(k_a, (k,), maxval=2 * math.pi)
         return psi[:2] + rr[:, None] * jnp.stack([jnp.cos(a), jnp.sin(a)], -1)
 
-    def support_x_logpdf(psi, x):
+    def inside_logpdf(psi, x):
         # Uniform on the disc of radius 0.8 r, its edge softened like the labels' (so that a
         # grid node just missing a support point keeps a finite weight).
         d = jnp.sqrt(jnp.sum((x - psi[:2]) ** 2, -1) + 1e-12)
         rr = 0.8 * psi[2]
         return jax.nn.log_sigmoid((rr - d) / sharpness) - jnp.log(math.pi * rr**2)
+
+    if support == "inside":
+        sample_support_x, support_x_logpdf = inside_x, inside_logpdf
+    else:
+        area = (x_range[1] - x_range[0]) ** 2
+
+        def sample_support_x(key, psi, k):
+            k_in, k_u = jax.random.split(key)
+            rest = jax.random.uniform(k_u, (k - 1, 2), minval=x_range[0], maxval=x_range[1])
+            return jnp.concatenate([inside_x(k_in, psi, 1), rest], 0)
+
+        def support_x_logpdf(psi, x):
+            first = jnp.arange(x.shape[0]) == 0
+            return jnp.where(first, inside_logpdf(psi, x), -math.log(area))
 
     def reference_grid():
         nc, nr = grid_size
@@ -246,7 +269,7 @@ def circles(
         return grid, jnp.full((grid.shape[0],), -math.log(grid.shape[0]))
 
     return TaskFamily(
-        name="circles",
+        name="circles" if support == "inside" else "circles-active",
         dx=2,
         dy=1,
         sample_params=sample_params,

@@ -110,6 +110,36 @@ def test_circles_support_is_positive_and_reference_is_a_posterior(key):
     assert acc > 0.8
 
 
+def test_circles_active_supports_start_inside_then_spread_like_a_pool(key):
+    from bayesmeta.inference import reference
+    from bayesmeta.tasks import circles
+    from bayesmeta.tasks.base import padded_support
+
+    fam = circles(support="first-inside")
+    assert fam.name == "circles-active"
+    ts = make_task_set(fam, key, 200, 6, 50)
+    psi = np.asarray(ts["task_params"])
+    xs = np.asarray(ts["x_support"])
+    d = np.linalg.norm(xs - psi[:, None, :2], axis=-1)
+    assert np.all(d[:, 0] <= 0.8 * psi[:, 2] + 1e-5)  # the first point: inside the disc
+    # the rest: uniform on the square, so about 14 % inside (π E[r²] / 100), labelled to match
+    rest_inside = (d[:, 1:] < psi[:, None, 2]).mean()
+    assert 0.08 < rest_inside < 0.22
+    assert abs(xs[:, 1:].mean()) < 0.3 and 2.6 < xs[:, 1:].std() < 3.2
+    y = np.asarray(ts["y_support"])[:, 1:]
+    assert y[d[:, 1:] < psi[:, None, 2] - 0.3].mean() > 0.95
+    assert y[d[:, 1:] > psi[:, None, 2] + 0.3].mean() < 0.05
+    # the reference weighs only the first point's location: a far negative costs no node
+    lx = fam.support_x_logpdf(jnp.array([0.0, 0.0, 1.0]), jnp.array([[0.1, 0.0], [4.0, 4.0]]))
+    assert float(lx[1]) == pytest.approx(-np.log(100.0))
+    ref = reference(fam)
+    post = ref.adapt(key, ref.init(key), padded_support(ts, 6), 1)
+    acc = float(jnp.mean(jnp.argmax(post.probs(ts["x_query"]), -1) == ts["y_query"]))
+    assert acc > 0.9  # six labelled points, one of them inside
+    with pytest.raises(ValueError, match="support: expected 'inside' or 'first-inside'"):
+        circles(support="pool")
+
+
 @pytest.mark.parametrize("jit", [False, True])
 def test_k_power_weights_support_sizes(key, jit):
     """p(k) ∝ k^(−k_power) on k_range: counts over 20 000 tasks match it within 5 standard
