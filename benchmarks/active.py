@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from bayesmeta import plots
+from bayesmeta.bench import provenance
 from bayesmeta.evaluate.active import (
     ACQUISITIONS,
     learning_curve,
@@ -187,6 +188,7 @@ def main(argv: list[str] | None = None) -> None:
 
     rows = summary_rows(results, curves, timings, args.queries)
     meta = {
+        **provenance(" ".join(["python", "benchmarks/active.py", *sys.argv[1:]])),
         "model": spec.name,
         "n_tasks": args.num_tasks,
         "k": args.k,
