@@ -10,23 +10,15 @@ negatives, are not: ``docs/results.md``, active learning on circles). The exact 
 weighs the location of the first point only.
 """
 
-from bayesmeta.model import HierarchicalModel
-from bayesmeta.nn import mlp
-from bayesmeta.tasks import circles
-from bayesmeta.zoo import REGRESSION_BUDGETS, REGRESSION_RECIPES, ModelSpec
+from dataclasses import replace
 
-SPEC = ModelSpec(
+from bayesmeta.tasks import circles
+from bayesmeta.zoo import load_model_spec
+
+# circles' network, prior and recipes; only the supports (and so the K range) differ
+SPEC = replace(
+    load_model_spec("circles"),
     name="circles_active",
     family=circles(support="first-inside"),
-    model=HierarchicalModel(
-        mlp((2, 40, 40, 2), activation="tanh"),
-        likelihood="categorical",
-        dx=2,
-        num_classes=2,
-        prior_scale=0.03,
-    ),
-    recipes=REGRESSION_RECIPES,
-    budgets=REGRESSION_BUDGETS,
     k_range=(1, 11),
-    eval_k=(1, 5),
 )
