@@ -460,6 +460,27 @@ def time_to_quality(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def reruns(*results: dict) -> str:
+    """``benchmarks/rerun_row.py``: per rerun of a published row, where the row and the rerun
+    ran, and the largest NLL difference over its K."""
+    lines = [
+        "| row | published (commit, machine) | rerun (commit, machine, date) | K | max abs ΔNLL "
+        "| tolerance | same? |",
+        "|---|---|---|---|---:|---:|---|",
+    ]
+    for r in results:
+        row, pub, host = r["row"], r["published"], r.get("host") or {}
+        boot = f"boot {host['boot_id'][:8]}" if host.get("boot_id") else "boot not recorded"
+        ks = ", ".join(str(c["k"]) for c in r["comparison"])
+        lines.append(
+            f"| {row['family']} / {row['method']} / seed {row['seed']} | {pub.get('commit')}, "
+            f"{pub.get('machine')} | {r.get('commit')}, {r.get('machine')}, {r.get('date')}, "
+            f"{boot} | {ks} | "
+            f"{r['max_abs_difference']:.1e} | {r['tolerance']} | {'yes' if r['passed'] else 'NO'} |"
+        )  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 #: Every generated table, by the name its markers use.
 TABLES: dict[str, Table] = {
     "core_sinusoid": Table(("core_sinusoid_default.json",), core_table),
@@ -485,6 +506,10 @@ TABLES: dict[str, Table] = {
     },
     "standard_best": Table(("calibration_standard/calibration.json",), standard_best),
     "standard_summary": Table(("calibration_standard/calibration.json",), standard_summary),
+    "reruns": Table(
+        ("rerun_sinusoid_maml_seed0.json", "rerun_sinusoid_maml_seed0_second_machine.json"),
+        reruns,
+    ),
     "classification_glyphs": Table(
         ("classification/calibration.json",), lambda rows: classification_family(rows, "glyphs")
     ),

@@ -28,6 +28,28 @@ from bayesmeta.bench import provenance, run_calibration
 RESULTS = Path(__file__).parent / "results"
 
 
+def host() -> dict[str, str | None]:
+    """Which machine this is, beyond ``provenance``'s architecture and core count: the host
+    name, the CPU model and this boot's id (so two files can show they ran on different
+    machines, or on the same one)."""
+    import platform
+
+    def first(path: str, prefix: str = "") -> str | None:
+        try:
+            for line in Path(path).read_text().splitlines():
+                if line.startswith(prefix):
+                    return line.split(":", 1)[-1].strip() if prefix else line.strip()
+        except OSError:
+            pass
+        return None
+
+    return {
+        "hostname": platform.node(),
+        "cpu": first("/proc/cpuinfo", "model name"),
+        "boot_id": first("/proc/sys/kernel/random/boot_id"),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--family", required=True)
@@ -81,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     keys = ("commit", "command", "machine", "budget", "samples")
     out = {
         **provenance(" ".join(["python", "benchmarks/rerun_row.py", *sys.argv[1:]])),
+        "host": host(),
         "row": {"family": args.family, "method": args.method, "seed": args.seed},
         "published": {k: published[0].get(k) for k in keys},
         "comparison": comparison,

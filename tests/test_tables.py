@@ -66,3 +66,15 @@ def test_standard_tables_rank_by_paired_margins_and_name_missing_runs():
     nll_only = [dict(r, family="cigar", gap=None) for r in rows]
     assert "| cigar | 5 | nll | neural-process | 1.150 ± 0.050 |" in tables.standard_best(nll_only)
     assert "nll K=5" in tables.standard_family(nll_only, "cigar")
+
+
+def test_reruns_table_names_both_machines_and_flags_a_failed_rerun():
+    base = {"row": {"family": "sinusoid", "method": "maml", "seed": 0}, "commit": "abc",
+            "machine": "m", "date": "d", "tolerance": 0.01,
+            "published": {"commit": "def", "machine": "p"},
+            "comparison": [{"k": 1}, {"k": 5}]}  # fmt: skip
+    same = {**base, "max_abs_difference": 0.0, "passed": True, "host": {"boot_id": "12345678ab"}}
+    off = {**base, "max_abs_difference": 0.5, "passed": False}
+    text = tables.reruns(same, off)
+    assert "| def, p | abc, m, d, boot 12345678 | 1, 5 | 0.0e+00 | 0.01 | yes |" in text
+    assert "boot not recorded | 1, 5 | 5.0e-01 | 0.01 | NO |" in text
