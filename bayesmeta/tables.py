@@ -481,6 +481,238 @@ def reruns(*results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _made(result: dict) -> str:
+    """Where and when a result was made, from whichever provenance keys it has (commit,
+    command, machine, CPUs, jax, date, seconds); ``"provenance not recorded"`` without any."""
+    parts = []
+    if result.get("commit"):
+        parts.append(f"commit {result['commit']}")
+    if result.get("command"):
+        parts.append(f"`{result['command']}`")
+    if result.get("machine"):
+        cpus = result.get("cpu_count")
+        parts.append(result["machine"] + (f" ({cpus} CPUs)" if cpus else ""))
+    if result.get("jax"):
+        parts.append(f"jax {result['jax']}")
+    if result.get("date"):
+        parts.append(str(result["date"]))
+    if result.get("seconds") is not None:
+        parts.append(f"{result['seconds']:.0f} s")
+    return "made: " + ", ".join(parts) if parts else "provenance not recorded"
+
+
+def _by_method(values: dict | None) -> str:
+    """``{"bmaml": 9000, "emaml": 20000}`` as ``"bmaml 9000, emaml 20000"``."""
+    return ", ".join(f"{m} {v}" for m, v in (values or {}).items())
+
+
+#: Per-row metrics of the K tables: the name a column uses and how a result row holds it.
+_METRICS: dict[str, Callable[[dict], Any]] = {
+    "cov50": lambda r: r["coverage"]["0.5"],
+    "cov90": lambda r: r["coverage"]["0.9"],
+    "cal_err": lambda r: r.get("calibration_error"),
+}
+
+
+def _metric(row: dict, name: str) -> Any:
+    return _METRICS[name](row) if name in _METRICS else row.get(name)
+
+
+def _best_gap(rows: list) -> dict[int, str]:
+    """Per K, the learned method (not the exact reference) with the smallest gap."""
+    best: dict[int, tuple[float, str]] = {}
+    for r in rows:
+        if r["method"] != "reference" and r.get("gap") is not None:
+            if r["k"] not in best or r["gap"] < best[r["k"]][0]:
+                best[r["k"]] = (r["gap"], r["method"])
+    return {k: m for k, (_, m) in best.items()}
+
+
+def _ensemble_note(result: dict) -> str:
+    """Where an ensembles comparison's rows came from: the methods trained by the run itself
+    (in ``steps``), rows kept from its previous run, and the rest copied from the core table."""
+    kept = result.get("rows_kept_from_previous_run") or []
+    trained = [m for m in result.get("steps", {}) if m not in kept]
+    copied = [m for m in dict.fromkeys(r["method"] for r in result["rows"])
+              if m not in result.get("steps", {})]  # fmt: skip
+    text = f"{result['n_tasks']} held-out tasks; " if result.get("n_tasks") else ""
+    if trained:
+        text += f"trained by this run: {', '.join(trained)}; "
+    if kept:
+        text += f"kept from its previous run: {', '.join(kept)}; "
+    if copied and result.get("maml_rows_from"):
+        text += f"{', '.join(copied)} rows from `{result['maml_rows_from']}`; "
+    if result.get("steps"):
+        text += f"training steps {_by_method(result['steps'])}; "
+    if result.get("train_seconds"):
+        text += f"training seconds {_by_method(result['train_seconds'])}; "
+    text += _made(result) + "."
+    return text + (f" Note: {result['note']}." if result.get("note") else "")
+
+
+def ensembles_table(result: dict) -> str:
+    """``benchmarks/ensembles.py compare``: per K and method the held-out NLL, the gap to the
+    exact reference (the smallest learned gap of each K in bold), MSE, 50% and 90% coverage and
+    calibration error; under it, which rows the run trained, kept or copied from the core table."""
+    lines = [
+        "| method | K | nll | gap | mse | cov50 | cov90 | cal_err |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    best = _best_gap(result["rows"])
+    for r in sorted(result["rows"], key=lambda r: r["k"]):
+        gap = _f(r.get("gap"), "+.4f")
+        gap = f"**{gap}**" if best.get(r["k"]) == r["method"] else gap
+        lines.append(
+            f"| {r['method']} | {r['k']} | {r['nll']:.4f} | {gap} | {r['mse']:.4g} | "
+            f"{_metric(r, 'cov50'):.3f} | {_metric(r, 'cov90'):.3f} | "
+            f"{_f(r.get('calibration_error'), '.4f')} |"
+        )
+    return "\n".join(lines + ["", _ensemble_note(result)]) + "\n"
+
+
+#: Column headers of the per-method K tables, by metric.
+_HEADERS = {"gap": "gap", "cov90": "cov90", "mse": "MSE", "cal_err": "cal_err",
+            "hyp_cov": "hypothesis coverage"}  # fmt: skip
+
+
+def per_method_table(
+    result: dict, columns: Sequence[tuple[str, int, str]], bold_gap: bool = True
+) -> str:
+    """One row per method (the file's order), one column per ``(metric, K, format)``: the gap
+    to the exact reference, 90% coverage, MSE, calibration error or hypothesis coverage (the
+    share of ambiguous tasks whose samples cover both hypotheses; its column names how many
+    tasks were ambiguous). With ``bold_gap`` the smallest learned gap of each K is in bold."""
+    rows = result["rows"]
+    at = {(r["method"], r["k"]): r for r in rows}
+    best = _best_gap(rows) if bold_gap else {}
+    heads = []
+    for metric, k, _ in columns:
+        head = f"{_HEADERS.get(metric, metric)} K={k}"
+        n = sorted({r["n_ambiguous"] for r in rows if r["k"] == k and "n_ambiguous" in r})
+        if metric == "hyp_cov" and n:
+            head += f" (n={'/'.join(map(str, n))})"
+        heads.append(head)
+    lines = ["| method | " + " | ".join(heads) + " |", "| --- |" + " ---: |" * len(columns)]
+    for m in dict.fromkeys(r["method"] for r in rows):
+        cells = []
+        for metric, k, spec in columns:
+            r = at.get((m, k))
+            text = _f(None if r is None else _metric(r, metric), spec)
+            cells.append(f"**{text}**" if metric == "gap" and best.get(k) == m else text)
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def ensembles_wide(result: dict) -> str:
+    """``benchmarks/ensembles.py compare`` on a family with K = 1, 5, 10, one row per method:
+    the gap to the exact reference at each K (the smallest learned one in bold), 90% coverage
+    at each K, and MSE and calibration error at K = 5; under it, which rows the run trained,
+    kept or copied from the core table."""
+    ks = sorted({r["k"] for r in result["rows"]})
+    mid = 5 if 5 in ks else ks[len(ks) // 2]
+    columns = ([("gap", k, ".3f") for k in ks] + [("cov90", k, ".3f") for k in ks]
+               + [("mse", mid, ".3f"), ("cal_err", mid, ".3f")])  # fmt: skip
+    return per_method_table(result, columns) + "\n" + _ensemble_note(result) + "\n"
+
+
+def ambiguity_table(result: dict) -> str:
+    """``benchmarks/ambiguity.py``, one row per method: the gap to the exact reference at each
+    K, 90% coverage at the smallest K and at K = 5, MSE at K = 5, and the hypothesis coverage
+    at the smallest K (share of the ambiguous tasks whose samples cover both hypotheses)."""
+    rows = result["rows"]
+    ks = sorted({r["k"] for r in rows})
+    mid = 5 if 5 in ks else ks[-1]
+    columns = ([("gap", k, ".3f") for k in ks] + [("cov90", ks[0], ".3f"), ("cov90", mid, ".3f"),
+               ("mse", mid, ".2f"), ("hyp_cov", ks[0], ".2f")])  # fmt: skip
+    seconds = {r["method"]: r["train_s"] for r in rows if r.get("train_s") is not None}
+    line = (
+        f"{result.get('n_tasks', '?')} held-out tasks, {result.get('samples', '?')} posterior "
+        "samples; "
+        + (f"training seconds {_by_method({m: round(s) for m, s in seconds.items()})}; "
+           if seconds else "")
+        + _made(result) + "."
+    )  # fmt: skip
+    return per_method_table(result, columns, bold_gap=False) + "\n" + line + "\n"
+
+
+def bmaml_setting(result: dict) -> str:
+    """``benchmarks/ensembles.py setting`` (BMAML's own sinusoid setting): per training-task
+    pool and K, each method's MSE and NLL on fresh tasks; under it, each model's steps."""
+    rows = result["rows"]
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    at = {(r["method"], r["pool"], r["k"]): r for r in rows}
+    keys = sorted({(r["pool"], r["k"]) for r in rows})
+    heads = [f"{m.upper()} {name}" for name in ("MSE", "NLL") for m in methods]
+    lines = [
+        "| pool | K | " + " | ".join(heads) + " |",
+        "| ---: | ---: |" + " ---: |" * len(heads),
+    ]
+    for pool, k in keys:
+        mse = [_f(at.get((m, pool, k), {}).get("mse"), ".4f") for m in methods]
+        nll = [_f(at.get((m, pool, k), {}).get("nll"), ".3f") for m in methods]
+        lines.append(f"| {pool} | {k} | " + " | ".join(mse + nll) + " |")
+    pools = sorted({p for p, _ in keys})
+    by_pool = {(r["method"], r["pool"]): r["steps"] for r in rows if r.get("steps") is not None}
+    steps = "; ".join(
+        f"{m} " + " / ".join(str(by_pool.get((m, p), "?")) for p in pools) for m in methods
+    )
+    budget = result.get("seconds_per_model")
+    lines += [
+        "",
+        (f"At most {budget:.0f} s of training per model; " if budget is not None else "")
+        + f"steps (pool {' / '.join(map(str, pools))}): {steps}; {_made(result)}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def active_table(result: dict) -> str:
+    """``benchmarks/active.py``: per method and acquisition, the task metric the file records
+    (MSE for regression, accuracy for classification) after each recorded number of queries,
+    and Δ, the mean over tasks of acquisition − random ± its paired standard error (– for
+    random itself); the time of one step of the compiled loop."""
+    rows = result["rows"]
+    keys = [key for r in rows for key in r if "@" in key and not key.startswith(("d_", "se_"))]
+    metric = next(key.split("@")[0] for key in keys if not key.startswith("nll@"))
+    counts = sorted({int(key.split("@")[1]) for key in keys})
+    name = "MSE" if metric == "mse" else metric
+    heads = " | ".join(f"{name}@{n} | Δ@{n}" for n in counts)
+    lines = [
+        f"| method | acquisition | {heads} | step (ms) |",
+        "| --- | --- |" + " ---: |" * (2 * len(counts) + 1),
+    ]
+    for r in rows:
+        cells = []
+        for n in counts:
+            d, se = r.get(f"d_{metric}@{n}"), r.get(f"se_{metric}@{n}")
+            delta = "–" if d is None else _f(d, "+.3f") + ("" if se is None else f" ± {se:.3f}")
+            cells += [_f(r.get(f"{metric}@{n}"), ".3f"), delta]
+        acq = "BALD" if r["acquisition"] == "bald" else r["acquisition"]
+        step = _f(r.get("step_ms"), ".0f")
+        lines.append(f"| {r['method']} | {acq} | " + " | ".join(cells) + f" | {step} |")
+    setup = ", ".join(
+        text.format(result[key])
+        for key, text in (("n_tasks", "{} held-out tasks"), ("k", "K = {}"), ("pool", "pool {}"),
+                          ("n_eval", "{} evaluation points"), ("queries", "{} queries"),
+                          ("samples", "{} posterior samples"), ("seed", "seed {}"))
+        if result.get(key) is not None
+    )  # fmt: skip
+    # the command names the models' run directories; without one, say where each came from
+    models = "; ".join(
+        f"{m}: {v.get('source', '?')}"
+        + (f", {v['steps']} steps" if v.get("steps") else "")
+        + (f", {v['train_s']:.0f} s" if v.get("train_s") else "")
+        for m, v in result.get("methods", {}).items()
+        if v.get("steps") or not result.get("command")
+    )
+    lines += [
+        "",
+        f"Model `{result.get('model', '?')}`; {setup}; Δ is acquisition − random, paired over "
+        f"tasks, ± its standard error; " + (f"models: {models}; " if models else "")
+        + f"{_made(result)}.",
+    ]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 #: Every generated table, by the name its markers use.
 TABLES: dict[str, Table] = {
     "core_sinusoid": Table(("core_sinusoid_default.json",), core_table),
@@ -516,6 +748,13 @@ TABLES: dict[str, Table] = {
     "classification_digits": Table(
         ("classification/calibration.json",), lambda rows: classification_family(rows, "digits")
     ),
+    "ensembles_sinusoid": Table(("ensembles_sinusoid.json",), ensembles_table),
+    "ensembles_sine_line": Table(("ensembles_sine_line.json",), ensembles_wide),
+    "ensembles_bmaml_setting": Table(("ensembles_bmaml_setting.json",), bmaml_setting),
+    "ambiguity_sine_line": Table(("ambiguity_sine_line.json",), ambiguity_table),
+    "active_sinusoid": Table(("active.json",), active_table),
+    "active_pair_circles_active": Table(("active_pair_circles_active.json",), active_table),
+    "active_pair_circles": Table(("active_pair_circles.json",), active_table),
 }
 
 

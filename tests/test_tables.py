@@ -78,3 +78,61 @@ def test_reruns_table_names_both_machines_and_flags_a_failed_rerun():
     text = tables.reruns(same, off)
     assert "| def, p | abc, m, d, boot 12345678 | 1, 5 | 0.0e+00 | 0.01 | yes |" in text
     assert "boot not recorded | 1, 5 | 5.0e-01 | 0.01 | NO |" in text
+
+
+def _k_row(method, k, gap, **extra):
+    return {"method": method, "k": k, "nll": 1.0 + gap, "gap": gap, "mse": 0.5,
+            "coverage": {"0.5": 0.5, "0.9": 0.9}, "calibration_error": 0.01, **extra}  # fmt: skip
+
+
+def test_ensembles_table_bolds_the_smallest_learned_gap_and_names_where_rows_came_from():
+    rows = [_k_row("reference", 1, 0.0), _k_row("maml", 1, 0.3), _k_row("bmaml", 1, 0.1)]
+    text = tables.ensembles_table({"rows": rows, "n_tasks": 3, "steps": {"bmaml": 9},
+                                   "maml_rows_from": "core.json", "date": "d"})  # fmt: skip
+    assert "| bmaml | 1 | 1.1000 | **+0.1000** | 0.5 | 0.500 | 0.900 | 0.0100 |" in text
+    assert "| reference | 1 | 1.0000 | +0.0000 |" in text  # the reference is never bold
+    assert "reference, maml rows from `core.json`" in text and "made: d." in text
+
+
+def test_ensembles_wide_has_one_row_per_method_and_a_dash_for_a_missing_k():
+    rows = [_k_row(m, k, g) for m, k, g in (("maml", 1, 1.0), ("maml", 5, 0.8),
+                                            ("bmaml", 1, 0.3), ("bmaml", 10, 0.2))]  # fmt: skip
+    text = tables.ensembles_wide({"rows": rows, "note": "n"})
+    assert "| method | gap K=1 | gap K=5 | gap K=10 | cov90 K=1 |" in text
+    assert "| bmaml | **0.300** | – | **0.200** | 0.900 | – | 0.900 | – | – |" in text
+    assert "provenance not recorded. Note: n." in text
+
+
+def test_ambiguity_table_names_the_ambiguous_tasks_and_bolds_nothing():
+    rows = [_k_row(m, k, g, hyp_cov=h, n_ambiguous=n)
+            for m, h in (("maml", 0.0), ("platipus", 1.0))
+            for k, n, g in ((1, 112, 0.3), (5, 3, 0.2))]  # fmt: skip
+    text = tables.ambiguity_table({"rows": rows, "n_tasks": 4, "samples": 10, "cpu_count": 2})
+    assert "| hypothesis coverage K=1 (n=112) |" in text
+    assert "| platipus | 0.300 | 0.200 | 0.900 | 0.900 | 0.50 | 1.00 |" in text
+    assert "**" not in text
+
+
+def test_bmaml_setting_puts_each_method_in_its_own_columns():
+    rows = [{"method": m, "pool": 100, "k": 5, "mse": mse, "nll": -0.5, "steps": s}
+            for m, mse, s in (("emaml", 1.77491, 19), ("bmaml", 2.5, 6))]  # fmt: skip
+    text = tables.bmaml_setting({"rows": rows, "seconds_per_model": 240.0, "commit": "abc"})
+    assert "| pool | K | EMAML MSE | BMAML MSE | EMAML NLL | BMAML NLL |" in text
+    assert "| 100 | 5 | 1.7749 | 2.5000 | −0.500 | −0.500 |" in text
+    assert "At most 240 s of training per model; steps (pool 100): emaml 19; bmaml 6;" in text
+
+
+def test_active_table_takes_its_metric_and_query_counts_from_the_file():
+    acq = {"method": "maml", "acquisition": "bald", "step_ms": 25.4, "accuracy@5": 0.9361,
+           "d_accuracy@5": 0.0146, "se_accuracy@5": 0.0056, "nll@5": 0.15, "d_nll@5": -0.04,
+           "se_nll@5": 0.01}  # fmt: skip
+    rand = {"method": "maml", "acquisition": "random", "step_ms": 18.0, "accuracy@5": 0.9214,
+            "nll@5": 0.19}  # fmt: skip
+    text = tables.active_table({"model": "circles", "queries": 5, "seed": None, "rows": [acq, rand],
+                                "methods": {"maml": {"source": "runs/m"}}})  # fmt: skip
+    assert "| method | acquisition | accuracy@5 | Δ@5 | step (ms) |" in text
+    assert "| maml | BALD | 0.936 | +0.015 ± 0.006 | 25 |" in text
+    assert "| maml | random | 0.921 | – | 18 |" in text
+    assert "Model `circles`; 5 queries;" in text and "models: maml: runs/m;" in text
+    mse = {**{k.replace("accuracy", "mse"): v for k, v in acq.items()}, "d_mse@5": -0.1}
+    assert "| maml | BALD | 0.936 | −0.100 ± 0.006 | 25 |" in tables.active_table({"rows": [mse]})
