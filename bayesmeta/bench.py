@@ -430,7 +430,7 @@ def run_calibration(
                     ts = tasks[(s, k)]
                     key = jax.random.PRNGKey(1000 + s)
                     n_s = min(budget.num_samples, fam.max_samples or budget.num_samples)
-                    post = method.adapt(key, state, padded_support(ts, size), n_s)
+                    post = adapt_in_batches(method, key, state, padded_support(ts, size), n_s)
                     temp = None
                     if spec.family.likelihood == "categorical" and has_validation:
                         temp = validation_temperature(spec, method, state, k, s, n_s,
@@ -489,6 +489,37 @@ def run_calibration(
     return rows
 
 
+#: How many floats one batch of tasks may hold while a method adapts to it (8 GiB in float32):
+#: S samples' forward and backward passes over every support input. Regression and small
+#: classifiers adapt to every task at once; hundreds of image tasks go in a few batches.
+ADAPT_FLOATS = 2**31
+
+
+def adapt_in_batches(method, key, state, support, num_samples: int,
+                     max_floats: int = ADAPT_FLOATS):  # fmt: skip
+    """``method.adapt`` over the tasks of ``support`` in batches small enough for memory.
+
+    The batch holds at most ``max_floats // (S · K · D · 64)`` tasks (S samples, K support
+    points of input size D, about 64 activations per input value in a network's first layers),
+    a function of the shapes only, so every machine adapts in the same batches. Where every
+    task fits, this is ``method.adapt(key, ...)`` itself; else batch ``i`` uses
+    ``fold_in(key, i)`` and the posteriors are joined with
+    :func:`~bayesmeta.posterior.concatenate`.
+    """
+    from bayesmeta.posterior import concatenate
+
+    t = int(support.x.shape[0])
+    per_task = num_samples * math.prod(support.x.shape[1:]) * 64
+    size = max(1, min(t, max_floats // max(1, per_task)))
+    if size >= t:
+        return method.adapt(key, state, support, num_samples)
+    parts = []
+    for i, start in enumerate(range(0, t, size)):
+        part = jax.tree_util.tree_map(lambda a, start=start: a[start : start + size], support)
+        parts.append(method.adapt(jax.random.fold_in(key, i), state, part, num_samples))
+    return concatenate(parts)
+
+
 def validation_temperature(spec, method, state, k: int, seed: int, num_samples: int,
                            num_query: int, size: int, num_tasks: int = 200) -> float:  # fmt: skip
     """The temperature (:func:`~bayesmeta.evaluate.metrics.fit_temperature`) that minimises
@@ -497,8 +528,8 @@ def validation_temperature(spec, method, state, k: int, seed: int, num_samples: 
     from bayesmeta.evaluate import fit_temperature
 
     val = spec.held_out("validation", k, num_tasks, num_query)
-    post = method.adapt(jax.random.PRNGKey(2000 + seed), state, padded_support(val, size),
-                        num_samples)  # fmt: skip
+    post = adapt_in_batches(method, jax.random.PRNGKey(2000 + seed), state,
+                            padded_support(val, size), num_samples)  # fmt: skip
     return fit_temperature(np.asarray(post.probs(jnp.asarray(val["x_query"]))), val["y_query"])
 
 

@@ -12,8 +12,9 @@ evaluator works from this mixture — never from a Gaussian fitted to the sample
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -25,6 +26,9 @@ from jax.scipy.special import logsumexp, ndtr
 
 Array = jax.Array
 LIKELIHOODS = ("gaussian", "categorical", "generic")
+#: How many floats of activations one batch of the predictive maps may hold (1 GiB in float32;
+#: see ``TaskPosterior._batch_size``).
+_ACTIVATIONS_PER_BATCH = 2**28
 
 
 @dataclass(frozen=True)
@@ -143,9 +147,16 @@ class TaskPosterior:
         if not ok:
             raise ValueError(f"y: expected shape {want}, got {tuple(y.shape)}")
 
-    def _batch_size(self) -> int:
-        # Tasks one batch at a time, so that grid posteriors (S ~ 1e4–1e5) fit in memory.
-        return max(1, min(self.num_tasks, 2_000_000 // max(1, self.num_samples * 64)))
+    def _batch_size(self, x: Array | None = None) -> int:
+        """Tasks per batch of the predictive maps, so that they fit in memory: bounded by the
+        number of samples (grid posteriors hold 1e4–1e5) and, given the query inputs
+        ``x (T, N, ...)``, by S · N · (the size of one input): an image network's first
+        layers hold tens of activations per pixel for every sample and query point."""
+        n = 2_000_000 // max(1, self.num_samples * 64)
+        if x is not None:
+            per_task = self.num_samples * math.prod(np.shape(x)[1:])
+            n = min(n, _ACTIVATIONS_PER_BATCH // max(1, per_task * 64))
+        return max(1, min(self.num_tasks, n))
 
     # -- regression -----------------------------------------------------------------------------
     def log_predictive(self, x: Array, y: Array) -> Array:
@@ -155,19 +166,19 @@ class TaskPosterior:
         For a categorical likelihood ``y`` is ``(T, N)`` integer labels.
         """
         self._check_xy(x, y)
-        return _log_predictive(self, x, y, self._batch_size())
+        return _log_predictive(self, x, y, self._batch_size(x))
 
     def mean(self, x: Array) -> Array:
         """Predictive mean ``(T, N, Dy)`` (regression) or probabilities ``(T, N, C)``."""
         self._check_x(x)
         if self.likelihood == "categorical":
             return self.probs(x)
-        return _moments(self, x, self._batch_size())[0]
+        return _moments(self, x, self._batch_size(x))[0]
 
     def variance(self, x: Array) -> Array:
         """Predictive variance ``(T, N, Dy)``: E[σ²] + Var[f] under the mixture."""
         self._check_x(x)
-        return _moments(self, x, self._batch_size())[1]
+        return _moments(self, x, self._batch_size(x))[1]
 
     def cdf(self, x: Array, y: Array) -> Array:
         """Predictive CDF at ``y``, ``(T, N, Dy)``: Σ_s w_s Φ((y − f_s)/σ_s) (Gaussian), or
@@ -176,8 +187,8 @@ class TaskPosterior:
         if self.likelihood == "generic":
             exact = _generic_info(self, jnp.asarray(x))[1]
             key = jax.random.PRNGKey(0)
-            return _pit_generic(self, key, x, y, self._batch_size(), False, exact, 256)
-        return _cdf(self, x, y, self._batch_size())
+            return _pit_generic(self, key, x, y, self._batch_size(x), False, exact, 256)
+        return _cdf(self, x, y, self._batch_size(x))
 
     def pit(self, x: Array, y: Array, key: Array | None = None, num_draws: int = 256) -> Array:
         """Probability integral transform of ``y``, ``(T, N, Dy)``: uniform on [0, 1] when y
@@ -190,10 +201,10 @@ class TaskPosterior:
         """
         self._check_xy(x, y)
         if self.likelihood != "generic":
-            return _cdf(self, x, y, self._batch_size())
+            return _cdf(self, x, y, self._batch_size(x))
         key = jax.random.PRNGKey(0) if key is None else key
         discrete, exact = _generic_info(self, jnp.asarray(x))
-        return _pit_generic(self, key, x, y, self._batch_size(), discrete, exact, int(num_draws))
+        return _pit_generic(self, key, x, y, self._batch_size(x), discrete, exact, int(num_draws))
 
     def sample_predictive(self, key: Array, x: Array, num_samples: int) -> Array:
         """Draws of y (noise included), ``(T, num_samples, N, Dy)``; samples φ by weight."""
@@ -210,7 +221,7 @@ class TaskPosterior:
     def probs(self, x: Array) -> Array:
         """Predictive class probabilities ``(T, N, C)``: Σ_s w_s softmax(f_φs(x))."""
         self._check_x(x)
-        return _probs(self, x, self._batch_size())
+        return _probs(self, x, self._batch_size(x))
 
     # -- export ---------------------------------------------------------------------------------
     def posterior_samples(
@@ -341,6 +352,39 @@ class TaskPosterior:
 # -- validation -----------------------------------------------------------------------------------
 def _concrete(a) -> bool:
     return isinstance(a, np.ndarray | jax.Array) and not isinstance(a, jax.core.Tracer)
+
+
+def concatenate(posteriors: Sequence[TaskPosterior]) -> TaskPosterior:
+    """One posterior over the tasks of several, in order (e.g. the batches of tasks a method
+    was adapted to one at a time). They must come from one method: same likelihood, ``apply``
+    and, unless ``params_per_sample``, the same shared ``params`` (the first one's is kept)."""
+    posteriors = list(posteriors)
+    if not posteriors:
+        raise ValueError("posteriors: expected at least one TaskPosterior, got none")
+    first = posteriors[0]
+    for i, p in enumerate(posteriors[1:], 1):
+        if (p.likelihood, p.method, p.params_per_sample, p.num_samples) != (
+            first.likelihood, first.method, first.params_per_sample, first.num_samples
+        ):  # fmt: skip
+            raise ValueError(
+                f"posteriors[{i}]: expected likelihood {first.likelihood!r}, method "
+                f"{first.method!r} and {first.num_samples} samples like posteriors[0], got "
+                f"{p.likelihood!r}, {p.method!r} and {p.num_samples}"
+            )
+
+    def cat(*leaves):
+        return jnp.concatenate(leaves, axis=0)
+
+    params = first.params
+    if first.params_per_sample:
+        params = jax.tree_util.tree_map(cat, *(p.params for p in posteriors))
+    return dataclasses.replace(
+        first,
+        phi=cat(*(p.phi for p in posteriors)),
+        log_weights=cat(*(p.log_weights for p in posteriors)),
+        noise_std=cat(*(p.noise_std for p in posteriors)),
+        params=params,
+    )
 
 
 _DATA_FIELDS = ("phi", "log_weights", "noise_std", "params")

@@ -189,3 +189,31 @@ def test_classification_rows_early_stop_on_validation_and_fit_a_temperature(tmp_
         assert r["ts_accuracy"] == pytest.approx(r["accuracy"])
     assert "ECE at T" in (tmp_path / "calibration.md").read_text()
     assert (tmp_path / "digits_learning_curves.png").stat().st_size > 0
+
+
+def test_adapting_in_batches_of_tasks_equals_adapting_all_at_once():
+    # memory-bounded adaptation (hundreds of image tasks): batches are a function of the shapes
+    # and the joined posterior is the one posterior over every task, in order
+    import jax
+
+    from bayesmeta.posterior import concatenate
+    from bayesmeta.tasks.base import padded_support
+    from bayesmeta.zoo import held_out_tasks, load_model_spec
+
+    spec = load_model_spec("sinusoid")
+    method, _ = spec.build("maml")
+    state = method.init(jax.random.PRNGKey(0))
+    support = padded_support(held_out_tasks(spec, 3, num_tasks=7, num_query=4), 5)
+    key = jax.random.PRNGKey(1)
+    whole = bench.adapt_in_batches(method, key, state, support, 1)
+    np.testing.assert_array_equal(whole.phi, method.adapt(key, state, support, 1).phi)
+    per_task = 1 * 5 * 1 * 64  # S · K · D · 64 floats
+    parts = bench.adapt_in_batches(method, key, state, support, 1, max_floats=3 * per_task)
+    assert parts.num_tasks == 7  # batches of 3, 3 and 1 tasks
+    np.testing.assert_allclose(parts.phi, whole.phi, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(parts.noise_std, whole.noise_std, rtol=1e-6)
+    with pytest.raises(ValueError, match="posteriors: expected at least one"):
+        concatenate([])
+    other = whole.__class__.from_samples(whole.phi[:, :1], 1.0, whole.apply, method="other")
+    with pytest.raises(ValueError, match=r"posteriors\[1\]: expected likelihood"):
+        concatenate([whole, other])

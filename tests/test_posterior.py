@@ -201,6 +201,27 @@ def test_categorical_log_predictive_is_log_of_mixture_probs():
     np.testing.assert_allclose(np.asarray(post.probs(x))[0], np.tile(probs, (3, 1)), rtol=1e-6)
 
 
+def test_image_sized_inputs_are_scored_in_batches_of_tasks_with_the_same_result():
+    # 28 x 28 inputs, 8 samples, 25 query points: every task at once would hold tens of GB of
+    # a conv net's activations for 600 tasks, so the predictive maps take a few tasks at a time.
+    t, s, n, d = 40, 8, 25, 784
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(t, n, d)).astype(np.float32)
+    y = rng.integers(0, 3, size=(t, n))
+    phi = rng.normal(size=(t, s, 3)).astype(np.float32)
+    post = TaskPosterior.from_samples(
+        jnp.asarray(phi), 1.0, lambda p, xt: xt[:, :3] * p, likelihood="categorical"
+    )
+    assert 1 <= post._batch_size(x) < t
+    assert post._batch_size() == t  # without the inputs only the sample count bounds it
+    logits = x[:, None, :, :3] * phi[:, :, None, :]  # (T, S, N, 3)
+    sm = np.exp(logits - logits.max(-1, keepdims=True))
+    probs = (sm / sm.sum(-1, keepdims=True)).mean(1)  # (T, N, 3)
+    np.testing.assert_allclose(np.asarray(post.probs(x)), probs, rtol=1e-5, atol=1e-6)
+    want = np.log(np.take_along_axis(probs, y[..., None], -1)[..., 0])
+    np.testing.assert_allclose(np.asarray(post.log_predictive(x, y)), want, rtol=1e-5, atol=1e-5)
+
+
 def test_to_inference_data_round_trip_and_summary(true_posterior):
     post, tasks = true_posterior
     idata = post.to_inference_data()
