@@ -32,6 +32,8 @@ DOCUMENTS = (
     "README.md",
     "docs/results.md",
     "docs/benchmarks.md",
+    "docs/performance.md",
+    "docs/methods.md",
     "benchmarks/results/classification.md",
 )
 
@@ -147,6 +149,86 @@ def speed_table(result: dict) -> str:
         f"(jax {machine.get('jax', '?')}).",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _machine(result: dict) -> str:
+    """``_made`` of a speed benchmark's ``machine`` record (device, platform, CPUs, jax, date)."""
+    m = result.get("machine") or {}
+    where = " on ".join(str(m[k]) for k in ("device", "platform") if m.get(k)) or None
+    return _made({"machine": where, **{k: m.get(k) for k in ("cpu_count", "jax", "date")}})
+
+
+def speed_methods(result: dict) -> str:
+    """``benchmarks/speed.py methods``: every method's meta-steps per second on the speed
+    benchmark's work (one inner step each), and its ratio to MAML's."""
+    lines = [
+        "| method (one inner step) | meta-steps/s | ratio to MAML |",
+        "|---|---:|---:|",
+    ]
+    for name, r in result.items():
+        if isinstance(r, dict) and "steps_per_s" in r:
+            lines.append(
+                f"| {name} | {r['steps_per_s']:.0f} | {_f(r.get('ratio_vs_maml'), '.2f')} |"
+            )
+    work = f"Setting: {result['work']}; " if result.get("work") else ""
+    return "\n".join(lines + ["", f"{work}{_machine(result)}."]) + "\n"
+
+
+def speed_sharding(result: dict) -> str:
+    """``benchmarks/speed.py sharding``: MAML's meta-steps per second with its tasks split over
+    1, 2, 4, ... devices, and the throughput relative to one device."""
+    runs = sorted(
+        ((int(key.split("_")[1]), r) for key, r in result.items() if key.startswith("devices_")),
+        key=lambda kv: kv[0],
+    )
+    tasks = sorted({round(r["tasks_per_s"] / r["steps_per_s"]) for _, r in runs})
+    lines = [
+        f"| forced host devices | meta-steps/s ({'/'.join(map(str, tasks))} tasks) | relative |",
+        "|---|---:|---:|",
+    ]
+    for n, r in runs:
+        lines.append(f"| {n} | {r['steps_per_s']:.0f} | {_f(r.get('speedup'), '.2f')} |")
+    return "\n".join(lines + ["", f"{_machine(result)}."]) + "\n"
+
+
+def core_bar(
+    result: dict,
+    gaps: dict[int, float],
+    cov90: tuple[float, float],
+    method: str = "abml",
+    baseline: str = "maml",
+) -> str:
+    """A core table against an issue's bar: ``method``'s gap to the exact reference at each K
+    of ``gaps`` (at most its bar), its 90% coverage at those K (inside ``cov90``), and
+    ``baseline``'s gap at the smallest of them (larger than ``method``'s); whether each is met
+    is computed from the file's rows."""
+    at = {(r["method"], r["k"]): r for r in result["rows"]}
+    name, base = method.upper(), baseline.upper()
+    lo, hi = cov90
+    lines = ["| criterion | measured | met |", "|---|---|---|"]
+
+    def row(label: str, text: str, met: bool) -> None:
+        lines.append(f"| {label} | {text} | {'yes' if met else 'no'} |")
+
+    for k, bar in gaps.items():
+        gap = (at.get((method, k)) or {}).get("gap")
+        row(f"{name} gap, K={k} ≤ {bar:.2f}", _f(gap, ".3f"), gap is not None and gap <= bar)
+    for k in gaps:
+        r = at.get((method, k))
+        cov = None if r is None else _metric(r, "cov90")
+        met = cov is not None and lo <= cov <= hi
+        row(f"{name} cov90, K={k} in [{lo:.2f}, {hi:.2f}]", _f(cov, ".3f"), met)
+    k0 = min(gaps)
+    mine, theirs = ((at.get((m, k0)) or {}).get("gap") for m in (method, baseline))
+    met = None not in (mine, theirs) and theirs > mine
+    row(f"{base} gap at K={k0} > {name}'s", f"{_f(theirs, '.2f')} > {_f(mine, '.2f')}", met)
+    steps = (result.get("steps") or {}).get(method)
+    line = (
+        (f"{result['n_tasks']} held-out tasks; " if result.get("n_tasks") else "")
+        + (f"{method} trained {steps} steps; " if steps else "")
+        + _made(result) + "."
+    )  # fmt: skip
+    return "\n".join(lines + ["", line]) + "\n"
 
 
 STANDARD_METHODS = ("reference", "maml", "emaml", "bmaml", "abml", "platipus", "neural-process")
@@ -727,6 +809,12 @@ TABLES: dict[str, Table] = {
         calibration_summary,
     ),
     "speed": Table(("speed.json",), speed_table),
+    "speed_methods": Table(("speed_methods.json",), speed_methods),
+    "speed_sharding": Table(("speed_sharding.json",), speed_sharding),
+    "core_sinusoid_bar": Table(
+        ("core_sinusoid_default.json",),
+        lambda result: core_bar(result, gaps={1: 0.35, 5: 0.40}, cov90=(0.85, 0.95)),
+    ),
     "main_job": Table(("run/report.json",), main_job_table),
     "time_to_quality": Table(("time_to_quality.json",), time_to_quality),
     **{

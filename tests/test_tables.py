@@ -136,3 +136,33 @@ def test_active_table_takes_its_metric_and_query_counts_from_the_file():
     assert "Model `circles`; 5 queries;" in text and "models: maml: runs/m;" in text
     mse = {**{k.replace("accuracy", "mse"): v for k, v in acq.items()}, "d_mse@5": -0.1}
     assert "| maml | BALD | 0.936 | −0.100 ± 0.006 | 25 |" in tables.active_table({"rows": [mse]})
+
+
+def test_speed_methods_and_sharding_tables_read_the_speed_files():
+    machine = {"device": "cpu", "platform": "p", "cpu_count": 2, "jax": "0.1", "date": "d"}
+    methods = {"work": "w", "machine": machine,
+               "maml": {"steps_per_s": 1948.3, "ratio_vs_maml": 1.0},
+               "bmaml": {"steps_per_s": 66.2, "ratio_vs_maml": 0.034}}  # fmt: skip
+    text = tables.speed_methods(methods)
+    assert "| bmaml | 66 | 0.03 |" in text and "| maml | 1948 | 1.00 |" in text
+    assert "Setting: w; made: cpu on p (2 CPUs), jax 0.1, d." in text
+    sharding = {f"devices_{n}": {"steps_per_s": s, "tasks_per_s": 64 * s, "speedup": s / 695.0}
+                for n, s in ((2, 604.0), (1, 695.0))}  # fmt: skip
+    text = tables.speed_sharding(sharding)
+    assert "| forced host devices | meta-steps/s (64 tasks) | relative |" in text
+    assert text.index("| 1 | 695 | 1.00 |") < text.index("| 2 | 604 | 0.87 |")
+    assert "provenance not recorded." in text
+
+
+def test_core_bar_computes_whether_each_criterion_is_met():
+    rows = [_k_row("abml", 1, 0.127), _k_row("abml", 5, 0.45), _k_row("maml", 1, 1.116)]
+    rows[0]["coverage"]["0.9"] = 0.80
+    result = {"rows": rows, "n_tasks": 3, "steps": {"abml": 10}, "date": "d"}
+    text = tables.core_bar(result, gaps={1: 0.35, 5: 0.40}, cov90=(0.85, 0.95))
+    assert "| ABML gap, K=1 ≤ 0.35 | 0.127 | yes |" in text
+    assert "| ABML gap, K=5 ≤ 0.40 | 0.450 | no |" in text
+    assert "| ABML cov90, K=1 in [0.85, 0.95] | 0.800 | no |" in text
+    assert "| ABML cov90, K=5 in [0.85, 0.95] | 0.900 | yes |" in text
+    assert "| MAML gap at K=1 > ABML's | 1.12 > 0.13 | yes |" in text
+    assert "3 held-out tasks; abml trained 10 steps; made: d." in text
+    assert "| ABML gap, K=10 ≤ 0.30 | – | no |" in tables.core_bar(result, {10: 0.3}, (0.8, 1.0))
