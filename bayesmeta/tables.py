@@ -474,12 +474,16 @@ def classification_family(rows: list, family: str = "glyphs") -> str:
             )
     prov = next((r for r in sel if r.get("commit")), {})
     tasks = sorted({r.get("n_tasks") for r in sel if r.get("n_tasks")})
+    commits = sorted({r["commit"] for r in sel if r.get("commit")}) or ["?"]
+    commands = sorted({r["command"] for r in sel if r.get("command")}) or ["?"]
     lines += [
         "",
-        f"Budget `{prov.get('budget', '?')}`, commit {prov.get('commit', '?')}, "
+        f"Budget `{prov.get('budget', '?')}`, commit {', '.join(commits)}, "
         f"{prov.get('samples', '?')} posterior samples per task"
-        + (f", {tasks} test tasks per seed and K" if tasks else "")
-        + f", {prov.get('machine', '?')}; `{prov.get('command', '?')}`.",
+        + (f", {'/'.join(map(str, tasks))} test tasks per seed and K" if tasks else "")
+        + f", {prov.get('machine', '?')}; "
+        + ", ".join(f"`{c}`" for c in commands)
+        + ".",
     ]
     return "\n".join(lines) + "\n"
 
