@@ -411,13 +411,15 @@ def standard_summary(rows: list) -> str:
     return "\n".join(lines + ["", _missing_runs(rows, "standard") + _provenance_line(rows)]) + "\n"
 
 
-def _missing_runs(rows: list, budget: str) -> str:
-    """A sentence naming the budget's (family, method, seed) runs that have no rows yet."""
+def _missing_runs(rows: list, budget: str, families: Sequence[str] | None = None) -> str:
+    """A sentence naming the budget's (family, method, seed) runs that have no rows yet (of
+    ``families`` only, when given)."""
     from bayesmeta.bench import BUDGETS, METHODS, units
 
     b = BUDGETS[budget]
     have = {(r["family"], r["method"], r["seed"]) for r in rows if r.get("nll") is not None}
-    missing = [u for u in units(b.families or (), b.methods or METHODS, b.seeds) if u not in have]
+    fams = families if families is not None else (b.families or ())
+    missing = [u for u in units(fams, b.methods or METHODS, b.seeds) if u not in have]
     if not missing:
         return ""
     runs: dict[tuple[str, str], list[int]] = {}
@@ -478,7 +480,8 @@ def classification_family(rows: list, family: str = "glyphs") -> str:
     commands = sorted({r["command"] for r in sel if r.get("command")}) or ["?"]
     lines += [
         "",
-        f"Budget `{prov.get('budget', '?')}`, commit {', '.join(commits)}, "
+        _missing_runs(rows, "classification", (family,))
+        + f"Budget `{prov.get('budget', '?')}`, commit {', '.join(commits)}, "
         f"{prov.get('samples', '?')} posterior samples per task"
         + (f", {'/'.join(map(str, tasks))} test tasks per seed and K" if tasks else "")
         + f", {prov.get('machine', '?')}; "
