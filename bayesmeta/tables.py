@@ -430,13 +430,66 @@ def _missing_runs(rows: list, budget: str, families: Sequence[str] | None = None
     return f"Not run yet ({len(missing)} of the grid's runs): {named}. "
 
 
+def _seed_cell(rs: list, key: str, digits: int = 3) -> str:
+    """``mean ± se`` of ``key`` over the seeds' rows ``rs``; with one seed, ± the standard
+    error over its test tasks (``<key>_se``) where the row has it."""
+    vals = [r[key] for r in rs if r.get(key) is not None]
+    if not vals:
+        return "–"
+    if len(vals) > 1:
+        se = statistics.stdev(vals) / len(vals) ** 0.5
+    else:
+        se = rs[0].get(f"{key}_se")
+    mean = f"{statistics.fmean(vals):.{digits}f}"
+    return mean if se is None else f"{mean} ± {se:.{digits}f}"
+
+
+def classification_summary(rows: list) -> str:
+    """The ``classification`` budget in one table: per classifier, accuracy and ECE on each
+    family at its smallest and largest K (mean ± se over seeds, the most accurate in bold),
+    and the seeds run per family."""
+    from bayesmeta.bench import CLASSIFIERS
+
+    sel = [r for r in rows if r.get("nll") is not None and r.get("accuracy") is not None]
+    fams = list(dict.fromkeys(r["family"] for r in sel))
+    cols = []
+    for f in fams:
+        ks = {r["k"] for r in sel if r["family"] == f}
+        cols += [(f, k) for k in sorted({min(ks), max(ks)})]
+    head = " | ".join(f"{f} {k}-shot accuracy | ECE" for f, k in cols)
+    lines = [
+        f"| method | {head} | seeds ({' / '.join(fams)}) |",
+        "|---|" + "---:|" * (2 * len(cols) + 1),
+    ]
+    mean = {}
+    for f, k in cols:
+        for m in CLASSIFIERS:
+            acc = [r["accuracy"] for r in sel if (r["family"], r["k"], r["method"]) == (f, k, m)]
+            if acc:
+                mean[(f, k, m)] = statistics.fmean(acc)
+    best = {c: max((v, m) for (f, k, m), v in mean.items() if (f, k) == c)[1]
+            for c in cols if any((c[0], c[1], m) in mean for m in CLASSIFIERS)}  # fmt: skip
+    for m in CLASSIFIERS:
+        if not any(r["method"] == m for r in sel):
+            continue
+        cells = []
+        for f, k in cols:
+            rs = [r for r in sel if (r["family"], r["k"], r["method"]) == (f, k, m)]
+            acc = _seed_cell(rs, "accuracy")
+            cells += [f"**{acc}**" if best.get((f, k)) == m else acc, _seed_cell(rs, "ece")]
+        seeds = " / ".join(
+            str(len({r["seed"] for r in sel if (r["family"], r["method"]) == (f, m)})) for f in fams
+        )
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {seeds} |")
+    lines += ["", _missing_runs(rows, "classification") + _provenance_line(sel)]
+    return "\n".join(lines) + "\n"
+
+
 def classification_family(rows: list, family: str = "glyphs") -> str:
     """One family of the ``classification`` budget: per K and method, accuracy, ECE, MCE,
     Brier and NLL (mean ± standard error over the seeds; with one seed, ± the standard error
     over its test tasks), the ECE after temperature scaling with T fitted on validation
     classes, the validation-chosen step and the training seconds per run."""
-    import math
-
     from bayesmeta.bench import CLASSIFIERS
 
     sel = [r for r in rows if r["family"] == family and r.get("nll") is not None]
@@ -449,16 +502,7 @@ def classification_family(rows: list, family: str = "glyphs") -> str:
         "|---:|---|---:|" + "---:|" * 8,
     ]
 
-    def cell(rs: list, key: str, digits: int = 3) -> str:
-        vals = [r[key] for r in rs if r.get(key) is not None]
-        if not vals:
-            return "–"
-        if len(vals) > 1:
-            se = statistics.stdev(vals) / math.sqrt(len(vals))
-        else:
-            se = rs[0].get(f"{key}_se")
-        mean = f"{statistics.fmean(vals):.{digits}f}"
-        return mean if se is None else f"{mean} ± {se:.{digits}f}"
+    cell = _seed_cell
 
     for k in ks:
         for m in CLASSIFIERS:
@@ -837,6 +881,7 @@ TABLES: dict[str, Table] = {
         ("rerun_sinusoid_maml_seed0.json", "rerun_sinusoid_maml_seed0_second_machine.json"),
         reruns,
     ),
+    "classification_summary": Table(("classification/calibration.json",), classification_summary),
     "classification_glyphs": Table(
         ("classification/calibration.json",), lambda rows: classification_family(rows, "glyphs")
     ),

@@ -166,3 +166,16 @@ def test_core_bar_computes_whether_each_criterion_is_met():
     assert "| MAML gap at K=1 > ABML's | 1.12 > 0.13 | yes |" in text
     assert "3 held-out tasks; abml trained 10 steps; made: d." in text
     assert "| ABML gap, K=10 ≤ 0.30 | – | no |" in tables.core_bar(result, {10: 0.3}, (0.8, 1.0))
+
+
+def test_classification_summary_bolds_the_most_accurate_and_counts_seeds():
+    rows = [{"family": "glyphs", "method": m, "k": k, "seed": s, "nll": 0.1,
+             "accuracy": a + s * 0.01, "ece": 0.01}
+            for m, a in (("maml", 0.8), ("protonet", 0.9))
+            for k in (1, 5) for s in (0, 1)]  # fmt: skip
+    text = tables.classification_summary(rows)
+    assert (
+        "| glyphs 1-shot accuracy | ECE | glyphs 5-shot accuracy | ECE | seeds (glyphs) |" in text
+    )
+    assert "| protonet | **0.905 ± 0.005** | 0.010 ± 0.000 |" in text
+    assert "| maml | 0.805 ± 0.005 |" in text and text.count("| 2 |") == 2
