@@ -761,8 +761,9 @@ def write_results(rows: Sequence[dict], out_dir: str | os.PathLike, **meta) -> N
 
 def learning_curve_figures(rows: Sequence[dict], out_dir: str | os.PathLike) -> list[Path]:
     """``<family>_learning_curves.png`` for every family whose rows carry validation curves:
-    validation accuracy (categorical) or NLL against training seconds, a line per method and
-    seed (the rows of a run share one curve; the first K's is drawn)."""
+    validation NLL against training seconds, a line per method and seed (the rows of a run
+    share one curve; the first K's is drawn); and ``<family>_learning_curves_accuracy.png``,
+    validation accuracy, for the runs that recorded it (classifiers)."""
     from bayesmeta import plots
 
     paths = []
@@ -780,12 +781,18 @@ def learning_curve_figures(rows: Sequence[dict], out_dir: str | os.PathLike) -> 
                             "step": steps, "nll": r["validation_nll"]}  # fmt: skip
             if r.get("validation_accuracy"):
                 curves[name]["accuracy"] = r["validation_accuracy"]
-        metric = "accuracy" if all("accuracy" in c for c in curves.values()) else "nll"
         label = FAMILIES[family].label if family in FAMILIES else family
         path = Path(out_dir) / f"{family}_learning_curves.png"
-        title = f"{label}: validation {metric.replace('nll', 'NLL')} against training time"
-        plots.training_curves(curves, metric, path=path, title=title)
+        title = f"{label}: validation NLL against training time"
+        plots.training_curves(curves, "nll", path=path, title=title)
         paths.append(path)
+        with_accuracy = {n: c for n, c in curves.items() if "accuracy" in c}
+        if with_accuracy:
+            # runs made before accuracy was recorded have only the NLL figure's line
+            path = Path(out_dir) / f"{family}_learning_curves_accuracy.png"
+            title = f"{label}: validation accuracy against training time"
+            plots.training_curves(with_accuracy, "accuracy", path=path, title=title)
+            paths.append(path)
     return paths
 
 

@@ -42,7 +42,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from bayesmeta.inference.registry import METHODS
 from bayesmeta.posterior import TaskPosterior
@@ -796,6 +796,8 @@ def training_curves(
                 ls="-" if first else "--", alpha=1.0 if first else 0.7,
                 label=method if first else None)  # fmt: skip
     ax.set_xscale("log")
+    # a span of less than a decade would label every minor tick, and the labels collide
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("training seconds (validation excluded)", fontsize=9)
     ax.set_ylabel(_metric_label(metric), fontsize=9)
     ax.set_title(title or f"Validation {_metric_label(metric)} during meta-training", fontsize=11)

@@ -189,6 +189,7 @@ def test_classification_rows_early_stop_on_validation_and_fit_a_temperature(tmp_
         assert r["ts_accuracy"] == pytest.approx(r["accuracy"])
     assert "ECE at T" in (tmp_path / "calibration.md").read_text()
     assert (tmp_path / "digits_learning_curves.png").stat().st_size > 0
+    assert (tmp_path / "digits_learning_curves_accuracy.png").stat().st_size > 0
 
 
 def test_adapting_in_batches_of_tasks_equals_adapting_all_at_once():
