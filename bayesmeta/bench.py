@@ -506,11 +506,10 @@ def adapt_in_batches(method, key, state, support, num_samples: int,
     ``fold_in(key, i)`` and the posteriors are joined with
     :func:`~bayesmeta.posterior.concatenate`.
     """
-    from bayesmeta.posterior import concatenate
+    from bayesmeta.posterior import concatenate, tasks_per_batch
 
     t = int(support.x.shape[0])
-    per_task = num_samples * math.prod(support.x.shape[1:]) * 64
-    size = max(1, min(t, max_floats // max(1, per_task)))
+    size = tasks_per_batch(t, num_samples, support.x.shape[1:], max_floats)
     if size >= t:
         return method.adapt(key, state, support, num_samples)
     parts = []

@@ -31,6 +31,14 @@ LIKELIHOODS = ("gaussian", "categorical", "generic")
 _ACTIVATIONS_PER_BATCH = 2**28
 
 
+def tasks_per_batch(num_tasks: int, num_samples: int, task_shape, max_floats: int) -> int:
+    """How many tasks a batch may hold so that S samples' activations over one task's inputs
+    (``task_shape``: points × input size, about 64 floats per input value in a network's first
+    layers) stay under ``max_floats``; at least 1, at most ``num_tasks``."""
+    per_task = num_samples * math.prod(task_shape) * 64
+    return max(1, min(num_tasks, max_floats // max(1, per_task)))
+
+
 @dataclass(frozen=True)
 class TaskPosterior:
     """Posterior over task parameters for T tasks.
@@ -154,8 +162,8 @@ class TaskPosterior:
         layers hold tens of activations per pixel for every sample and query point."""
         n = 2_000_000 // max(1, self.num_samples * 64)
         if x is not None:
-            per_task = self.num_samples * math.prod(np.shape(x)[1:])
-            n = min(n, _ACTIVATIONS_PER_BATCH // max(1, per_task * 64))
+            n = min(n, tasks_per_batch(n, self.num_samples, np.shape(x)[1:],
+                                       _ACTIVATIONS_PER_BATCH))  # fmt: skip
         return max(1, min(self.num_tasks, n))
 
     # -- regression -----------------------------------------------------------------------------
