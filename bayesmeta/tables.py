@@ -273,11 +273,27 @@ def _provenance_line(rows: list) -> str:
     )
 
 
-def standard_family(rows: list, family: str = "sinusoid") -> str:
+def still_falling(curve: dict, steps: int, k: int = 5) -> float | None:
+    """From a time-to-quality curve (validation gaps after each chunk of one run): how much
+    the gap fell over the second half of ``steps`` steps, ``gap(steps / 2) − gap(steps)`` —
+    about zero where the method has reached its plateau at that budget, what one more
+    doubling of the steps may still give where not. None where the run stopped short of
+    ``steps`` or was not yet scored by ``steps / 2``."""
+    pts = list(zip(curve["step"], curve[f"gap_k{k}"], strict=True))
+    end = [g for s, g in pts if s >= steps]
+    half = [g for s, g in pts if s <= steps / 2]
+    if not end or not half:
+        return None
+    return half[-1] - end[0]
+
+
+def standard_family(rows: list, family: str = "sinusoid", ttq: dict | None = None) -> str:
     """One family of the ``standard`` calibration budget: per method and K, the gap to the
     exact reference (or, without one, the held-out NLL), mean ± standard error over the seeds;
     at the middle K the 90% coverage and calibration error (regression) or accuracy and ECE
-    (classification); the steps and the mean training seconds per run."""
+    (classification); the steps and the mean training seconds per run. With ``ttq`` (the
+    time-to-quality result) a column says how far each method still was from its plateau at
+    these steps (:func:`still_falling` on its validation curve)."""
     sel = [r for r in rows if r["family"] == family and r.get("nll") is not None]
     if not sel:
         return f"No {family} rows in the results file yet.\n"
@@ -292,12 +308,15 @@ def standard_family(rows: list, family: str = "sinusoid") -> str:
         "cov90": "cov90",
         "calibration_error": "cal. err.",
     }
+    curves = {c["method"]: c for c in (ttq or {}).get("curves", []) if c["family"] == family}
+    plateau = bool(curves)
     lines = [
         "| method | "
         + " | ".join(f"{metric} K={k}" for k in ks)
         + "".join(f" | {names[e]} K={k_mid}" for e in extra)
-        + " | steps | train s |",
-        "|---|" + "---:|" * (len(ks) + len(extra) + 2),
+        + " | steps | train s |"
+        + (" still falling K=5 |" if plateau else ""),
+        "|---|" + "---:|" * (len(ks) + len(extra) + 2 + plateau),
     ]
     for m in STANDARD_METHODS:
         rs = [r for r in sel if r["method"] == m]
@@ -312,10 +331,27 @@ def standard_family(rows: list, family: str = "sinusoid") -> str:
             cells.append("–" if not vals else f"{statistics.fmean(vals):.3f}")
         steps = sorted({r["steps"] for r in rs})
         secs = statistics.fmean(r.get("train_seconds") or 0.0 for r in rs if r["k"] == ks[0])
+        fall = ""
+        if plateau:
+            c = curves.get(m)
+            value = still_falling(c, steps[-1]) if c and len(steps) == 1 else None
+            fall = f" {_f(value, '+.3f')} |"
         lines.append(
             f"| {m} | " + " | ".join(cells) + f" | {'/'.join(str(s) for s in steps)} | {secs:.0f} |"
-        )
-    return "\n".join(lines + ["", _provenance_line(sel)]) + "\n"
+            + fall
+        )  # fmt: skip
+    notes = ["", _provenance_line(sel)]
+    if plateau:
+        prov = ttq.get("provenance", {})
+        notes += [
+            "",
+            "still falling: the validation gap at K = 5 after half of the row's steps minus "
+            "after all of them, from one run per method of `time_to_quality.json` "
+            f"({prov.get('validation_tasks', '?')} validation tasks, seed 0, "
+            f"`{prov.get('command', '?')}`): near 0 at the method's plateau; – where that run "
+            "did not reach the row's steps or the method has no curve.",
+        ]
+    return "\n".join(lines + notes) + "\n"
 
 
 def _ranking(rows: list, family: str, k: int, metric: str) -> list[tuple[str, dict[int, float]]]:
@@ -873,7 +909,14 @@ TABLES: dict[str, Table] = {
             ("calibration_standard/calibration.json",),
             lambda rows, family=family: standard_family(rows, family),
         )
-        for family in ("sinusoid", "sine_line", "circles", "glyphs", "nlschools", "cigar")
+        for family in ("circles", "glyphs", "nlschools", "cigar")
+    },
+    **{
+        f"standard_{family}": Table(
+            ("calibration_standard/calibration.json", "time_to_quality.json"),
+            lambda rows, ttq, family=family: standard_family(rows, family, ttq),
+        )
+        for family in ("sinusoid", "sine_line")
     },
     "standard_best": Table(("calibration_standard/calibration.json",), standard_best),
     "standard_summary": Table(("calibration_standard/calibration.json",), standard_summary),

@@ -179,3 +179,22 @@ def test_classification_summary_bolds_the_most_accurate_and_counts_seeds():
     )
     assert "| protonet | **0.905 ± 0.005** | 0.010 ± 0.000 |" in text
     assert "| maml | 0.805 ± 0.005 |" in text and text.count("| 2 |") == 2
+
+
+def test_still_falling_reads_the_validation_curve_at_half_and_all_of_the_rows_steps():
+    curve = {"step": [100, 200, 300, 400], "gap_k5": [0.9, 0.5, 0.45, 0.4]}
+    # half of 400 steps is step 200 (gap 0.5); all of them, step 400 (gap 0.4)
+    assert tables.still_falling(curve, 400) == pytest.approx(0.1)
+    assert tables.still_falling(curve, 800) is None  # the run stopped short of the row's steps
+    assert tables.still_falling(curve, 150) is None  # no validation by half of the steps
+    rows = [
+        {"family": "sinusoid", "method": m, "k": 5, "seed": 0, "nll": 1.0, "gap": 0.5,
+         "cov90": 0.9, "calibration_error": 0.01, "steps": 400, "train_seconds": 1.0}
+        for m in ("maml", "abml")
+    ]  # fmt: skip
+    ttq = {"curves": [dict(curve, family="sinusoid", method="maml")], "provenance": {}}
+    text = tables.standard_family(rows, "sinusoid", ttq)
+    assert "still falling K=5 |" in text
+    assert "| 400 | 1 | +0.100 |" in text  # maml: from its curve
+    assert "| abml |" in text and text.split("| abml |")[1].split("\n")[0].endswith("| – |")
+    assert "still falling" not in tables.standard_family(rows, "sinusoid")
