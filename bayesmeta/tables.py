@@ -342,14 +342,12 @@ def standard_family(rows: list, family: str = "sinusoid", ttq: dict | None = Non
         )  # fmt: skip
     notes = ["", _provenance_line(sel)]
     if plateau:
-        prov = ttq.get("provenance", {})
         notes += [
             "",
             "still falling: the validation gap at K = 5 after half of the row's steps minus "
-            "after all of them, from one run per method of `time_to_quality.json` "
-            f"({prov.get('validation_tasks', '?')} validation tasks, seed 0, "
-            f"`{prov.get('command', '?')}`): near 0 at the method's plateau; – where that run "
-            "did not reach the row's steps or the method has no curve.",
+            "after all of them, from one run per method (seed 0) of `time_to_quality.json` "
+            f"({_ttq_sources(ttq, list(curves.values()))}): near 0 at the method's plateau; "
+            "– where that run did not reach the row's steps.",
         ]
     return "\n".join(lines + notes) + "\n"
 
@@ -618,15 +616,35 @@ def time_to_quality(result: dict) -> str:
             f"| {c['family']} | {c['method']} | {c['steps']} | " + " | ".join(cells)
             + f" | {c['gap_k1'][-1]:.3f} | {c['gap_k5'][-1]:.3f} |"
         )  # fmt: skip
-    prov = result["provenance"]
     lines += [
         "",
-        f"Seconds of training (the first chunk's compilation included, scoring excluded); "
-        f"{prov.get('validation_tasks', '?')} validation tasks per K, {prov.get('samples', '?')} "
-        f"posterior samples; commit {prov.get('commit', '?')}, `{prov.get('command', '?')}`, "
-        f"{prov.get('machine', '?')}.",
+        "Seconds of training (the first chunk's compilation included, scoring excluded); "
+        + _ttq_sources(result)
+        + ".",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _ttq_sources(result: dict, curves: list | None = None) -> str:
+    """Which run made which time-to-quality curves: per distinct command, its validation
+    tasks, samples, commit, machine and date, and the curves it made where the file holds
+    more than one run's (``--merge``)."""
+    curves = result["curves"] if curves is None else curves
+    runs: dict[str, tuple[dict, list[str]]] = {}
+    for c in curves:
+        prov = c.get("provenance", result["provenance"])
+        key = f"{prov.get('commit')} {prov.get('command')}"
+        runs.setdefault(key, (prov, []))[1].append(f"{c['family']}/{c['method']}")
+    parts = []
+    for prov, made in runs.values():
+        which = f" ({', '.join(made)})" if len(runs) > 1 else ""
+        parts.append(
+            f"{prov.get('validation_tasks', '?')} validation tasks per K, "
+            f"{prov.get('samples', '?')} posterior samples, commit {prov.get('commit', '?')}, "
+            f"`{prov.get('command', '?')}`, {prov.get('machine', '?')}, "
+            f"{prov.get('date', '?')}{which}"
+        )
+    return "; ".join(parts)
 
 
 def reruns(*results: dict) -> str:

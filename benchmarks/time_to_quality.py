@@ -9,10 +9,12 @@ many seconds it needs to come within 0.5, 0.2 and 0.1 nats of the oracle, so tha
 pick a method for a budget.
 
     python benchmarks/time_to_quality.py [--families sinusoid sine_line] [--methods ...]
-        [--chunks 20] [--tasks 100] [--out benchmarks/results]
+        [--chunks 20] [--tasks 100] [--out benchmarks/results] [--merge]
 
 Writes ``time_to_quality.json`` (curves and thresholds, with provenance) and
-``time_to_quality.png`` (gap against seconds, log scale, a panel per family and K).
+``time_to_quality.png`` (gap against seconds, log scale, a panel per family and K). Each curve
+carries the provenance of the run that made it; ``--merge`` keeps the curves of the existing
+file that this run does not recompute (so the families can be run in pieces).
 """
 
 from __future__ import annotations
@@ -95,6 +97,24 @@ def curve(family: str, method: str, steps: int, chunks: int, num_tasks: int, sam
     return out
 
 
+def merge_curves(old: dict | None, curves: list[dict]) -> list[dict]:
+    """``curves`` and, from ``old`` (an earlier result), the curves of every (family, method)
+    that ``curves`` lacks, each keeping its own provenance (the old file's where the curve has
+    none); ordered by family, then method, as first seen."""
+    if not old:
+        return curves
+    fresh = {(c["family"], c["method"]) for c in curves}
+    kept = [
+        {**c, "provenance": c.get("provenance", old.get("provenance", {}))}
+        for c in old["curves"]
+        if (c["family"], c["method"]) not in fresh
+    ]
+    merged = kept + curves
+    fams = list(dict.fromkeys(c["family"] for c in old["curves"] + curves))
+    methods = list(dict.fromkeys(c["method"] for c in old["curves"] + curves))
+    return sorted(merged, key=lambda c: (fams.index(c["family"]), methods.index(c["method"])))
+
+
 def figure(curves: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -131,22 +151,39 @@ def run(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps-scale", type=float, default=1.0,
                    help="a fraction of the standard steps (a quick check)")  # fmt: skip
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument(
+        "--merge", action="store_true", help="keep the file's curves this run does not recompute"
+    )
     args = p.parse_args(argv)
+    command = "python benchmarks/time_to_quality.py " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
     t0 = time.perf_counter()
     curves = []
     for fam in args.families:
         for m in args.methods:
             steps = max(args.chunks, int(STANDARD_STEPS[fam][m] * args.steps_scale))
+            t_run = time.perf_counter()
             c = curve(fam, m, steps, args.chunks, args.tasks, args.samples)
+            c["provenance"] = provenance(
+                command,
+                budget="standard",
+                steps_scale=args.steps_scale,
+                samples=args.samples,
+                validation_tasks=args.tasks,
+                seconds=round(time.perf_counter() - t_run, 1),
+            )
             curves.append(c)
             reach = {k: c[f"seconds_to_gap_k{k}"] for k in KS}
             print(f"{fam:10s} {m:15s} {c['steps']:7d} steps {c['seconds'][-1]:6.0f} s  final "
                   f"gap K=1 {c['gap_k1'][-1]:.3f} K=5 {c['gap_k5'][-1]:.3f}  seconds to "
                   f"0.5/0.2/0.1: {reach}", flush=True)  # fmt: skip
+    path = args.out / "time_to_quality.json"
+    if args.merge and path.exists():
+        curves = merge_curves(json.loads(path.read_text()), curves)
     out = {
         "provenance": provenance(
-            "python benchmarks/time_to_quality.py "
-            + " ".join(sys.argv[1:] if argv is None else argv),
+            command,
             budget="standard",
             samples=args.samples,
             validation_tasks=args.tasks,
@@ -158,7 +195,7 @@ def run(argv: list[str] | None = None) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     from bayesmeta.atomic import write_text
 
-    write_text(args.out / "time_to_quality.json", json.dumps(out, indent=1) + "\n")
+    write_text(path, json.dumps(out, indent=1) + "\n")
     figure(curves, args.out / "time_to_quality.png")
     return out
 
