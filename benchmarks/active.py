@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from bayesmeta import plots
+from bayesmeta.atomic import write_text
 from bayesmeta.bench import provenance
 from bayesmeta.evaluate.active import (
     ACQUISITIONS,
@@ -206,10 +207,11 @@ def main(argv: list[str] | None = None) -> None:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(
-        json.dumps({**meta, "rows": rows, "curves": curves}, indent=2, default=float)
+    write_text(
+        out.with_suffix(".json"),
+        json.dumps({**meta, "rows": rows, "curves": curves}, indent=2, default=float),
     )
-    out.with_suffix(".md").write_text(markdown(rows, meta, args.queries))
+    write_text(out.with_suffix(".md"), markdown(rows, meta, args.queries))
     for name, by_acq in curves.items():
         plots.learning_curves(
             by_acq,
