@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp, ndtr
 
+from bayesmeta.batching import map_batches
+
 Array = jax.Array
 LIKELIHOODS = ("gaussian", "categorical", "generic")
 #: How many floats of activations one batch of the predictive maps may hold (1 GiB in float32;
@@ -468,9 +470,9 @@ def _map_generic(post: TaskPosterior, fn, args, batch_size: int):
     task's per-sample θ ``(S, ...)`` or the shared θ."""
     if post.params_per_sample:
         xs = (post.phi, post.log_weights, post.params, *args)
-        return jax.lax.map(lambda a: fn(*a), xs, batch_size=batch_size)
+        return map_batches(lambda a: fn(*a), xs, batch_size)
     xs = (post.phi, post.log_weights, *args)
-    return jax.lax.map(lambda a: fn(a[0], a[1], post.params, *a[2:]), xs, batch_size=batch_size)
+    return map_batches(lambda a: fn(a[0], a[1], post.params, *a[2:]), xs, batch_size)
 
 
 def _over_samples(post: TaskPosterior, f, params, phi: Array, *rest):
@@ -533,8 +535,8 @@ def _outputs(post: TaskPosterior, x: Array) -> Array:
 
 
 def _map_tasks(post: TaskPosterior, fn, args, batch_size: int):
-    return jax.lax.map(
-        lambda a: fn(*a), (post.phi, post.log_weights, post.noise_std, *args), batch_size=batch_size
+    return map_batches(
+        lambda a: fn(*a), (post.phi, post.log_weights, post.noise_std, *args), batch_size
     )
 
 

@@ -54,6 +54,7 @@ import jax.numpy as jnp
 import numpyro.distributions as dist
 import optax
 
+from bayesmeta.batching import map_batches
 from bayesmeta.inference.base import (
     INNER_RULES,
     MetaState,
@@ -360,7 +361,7 @@ def platipus(
             # no CPU use) where chunks of 25 tasks ran in 50 s: bound the working set
             per_task = num_samples * (model.num_params + cfg.head_components * n * n) * 4 * 16
         if per_task is not None:
-            phi = jax.lax.map(one, xs, batch_size=int(min(t, max(1, GN_ADAPT_BYTES // per_task))))
+            phi = map_batches(one, xs, int(min(t, max(1, GN_ADAPT_BYTES // per_task))))
         else:
             phi = jax.vmap(one)(xs)
         return model.posterior(phi, model_theta(theta), "platipus")

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayesmeta.batching import map_batches
 from bayesmeta.inference.base import Info, MetaState, Method, checked_adapt
 from bayesmeta.posterior import TaskPosterior
 from bayesmeta.tasks.base import Support, TaskFamily
@@ -87,7 +88,7 @@ def reference(family: TaskFamily, *, quadrature_points: int = 64) -> Method:
                 lw = lw + jnp.sum(lx * mask[None], -1)
             return lw - jax.scipy.special.logsumexp(lw)
 
-        lw = jax.lax.map(lambda a: one(*a), (support.x, support.y, support.mask), batch_size=8)
+        lw = map_batches(lambda a: one(*a), (support.x, support.y, support.mask), 8)
         t = support.x.shape[0]
         phi = jnp.broadcast_to(grid, (t, *grid.shape))
         return TaskPosterior(
