@@ -333,6 +333,14 @@ def run_calibration(
     rows: list[dict] = []
     if resume and out_dir is not None and (out_dir / "calibration.json").is_file():
         rows = json.loads((out_dir / "calibration.json").read_text())
+        other = sorted({str(r.get("budget")) for r in rows} - {budget_name})
+        if other:
+            # a run of another budget would skip these units as done and mix its rows in
+            raise ValueError(
+                f"out: {str(out_dir / 'calibration.json')!r} holds rows of budget "
+                f"{', '.join(other)}, not {budget_name!r}; write this budget to another --out "
+                "(or pass --no-resume to replace them)"
+            )
     done = _done(rows)
     mine = set(units(fams, meths, seeds)[i_shard::n_shard]) - done
     provenance = {

@@ -84,49 +84,6 @@ def core_table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-#: Columns of the calibration summary: (header, family, K, metric) — sources below.
-CALIBRATION_COLUMNS = (
-    ("sinusoid gap K=5", "sinusoid", 5, "gap"),
-    ("sine-or-line gap K=5", "sine_line", 5, "gap"),
-    ("circles gap K=1", "circles", 1, "gap"),
-    ("glyphs 1-shot acc / ECE", "glyphs", 1, ("accuracy", "ece")),
-    ("nlschools NLL K=5", "nlschools", 5, "nll"),
-    ("cigar NLL K=5", "cigar", 5, "nll"),
-)
-#: Footnote marks of the README's calibration summary (explained in the text beside it).
-CALIBRATION_MARKS = {"abml": "†", "platipus": "‡", "neural-process": "*"}
-
-
-def calibration_summary(main: list, neural_process: list, grouped: list) -> str:
-    """Every method's headline number per family at the ``small`` budget, the mean over the
-    seeds: the neural process's row from its own rerun, nlschools and Cigar from the grouped
-    rerun (the data path's three-way split), the rest from the main calibration run."""
-    methods = ("reference", "maml", "emaml", "bmaml", "abml", "platipus", "neural-process")
-
-    def mean(rows, family, method, k, metric):
-        vals = [
-            r[metric]
-            for r in rows
-            if (r["family"], r["method"], r["k"]) == (family, method, k)
-            and r.get(metric) is not None
-        ]
-        return statistics.fmean(vals) if vals else None
-
-    head = "| method | " + " | ".join(c[0] for c in CALIBRATION_COLUMNS) + " |"
-    lines = [head, "|---|" + "---:|" * len(CALIBRATION_COLUMNS)]
-    for m in methods:
-        cells = []
-        for _, family, k, metric in CALIBRATION_COLUMNS:
-            rows = grouped if family in ("nlschools", "cigar") else main
-            rows = neural_process if m == "neural-process" and rows is main else rows
-            if isinstance(metric, tuple):
-                cells.append(" / ".join(_f(mean(rows, family, m, k, x), ".2f") for x in metric))
-            else:
-                cells.append(_f(mean(rows, family, m, k, metric), ".2f"))
-        lines.append(f"| {m}{CALIBRATION_MARKS.get(m, '')} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
 def speed_table(result: dict) -> str:
     """MAML meta-steps per second against its peers (``benchmarks/speed.py``)."""
     lines = [
@@ -905,14 +862,6 @@ TABLES: dict[str, Table] = {
     "core_sinusoid": Table(("core_sinusoid_default.json",), core_table),
     "core_sine_line": Table(("core_sine_line_default.json",), core_table),
     "core_sinusoid_neural_process": Table(("core_sinusoid_neural_process.json",), core_table),
-    "calibration_summary": Table(
-        (
-            "calibration.json",
-            "calibration_neural_process.json",
-            "calibration_grouped.json",
-        ),
-        calibration_summary,
-    ),
     "speed": Table(("speed.json",), speed_table),
     "speed_methods": Table(("speed_methods.json",), speed_methods),
     "speed_sharding": Table(("speed_sharding.json",), speed_sharding),
@@ -924,20 +873,20 @@ TABLES: dict[str, Table] = {
     "time_to_quality": Table(("time_to_quality.json",), time_to_quality),
     **{
         f"standard_{family}": Table(
-            ("calibration_standard/calibration.json",),
+            ("calibration.json",),
             lambda rows, family=family: standard_family(rows, family),
         )
         for family in ("circles", "glyphs", "nlschools", "cigar")
     },
     **{
         f"standard_{family}": Table(
-            ("calibration_standard/calibration.json", "time_to_quality.json"),
+            ("calibration.json", "time_to_quality.json"),
             lambda rows, ttq, family=family: standard_family(rows, family, ttq),
         )
         for family in ("sinusoid", "sine_line")
     },
-    "standard_best": Table(("calibration_standard/calibration.json",), standard_best),
-    "standard_summary": Table(("calibration_standard/calibration.json",), standard_summary),
+    "standard_best": Table(("calibration.json",), standard_best),
+    "standard_summary": Table(("calibration.json",), standard_summary),
     "reruns": Table(
         ("rerun_sinusoid_maml_seed0.json", "rerun_sinusoid_maml_seed0_second_machine.json"),
         reruns,

@@ -1,14 +1,16 @@
-"""The calibration benchmark (issue 6): every method × every family × seeds.
+"""The calibration benchmark (issues 6 and 26): every method × every family × seeds.
 
-Writes ``benchmarks/results/calibration.json`` (one row per family, method, K and seed),
-``calibration.md`` (mean ± standard error over seeds), figures under
-``benchmarks/results/calibration/`` (reliability diagrams per method for glyphs and circles,
-calibration curves and predictive bands beside the exact reference for regression) and ArviZ
-netCDF files of the seed-0 posteriors under ``benchmarks/results/posteriors/`` (not
-committed). The same as ``bayesmeta bench calibration``; the code is
-:mod:`bayesmeta.bench`.
+The published grid is the ``standard`` budget's: it writes ``benchmarks/results/calibration.json``
+(one row per family, method, K and seed, each with its provenance), ``calibration.md`` (mean ±
+standard error over seeds), figures under ``benchmarks/results/calibration/`` (reliability
+diagrams per method for glyphs and circles, calibration curves and predictive bands beside the
+exact reference for regression) and ArviZ netCDF files of the seed-0 posteriors under
+``benchmarks/results/posteriors/`` (not committed). The other budgets write into their own
+folders (``benchmarks/results/classification/``, ``benchmarks/results/calibration_<budget>/``),
+so a quick ``small`` run never mixes into the published rows. The same as ``bayesmeta bench
+calibration``; the code is :mod:`bayesmeta.bench`.
 
-    python benchmarks/calibration.py [--budget small|full] [--families ...] [--methods ...]
+    python benchmarks/calibration.py [--budget standard|small|classification|full] [--families ...]
 """
 
 from __future__ import annotations
@@ -22,10 +24,17 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``bayesmeta bench calibration ARGS``, writing into benchmarks/results by default."""
+    """``bayesmeta bench calibration ARGS``: the ``standard`` budget into benchmarks/results by
+    default, other budgets into their own folders there."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--budget" not in argv:
+        argv += ["--budget", "standard"]
     if "--out" not in argv:
-        argv += ["--out", str(RESULTS)]
+        budget = argv[argv.index("--budget") + 1]
+        sub = {"standard": "", "classification": "classification"}.get(
+            budget, f"calibration_{budget}"
+        )
+        argv += ["--out", str(RESULTS / sub)]
     return cli_main(["bench", "calibration", *argv])
 
 

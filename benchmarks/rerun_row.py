@@ -8,7 +8,7 @@ same platform the NLL should agree to far better than the 0.01 nats the benchmar
 digits of its floating-point reductions).
 
     python benchmarks/rerun_row.py --family sinusoid --method maml --seed 0 \
-        [--results benchmarks/results/calibration_standard/calibration.json] [--tol 0.01]
+        [--results benchmarks/results/calibration.json] [--tol 0.01]
 
 Writes ``benchmarks/results/rerun_<family>_<method>_seed<seed>.json`` (both rows' NLLs, the
 differences, and both provenances) and exits 1 when a difference exceeds ``--tol``.
@@ -55,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--family", required=True)
     p.add_argument("--method", required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--results", type=Path,
-                   default=RESULTS / "calibration_standard" / "calibration.json")  # fmt: skip
+    p.add_argument("--results", type=Path, default=RESULTS / "calibration.json")
     p.add_argument("--tol", type=float, default=0.01, help="largest |ΔNLL| that passes")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,6 +148,9 @@ def test_shards_merge_to_the_whole_grid_and_a_rerun_resumes(tmp_path):
         if r["method"] != "reference":
             assert r["steps"] == 10 and r["train_seconds"] > 0 and r["compile_seconds"] > 0
     assert json.loads((tmp_path / "merged" / "calibration.json").read_text()) == merged
+    # another budget never resumes into (and mixes with) these rows
+    with pytest.raises(ValueError, match="holds rows of budget custom, not 'small'"):
+        run_calibration("small", out=tmp_path / "merged", command="test", **kw)
 
 
 def test_shard_and_merge_arguments_are_named(tmp_path):
@@ -218,3 +222,30 @@ def test_adapting_in_batches_of_tasks_equals_adapting_all_at_once():
     other = whole.__class__.from_samples(whole.phi[:, :1], 1.0, whole.apply, method="other")
     with pytest.raises(ValueError, match=r"posteriors\[1\]: expected likelihood"):
         concatenate([whole, other])
+
+
+def test_the_published_grid_is_the_standard_budget_complete_with_provenance():
+    """``benchmarks/results/calibration.json``: every method × family × K of the ``standard``
+    budget with its 3 seeds, each row trained for the budget's steps and carrying its
+    provenance (a partial rerun or a row from another budget fails here)."""
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "calibration.json"
+    rows = json.loads(path.read_text())
+    budget = bench.BUDGETS["standard"]
+    assert {r["budget"] for r in rows} == {"standard"}
+    for r in rows:
+        assert {"commit", "command", "machine", "samples", "seed", "max_seconds"} <= set(r), r
+        if r["method"] != "reference":
+            assert r["nll"] is not None and r["train_seconds"] > 0, r
+            want = budget.steps.get(r["family"], {}).get(r["method"])
+            if want is not None:  # the grouped data sets keep their recipe's fixed steps
+                assert r["steps"] == want, (r["family"], r["method"], r["seed"], r["steps"])
+    for family in budget.families:
+        ks = bench.FAMILIES[family].ks
+        for method in bench.METHODS:
+            for k in ks:
+                seeds = sorted(
+                    r["seed"]
+                    for r in rows
+                    if (r["family"], r["method"], r["k"]) == (family, method, k)
+                )
+                assert seeds == list(budget.seeds), (family, method, k, seeds)

@@ -42,8 +42,6 @@ def test_renderers_read_the_rows_they_are_given():
     text = tables.core_table({"rows": [row], "n_tasks": 3, "samples": 7, "train_seconds":
                               {"maml": 12.0}, "steps": {"maml": 10}})  # fmt: skip
     assert "| maml | 5 | 1.0000 | 0.5000 | +0.5000 | 0.25 | 0.500 | 0.900 | 0.0100 | 12.0 |" in text
-    cal = [{"family": "sinusoid", "method": "maml", "k": 5, "gap": g} for g in (0.2, 0.4)]
-    assert "| maml | 0.30 |" in tables.calibration_summary(cal, [], [])
     with pytest.raises(ValueError, match="table: expected one of"):
         tables.render("no_such_table")
 
