@@ -627,10 +627,14 @@ def reruns(*results: dict) -> str:
 
 def _made(result: dict) -> str:
     """Where and when a result was made, from whichever provenance keys it has (commit,
-    command, machine, CPUs, jax, date, seconds); ``"provenance not recorded"`` without any."""
+    command, machine, CPUs, jax, date, seconds), at the top level or under ``provenance``; a
+    file written before the benchmarks recorded their commit says so."""
+    result = {**(result.get("provenance") or {}), **result}
     parts = []
     if result.get("commit"):
         parts.append(f"commit {result['commit']}")
+    else:
+        parts.append("commit and command not recorded (written before files carried them)")
     if result.get("command"):
         parts.append(f"`{result['command']}`")
     if result.get("machine"):
@@ -642,7 +646,7 @@ def _made(result: dict) -> str:
         parts.append(str(result["date"]))
     if result.get("seconds") is not None:
         parts.append(f"{result['seconds']:.0f} s")
-    return "made: " + ", ".join(parts) if parts else "provenance not recorded"
+    return "made: " + ", ".join(parts)
 
 
 def _by_method(values: dict | None) -> str:

@@ -14,11 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
 import jax
 
+from bayesmeta.bench import provenance
 from bayesmeta.evaluate import format_table, markdown_table
 from bayesmeta.runs import evaluate_methods
 from bayesmeta.zoo import load_model_spec
@@ -70,6 +72,12 @@ def main() -> None:
         "machine": f"{platform.machine()} {jax.devices()[0].device_kind}",
         "cpu_count": __import__("os").cpu_count(),
         "date": time.strftime("%Y-%m-%d"),
+        "provenance": provenance(
+            "python benchmarks/core_table.py " + " ".join(sys.argv[1:]),
+            steps=steps,
+            samples=args.samples,
+            seed=args.seed,
+        ),
     }
     out.write_text(json.dumps({**meta, "rows": rows}, indent=2, default=float))
     out.with_suffix(".md").write_text(

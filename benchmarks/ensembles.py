@@ -24,6 +24,7 @@ import dataclasses
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -31,6 +32,7 @@ import jax
 import numpy as np
 
 from bayesmeta import plots
+from bayesmeta.bench import provenance
 from bayesmeta.evaluate import evaluate, format_table, markdown_table
 from bayesmeta.runs import evaluate_methods
 from bayesmeta.tasks import finite_pool
@@ -46,6 +48,7 @@ def _meta() -> dict:
         "machine": f"{platform.machine()} {jax.devices()[0].device_kind}",
         "cpu_count": os.cpu_count(),
         "date": time.strftime("%Y-%m-%d"),
+        "provenance": provenance("python benchmarks/ensembles.py " + " ".join(sys.argv[1:])),
     }
 
 

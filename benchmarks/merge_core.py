@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from bayesmeta.bench import provenance
 from bayesmeta.evaluate import markdown_table
 
 ORDER = {"reference": 0, "maml": 1, "meta-sgd": 2, "abml": 3}
@@ -25,6 +26,11 @@ def main(out: str, *inputs: str) -> None:
         # the first run holding a method wins, as for its rows
         merged[key] = {m: v for run in reversed(runs) for m, v in run[key].items()}
     merged["note"] = "methods trained in parallel processes, one CPU core each"
+    # each input keeps its own run's provenance; this records the merge itself
+    merged["provenance"] = provenance(
+        "python benchmarks/merge_core.py " + " ".join([out, *inputs]),
+        merged_from=[run.get("provenance") for run in runs],
+    )
     merged["rows"] = rows
     Path(out).write_text(json.dumps(merged, indent=2))
     title = f"# {merged['model']}, budget {merged['budget']}: {merged['n_tasks']} held-out tasks"

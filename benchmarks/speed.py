@@ -666,6 +666,10 @@ def _machine() -> dict:
         "jax": jax.__version__,
         "date": time.strftime("%Y-%m-%d"),
     }
+    from bayesmeta.bench import git_commit
+
+    info["commit"] = git_commit(Path(__file__).parent)
+    info["command"] = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
     try:
         import torch
 

@@ -9,6 +9,8 @@ from bayesmeta import tables
 
 REPO = Path(__file__).resolve().parent.parent  # the checkout (the package may be installed)
 RESULTS = REPO / "benchmarks" / "results"
+#: what a table says of a results file written before the benchmarks recorded their commit
+NO_COMMIT = "commit and command not recorded (written before files carried them), "
 
 
 def test_every_committed_table_matches_what_the_generator_makes_of_its_json(capsys):
@@ -89,7 +91,7 @@ def test_ensembles_table_bolds_the_smallest_learned_gap_and_names_where_rows_cam
                                    "maml_rows_from": "core.json", "date": "d"})  # fmt: skip
     assert "| bmaml | 1 | 1.1000 | **+0.1000** | 0.5 | 0.500 | 0.900 | 0.0100 |" in text
     assert "| reference | 1 | 1.0000 | +0.0000 |" in text  # the reference is never bold
-    assert "reference, maml rows from `core.json`" in text and "made: d." in text
+    assert "reference, maml rows from `core.json`" in text and "made: " + NO_COMMIT + "d." in text
 
 
 def test_ensembles_wide_has_one_row_per_method_and_a_dash_for_a_missing_k():
@@ -98,7 +100,7 @@ def test_ensembles_wide_has_one_row_per_method_and_a_dash_for_a_missing_k():
     text = tables.ensembles_wide({"rows": rows, "note": "n"})
     assert "| method | gap K=1 | gap K=5 | gap K=10 | cov90 K=1 |" in text
     assert "| bmaml | **0.300** | – | **0.200** | 0.900 | – | 0.900 | – | – |" in text
-    assert "provenance not recorded. Note: n." in text
+    assert "commit and command not recorded (written before files carried them). Note: n." in text
 
 
 def test_ambiguity_table_names_the_ambiguous_tasks_and_bolds_nothing():
@@ -143,13 +145,13 @@ def test_speed_methods_and_sharding_tables_read_the_speed_files():
                "bmaml": {"steps_per_s": 66.2, "ratio_vs_maml": 0.034}}  # fmt: skip
     text = tables.speed_methods(methods)
     assert "| bmaml | 66 | 0.03 |" in text and "| maml | 1948 | 1.00 |" in text
-    assert "Setting: w; made: cpu on p (2 CPUs), jax 0.1, d." in text
+    assert "Setting: w; made: " + NO_COMMIT + "cpu on p (2 CPUs), jax 0.1, d." in text
     sharding = {f"devices_{n}": {"steps_per_s": s, "tasks_per_s": 64 * s, "speedup": s / 695.0}
                 for n, s in ((2, 604.0), (1, 695.0))}  # fmt: skip
     text = tables.speed_sharding(sharding)
     assert "| forced host devices | meta-steps/s (64 tasks) | relative |" in text
     assert text.index("| 1 | 695 | 1.00 |") < text.index("| 2 | 604 | 0.87 |")
-    assert "provenance not recorded." in text
+    assert "made: commit and command not recorded" in text
 
 
 def test_core_bar_computes_whether_each_criterion_is_met():
@@ -162,7 +164,7 @@ def test_core_bar_computes_whether_each_criterion_is_met():
     assert "| ABML cov90, K=1 in [0.85, 0.95] | 0.800 | no |" in text
     assert "| ABML cov90, K=5 in [0.85, 0.95] | 0.900 | yes |" in text
     assert "| MAML gap at K=1 > ABML's | 1.12 > 0.13 | yes |" in text
-    assert "3 held-out tasks; abml trained 10 steps; made: d." in text
+    assert "3 held-out tasks; abml trained 10 steps; made: " + NO_COMMIT + "d." in text
     assert "| ABML gap, K=10 ≤ 0.30 | – | no |" in tables.core_bar(result, {10: 0.3}, (0.8, 1.0))
 
 
