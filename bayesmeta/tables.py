@@ -72,13 +72,10 @@ def core_table(result: dict) -> str:
             f"{r['coverage']['0.9']:.3f} | {r['calibration_error']:.4f} | "
             f"{'-' if r['method'] == 'reference' or train is None else f'{train:.1f}'} |"
         )
-    made = ", ".join(
-        f"{k} {result[k]}" for k in ("date", "commit", "machine") if result.get(k) is not None
-    )
     lines += [
         "",
         f"{result['n_tasks']} held-out tasks, {result['samples']} posterior samples; training "
-        f"steps {result.get('steps')}; made: {made}."
+        f"steps {_by_method(result.get('steps'))}; {_made(result)}."
         + (f" Note: {result['note']}" if result.get("note") else ""),
     ]
     return "\n".join(lines) + "\n"
