@@ -584,6 +584,15 @@ def provenance(command: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+def script_command(script: str | os.PathLike, argv: Sequence[str] | None = None) -> str:
+    """The command line that ran ``benchmarks/<script>`` with ``argv`` (default: this
+    process's arguments), as a results file's provenance records it."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    return " ".join(["python", f"benchmarks/{Path(script).name}", *args])
+
+
 def git_commit(where: str | os.PathLike | None = None) -> str | None:
     """The short commit hash of the checkout at ``where`` (a results file's provenance), or
     None outside a git checkout."""
@@ -830,6 +839,7 @@ __all__ = [
     "parse_shard",
     "provenance",
     "run_calibration",
+    "script_command",
     "summarise",
     "units",
     "write_results",

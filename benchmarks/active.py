@@ -34,7 +34,7 @@ import jax.numpy as jnp
 
 from bayesmeta import plots
 from bayesmeta.atomic import write_text
-from bayesmeta.bench import provenance
+from bayesmeta.bench import provenance, script_command
 from bayesmeta.evaluate.active import (
     ACQUISITIONS,
     learning_curve,
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
 
     rows = summary_rows(results, curves, timings, args.queries)
     meta = {
-        **provenance(" ".join(["python", "benchmarks/active.py", *sys.argv[1:]])),
+        **provenance(script_command(__file__)),
         "model": spec.name,
         "n_tasks": args.num_tasks,
         "k": args.k,

@@ -21,7 +21,6 @@ import dataclasses
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayesmeta import plots
-from bayesmeta.bench import provenance
+from bayesmeta.bench import provenance, script_command
 from bayesmeta.evaluate import compare, evaluate, format_table, markdown_table
 from bayesmeta.evaluate.hypotheses import hypothesis_coverage
 from bayesmeta.tasks.base import padded_support
@@ -142,9 +141,7 @@ def main() -> None:
         "machine": f"{platform.machine()} {jax.devices()[0].device_kind}",
         "cpu_count": os.cpu_count(),
         "date": time.strftime("%Y-%m-%d"),
-        "provenance": provenance(
-            "python benchmarks/ambiguity.py " + " ".join(sys.argv[1:]), samples=args.samples
-        ),
+        "provenance": provenance(script_command(__file__), samples=args.samples),
     }
     out.write_text(json.dumps({**meta, "rows": rows}, indent=2, default=float))
     # a merged run draws only the methods it evaluated: its figures get their own names

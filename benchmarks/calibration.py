@@ -15,6 +15,7 @@ calibration``; the code is :mod:`bayesmeta.bench`.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -27,15 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     """``bayesmeta bench calibration ARGS``: the ``standard`` budget into benchmarks/results by
     default, other budgets into their own folders there."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "--budget" not in argv:
-        argv += ["--budget", "standard"]
-    if "--out" not in argv:
-        budget = argv[argv.index("--budget") + 1]
-        sub = {"standard": "", "classification": "classification"}.get(
-            budget, f"calibration_{budget}"
-        )
-        argv += ["--out", str(RESULTS / sub)]
-    return cli_main(["bench", "calibration", *argv])
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--budget", default="standard")
+    p.add_argument("--out", default=None)
+    known, rest = p.parse_known_args(argv)
+    out = known.out
+    if out is None:
+        sub = {"standard": "", "classification": "classification"}
+        out = str(RESULTS / sub.get(known.budget, f"calibration_{known.budget}"))
+    return cli_main(["bench", "calibration", "--budget", known.budget, "--out", out, *rest])
 
 
 if __name__ == "__main__":

@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
 import jax
 
-from bayesmeta.bench import provenance
+from bayesmeta.bench import provenance, script_command
 from bayesmeta.evaluate import format_table, markdown_table
 from bayesmeta.runs import evaluate_methods
 from bayesmeta.zoo import load_model_spec
@@ -73,7 +72,7 @@ def main() -> None:
         "cpu_count": __import__("os").cpu_count(),
         "date": time.strftime("%Y-%m-%d"),
         "provenance": provenance(
-            "python benchmarks/core_table.py " + " ".join(sys.argv[1:]),
+            script_command(__file__),
             steps=steps,
             samples=args.samples,
             seed=args.seed,

@@ -24,7 +24,6 @@ import dataclasses
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import jax
 import numpy as np
 
 from bayesmeta import plots
-from bayesmeta.bench import provenance
+from bayesmeta.bench import provenance, script_command
 from bayesmeta.evaluate import evaluate, format_table, markdown_table
 from bayesmeta.runs import evaluate_methods
 from bayesmeta.tasks import finite_pool
@@ -48,7 +47,7 @@ def _meta() -> dict:
         "machine": f"{platform.machine()} {jax.devices()[0].device_kind}",
         "cpu_count": os.cpu_count(),
         "date": time.strftime("%Y-%m-%d"),
-        "provenance": provenance("python benchmarks/ensembles.py " + " ".join(sys.argv[1:])),
+        "provenance": provenance(script_command(__file__)),
     }
 
 

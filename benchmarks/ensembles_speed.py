@@ -12,13 +12,12 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import jax
 
-from bayesmeta.bench import provenance
+from bayesmeta.bench import provenance, script_command
 from bayesmeta.inference import bmaml, emaml, maml
 from bayesmeta.inference.train import make_chunk_runner
 from bayesmeta.zoo import load_model_spec
@@ -81,9 +80,7 @@ def main() -> None:
                 "cpu_count": os.cpu_count(),
                 "date": time.strftime("%Y-%m-%d"),
                 "setting": "sinusoid MLP 1-40-40-1, 10 tasks, K<=10, Q=10, M=10, 5 inner steps",
-                "provenance": provenance(
-                    "python benchmarks/ensembles_speed.py " + " ".join(sys.argv[1:])
-                ),
+                "provenance": provenance(script_command(__file__)),
                 "rows": rows,
             },
             indent=2,

@@ -19,13 +19,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
 from your_model import MODELS_DIR, RESULTS, fit_and_score  # benchmarks/your_model.py
 
-from bayesmeta.bench import provenance
+from bayesmeta.bench import provenance, script_command
 from bayesmeta.model import NumPyroModel
 from bayesmeta.zoo import load_model_spec
 
@@ -77,7 +76,7 @@ def run(argv: list[str] | None = None) -> dict:
             ):
                 rows.append({**r, "path": label})
     prov = provenance(
-        "python benchmarks/generic_path.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        script_command(__file__, argv),
         samples=args.samples,
         seed=args.seed,
         eval_seed=args.eval_seed,

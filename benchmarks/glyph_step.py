@@ -20,14 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import jax
 
 from bayesmeta.atomic import write_text
-from bayesmeta.bench import provenance
+from bayesmeta.bench import provenance, script_command
 from bayesmeta.inference.train import make_chunk_runner
 from bayesmeta.zoo import load_model_spec
 
@@ -108,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     out = {
         **provenance(
-            "python benchmarks/glyph_step.py " + " ".join(sys.argv[1:]),
+            script_command(__file__),
             chunk=args.chunk,
             repeats=args.repeats,
             # other jobs on the machine slow every row alike; the shares stay

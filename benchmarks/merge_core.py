@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from bayesmeta.bench import provenance
+from bayesmeta.bench import provenance, script_command
 from bayesmeta.evaluate import markdown_table
 
 ORDER = {"reference": 0, "maml": 1, "meta-sgd": 2, "abml": 3}
@@ -28,7 +28,7 @@ def main(out: str, *inputs: str) -> None:
     merged["note"] = "methods trained in parallel processes, one CPU core each"
     # each input keeps its own run's provenance; this records the merge itself
     merged["provenance"] = provenance(
-        "python benchmarks/merge_core.py " + " ".join([out, *inputs]),
+        script_command(__file__, [out, *inputs]),
         merged_from=[run.get("provenance") for run in runs],
     )
     merged["rows"] = rows

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from bayesmeta.atomic import write_text
-from bayesmeta.bench import provenance, run_calibration
+from bayesmeta.bench import provenance, run_calibration, script_command
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     worst = max(abs(c["difference"]) for c in comparison)
     keys = ("commit", "command", "machine", "budget", "samples")
     out = {
-        **provenance(" ".join(["python", "benchmarks/rerun_row.py", *sys.argv[1:]])),
+        **provenance(script_command(__file__)),
         "host": host(),
         "row": {"family": args.family, "method": args.method, "seed": args.seed},
         "published": {k: published[0].get(k) for k in keys},

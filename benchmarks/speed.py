@@ -666,10 +666,10 @@ def _machine() -> dict:
         "jax": jax.__version__,
         "date": time.strftime("%Y-%m-%d"),
     }
-    from bayesmeta.bench import git_commit
+    from bayesmeta.bench import git_commit, script_command
 
     info["commit"] = git_commit(Path(__file__).parent)
-    info["command"] = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
+    info["command"] = script_command(__file__)
     try:
         import torch
 

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from bayesmeta.bench import STANDARD_STEPS, provenance
+from bayesmeta.bench import STANDARD_STEPS, provenance, script_command
 from bayesmeta.evaluate import evaluate
 from bayesmeta.inference.registry import bench_methods
 from bayesmeta.inference.train import train
@@ -155,9 +154,7 @@ def run(argv: list[str] | None = None) -> dict:
         "--merge", action="store_true", help="keep the file's curves this run does not recompute"
     )
     args = p.parse_args(argv)
-    command = "python benchmarks/time_to_quality.py " + " ".join(
-        sys.argv[1:] if argv is None else argv
-    )
+    command = script_command(__file__, argv)
     t0 = time.perf_counter()
     curves = []
     for fam in args.families:

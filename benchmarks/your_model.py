@@ -21,14 +21,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from bayesmeta.bench import provenance
+from bayesmeta.bench import provenance, script_command
 from bayesmeta.evaluate import evaluate
 from bayesmeta.model import NumPyroModel
 from bayesmeta.tasks.base import padded_support
@@ -146,7 +145,7 @@ def run(argv: list[str] | None = None) -> dict:
         check = generic_path_check(args.check_steps, args.seed, args.samples, args.eval_seed)
     out = {
         "provenance": provenance(
-            "python benchmarks/your_model.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            script_command(__file__, argv),
             steps=args.steps,
             check_steps=args.check_steps,
             samples=args.samples,

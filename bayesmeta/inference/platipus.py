@@ -357,8 +357,9 @@ def platipus(
         ):  # each sample holds an (n·Dy, P) Jacobian: bound memory
             per_task = num_samples * n * support.y.shape[-1] * model.num_params * 4 * 6
         elif collapsed:
-            # one vmap over 200 tasks × 1000 samples stalled XLA's CPU runtime (no progress,
-            # no CPU use) where chunks of 25 tasks ran in 50 s: bound the working set
+            # each sample holds its own Cholesky factors: bound the working set, chunks run
+            # one after another (map_batches: concurrent batched Cholesky calls can stall
+            # XLA's CPU thread pool)
             per_task = num_samples * (model.num_params + cfg.head_components * n * n) * 4 * 16
         if per_task is not None:
             phi = map_batches(one, xs, int(min(t, max(1, GN_ADAPT_BYTES // per_task))))
