@@ -6,7 +6,9 @@ nothing here changes a notebook's backend or leaks open figures), saves it as a 
 
 Colours are fixed per method (:data:`PALETTE`), with ``reference`` always black, so the same
 method has the same colour in every figure. Names outside the palette get a colour chosen by a
-stable hash of the name.
+stable hash of the name; :func:`learning_curves` instead gives each of its curves a colour of
+its own (the palette's where no other curve has it, else the next unused colour of
+Matplotlib's colour cycle).
 
 Functions
 ---------
@@ -39,6 +41,8 @@ from collections.abc import Callable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from matplotlib import rcParams
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -93,6 +97,39 @@ def method_color(name: str) -> str:
     if name in PALETTE:
         return PALETTE[name]
     return _FALLBACK[zlib.crc32(name.encode()) % len(_FALLBACK)]
+
+
+def _distinct_colors(names: Sequence[str]) -> dict[str, str]:
+    """A colour of its own for each name of one figure.
+
+    A name keeps its :data:`PALETTE` colour unless an earlier name in the palette has the same
+    one; every other name, in order, takes the next colour of Matplotlib's colour cycle
+    (``axes.prop_cycle``, then the fallback colours) that no name has taken yet. Colours
+    repeat only when the names outnumber the cycle's colours.
+
+    Parameters
+    ----------
+    names : sequence of str
+        The curves of one figure, in drawing order.
+
+    Returns
+    -------
+    dict[str, str]
+        Name -> colour (a hex string).
+    """
+    out: dict[str, str] = {}
+    taken: set[str] = set()
+    for name in names:
+        colour = PALETTE.get(name)
+        if colour is not None and to_hex(colour) not in taken:
+            out[name] = colour
+            taken.add(to_hex(colour))
+    cycle = [to_hex(c) for c in rcParams["axes.prop_cycle"].by_key().get("color", [])]
+    free = [c for c in dict.fromkeys([*cycle, *(to_hex(c) for c in _FALLBACK)]) if c not in taken]
+    rest = [name for name in names if name not in out]
+    for i, name in enumerate(rest):
+        out[name] = free[i % len(free)] if free else method_color(name)
+    return out
 
 
 def _band_color(name: str) -> str:
@@ -719,6 +756,9 @@ def learning_curves(
 ) -> Figure:
     """Active-learning curves: a metric against the number of labelled points.
 
+    Each curve gets a colour of its own: its :data:`PALETTE` colour where no other curve of
+    the figure has it, else the next unused colour of Matplotlib's colour cycle, in order.
+
     Parameters
     ----------
     curves : dict[str, dict]
@@ -739,15 +779,18 @@ def learning_curves(
     fig = _new_figure(5.2, 3.8)
     ax = fig.add_subplot()
     _style(ax, grid="both")
-    for name in _order_methods(curves):
+    names = _order_methods(curves)
+    colors = _distinct_colors(names)
+    for name in names:
         c = curves[name]
         n = np.asarray(c["n_labels"], dtype=float)
         v = np.asarray(c[metric], dtype=float)
-        color = method_color(name)
+        color = colors[name]
         ax.plot(n, v, color=color, lw=2, marker="o", markersize=3.5, label=name)
         if f"{metric}_se" in c:
             se = np.asarray(c[f"{metric}_se"], dtype=float)
-            ax.fill_between(n, v - se, v + se, color=_band_color(name), alpha=0.18, lw=0)
+            band = "#555555" if name == "reference" else color
+            ax.fill_between(n, v - se, v + se, color=band, alpha=0.18, lw=0)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("number of labelled points", fontsize=9)
     ax.set_ylabel(_metric_label(metric), fontsize=9)

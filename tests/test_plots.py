@@ -322,3 +322,24 @@ def test_predictive_bands_of_a_models_own_likelihood(tmp_path):
         num_draws=200, num_grid=20, path=tmp_path / "t.png",
     )  # fmt: skip
     assert (tmp_path / "t.png").stat().st_size > 0 and len(fig.axes) == 2
+
+
+def test_learning_curves_give_every_curve_its_own_colour():
+    # "beta" and "eps" hash to one fallback colour, and the palette gives "protonet" and
+    # "random" the same grey: in one figure every curve still gets its own colour, the
+    # palette's where it is free, else the next unused colour of the colour cycle.
+    import matplotlib as mpl
+    from matplotlib.colors import to_hex
+
+    n = [1, 2, 3]
+    names = ["random", "beta", "eps", "protonet", "bald"]
+    assert method_color("beta") == method_color("eps")
+    assert method_color("random") == method_color("protonet")
+    fig = learning_curves({k: {"n_labels": n, "mse": [1.0, 0.5, 0.2]} for k in names})
+    colours = {ln.get_label(): ln.get_color() for ln in fig.axes[0].get_lines()}
+    assert len(set(colours.values())) == len(names)
+    assert colours["random"] == PALETTE["random"] and colours["bald"] == PALETTE["bald"]
+    cycle = [to_hex(c).upper() for c in mpl.rcParams["axes.prop_cycle"].by_key()["color"]]
+    taken = {PALETTE["random"], PALETTE["bald"]}
+    free = [c for c in cycle if c not in taken]
+    assert [colours[k].upper() for k in ("beta", "eps", "protonet")] == free[:3]

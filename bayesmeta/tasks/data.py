@@ -17,13 +17,21 @@ masked, one compilation for every batch.
 
 Labels (integer ``y``) make a classification data set: they are checked to be integers and
 are not standardised.
+
+Bad input is refused with a ``ValueError`` of one line naming the argument or file, the column
+and the row (in a CSV file, the file's line number, the header being line 1): a file that is
+not UTF-8 text, a column named twice or in two roles (the target or the group id among the
+features), NaN, inf or values beyond float32 range, a missing group id, and a real target that
+is constant over the training groups.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,12 +59,16 @@ class Standardizer:
 
     @classmethod
     def fit(cls, x: np.ndarray, y: np.ndarray | None) -> Standardizer:
-        x_scale = x.std(0)
+        """Means and standard deviations per column; a constant column gets scale 1.
+
+        A column is constant when its largest and smallest values are equal: the computed
+        standard deviation of a constant column can be rounding noise rather than zero, and
+        dividing by it would blow values up.
+        """
         y_mean = y_scale = None
         if y is not None:
-            y_mean, y_scale = y.mean(0), y.std(0)
-            y_scale = np.where(y_scale > 0, y_scale, 1.0)
-        return cls(x.mean(0), np.where(x_scale > 0, x_scale, 1.0), y_mean, y_scale)
+            y_mean, y_scale = y.mean(0), _scale(y)
+        return cls(x.mean(0), _scale(x), y_mean, y_scale)
 
     def transform_x(self, x: np.ndarray) -> np.ndarray:
         return (np.asarray(x) - self.x_mean) / self.x_scale
@@ -84,6 +96,17 @@ class Standardizer:
             return None if v is None else np.asarray(v, np.float64)
 
         return cls(*(arr(d[k]) for k in ("x_mean", "x_scale", "y_mean", "y_scale")))
+
+
+def _scale(a: np.ndarray) -> np.ndarray:
+    """Standard deviation per column, 1 where the column is constant.
+
+    The deviations are divided by the column's range before squaring, so that neither tiny
+    values (whose squares underflow to 0) nor huge ones (whose squares overflow) break it.
+    """
+    lo, span = a.min(0), np.ptp(a, 0)
+    safe = np.where(span > 0, span, 1.0)
+    return np.where(span > 0, ((a - lo) / safe).std(0) * span, 1.0)
 
 
 @dataclass(frozen=True)
@@ -136,6 +159,14 @@ class Rows:
         support and one query point). The standardiser is fitted on the training groups' rows;
         ``standardize_y=False`` keeps a real ``y`` in its own units (counts for a Poisson
         model, where an affine map would break the likelihood).
+
+        Raises
+        ------
+        ValueError
+            For bad ``fractions`` or ``min_group_size``, too few groups, a real ``y`` column
+            that is constant over the training groups (nothing to learn, and no scale to
+            standardise by), or a value that standardises beyond float32 range (a column
+            whose training groups barely vary while other groups lie far away).
         """
         fr = np.asarray(fractions, np.float64)
         if fr.shape != (3,) or np.any(fr <= 0) or not np.isclose(fr.sum(), 1.0):
@@ -169,11 +200,42 @@ class Rows:
             "test": np.sort(perm[n_train + n_val :]),
         }
         in_train = np.isin(self.groups, parts["train"])
+        if not self.classification:
+            y_train = self.y[in_train]
+            flat = np.flatnonzero(np.ptp(y_train, 0) == 0)
+            if flat.size:
+                j = int(flat[0])
+                raise ValueError(
+                    f"y: column {self._y_names()[j]!r} has zero spread in the {n_train} training "
+                    f"groups (every value is {y_train[0, j]:g}); expected a target that varies"
+                )
         y_fit = None if self.classification or not standardize_y else self.y[in_train]
         scaler = Standardizer.fit(self.x[in_train], y_fit)
+        self._check_standardised(scaler)
         return Splits(
             **{name: self._padded(name, g, scaler) for name, g in parts.items()}, scaler=scaler
         )
+
+    def _y_names(self) -> list[str]:
+        """Names of the columns of a real ``y`` for error messages."""
+        return _y_columns(self.target, self.y.shape[1])
+
+    def _check_standardised(self, scaler: Standardizer) -> None:
+        """Refuse a value whose standardised form does not fit the float32 the device uses."""
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            parts = [("x", scaler.transform_x(self.x), scaler.x_scale, self.features)]
+            if not self.classification and scaler.y_scale is not None:
+                parts.append(("y", scaler.transform_y(self.y), scaler.y_scale, self._y_names()))
+            for arg, a, scale, names in parts:
+                bad = ~(np.abs(a) <= _F32_MAX)
+                if bad.any():
+                    r, j = (int(i) for i in np.argwhere(bad)[0])
+                    raise ValueError(
+                        f"{arg}: expected values that standardise within float32 range, got "
+                        f"{a[r, j]:g} in column {names[j]!r} (group {_id(self.groups[r])}): its "
+                        f"spread over the training groups ({scale[j]:g}) is too small for the "
+                        "values of other groups"
+                    )
 
     def _padded(self, split: str, labels: np.ndarray, scaler: Standardizer) -> GroupedData:
         rows = [np.flatnonzero(self.groups == g) for g in labels]
@@ -206,7 +268,83 @@ class Rows:
         )
 
 
-def _as_2d_float(name: str, a: Any, n: int | None = None) -> np.ndarray:
+#: Largest magnitude a value may have: the device computes in float32, and task files store
+#: the data's own units as float32.
+_F32_MAX = float(np.finfo(np.float32).max)
+
+#: Where a row is, for error messages: row index -> "at row 5" / "on line 7 of 'a.csv'".
+_Where = Callable[[int], str]
+
+
+def _at_row(r: int) -> str:
+    return f"at row {r}"
+
+
+def _y_columns(target: str, dy: int) -> list[str]:
+    """Names of the columns of a real ``y`` (``target``, or ``target[j]`` for several)."""
+    return [target] if dy == 1 else [f"{target}[{j}]" for j in range(dy)]
+
+
+def _count(k: int, one: str, many: str) -> str:
+    """``"1 row"``, ``"3 rows"``."""
+    return f"{k} {one if k == 1 else many}"
+
+
+def _id(value: Any) -> str:
+    """A group id for messages: ``'s1'``, ``7`` (not ``np.int64(7)``)."""
+    return _short(value.item() if isinstance(value, np.generic) else value)
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    """``repr`` of a value, cut to ``limit`` characters (a cell of a binary file can be long)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_values(name: str, arr: np.ndarray, columns: Sequence[str] | None,
+                  where: _Where = _at_row) -> None:  # fmt: skip
+    """Refuse NaN, inf and finite values beyond float32 range in a 2-D float array.
+
+    Parameters
+    ----------
+    name : str
+        The argument (``"x"``, ``"--y"``) the message starts with.
+    arr : numpy.ndarray
+        ``(N, D)`` float64 values.
+    columns : sequence of str or None
+        The name of each column (``None``: columns are named by their index).
+    where : callable
+        Row index -> its place in the user's input (a row index, a file's line).
+
+    Raises
+    ------
+    ValueError
+        Naming the column and the first bad row, with the number of bad entries.
+    """
+
+    def column(j: int) -> str:
+        return repr(columns[j]) if columns is not None and j < len(columns) else str(j)
+
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        r, j = (int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{name}: expected finite values in column {column(j)}, got {arr[r, j]} "
+            f"{where(r)} ({_count(int(bad.sum()), 'NaN/inf entry', 'NaN/inf entries')} in all)"
+        )
+    huge = np.abs(arr) > _F32_MAX
+    if huge.any():
+        r, j = (int(i) for i in np.argwhere(huge)[0])
+        raise ValueError(
+            f"{name}: expected values within float32 range (|v| <= {_F32_MAX:.3g}) in column "
+            f"{column(j)}, got {arr[r, j]:g} {where(r)}"
+        )
+
+
+def _as_2d_float(name: str, a: Any, n: int | None = None,
+                 columns: Sequence[str] | None = None) -> np.ndarray:  # fmt: skip
+    """``a`` as ``(N, D)`` float64 (a 1-D ``a`` is one column), checked by
+    :func:`_check_values`; ``n`` is the number of rows it must have."""
     try:
         arr = np.asarray(a, dtype=np.float64)
     except (TypeError, ValueError):
@@ -217,12 +355,53 @@ def _as_2d_float(name: str, a: Any, n: int | None = None) -> np.ndarray:
         raise ValueError(f"{name}: expected shape (N,) or (N, D), got {arr.shape}")
     if n is not None and arr.shape[0] != n:
         raise ValueError(f"{name}: expected {n} rows (one per row of x), got {arr.shape[0]}")
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        r = int(np.argwhere(bad)[0][0])
-        raise ValueError(f"{name}: expected finite values, got NaN/inf in {int(bad.sum())} "
-                         f"entries (first at row {r})")  # fmt: skip
+    _check_values(name, arr, columns)
     return arr
+
+
+def _missing_id(value: Any) -> bool:
+    """Whether one group id is missing: ``None``, NaN/inf or a blank string."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, float | np.floating):
+        return not np.isfinite(value)
+    return False
+
+
+def _check_groups(g: np.ndarray, name: str, column: str | None = None,
+                  where: _Where = _at_row) -> None:  # fmt: skip
+    """Refuse a missing group id (``None``, NaN/inf, a blank string) and ids of mixed types.
+
+    Raises
+    ------
+    ValueError
+        Naming ``name`` (and ``column``) and the first row without an id.
+    """
+    if g.dtype.kind == "f":
+        missing = ~np.isfinite(g)
+    elif g.dtype.kind in "US":
+        missing = np.char.str_len(np.char.strip(g)) == 0
+    elif g.dtype.kind == "O":
+        missing = np.fromiter((_missing_id(v) for v in g), bool, count=g.size)
+    else:
+        missing = np.zeros(g.shape, bool)
+    place = f" in column {column!r}" if column is not None else " on every row"
+    if missing.any():
+        r = int(np.flatnonzero(missing)[0])
+        got = "an empty one" if isinstance(g[r], str | bytes) else _id(g[r])
+        raise ValueError(
+            f"{name}: expected a group id{place}, got {got} {where(r)} "
+            f"({_count(int(missing.sum()), 'row', 'rows')} without one)"
+        )
+    if g.dtype.kind == "O":
+        try:
+            np.unique(g)
+        except TypeError:
+            kinds = sorted({type(v).__name__ for v in g})
+            msg = f"{name}: expected group ids of one type{place}, got {kinds}"
+            raise ValueError(msg) from None
 
 
 def from_groups(
@@ -241,40 +420,140 @@ def from_groups(
     ``labels=None`` treats an integer-typed 1-D ``y`` as class labels; pass ``labels=True``
     (labels stored as floats that must be whole numbers) or ``False`` (integer counts
     modelled as real values) to choose.
+
+    Raises
+    ------
+    ValueError
+        For mismatched shapes; NaN, inf or values beyond float32 range (naming the column of
+        ``features`` or ``target`` and the row); a missing group id; labels that are not
+        non-negative whole numbers.
     """
-    xa = _as_2d_float("x", x)
+    feats = tuple(features) if features is not None else None
+    xa = _as_2d_float("x", x, columns=feats)
     n = xa.shape[0]
     g = np.asarray(groups)
     if g.ndim != 1 or g.shape[0] != n:
         raise ValueError(f"groups: expected shape ({n},) (one id per row of x), got {g.shape}")
-    if g.dtype.kind == "f" and not np.isfinite(g).all():
-        raise ValueError("groups: expected ids, got NaN/inf")
+    _check_groups(g, "groups")
     ya = np.asarray(y)
     if labels is None:
         labels = ya.ndim == 1 and ya.dtype.kind in "iub"
     if labels:
         if ya.ndim != 1 or ya.shape[0] != n:
             raise ValueError(f"y: expected integer labels of shape ({n},), got {ya.shape}")
-        yf = _as_2d_float("y", ya, n)[:, 0]
+        yf = _as_2d_float("y", ya, n, columns=[target])[:, 0]
         if not np.all(yf == np.round(yf)) or (yf < 0).any():
             raise ValueError("y: expected non-negative integer class labels, got "
                              f"{yf[(yf != np.round(yf)) | (yf < 0)][:3].tolist()}")  # fmt: skip
         ya = yf.astype(np.int64)
     else:
-        ya = _as_2d_float("y", ya, n)
-    feats = tuple(features) if features is not None else tuple(f"x{i}" for i in range(xa.shape[1]))
+        dy = ya.shape[1] if ya.ndim == 2 else 1
+        ya = _as_2d_float("y", ya, n, columns=_y_columns(target, dy))
+    if feats is None:
+        feats = tuple(f"x{i}" for i in range(xa.shape[1]))
     if len(feats) != xa.shape[1]:
         raise ValueError(f"features: expected {xa.shape[1]} names, got {len(feats)}")
     return Rows(xa, ya, g, feats, target, name)
 
 
+def _check_roles(xs: Sequence[str], y: str, group: str, args: tuple[str, str, str]) -> None:
+    """Refuse a column named in two roles: a feature twice, the target or the group id among
+    the features (a target leak; group ids are no features).
+
+    ``args`` names the three arguments (``("--x", "--y", "--group")``) in the messages.
+    """
+    ax, ay, ag = args
+    seen: set[str] = set()
+    for c in xs:
+        if c in seen:
+            raise ValueError(f"{ax}: column {c!r} is listed twice, got {list(xs)}")
+        seen.add(c)
+    if y in seen:
+        raise ValueError(
+            f"{ax}: column {y!r} is also {ay} (the target would leak into the inputs); "
+            f"expected {ax} without it"
+        )
+    if group in seen:
+        raise ValueError(
+            f"{ax}: column {group!r} is also {ag} (group ids are no features); "
+            f"expected {ax} without it"
+        )
+
+
 def _columns(header: Sequence[str], names: Sequence[str], arg: str, source: str) -> list[int]:
+    header = list(header)
     out = []
     for c in names:
         if c not in header:
-            raise ValueError(f"{arg}: no column {c!r} in {source} (columns: {list(header)})")
-        out.append(list(header).index(c))
+            shown = ", ".join(_short(h) for h in header[:20])
+            more = f", ... ({len(header) - 20} more)" if len(header) > 20 else ""
+            raise ValueError(f"{arg}: no column {c!r} in {source} (columns: [{shown}{more}])")
+        out.append(header.index(c))
     return out
+
+
+def _line_at(text: str, pos: int) -> int:
+    """The 1-based line of ``text`` holding character ``pos`` (``\\n``, ``\\r\\n``, ``\\r``)."""
+    head = text[:pos]
+    return 1 + head.count("\n") + head.count("\r") - head.count("\r\n")
+
+
+def _read_csv(path: Path, src: str) -> tuple[list[str], list[list[str]], list[int]]:
+    """The header and the non-blank rows of a UTF-8 CSV file, with the file's line number
+    (1-based; a quoted cell may span lines: the line the row starts on) of each row.
+
+    A UTF-8 byte-order mark is dropped. Text that is not UTF-8 (Latin-1, a binary file), a
+    NUL character and a malformed CSV are refused with one line naming the file.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ValueError(f"--data: expected a readable file, got {src} ({err.strerror})") from None
+    if raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8) :]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        head = raw[: err.start].decode("utf-8")
+        line = _line_at(head, len(head))
+        raise ValueError(
+            f"--data: expected UTF-8 text in {src}, got byte 0x{raw[err.start]:02x} on line "
+            f"{line} (save the file as UTF-8)"
+        ) from None
+    nul = text.find("\x00")
+    if nul >= 0:
+        raise ValueError(
+            f"--data: expected UTF-8 text in {src}, got a NUL character on line "
+            f"{_line_at(text, nul)} (a binary file?)"
+        )
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header: list[str] | None = None
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    try:
+        start = 1
+        for r in reader:
+            if r and header is None:
+                header = [h.strip() for h in r]
+            elif r:
+                rows.append(r)
+                lines.append(start)
+            start = reader.line_num + 1
+    except csv.Error as err:
+        raise ValueError(
+            f"--data: expected a CSV file, got {err} on line {reader.line_num} of {src}"
+        ) from None
+    if header is None:
+        raise ValueError(f"FILE: {src} is empty")
+    first: dict[str, int] = {}
+    for i, h in enumerate(header):
+        if h and h in first:
+            raise ValueError(
+                f"--data: column {h!r} appears twice in the header of {src} (columns "
+                f"{first[h] + 1} and {i + 1}); expected unique column names"
+            )
+        first.setdefault(h, i)
+    return header, rows, lines
 
 
 def from_csv(
@@ -288,53 +567,67 @@ def from_csv(
     """Grouped rows from a CSV file with a header row (read with the standard library; pandas
     is not needed). ``x`` names one or more feature columns, ``y`` the target, ``group`` the
     group id. ``labels=True`` makes ``y`` class labels (a classification data set): whole
-    numbers 0..C−1, or names, coded 0..C−1 in sorted order; otherwise ``y`` is real."""
+    numbers 0..C−1, or names, coded 0..C−1 in sorted order; otherwise ``y`` is real.
+
+    The file must be UTF-8 text (a byte-order mark is dropped) with unique header names.
+
+    Raises
+    ------
+    ValueError
+        One line naming the file, the column and the file's line number (the header is
+        line 1): text that is not UTF-8; a column named twice or in two roles (``y`` or
+        ``group`` among ``x``); a missing, non-numeric, NaN, infinite or out-of-float32-range
+        value; a missing group id.
+    """
     xs = [x] if isinstance(x, str) else list(x)
+    _check_roles(xs, y, group, ("--x", "--y", "--group"))
     path = Path(path)
-    with open(path, newline="") as fh:
-        reader = csv.reader(fh)
-        try:
-            header = [h.strip() for h in next(reader)]
-        except StopIteration:
-            raise ValueError(f"FILE: {str(path)!r} is empty") from None
-        rows = [r for r in reader if r]
     src = repr(str(path))
+    header, rows, lines = _read_csv(path, src)
     ix = _columns(header, xs, "--x", src)
     (iy,) = _columns(header, [y], "--y", src)
     (ig,) = _columns(header, [group], "--group", src)
     if not rows:
         raise ValueError(f"FILE: {src} has a header but no rows")
 
-    def numeric(col: int, name: str, arg: str) -> np.ndarray:
+    def where(i: int) -> str:
+        return f"on line {lines[i]} of {src}"
+
+    def cells(col: int, name: str, arg: str) -> list[str]:
         try:
-            return np.array([float(r[col]) for r in rows])
-        except (ValueError, IndexError):
-            bad = next(
-                (i for i, r in enumerate(rows) if not _is_number(r[col] if col < len(r) else "")),
-                0,
-            )
-            got = rows[bad][col] if col < len(rows[bad]) else ""
+            return [r[col] for r in rows]
+        except IndexError:
+            i = next(i for i, r in enumerate(rows) if col >= len(r))
             raise ValueError(
-                f"{arg}: column {name!r} is not numeric (row {bad + 2} of {src} has {got!r})"
+                f"{arg}: expected a value in column {name!r}, got a row of {len(rows[i])} "
+                f"fields (the header has {len(header)}) {where(i)}"
             ) from None
 
+    def numeric(col: int, name: str, arg: str) -> np.ndarray:
+        column = cells(col, name, arg)
+        try:
+            values = np.array([float(c) for c in column])
+        except ValueError:
+            i = next(i for i, c in enumerate(column) if not _is_number(c))
+            raise ValueError(
+                f"{arg}: column {name!r} is not numeric (line {lines[i]} of {src} has "
+                f"{_short(column[i])})"
+            ) from None
+        _check_values(arg, values[:, None], [name], where)
+        return values
+
     xa = np.stack([numeric(i, n, "--x") for i, n in zip(ix, xs, strict=True)], 1)
-    if labels and not all(_is_number(r[iy]) for r in rows if iy < len(r)):
+    if labels and not all(_is_number(c) for c in cells(iy, y, "--y")):
         # Named classes ("setosa", "virginica"): codes in sorted order of the names, which
         # depends on the file only, so fit, tasks and evaluate agree.
-        try:
-            names = [r[iy].strip() for r in rows]
-        except IndexError:
-            raise ValueError(f"--y: a row of {src} has no {y!r} value") from None
+        names = [c.strip() for c in cells(iy, y, "--y")]
         ya = np.unique(names, return_inverse=True)[1].astype(np.int64)
     else:
         ya = numeric(iy, y, "--y")
     if labels is None:
         labels = False
-    try:
-        ga = np.array([r[ig] for r in rows])
-    except IndexError:
-        raise ValueError(f"--group: a row of {src} has no {group!r} value") from None
+    ga = np.array(cells(ig, group, "--group"))
+    _check_groups(ga, "--group", group, where)
     return from_groups(xa, ya, ga, features=xs, target=y, name=path.stem, labels=labels)
 
 
@@ -348,18 +641,35 @@ def _is_number(s: str) -> bool:
 
 def from_dataframe(df: Any, *, x: Sequence[str] | str, y: str, group: str,
                    labels: bool | None = None, name: str = "data") -> Rows:  # fmt: skip
-    """Grouped rows from a pandas DataFrame's named columns (pandas is optional)."""
+    """Grouped rows from a pandas DataFrame's named columns (pandas is optional).
+
+    Raises
+    ------
+    ValueError
+        Naming the column: a column missing, named twice, in two roles (``y`` or ``group``
+        among ``x``) or duplicated in the DataFrame; a non-numeric feature; a NaN, infinite
+        or out-of-float32-range value or a missing group id (with its row position).
+    """
     xs = [x] if isinstance(x, str) else list(x)
+    _check_roles(xs, y, group, ("x", "y", "group"))
     cols = list(df.columns)
     _columns(cols, xs, "x", "the DataFrame")
     _columns(cols, [y, group], "y/group", "the DataFrame")
+    twice = next((c for c in [*xs, y, group] if cols.count(c) > 1), None)
+    if twice is not None:
+        raise ValueError(
+            f"x/y/group: column {twice!r} appears {cols.count(twice)} times in the DataFrame; "
+            "expected unique column names"
+        )
     non_numeric = [c for c in xs if df[c].dtype.kind not in "biuf"]
     if non_numeric:
         raise ValueError(
             f"x: column {non_numeric[0]!r} is not numeric ({df[non_numeric[0]].dtype})"
         )
-    return from_groups(df[xs].to_numpy(), df[y].to_numpy(), df[group].to_numpy(), features=xs,
-                       target=y, name=name, labels=labels)  # fmt: skip
+    g = np.asarray(df[group].to_numpy())
+    _check_groups(g, "group", group)
+    return from_groups(df[xs].to_numpy(), df[y].to_numpy(), g, features=xs, target=y,
+                       name=name, labels=labels)  # fmt: skip
 
 
 def from_pool(x: Any, y: Any, n: Any, *, name: str = "pool") -> Rows:

@@ -12,7 +12,7 @@ import pytest
 from bayesmeta.inference import maml, train
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.nn import mlp
-from bayesmeta.tasks import from_csv, from_groups, from_pool, sample_batch
+from bayesmeta.tasks import from_csv, from_dataframe, from_groups, from_pool, sample_batch
 
 
 def _ragged(num_groups=12, seed=0):
@@ -171,3 +171,160 @@ def test_pool_layout_drops_padding():
     assert rows.x.shape == (n.sum(), 1) and len(rows.group_labels) == 5
     with pytest.raises(ValueError, match=r"n: expected \(5,\) integers in \[1, 4\]"):
         from_pool(x, np.ones((5, 4)), np.array([2, 3, 9, 2, 3]))
+
+
+# -- the data mistakes users make: one line naming the file, column and line ---------------
+
+
+def _csv_text(path, text: str, encoding: str = "utf-8"):
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def _good_lines(num_groups: int = 6, per_group: int = 4) -> list[str]:
+    """Data lines ``site,a,b,target`` (no header) with a varying target."""
+    rng = np.random.default_rng(0)
+    return [
+        f"s{g},{rng.normal():.6f},{rng.normal():.6f},{rng.normal():.6f}"
+        for g in range(num_groups)
+        for _ in range(per_group)
+    ]
+
+
+def _one_line_error(call) -> str:
+    with pytest.raises(ValueError) as info:
+        call()
+    msg = str(info.value)
+    assert "\n" not in msg
+    return msg
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "site,a,b,target\ns0,1,2,caf\u00e9\n".encode("latin-1"),  # Latin-1, not UTF-8
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe\x00\x01",  # binary garbage
+        b"site,a,b,target\n" + b"\x00" * 64 + b"\n",  # NUL bytes decode, but are not text
+    ],
+    ids=["latin-1", "binary", "nul"],
+)
+def test_csv_that_is_not_utf8_text_is_one_value_error_naming_the_file(tmp_path, raw):
+    from bayesmeta.tasks.data import load_rows
+
+    path = tmp_path / "bad.csv"
+    path.write_bytes(raw)
+    msg = _one_line_error(lambda: load_rows(path, x=["a", "b"], y="target", group="site"))
+    assert str(path) in msg and "--data: expected UTF-8 text" in msg and "line " in msg
+
+
+def test_csv_line_numbers_of_bad_values_are_the_files_lines(tmp_path):
+    # A blank line and a quoted two-line cell before the bad value: line numbers are the
+    # file's (header = line 1), for NaN/inf and for non-numeric values alike.
+    lines = _good_lines()
+    lines[1] = 's0,1.0,2.0,"3.0"'
+    head = ["site,a,b,target", lines[0], "", 's0,1.0,"2.0\n",0.5', *lines[1:]]
+    # the 7th physical line of the file holds data line lines[2]
+    for bad, needle in (("nan", "--y: expected finite values"), ("oops", "is not numeric")):
+        rows = list(head)
+        rows[5] = rows[5].rsplit(",", 1)[0] + f",{bad}"
+        path = _csv_text(tmp_path / f"{bad}.csv", "\n".join(rows) + "\n")
+        msg = _one_line_error(lambda p=path: from_csv(p, x=["a"], y="target", group="site"))
+        assert needle in msg and "'target'" in msg, msg
+        assert f"line 7 of {str(path)!r}" in msg, msg
+
+
+@pytest.mark.parametrize(
+    ("x", "group", "needle"),
+    [
+        (["a", "target"], "site", "--x: column 'target' is also --y"),
+        (["a", "site"], "site", "--x: column 'site' is also --group"),
+        (["a", "a"], "site", "--x: column 'a' is listed twice"),
+    ],
+)
+def test_a_column_in_two_roles_is_refused(tmp_path, x, group, needle):
+    path = _csv_text(tmp_path / "d.csv", "\n".join(["site,a,b,target", *_good_lines()]) + "\n")
+    assert needle in _one_line_error(lambda: from_csv(path, x=x, y="target", group=group))
+
+
+def test_duplicate_header_names_and_empty_group_ids_are_refused(tmp_path):
+    lines = _good_lines()
+    dup = _csv_text(tmp_path / "dup.csv", "\n".join(["site,a,a,target", *lines]) + "\n")
+    msg = _one_line_error(lambda: from_csv(dup, x=["a"], y="target", group="site"))
+    assert "column 'a' appears twice in the header" in msg and str(dup) in msg
+    lines[4] = "  " + lines[4][lines[4].index(",") :]
+    empty = _csv_text(tmp_path / "empty.csv", "\n".join(["site,a,b,target", *lines]) + "\n")
+    msg = _one_line_error(lambda: from_csv(empty, x=["a"], y="target", group="site"))
+    assert "--group: expected a group id in column 'site', got an empty one on line 6 of " in msg
+    with pytest.raises(ValueError, match="groups: expected a group id on every row, got an empty"):
+        from_groups(np.zeros((3, 1)), np.arange(3.0), np.array(["a", "", "b"], dtype=object))
+
+
+def test_a_byte_order_mark_is_stripped(tmp_path):
+    text = "\n".join(["site,a,b,target", *_good_lines()]) + "\n"
+    path = _csv_text(tmp_path / "bom.csv", text, encoding="utf-8-sig")
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf")
+    rows = from_csv(path, x=["a", "b"], y="target", group="site")
+    assert len(rows.group_labels) == 6 and rows.group_labels[0] == "s0"
+
+
+def test_absurd_numbers_are_refused_naming_the_column(tmp_path):
+    lines = _good_lines()
+    lines[3] = lines[3].rsplit(",", 1)[0] + ",1e300"
+    path = _csv_text(tmp_path / "huge.csv", "\n".join(["site,a,b,target", *lines]) + "\n")
+    msg = _one_line_error(lambda: from_csv(path, x=["a"], y="target", group="site"))
+    assert "--y: expected values within float32 range" in msg and "'target'" in msg
+    assert "1e+300" in msg and "line 5 of" in msg
+    x, y, g = _ragged(6)
+    x[4, 1] = -1e300
+    msg = _one_line_error(lambda: from_groups(x, y, g, features=["code", "dose"]))
+    assert "x: expected values within float32 range" in msg and "column 'dose'" in msg
+
+
+def test_a_constant_target_is_refused_at_split_time():
+    x, _, g = _ragged(8)
+    y = np.full(x.shape[0], 0.1)  # its std is rounding noise, not zero
+    rows = from_groups(x, y, g, target="score")
+    msg = _one_line_error(lambda: rows.split(seed=0))
+    assert "y: column 'score' has zero spread" in msg
+
+
+def test_a_constant_feature_standardises_to_zero_not_to_rounding_noise():
+    x, y, g = _ragged(8)
+    x[:, 1] = 0.1
+    s = from_groups(x, y, g).split(seed=0)
+    assert s.scaler.x_scale[1] == 1.0
+    for split in (s.train, s.test):
+        np.testing.assert_allclose(split.x[..., 1], 0.0, atol=1e-12)
+
+
+def test_dataframe_nan_names_the_column():
+    pd = pytest.importorskip("pandas")
+    x, y, g = _ragged(6)
+    df = pd.DataFrame({"code": x[:, 0], "dose": x[:, 1], "resp": y[:, 0], "site": g})
+    df.loc[5, "dose"] = np.nan
+    msg = _one_line_error(lambda: from_dataframe(df, x=["code", "dose"], y="resp", group="site"))
+    assert "x: expected finite values in column 'dose'" in msg and "row 5" in msg
+    df = pd.DataFrame({"code": x[:, 0], "dose": x[:, 1], "resp": y[:, 0], "site": g})
+    df.loc[2, "resp"] = np.inf
+    msg = _one_line_error(lambda: from_dataframe(df, x=["code", "dose"], y="resp", group="site"))
+    assert "y: expected finite values in column 'resp'" in msg
+    df = pd.DataFrame({"code": x[:, 0], "dose": x[:, 1], "resp": y[:, 0], "site": g * 1.0})
+    df.loc[3, "site"] = np.nan
+    msg = _one_line_error(lambda: from_dataframe(df, x=["code", "dose"], y="resp", group="site"))
+    assert "group: expected a group id in column 'site'" in msg
+    with pytest.raises(ValueError, match="x: column 'resp' is also y"):
+        from_dataframe(df, x=["code", "resp"], y="resp", group="site")
+
+
+def test_a_value_that_standardises_beyond_float32_is_refused():
+    # The training groups' feature barely varies; a test group's value lies far away: its
+    # standardised value would be inf in float32 on the device.
+    x, y, g = _ragged(8)
+    test_group = from_groups(x, y, g).split(seed=0).test.groups[0]
+    rng = np.random.default_rng(1)
+    x[:, 1] = 1e-300 * rng.uniform(1.0, 2.0, x.shape[0])
+    x[g == test_group, 1] = 1.0
+    rows = from_groups(x, y, g, features=["code", "dose"])
+    msg = _one_line_error(lambda: rows.split(seed=0))
+    assert "x: expected values that standardise within float32 range" in msg
+    assert "column 'dose'" in msg and f"(group {test_group.item()!r})" in msg
