@@ -302,7 +302,8 @@ def run_calibration(
     import sys
 
     from bayesmeta.evaluate import evaluate
-    from bayesmeta.inference.train import DivergenceError, make_chunk_runner, train
+    from bayesmeta.fitting import Run, fit_run
+    from bayesmeta.inference.train import DivergenceError, make_chunk_runner
     from bayesmeta.zoo import METHOD_NAMES, load_model_spec
 
     budget_name = budget if isinstance(budget, str) else _budget_name(budget)
@@ -395,7 +396,9 @@ def run_calibration(
                 n_steps = table.get(mname, table.get("*"))
                 if n_steps is not None:
                     overrides.update(steps=n_steps, lr_decay_steps=n_steps)
-            method, cfg = spec.build(mname, budget.recipe_budget, **overrides)
+            runs = {s: Run(spec, mname, budget=budget.recipe_budget, seed=s,
+                           config=overrides) for s in m_seeds}  # fmt: skip
+            method, cfg = runs[m_seeds[0]].built
             sampler = spec.sampler(cfg["meta_batch"], cfg["num_query"], cfg["k_power"])
             # compile once, outside the timed budget (the runner is cached for every seed)
             chunk = min(cfg["chunk_size"], cfg["steps"])
@@ -403,27 +406,18 @@ def run_calibration(
             warm = make_chunk_runner(method, sampler, chunk)
             jax.block_until_ready(warm(method.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(0)))
             compile_s = time.perf_counter() - t0
-            validate = None
+            validator = None
             if budget.validate and has_validation:
                 categorical = spec.family.likelihood == "categorical"
-                validate = spec.validator(k=fam.ks[0], num_tasks=100, num_query=fam.num_query,
-                                          num_samples=8, accuracy=categorical)(method)  # fmt: skip
+                validator = spec.validator(k=fam.ks[0], num_tasks=100, num_query=fam.num_query,
+                                           num_samples=8, accuracy=categorical)  # fmt: skip
+            validate = validator is not None
             for s in m_seeds:
-                k_init, k_train = jax.random.split(jax.random.PRNGKey(s))
                 try:
-                    res = train(
-                        method,
-                        method.init(k_init),
-                        sampler,
-                        k_train,
-                        cfg["steps"],
-                        chunk_size=cfg["chunk_size"],
-                        max_seconds=cfg["max_seconds"],
-                        progress=progress,
-                        desc=f"{fname}/{mname}/seed{s}",
-                        validate=validate,
-                        validate_every=budget.validate_every.get(fname, 1),
-                    )
+                    fitted = fit_run(runs[s], validate=validate, validator=validator,
+                                     validate_every=budget.validate_every.get(fname, 1),
+                                     progress=progress, method=method, sampler=sampler)  # fmt: skip
+                    res = fitted.result
                 except DivergenceError as err:
                     say(f"{fname}/{mname}/seed{s}: {err}")
                     for k in fam.ks:
@@ -451,7 +445,7 @@ def run_calibration(
                         steps=int(res.state.step),
                         **provenance,
                     )
-                    if validate is not None:  # the published state: the best validated one
+                    if validate:  # the published state: the best validated one
                         hist = res.history
                         row.update(best_step=int(state.step),
                                    validate_every=budget.validate_every.get(fname, 1),

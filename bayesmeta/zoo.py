@@ -11,7 +11,6 @@ import dataclasses
 import functools
 import importlib
 import importlib.util
-import math
 import os
 import sys
 from collections.abc import Callable
@@ -321,72 +320,30 @@ class ModelSpec:
         seed: int = 0,
         progress: bool | None = None,
         run_dir: str | Path | None = None,
-        checkpoint_extra: dict | None = None,
-        resume: tuple | None = None,
         mesh=None,
         task_streams: int | None = None,
         validate=None,
-        best_validation: float = math.inf,
         optimizer=None,
         **overrides,
     ):
-        """Meta-train ``method`` with its recipe: ``(Method, TrainResult)``.
+        """Meta-train ``method`` with its recipe: ``(Method, TrainResult)`` (the training's
+        last state is ``TrainResult.state``, the best validated ``best_state``).
 
-        θ is initialised from ``PRNGKey(seed)`` split in two (init, training stream).
-        ``resume=(state, key)`` continues a run from a checkpoint's state and key up to the
-        recipe's step count; with the same chunking this reproduces the uninterrupted run.
-        ``task_streams=S`` draws each meta-batch as S independent streams of
-        ``meta_batch / S`` tasks (:func:`bayesmeta.parallel.stream_sampler`); with a ``mesh``
-        (which may span processes) each device draws its own streams. The same S gives the
-        same tasks, and so the same θ, on any number of processes.
-        ``validate`` is ``Method -> (state -> float)``: a held-out score computed after every
-        chunk (:func:`~bayesmeta.inference.train.train`); ``best_validation`` is a resumed
-        run's best score so far, which a new best state must beat.
+        A shorthand for :func:`bayesmeta.fitting.fit_run` of ``Run(self, method, ...)``, the
+        one fit path: ``overrides`` are recipe overrides (``steps``, ``lr``, ...);
+        ``task_streams=S`` draws each meta-batch as S independent streams (with a ``mesh``,
+        which may span processes, each device draws its own), so the same S gives the same θ
+        on any number of processes; ``validate`` is ``Method -> (state -> float)``, a held-out
+        score computed after every chunk (None: no validation).
         """
-        from bayesmeta.inference.train import train
+        from bayesmeta.fitting import Run, fit_run
 
-        m, cfg = self.build(method, budget, optimizer=optimizer, **overrides)
-        k_init, k_train = jax.random.split(jax.random.PRNGKey(seed))
-        state, steps = m.init(k_init), cfg["steps"]
-        if resume is not None:
-            state, k_train = resume
-            steps = cfg["steps"] - int(state.step)
-            if steps <= 0:
-                from bayesmeta.inference.train import TrainResult
-
-                empty = {"step": np.zeros(0), "loss": np.zeros(0), "grad_norm": np.zeros(0)}
-                return m, TrainResult(state, k_train, empty, 0.0, 0.0)
-        if task_streams is None:
-            sampler = self.sampler(cfg["meta_batch"], cfg["num_query"], cfg["k_power"])
-        else:
-            from bayesmeta.parallel import stream_sampler
-
-            if task_streams < 1 or cfg["meta_batch"] % task_streams:
-                raise ValueError(
-                    f"task_streams: expected a positive divisor of meta_batch="
-                    f"{cfg['meta_batch']}, got {task_streams}"
-                )
-            per_stream = self.sampler(
-                cfg["meta_batch"] // task_streams, cfg["num_query"], cfg["k_power"]
-            )
-            sampler = stream_sampler(per_stream, task_streams, mesh)
-        res = train(
-            m,
-            state,
-            sampler,
-            k_train,
-            steps,
-            chunk_size=cfg["chunk_size"],
-            max_seconds=cfg["max_seconds"],
-            run_dir=run_dir,
-            checkpoint_extra=checkpoint_extra,
-            progress=progress,
-            desc=f"{self.name}/{method}",
-            mesh=mesh,
-            validate=validate(m) if validate is not None else None,
-            best_validation=best_validation,
-        )
-        return m, res
+        steps = overrides.pop("steps", None)
+        run = Run(self, method, budget=budget, steps=steps, seed=seed, config=overrides,
+                  task_streams=task_streams, optimizer=optimizer)  # fmt: skip
+        fitted = fit_run(run, out=run_dir, validate=validate is not None, validator=validate,
+                         mesh=mesh, progress=progress)  # fmt: skip
+        return fitted.method, fitted.result
 
     def held_out(
         self, split: str, k: int, num_tasks: int, num_query: int = 50
@@ -583,6 +540,36 @@ def data_recipe(splits) -> dict[str, Any]:
     }
 
 
+def as_spec(model: Any, data: Any = None) -> ModelSpec:
+    """The :class:`ModelSpec` of a model reference and, optionally, grouped data: a ModelSpec
+    as it is; a built-in name or model file; with ``data`` (a data set's name, ``Rows`` or
+    ``Splits``) ``"linear"``, ``"mlp"``, a NumPyro model function or a
+    :class:`~bayesmeta.model.HierarchicalModel` sized from the data."""
+    if isinstance(model, ModelSpec):
+        if data is not None:
+            raise ValueError("data: a ModelSpec already names its tasks; pass one or the other")
+        return model
+    if data is not None:
+        splits = _data_splits(data)
+        if isinstance(model, str):
+            if model not in DATA_MODELS:
+                raise ValueError(
+                    f"model: with data, expected one of {list(DATA_MODELS)}, a NumPyro model "
+                    f"function or a HierarchicalModel, got {model!r}"
+                )
+            return data_model_spec(model, splits, name=splits.train.name)
+        name = getattr(model, "__name__", type(model).__name__)
+        return ModelSpec(name=f"{splits.train.name}/{name}", data=splits, model=model,
+                         **data_recipe(splits))  # fmt: skip
+    if isinstance(model, str | Path):
+        return load_model_spec(str(model))
+    raise TypeError(
+        "model: expected a built-in model's name, a model file, a ModelSpec, or (with data) "
+        f"'linear', 'mlp', a NumPyro model function or a HierarchicalModel; got "
+        f"{type(model).__name__}"
+    )
+
+
 def _linear_reference(train) -> Method:
     """The exact empirical-Bayes linear posterior fitted on a data run's training groups."""
     from bayesmeta.inference import linear_reference
@@ -631,6 +618,7 @@ def held_out_tasks(
 
 __all__ = [
     "METHOD_NAMES",
+    "as_spec",
     "HierarchicalModel",
     "ModelSpec",
     "TaskFamily",

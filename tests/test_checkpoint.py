@@ -110,8 +110,8 @@ def test_unsafe_run_directories_are_refused_and_nothing_runs(runs, capsys, tmp_p
     before = sorted(p.name for p in runs[run].iterdir())
     if command == "fit-resume":
         # fit names its model on the command line (no trust flags): a manifest that points
-        # at any model file is refused before the hash is even looked at
-        needle = "--trust-model-file" if extra else needle
+        # at another model (any model file) is refused before that file is looked at
+        needle = "model_source=" if run in ("model_file", "changed") else needle
         argv = ["fit", "sinusoid", "--method", "maml", "--steps", "3", "--quiet",
                 "--out", str(runs[run]), "--resume"]  # fmt: skip
     else:

@@ -96,13 +96,14 @@ def test_task_file_is_one_task_per_test_group_with_masked_queries(fitted):
 
 def test_resumed_data_run_continues_its_history_and_best_state(fitted, tmp_path, monkeypatch):
     # Chunks of 10 steps (a checkpoint every 10 chunks); the first process dies while
-    # validating chunk 11, the resumed one finishes: history and best state span the run.
-    import bayesmeta.cli as cli
+    # validating chunk 11, the second (resumed) while validating chunk 22, the third finishes:
+    # history, seconds and best state span the whole run through both interruptions.
+    import bayesmeta.fitting as fitting
     import bayesmeta.zoo as zoo
 
     recipes = zoo.fixed_step_recipes
     monkeypatch.setattr(zoo, "fixed_step_recipes", lambda n, **kw: recipes(n, chunk_size=10, **kw))
-    validation = cli._validation_nll
+    validation = fitting.default_validator
     calls = []
 
     def dying(*a, **kw):
@@ -113,7 +114,7 @@ def test_resumed_data_run_continues_its_history_and_best_state(fitted, tmp_path,
 
             def v(state):
                 calls.append(int(state.step))
-                if len(calls) == 11:
+                if len(calls) in (11, 23):
                     raise KeyboardInterrupt
                 return score(state)
 
@@ -121,17 +122,25 @@ def test_resumed_data_run_continues_its_history_and_best_state(fitted, tmp_path,
 
         return make_dying
 
-    monkeypatch.setattr(cli, "_validation_nll", dying)
+    monkeypatch.setattr(fitting, "default_validator", dying)
     csv_path, run = fitted[1]["raw"][0], tmp_path / "run"
     args = ["fit", "linear", "--method", "maml", "--data", str(csv_path), *COLS, "--quiet",
-            "--steps", "120", "--out", str(run)]  # fmt: skip
+            "--steps", "300", "--out", str(run)]  # fmt: skip
     with pytest.raises(KeyboardInterrupt):
         main(args)
     assert not (run / "run.json").exists()
+    with pytest.raises(KeyboardInterrupt):
+        main([*args, "--resume"])
+    assert calls[11] == 110, calls  # the second process resumed from the step-100 checkpoint
     assert main([*args, "--resume"]) == 0
+    assert calls[23] == 210, calls  # the third from the step-200 checkpoint
     info = json.loads((run / "run.json").read_text())
-    assert info["history"]["step"] == list(range(10, 130, 10))
-    assert len(info["history"]["validation_nll"]) == 12
+    assert info["history"]["step"] == list(range(10, 310, 10))
+    assert info["history"]["validation_step"] == list(range(10, 310, 10))
+    assert len(info["history"]["validation_nll"]) == 30
+    seconds = info["history"]["seconds"]
+    assert all(b > a for a, b in zip(seconds, seconds[1:], strict=False)), seconds
+    assert info["train_seconds"] >= seconds[-1] * 0.5
     assert info["best_validation_nll"] == min(info["history"]["validation_nll"])
     with np.load(run / "best.npz", allow_pickle=False) as f:
         best = json.loads(str(f["__manifest__"]))

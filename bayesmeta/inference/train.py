@@ -13,7 +13,7 @@ import math
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -162,6 +162,7 @@ def train(
     validate: Callable[[MetaState], float | Mapping[str, float]] | None = None,
     best_validation: float = math.inf,
     validate_every: int = 1,
+    prior_history: Mapping[str, Sequence[float]] | None = None,
 ) -> TrainResult:
     """Meta-train ``method`` for ``num_steps`` steps (rounded up to whole chunks).
 
@@ -198,6 +199,10 @@ def train(
     best_validation : float
         The best score so far when resuming a run: ``best.npz`` is replaced only by a state
         that beats it (``TrainResult.best_state`` is ``None`` if none does).
+    prior_history : mapping, optional
+        A resumed run's history so far: this run's chunks are appended to it (so every
+        checkpoint holds the whole history, through any number of resumes) and its training
+        seconds continue from the last recorded.
     """
     if num_steps < 1:
         raise ValueError(f"num_steps: expected a positive integer, got {num_steps}")
@@ -236,10 +241,12 @@ def train(
         history["validation_nll"] = []
         history["validation_step"] = []
         history["validation_seconds"] = []
+    for name, values in (prior_history or {}).items():
+        history[name] = [float(v) for v in values] + history.get(name, [])
     best_v, best_state = float(best_validation), None
     t0 = time.perf_counter()
     compile_s = 0.0
-    trained_s = 0.0
+    trained_s = float(history["seconds"][-1]) if history["seconds"] else 0.0
     for c in range(num_chunks):
         t_chunk = time.perf_counter()
         new_state, new_key, infos, theta_finite = run(state, key)

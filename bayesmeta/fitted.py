@@ -1,0 +1,240 @@
+"""A fitted run: adapt, evaluate, plot and save a meta-trained method
+(:func:`bayesmeta.fit` and :func:`bayesmeta.load` return one)."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bayesmeta.inference.base import MetaState, Method
+from bayesmeta.posterior import TaskPosterior
+from bayesmeta.tasks.base import Support
+from bayesmeta.zoo import ModelSpec
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A meta-trained method: its model spec, the method's pure functions, the trained state
+    and the run's provenance (``info``: model, method, seed, steps, settings, seconds,
+    history, versions).
+
+    ``state`` is the best validated state when the fit validated, else the last one;
+    ``manifest`` is what determined it (:meth:`bayesmeta.fitting.Run.manifest`), which
+    :meth:`save` writes beside it; ``result`` is the training's
+    :class:`~bayesmeta.inference.train.TrainResult` (None for a loaded run or ``reference``).
+    """
+
+    spec: ModelSpec
+    method: Method
+    state: MetaState
+    info: dict = field(default_factory=dict)
+    manifest: dict = field(default_factory=dict)
+    result: Any = field(default=None, repr=False, compare=False)
+
+    @functools.cached_property
+    def _adapt(self):
+        return jax.jit(self.method.adapt, static_argnums=3)
+
+    def adapt(
+        self,
+        x_support: Any,
+        y_support: Any,
+        num_samples: int = 100,
+        *,
+        mask: Any = None,
+        key: jax.Array | None = None,
+    ) -> TaskPosterior:
+        """The task posterior given support sets.
+
+        Parameters
+        ----------
+        x_support : (K, Dx) for one task or (T, K, Dx) for T tasks; (K,) when Dx = 1
+        y_support : (K,) or (K, Dy) for one task, (T, K) or (T, K, Dy) for T; class labels
+            (K,) or (T, K) for a classifier
+        num_samples : int
+            Posterior samples (particles, draws) per task.
+        mask : (K,) or (T, K) of 0/1, optional
+            Which support points are real (default: all).
+        key : PRNG key, optional
+            Default ``PRNGKey(0)``: the same call gives the same samples.
+
+        Returns
+        -------
+        TaskPosterior
+            For T tasks (T = 1 for a single task).
+        """
+        support = self._support(x_support, y_support, mask)
+        key = jax.random.PRNGKey(0) if key is None else key
+        return self._adapt(key, self.state, support, int(num_samples))
+
+    def _support(self, x_support, y_support, mask) -> Support:
+        fam = self.spec.family
+        classify = fam.likelihood == "categorical"
+        x = np.asarray(x_support, np.float32)
+        if x.ndim == 1 and fam.dx == 1:
+            x = x[:, None]
+        if x.ndim == 2:
+            x = x[None]
+        if x.ndim != 3 or x.shape[-1] != fam.dx:
+            raise ValueError(
+                f"x_support: expected (K, {fam.dx}) or (T, K, {fam.dx}), got {np.shape(x_support)}"
+            )
+        t, k = x.shape[:2]
+        y = np.asarray(y_support)
+        if classify:
+            if y.ndim == 1:
+                y = y[None]
+            if y.shape != (t, k) or y.dtype.kind not in "iu":
+                raise ValueError(
+                    f"y_support: expected integer labels of shape ({k},) or ({t}, {k}), got "
+                    f"{np.shape(y_support)} {y.dtype}"
+                )
+            y = y.astype(np.int32)
+        else:
+            y = y.astype(np.float32)
+            if y.ndim == 1 and fam.dy == 1 and y.shape[0] == k:
+                y = y[:, None]
+            if y.ndim == 2 and y.shape == (k, fam.dy) and t == 1:
+                y = y[None]
+            if y.ndim == 2 and y.shape == (t, k) and fam.dy == 1:
+                y = y[..., None]
+            if y.shape != (t, k, fam.dy):
+                raise ValueError(
+                    f"y_support: expected ({k},) or ({k}, {fam.dy}) for one task, or "
+                    f"({t}, {k}, {fam.dy}), got {np.shape(y_support)}"
+                )
+        if mask is None:
+            m = np.ones((t, k), np.float32)
+        else:
+            m = np.asarray(mask, np.float32)
+            m = m[None] if m.ndim == 1 else m
+            if m.shape != (t, k):
+                raise ValueError(f"mask: expected ({k},) or ({t}, {k}), got {np.shape(mask)}")
+        return Support(jnp.asarray(x), jnp.asarray(y), jnp.asarray(m))
+
+    def held_out(
+        self, k: int, num_tasks: int = 100, num_query: int = 50, split: str = "test"
+    ) -> dict[str, np.ndarray]:
+        """A task set (docs/formats.md) of tasks no training step saw: ``split="test"`` for
+        reports, ``"validation"`` for choices (:meth:`ModelSpec.held_out`)."""
+        return self.spec.held_out(split, k, num_tasks, num_query)
+
+    def evaluate(
+        self,
+        tasks: dict | str | Path,
+        num_samples: int = 100,
+        *,
+        key: jax.Array | None = None,
+        temperature: float | None = None,
+    ) -> dict[str, Any]:
+        """Adapt to a task set's support sets and score its query sets
+        (:func:`bayesmeta.evaluate.evaluate`). ``tasks`` is a dict from :meth:`held_out` or
+        :func:`~bayesmeta.tasks.io.load_tasks`, or a task file's path. A classifier's
+        ``temperature`` (:meth:`temperature`) adds the temperature-scaled metrics beside its
+        own."""
+        from bayesmeta.evaluate import evaluate
+
+        if not isinstance(tasks, dict):
+            from bayesmeta.tasks.io import load_tasks
+
+            tasks = load_tasks(tasks)
+        post = self.adapt(
+            tasks["x_support"],
+            tasks["y_support"],
+            num_samples,
+            mask=tasks.get("mask_support"),
+            key=key,
+        )
+        report = evaluate(post, tasks["x_query"], tasks["y_query"],
+                          mask_query=tasks.get("mask_query"), temperature=temperature)  # fmt: skip
+        report.update(model=self.spec.name, k=int(np.shape(tasks["x_support"])[1]),
+                      samples=int(num_samples))  # fmt: skip
+        return report
+
+    def temperature(
+        self, k: int, num_tasks: int = 200, num_query: int | None = None, num_samples: int = 100
+    ) -> float:
+        """The temperature T that minimises a classifier's NLL on validation tasks with ``k``
+        shots (:func:`~bayesmeta.evaluate.metrics.fit_temperature`; classes no test task
+        uses): pass it to :meth:`evaluate` for the post-hoc calibrated baseline."""
+        from bayesmeta.evaluate import fit_temperature
+
+        if self.spec.family.likelihood != "categorical":
+            raise ValueError("temperature: temperature scaling is for classifiers; this model's "
+                             f"likelihood is {self.spec.family.likelihood!r}")  # fmt: skip
+        if num_query is None:
+            num_query = int(self.info.get("settings", {}).get("num_query", 50))
+        tasks = self.held_out(k, num_tasks, num_query, split="validation")
+        post = self.adapt(tasks["x_support"], tasks["y_support"], num_samples,
+                          mask=tasks.get("mask_support"))  # fmt: skip
+        probs = np.asarray(post.probs(jnp.asarray(tasks["x_query"])))
+        return fit_temperature(probs, tasks["y_query"])
+
+    def plot(
+        self,
+        tasks: dict,
+        num_samples: int = 100,
+        *,
+        reference: bool = True,
+        task_indices=(0, 1, 2),
+        path: str | Path | None = None,
+    ):
+        """Predictive bands of a few tasks (1-D regression), beside the exact reference when
+        the model has one (:func:`bayesmeta.plots.predictive_bands`); returns the figure."""
+        from bayesmeta import plots
+
+        fam = self.spec.family
+        if fam.likelihood == "categorical" or fam.dx != 1 or fam.dy != 1:
+            raise ValueError(
+                "tasks: predictive bands are for 1-D regression (Dx = Dy = 1); use "
+                "bayesmeta.plots.reliability_diagram or calibration_curves for this model"
+            )
+        support = self._support(tasks["x_support"], tasks["y_support"], tasks.get("mask_support"))
+        posts = {self.method.name: self._adapt(jax.random.PRNGKey(0), self.state, support,
+                                               int(num_samples))}  # fmt: skip
+        if reference and self.method.name != "reference":
+            try:
+                ref, _ = self.spec.build("reference")
+            except ValueError:  # no exact reference for this model
+                ref = None
+            if ref is not None:
+                posts["reference"] = ref.adapt(jax.random.PRNGKey(1), ref.init(None), support,
+                                               int(num_samples))  # fmt: skip
+        return plots.predictive_bands(
+            posts,
+            support.x,
+            support.y,
+            support.mask,
+            task_indices=task_indices,
+            x_range=tuple(fam.x_range),
+            path=path,
+        )
+
+    def save(self, run_dir: str | Path, *, overwrite: bool = False) -> Path:
+        """Write the run directory that :func:`bayesmeta.load` and ``bayesmeta evaluate`` /
+        ``info`` read (:func:`bayesmeta.rundir.write_run`: ``checkpoint.npz`` data only,
+        ``run.json``, and ``data.npz`` when the data was held in memory, each atomic). A model
+        given as an object rather than a built-in name, data model or model file must be given
+        again to :func:`bayesmeta.load` (``model=``)."""
+        from bayesmeta.checkpoint import CHECKPOINT_NAME
+        from bayesmeta.rundir import write_run
+
+        out = Path(run_dir)
+        if (out / CHECKPOINT_NAME).exists() and not overwrite:
+            raise FileExistsError(
+                f"run_dir: {str(out)!r} already holds a run; pass overwrite=True to replace it"
+            )
+        if not self.manifest:
+            raise ValueError("manifest: this Fitted records no run manifest, so it cannot be "
+                             "saved; fit it with bayesmeta.fit")  # fmt: skip
+        key = jax.random.PRNGKey(int(self.info.get("seed", 0)))
+        return write_run(out, self.manifest, self.state, key, self.info, self.spec.splits)
+
+
+__all__ = ["Fitted"]

@@ -1,0 +1,556 @@
+"""Run directories: the one writer and the one reader of a fitted run.
+
+A run directory holds ``checkpoint.npz`` (the state and the run's manifest, data only:
+:mod:`bayesmeta.checkpoint`), ``best.npz`` when the run validated, ``run.json`` (its record:
+settings, history, seconds, versions) and, for a run fitted on data held in memory,
+``data.npz`` (the split groups it was fitted on, data only). :func:`write_run` writes them,
+:func:`load_run` reads them back without running code the user did not ask for, and
+:func:`run_info` / :func:`upgrade` serve ``bayesmeta info`` and ``bayesmeta upgrade``.
+
+The manifest's ``model_kind`` says how the model comes back: ``builtin`` (by name), ``file``
+(a model file, run only when named or trusted and only if its SHA-256 matches), ``data`` (the
+built-in ``linear`` / ``mlp`` data models, rebuilt from the run's data) or ``object`` (a model
+given as a Python object, which the caller passes again).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bayesmeta.atomic import save_npz, write_text
+from bayesmeta.errors import UsageError
+
+RUN_JSON = "run.json"
+DATA_NAME = "data.npz"
+MODEL_KINDS = ("builtin", "file", "data", "object")
+_SPLIT_FIELDS = ("x", "y", "lengths", "groups")
+
+
+# -- the data a run was fitted on ---------------------------------------------------------------
+class DataRef:
+    """A grouped data file and how to read and split it (``--data``, ``--group``, ``--x``,
+    ``--y``, ``--split-seed``). Reading it runs no code. The split depends only on the file
+    and ``split_seed``, so ``fit`` and ``tasks`` see the same train / validation / test
+    groups."""
+
+    def __init__(self, path, group=None, x=None, y=None, split_seed=0, sha256=None,
+                 labels=False):  # fmt: skip
+        self.path = str(Path(path).resolve()) if Path(path).exists() else str(path)
+        self.group, self.y, self.labels = group, y, bool(labels)
+        self.x = [c for c in x.split(",") if c] if isinstance(x, str) else x
+        self.split_seed, self.sha256 = split_seed, sha256
+
+    def rows(self):
+        from bayesmeta.checkpoint import file_sha256
+        from bayesmeta.tasks.data import load_rows
+
+        rows = load_rows(self.path, x=self.x, y=self.y, group=self.group, labels=self.labels)
+        digest = file_sha256(self.path)
+        if self.sha256 is not None and digest != self.sha256:
+            raise ValueError(
+                f"--data: {self.path!r} has SHA-256 {digest[:16]}..., but the run was fitted on "
+                f"{self.sha256[:16]}...: the data file has changed since the run"
+            )
+        self.sha256 = digest
+        return rows
+
+    def splits(self):
+        """The file's rows split by group (train / validation / test) by ``split_seed``."""
+        return self.rows().split(seed=self.split_seed)
+
+    def spec(self, model: str):
+        from bayesmeta.zoo import data_model_spec
+
+        rows = self.rows()
+        splits = rows.split(seed=self.split_seed)
+        return data_model_spec(model, splits, name=rows.name), splits
+
+    def manifest(self) -> dict:
+        return {
+            "path": self.path,
+            "sha256": self.sha256,
+            "group": self.group,
+            "x": self.x,
+            "y": self.y,
+            "split_seed": self.split_seed,
+            "labels": self.labels,
+        }
+
+    @classmethod
+    def from_manifest(cls, d: dict) -> DataRef:
+        return cls(d["path"], d.get("group"), d.get("x"), d.get("y"), d.get("split_seed", 0),
+                   d.get("sha256"), d.get("labels", False))  # fmt: skip
+
+
+def save_splits(path: str | os.PathLike, splits) -> str:
+    """Write the three splits of a data set and their standardiser to ``path`` (``.npz``, data
+    only, atomic); return the SHA-256 of what was written, which the manifest records."""
+    arrays: dict[str, np.ndarray] = {}
+    for split in ("train", "validation", "test"):
+        part = splits[split]
+        for f in _SPLIT_FIELDS:
+            a = np.asarray(getattr(part, f))
+            arrays[f"{split}.{f}"] = a.astype(str) if a.dtype.kind == "O" else a
+    meta = {
+        "name": splits.train.name,
+        "features": list(splits.train.features),
+        "target": splits.train.target,
+        "scaler": splits.scaler.to_json(),
+    }
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8)
+    save_npz(path, arrays)
+    return file_digest(path)
+
+
+def load_splits(path: str | os.PathLike, sha256: str | None = None):
+    """The :class:`~bayesmeta.tasks.data.Splits` written by :func:`save_splits`, read without
+    pickle and checked against the SHA-256 the run recorded."""
+    from bayesmeta.checkpoint import CheckpointError
+    from bayesmeta.tasks.data import Splits, Standardizer
+    from bayesmeta.tasks.grouped import GroupedData
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint: the run's data {str(path)!r} is missing")
+    if sha256 is not None and file_digest(path) != sha256:
+        raise CheckpointError(
+            f"checkpoint: the run's data {str(path)!r} has changed since the run was saved"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+        meta = json.loads(arrays.pop("meta").tobytes().decode("utf-8"))
+        scaler = Standardizer.from_json(meta["scaler"])
+        parts = {}
+        for split in ("train", "validation", "test"):
+            parts[split] = GroupedData(
+                name=str(meta["name"]),
+                split=split,
+                **{f: arrays[f"{split}.{f}"] for f in _SPLIT_FIELDS},
+                features=tuple(meta["features"]),
+                target=str(meta["target"]),
+                x_mean=scaler.x_mean,
+                x_std=scaler.x_scale,
+                y_mean=scaler.y_mean,
+                y_std=scaler.y_scale,
+            )
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(
+            f"checkpoint: the run's data {str(path)!r} is corrupt ({type(err).__name__})"
+        ) from None
+    return Splits(**parts, scaler=scaler)
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    from bayesmeta.checkpoint import file_sha256
+
+    return file_sha256(path)
+
+
+def data_entry(data: Any) -> dict | None:
+    """The manifest's ``data`` entry for the data a run is fitted on: a file's
+    :meth:`DataRef.manifest`, a built-in data set's name, or (rows or splits held in memory)
+    ``{"saved": "data.npz"}``, which :func:`write_run` fills in with the stored file's hash."""
+    from bayesmeta.tasks.grouped import DATASETS
+
+    if data is None:
+        return None
+    if isinstance(data, DataRef):
+        return data.manifest()
+    if isinstance(data, str) and data in DATASETS:
+        return {"dataset": data, "split_seed": 0}
+    return {"saved": DATA_NAME, "sha256": None}
+
+
+def splits_of_entry(run_dir: str | os.PathLike, entry: dict):
+    """The split data a manifest's ``data`` entry names (:func:`data_entry`)."""
+    from bayesmeta.checkpoint import CheckpointError
+
+    try:
+        if "saved" in entry:
+            if entry["saved"] != DATA_NAME:  # never a path out of the run directory
+                raise KeyError("saved")
+            return load_splits(Path(run_dir) / DATA_NAME, entry.get("sha256"))
+        if "dataset" in entry:
+            from bayesmeta.tasks.grouped import DATASETS, dataset_splits
+
+            if entry["dataset"] not in DATASETS:
+                raise KeyError("dataset")
+            return dataset_splits(entry["dataset"], int(entry.get("split_seed", 0)))
+        return DataRef.from_manifest(entry).splits()
+    except (KeyError, TypeError) as err:
+        raise CheckpointError(
+            f"checkpoint: {str(run_dir)!r} has a corrupt data entry ({err})"
+        ) from None
+
+
+# -- writing a run ------------------------------------------------------------------------------
+def prepare_run_dir(out: str | os.PathLike, manifest: dict, splits=None) -> dict:
+    """Make ``out`` and write what the run's checkpoints will refer to (``data.npz`` for data
+    held in memory); return the manifest with that file's hash filled in."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    entry = manifest.get("data")
+    if isinstance(entry, dict) and "saved" in entry:
+        if splits is None:
+            raise ValueError("splits: a run on data held in memory needs its splits to save")
+        manifest = {**manifest, "data": {**entry, "sha256": save_splits(out / DATA_NAME, splits)}}
+    return manifest
+
+
+def write_run(out: str | os.PathLike, manifest: dict, state, key, info: dict, splits=None) -> Path:
+    """Write a whole run directory: its data (:func:`prepare_run_dir`), ``checkpoint.npz``
+    (the state and ``manifest``) and ``run.json`` (``info``), each atomically."""
+    from bayesmeta.checkpoint import CHECKPOINT_NAME, save_checkpoint
+
+    out = Path(out)
+    manifest = prepare_run_dir(out, manifest, splits)
+    save_checkpoint(
+        out / CHECKPOINT_NAME,
+        {**manifest, "state": state, "key": key, "step": int(state.step),
+         "history": info.get("history") or {}},
+    )  # fmt: skip
+    write_run_json(out, {**info, "data": manifest.get("data")} if manifest.get("data") else info)
+    return out
+
+
+def write_run_json(out: str | os.PathLike, info: dict) -> Path:
+    """``run.json``: the run's record (settings, history, seconds, versions), atomically."""
+    return write_text(Path(out) / RUN_JSON, json.dumps(info, indent=2, default=str))
+
+
+def read_run_json(run_dir: str | os.PathLike) -> dict:
+    """A run directory's ``run.json`` (``{}`` when it has none), or one clear error."""
+    path = Path(run_dir) / RUN_JSON
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UsageError(
+            f"RUN_DIR: {str(path)!r} is not readable JSON ({type(err).__name__})"
+        ) from None
+    if not isinstance(info, dict):
+        raise UsageError(f"RUN_DIR: {str(path)!r} holds a {type(info).__name__}, not a record")
+    return info
+
+
+# -- reading a run ------------------------------------------------------------------------------
+def load_run(
+    run_dir: str,
+    *,
+    model: Any = None,
+    trust_model_file: bool = False,
+    allow_pickle: bool = False,
+    prefer_best: bool = True,
+    spec=None,
+    optimizer=None,
+):
+    """``(spec, method, state, manifest)`` of a fitted run directory, without running code
+    the user did not ask for. ``spec`` (a ModelSpec) replaces the one the manifest names (a
+    run whose model was an object, :func:`bayesmeta.load`); ``optimizer`` is the run's own
+    when it was not the recipe's (the state holds its shape).
+
+    The checkpoint is data only (:mod:`bayesmeta.checkpoint`). A run fitted with a built-in
+    model loads that model by name. A run fitted with a model file records the file's path
+    and SHA-256: it is executed only when the user names it (``model``, ``--model FILE``) or
+    passes ``trust_model_file``, and only if its hash still matches. A legacy pickle
+    checkpoint (``checkpoint.pkl``) is read only with ``allow_pickle`` (unsafe). A run that
+    was validated during training holds ``best.npz`` (the lowest validation NLL), which is
+    loaded unless ``prefer_best`` is False (``fit --resume`` continues from the last state).
+
+    Raises
+    ------
+    ValueError
+        ``run_dir`` is not a directory.
+    CheckpointError
+        Its checkpoint is missing, corrupt, unsafe to read without a flag, names a model or
+        method that cannot be built, names a model file that was not trusted or has changed,
+        or holds parameters whose shapes do not match that model (or that are not finite).
+    """
+    import jax
+    import numpy as np
+
+    from bayesmeta.checkpoint import (
+        BEST_NAME,
+        CHECKPOINT_NAME,
+        LEGACY_CHECKPOINT_NAME,
+        CheckpointError,
+        file_sha256,
+        load_checkpoint,
+        load_legacy_checkpoint,
+        restore_state,
+        state_arrays,
+    )
+    from bayesmeta.zoo import builtin_models
+
+    path = Path(run_dir)
+    if not path.exists():
+        raise ValueError(f"RUN_DIR: no run directory at {run_dir!r}")
+    if not path.is_dir():
+        raise ValueError(
+            f"RUN_DIR: expected a run directory (from bayesmeta fit --out), got the file "
+            f"{run_dir!r}"
+        )
+    legacy = path / LEGACY_CHECKPOINT_NAME
+    if not (path / CHECKPOINT_NAME).exists() and legacy.exists():
+        if not allow_pickle:
+            raise CheckpointError(
+                f"checkpoint: {run_dir!r} holds a legacy pickle checkpoint (checkpoint.pkl), "
+                "which can run code when read; for a run you trust, convert it with "
+                "`bayesmeta upgrade RUN_DIR` or pass --allow-pickle (unsafe)"
+            )
+        payload = load_legacy_checkpoint(legacy)
+        if "state" not in payload:
+            raise CheckpointError(f"checkpoint: {run_dir!r} lacks 'state'; not a bayesmeta run")
+        payload["arrays"] = state_arrays(payload.pop("state"))
+        source = payload.get("model_source")
+        if isinstance(source, str) and source not in builtin_models() and Path(source).is_file():
+            # format 1 recorded no hash; the user trusts this run, so trust its file as it is
+            payload.setdefault("model_sha256", file_sha256(source))
+    elif prefer_best and (path / BEST_NAME).is_file():
+        payload = load_checkpoint(path / BEST_NAME)
+    else:
+        payload = load_checkpoint(path / CHECKPOINT_NAME)
+    for key, kind in (("model_source", str), ("method", str), ("settings", dict)):
+        if key not in payload:
+            raise CheckpointError(f"checkpoint: {run_dir!r} lacks {key!r}; not a bayesmeta run")
+        if not isinstance(payload[key], kind):
+            raise CheckpointError(
+                f"checkpoint: {run_dir!r} has {key}={payload[key]!r}; expected a "
+                f"{kind.__name__}, so it is corrupt"
+            )
+    if spec is None:
+        spec = _spec_of_run(run_dir, payload, model, trust_model_file)
+    try:
+        method, _ = spec.build_from_manifest(payload, optimizer=optimizer)
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(
+            f"checkpoint: {run_dir!r} names model {payload['model_source']!r} / method "
+            f"{payload['method']!r}, which cannot be built ({str(err).splitlines()[0]})"
+        ) from None
+    template = method.init(jax.random.PRNGKey(0))
+    state = restore_state(
+        template,
+        payload.pop("arrays"),
+        f"checkpoint: {run_dir!r} (model {spec.name!r} / method {payload['method']!r})",
+    )
+    for b in jax.tree_util.tree_leaves(getattr(state, "theta", state)):
+        b = np.asarray(b)
+        if b.dtype.kind == "f" and not np.isfinite(b).all():
+            raise CheckpointError(
+                f"checkpoint: {run_dir!r} holds non-finite parameters "
+                f"({int((~np.isfinite(b)).sum())} NaN/inf of {b.size} in an array of shape "
+                f"{b.shape}); the run diverged or the file is corrupt"
+            )
+    state = jax.tree_util.tree_map(jax.numpy.asarray, state)
+    return spec, method, state, payload
+
+
+def model_kind(payload: dict) -> str:
+    """How a run's model comes back (``model_kind``; inferred for runs saved before it)."""
+    kind = payload.get("model_kind")
+    if kind in MODEL_KINDS:
+        return kind
+    if isinstance(payload.get("data"), dict):
+        return "data"
+    return "file" if payload.get("model_sha256") else "builtin"
+
+
+def _spec_of_run(run_dir: str, payload: dict, model: Any, trusted: bool):
+    """The run's ModelSpec: a built-in by name; a data model from the run's data; a model
+    given as an object from ``model`` (with the run's data); a model file only when named or
+    trusted, and only if its SHA-256 matches the one recorded at fit time."""
+    from bayesmeta.checkpoint import CheckpointError, file_sha256
+    from bayesmeta.zoo import DATA_MODELS, ModelSpec, as_spec, builtin_models, load_model_spec
+
+    source, digest, kind = payload["model_source"], payload.get("model_sha256"), model_kind(payload)
+    entry = payload.get("data")
+    if entry is not None and not isinstance(entry, dict):
+        raise CheckpointError(f"checkpoint: {run_dir!r} has a corrupt data entry ({entry!r})")
+    if kind == "object" or (model is not None and not isinstance(model, str | os.PathLike)):
+        name = payload.get("model_name") or source
+        if model is None or isinstance(model, str | os.PathLike):
+            raise ValueError(
+                f"model: the run in {run_dir!r} was fitted with the model object {name!r} "
+                "(a function, HierarchicalModel or ModelSpec), which a run directory cannot "
+                "hold; pass it again: bayesmeta.load(run_dir, model=...)"
+            )
+        if isinstance(model, ModelSpec):
+            return model
+        return as_spec(model, None if entry is None else splits_of_entry(run_dir, entry))
+    if kind == "data":
+        if entry is None or source not in DATA_MODELS:
+            raise CheckpointError(
+                f"checkpoint: {run_dir!r} names the data model {source!r} without its data"
+            )
+        if model is not None and str(model) != source:
+            raise ValueError(
+                f"model: the run in {run_dir!r} was fitted with the data model {source!r}, "
+                f"got {str(model)!r}"
+            )
+        splits = splits_of_entry(run_dir, entry)
+        return as_spec(source, splits)
+    if digest is None:
+        if source not in builtin_models():
+            raise CheckpointError(
+                f"checkpoint: {run_dir!r} names the model {source!r}, which is neither a "
+                "built-in model nor a model file with a recorded SHA-256"
+            )
+        if model is not None and str(model) != source:
+            raise ValueError(
+                f"--model: the run in {run_dir!r} was fitted with the built-in model "
+                f"{source!r}, got {str(model)!r}"
+            )
+        try:
+            return load_model_spec(source)
+        except ValueError as err:
+            raise CheckpointError(f"checkpoint: {run_dir!r}: {err}") from None
+    if model is None and not trusted:
+        raise CheckpointError(
+            f"checkpoint: {run_dir!r} was fitted with the model file {source!r}; loading it "
+            "runs that file, so name it with --model FILE or pass --trust-model-file"
+        )
+    file = Path(model if model is not None else source)
+    if not file.is_file():
+        raise CheckpointError(
+            f"checkpoint: {run_dir!r} was fitted with the model file {source!r}, which is not "
+            f"at {str(file)!r}; name it with --model FILE"
+        )
+    actual = file_sha256(file)
+    if actual != digest:
+        raise CheckpointError(
+            f"checkpoint: the model file {str(file)!r} has SHA-256 {actual[:16]}..., but the "
+            f"run in {run_dir!r} was fitted with {source!r} at {digest[:16]}...: the file has "
+            "changed since the run, so it was not run"
+        )
+    return load_model_spec(str(file))
+
+
+def run_info(run_dir: str | None = None, access: dict | None = None) -> dict:
+    """Versions of Python and the numerical stack, JAX's devices, and (with ``run_dir``) the
+    run's model, method, seed, step and settings from its checkpoint and ``run.json``. The
+    state is checked against its model as :func:`load_run` checks it (a model file is run only
+    when named or trusted); a run whose model was a Python object is described from its
+    manifest alone.
+
+    A legacy pickle checkpoint is read only with ``access={"allow_pickle": True}``."""
+    import importlib.metadata as md
+    import platform
+
+    import jax
+
+    from bayesmeta.checkpoint import (
+        BEST_NAME,
+        CHECKPOINT_NAME,
+        LEGACY_CHECKPOINT_NAME,
+        CheckpointError,
+        load_checkpoint,
+        load_legacy_checkpoint,
+    )
+
+    out: dict = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": {},
+        "devices": [f"{d.platform}:{d.id} {d.device_kind}" for d in jax.devices()],
+    }
+    for pkg in ("bayesmeta", "jax", "jaxlib", "numpyro", "optax", "arviz", "numpy", "matplotlib"):
+        try:
+            out["versions"][pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out["versions"][pkg] = None
+    if run_dir is None:
+        return out
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise ValueError(f"RUN_DIR: expected a run directory (from bayesmeta fit --out), got "
+                         f"{str(run_dir)!r}")  # fmt: skip
+    if (path / CHECKPOINT_NAME).exists() or not (path / LEGACY_CHECKPOINT_NAME).exists():
+        payload = load_checkpoint(path / CHECKPOINT_NAME)
+    elif (access or {}).get("allow_pickle"):
+        payload = load_legacy_checkpoint(path / LEGACY_CHECKPOINT_NAME)
+    else:
+        raise CheckpointError(
+            f"checkpoint: {str(run_dir)!r} holds a legacy pickle checkpoint (checkpoint.pkl), "
+            "which can run code when read; for a run you trust, convert it with "
+            "`bayesmeta upgrade RUN_DIR` or pass --allow-pickle (unsafe)"
+        )
+    for key, kind in (("model_source", str), ("method", str)):
+        if not isinstance(payload.get(key), kind):
+            raise CheckpointError(
+                f"checkpoint: {str(run_dir)!r} lacks {key!r}; not a bayesmeta run"
+            )
+    kind = model_kind(payload)
+    if kind != "object":  # the state checked against its model, as evaluate would load it
+        _, _, state, payload = load_run(str(run_dir), **(access or {}))
+        payload["step"] = int(state.step)
+    record = read_run_json(path)
+    out["run"] = {k: payload.get(k) for k in ("model_name", "model_source", "method", "seed",
+                                              "budget")}  # fmt: skip
+    out["run"]["model_kind"] = kind
+    out["run"]["step"] = int(payload.get("step") or 0)
+    out["run"]["settings"] = payload.get("settings")
+    if isinstance(payload.get("data"), dict):
+        out["run"]["data"] = payload["data"]
+    for key in ("train_seconds", "best_step", "best_validation_nll"):
+        if key in record:
+            out["run"][key] = record[key]
+    out["run"]["has_best"] = (path / BEST_NAME).is_file()
+    return out
+
+
+def upgrade(run_dir: str) -> dict:
+    """Convert ``RUN_DIR/checkpoint.pkl`` (format 1, a pickle) to ``checkpoint.npz``.
+
+    Reading the pickle can run code: this is for runs you trust. The state is checked against
+    its method's template before anything is written, a model file's SHA-256 is recorded
+    (hashing the file as it is now), and the pickle is kept as ``checkpoint.pkl.bak``.
+    """
+    from bayesmeta.checkpoint import (
+        CHECKPOINT_NAME,
+        LEGACY_CHECKPOINT_NAME,
+        as_json,
+        file_sha256,
+        load_legacy_checkpoint,
+        save_checkpoint,
+    )
+    from bayesmeta.zoo import builtin_models
+
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise UsageError(f"RUN_DIR: expected a run directory, got {run_dir!r}")
+    legacy = path / LEGACY_CHECKPOINT_NAME
+    if (path / CHECKPOINT_NAME).exists():
+        # never unpickle beside a data-only checkpoint: there is nothing to convert
+        extra = " (the checkpoint.pkl beside it was not read)" if legacy.exists() else ""
+        raise UsageError(
+            f"RUN_DIR: {run_dir!r} is already in the data-only format{extra}; nothing to upgrade"
+        )
+    if not legacy.is_file():
+        raise UsageError(f"RUN_DIR: {run_dir!r} has no checkpoint.pkl; nothing to upgrade")
+    payload = load_legacy_checkpoint(legacy)
+    source = payload.get("model_source")
+    if isinstance(source, str) and source not in builtin_models():
+        if not Path(source).is_file():
+            raise UsageError(
+                f"RUN_DIR: the run's model file {source!r} is gone, so its hash cannot be "
+                "recorded; put it back and upgrade again"
+            )
+        payload["model_sha256"] = file_sha256(source)
+    else:
+        payload["model_sha256"] = None
+    payload.pop("format_version", None)
+    payload["settings"] = as_json(payload.get("settings"))
+    # the state must rebuild from its method's template before the new file is written
+    _, _, state, _ = load_run(run_dir, trust_model_file=True, allow_pickle=True)
+    payload["state"] = state
+    payload["upgraded_from"] = "checkpoint.pkl (format 1)"
+    save_checkpoint(path / CHECKPOINT_NAME, payload)
+    os.replace(legacy, path / (LEGACY_CHECKPOINT_NAME + ".bak"))
+    return {"run_dir": run_dir, "step": int(payload.get("step", 0)), "method": payload["method"]}

@@ -1,0 +1,366 @@
+"""Score a fitted run directory: on a task file (``bayesmeta evaluate``), in the data's own
+units with the classical linear baselines beside it for a data run, and by active learning on a
+pool (``bayesmeta active``); and write task files (``bayesmeta tasks``). Every function here is
+the command line's, reachable from Python with keyword arguments; each writes its outputs only
+once everything is computed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import numbers
+from pathlib import Path
+
+from bayesmeta.atomic import save_npz, write_text
+from bayesmeta.errors import UsageError, check_out_file, check_positive
+from bayesmeta.rundir import DataRef, load_run
+
+
+@contextlib.contextmanager
+def progress_bar(total: int, desc: str, quiet: bool):
+    """A progress bar (``tqdm.auto``), off with ``--quiet`` and when stderr is not a terminal.
+
+    On an error the bar's line is erased, so the error stays the only line it leaves."""
+    from bayesmeta.inference.train import ProgressBar
+
+    bar = ProgressBar(total, desc, False if quiet else None)
+    bar.update(0)
+    try:
+        yield bar
+    except BaseException:
+        bar.discard()
+        raise
+    bar.close()
+
+
+def load_tasks_for(spec, tasks: str) -> dict:
+    """Read a task file and check it against a model: Dx, Dy (regression) or the number of
+    classes (classification)."""
+    from bayesmeta.tasks.io import TaskFileError, load_tasks
+
+    model = spec.model
+    try:
+        if model.likelihood == "categorical":
+            return load_tasks(
+                tasks, dx=model.dx, classification=True, num_classes=int(model.num_classes)
+            )
+        return load_tasks(tasks, dx=model.dx, classification=False, dy=int(model.dy))
+    except TaskFileError as err:
+        # "(from dx)" names the API argument; here the expectation is the run's model.
+        msg = str(err)
+        for arg in ("dx", "dy"):
+            msg = msg.replace(f"(from {arg})", f"(model {spec.name!r})")
+        raise TaskFileError(msg.replace("(num_classes=", f"(model {spec.name!r}: C=")) from None
+
+
+def evaluate_run(
+    run_dir: str,
+    tasks: str,
+    out: str,
+    samples: int = 1000,
+    predictive: str | None = None,
+    seed: int = 0,
+    quiet: bool = False,
+    access: dict | None = None,
+) -> dict:
+    """Adapt a fitted run to the support sets of a task file and score the query sets.
+
+    Both outputs (``out`` and ``predictive``) are written only once everything is computed,
+    so a failure leaves neither behind."""
+    import jax
+    import jax.numpy as jnp
+
+    from bayesmeta.evaluate import evaluate as score
+    from bayesmeta.evaluate import predictive_arrays
+    from bayesmeta.tasks.base import Support
+
+    check_out_file(out)
+    if predictive:
+        check_out_file(predictive, "--predictive")
+        if Path(predictive).resolve() == Path(out).resolve():
+            raise UsageError(f"--predictive: expected a path other than --out, got {predictive!r}")
+    check_positive("--samples", samples)
+    spec, method, state, payload = load_run(run_dir, **(access or {}))
+    data = load_tasks_for(spec, tasks)
+    # a run on the user's own data works in its training groups' standardised units; the
+    # task file and every reported number are in the data's own units
+    scaler = None
+    if isinstance(payload.get("scaler"), dict):
+        from bayesmeta.tasks.data import Standardizer
+
+        scaler = Standardizer.from_json(payload["scaler"])
+        y_raw = data["y_query"]
+        for key in ("x_support", "x_query"):
+            data[key] = scaler.transform_x(data[key]).astype("float32")
+        for key in ("y_support", "y_query"):
+            data[key] = scaler.transform_y(data[key]).astype(data[key].dtype)
+    x_s, y_s = jnp.asarray(data["x_support"]), jnp.asarray(data["y_support"])
+    support = Support(x_s, y_s, jnp.ones(x_s.shape[:2], x_s.dtype))
+    k_adapt, k_pred = jax.random.split(jax.random.PRNGKey(seed))
+    xq, yq = jnp.asarray(data["x_query"]), jnp.asarray(data["y_query"])
+    arrays = None
+    with progress_bar(3 if predictive else 2, f"evaluate {spec.name}/{method.name}", quiet) as bar:
+        post = method.adapt(k_adapt, state, support, samples)
+        bar.update(1, "adapted")
+        report = score(post, xq, yq, mask_query=data.get("mask_query"))
+        bar.update(2, "scored")
+        if predictive:
+            arrays = predictive_arrays(post, k_pred, xq, yq, samples)
+            bar.update(3, "predictive")
+    if scaler is not None and scaler.y_mean is not None:
+        to_data_units(report, arrays, post, xq, y_raw, data.get("mask_query"), scaler)
+        if int(yq.shape[-1]) == 1:
+            report["baselines"] = linear_baselines(spec.splits.train, data, scaler,
+                                                   report["nll_per_task"])  # fmt: skip
+    report.update(
+        {
+            "model": spec.name,
+            "k": int(x_s.shape[1]),
+            "samples": samples,
+            "run_dir": str(run_dir),
+            "tasks": str(tasks),
+        }
+    )
+    text = json.dumps(report, indent=2)
+    if arrays is not None:
+        save_npz(Path(predictive), arrays)
+        try:
+            write_text(Path(out), text)
+        except BaseException:
+            Path(predictive).unlink(missing_ok=True)
+            raise
+    else:
+        write_text(Path(out), text)
+    return report
+
+
+def to_data_units(report, arrays, post, xq, y_raw, mask, scaler) -> None:
+    """Convert a standardised-units report (and predictive arrays) to the data's own units:
+    densities gain the Jacobian −Σ log y_scale, means and draws map back, MSE is recomputed
+    against the raw targets; coverage, calibration and PIT are unchanged by an affine map."""
+    import numpy as np
+
+    from bayesmeta.evaluate.metrics import mse
+
+    jac = scaler.log_jacobian()
+    report["nll"] = report["nll"] + jac
+    report["nll_per_task"] = [v + jac for v in report["nll_per_task"]]
+    mean = scaler.inverse_y(np.asarray(post.mean(xq)))
+    if mask is not None:
+        keep = np.asarray(mask).astype(bool)
+        report["mse"] = mse(mean[keep][None], np.asarray(y_raw)[keep][None])
+    else:
+        report["mse"] = mse(mean, y_raw)
+    report["units"] = "data"
+    if arrays is not None:
+        arrays["log_predictive"] = arrays["log_predictive"] - jac
+        arrays["mean"] = mean.astype(np.float32)
+        arrays["samples"] = scaler.inverse_y(arrays["samples"]).astype(np.float32)
+
+
+def linear_baselines(train, data: dict, scaler, method_per_task=None) -> dict:
+    """NLL per query point (data units) of the pooled and the per-group empirical-Bayes
+    linear regressions (:mod:`bayesmeta.evaluate.baselines`), fitted on the run's training
+    groups (``train``, a :class:`~bayesmeta.tasks.grouped.GroupedData`) and scored on the same
+    task file (``data``, in standardised units) as the method: per task, with its standard error
+    over tasks, and ``diff_se``, the paired standard error of the method's per-task NLL minus
+    the baseline's."""
+    import numpy as np
+
+    from bayesmeta.evaluate import task_nll
+    from bayesmeta.evaluate.baselines import baseline_log_predictive, fit_linear_baselines
+
+    real = np.arange(train.x.shape[1])[None, :] < train.lengths[:, None]
+    ids = np.broadcast_to(np.arange(train.num_groups)[:, None], real.shape)[real]
+    fit = fit_linear_baselines(train.x[real], train.y[real][:, 0], ids)
+    xs = data["x_support"]
+    lps = baseline_log_predictive(fit, xs, data["y_support"], np.ones(xs.shape[:2]),
+                                  data["x_query"], data["y_query"])  # fmt: skip
+    keep = np.asarray(data.get("mask_query", np.ones(lps["eb_linear"].shape))).astype(bool)
+    jac = scaler.log_jacobian()
+    out = {}
+    for name, lp in lps.items():
+        per_task = task_nll(lp, keep)
+        out[name] = {"nll": float(-lp[keep].mean() + jac),
+                     "nll_per_task": [v + jac for v in per_task["nll_per_task"]]}  # fmt: skip
+        if method_per_task is not None and len(method_per_task) > 1:
+            # paired over the same tasks: the SE of the method's NLL minus the baseline's
+            diff = np.asarray(method_per_task) - np.asarray(out[name]["nll_per_task"])
+            out[name]["diff_se"] = float(diff.std(ddof=1) / np.sqrt(diff.size))
+        if "nll_se" in per_task:
+            out[name]["nll_se"] = per_task["nll_se"]
+    return out
+
+
+def make_data_tasks(
+    data: DataRef, split: str, out: str, k: int, seed: int, min_group_size: int | None = None
+) -> int:
+    """Write a task file of one split of the user's own data, in its own units: one task per
+    group, ``k`` support points, the rest of the group as (masked) query points. Returns the
+    number of tasks."""
+    from bayesmeta.tasks.data import SPLITS, held_out_tasks
+    from bayesmeta.tasks.io import save_tasks
+
+    check_out_file(out)
+    if split not in SPLITS:
+        raise UsageError(f"--split: expected one of {list(SPLITS)}, got {split!r}")
+    rows = data.rows()
+    groups = rows.split(seed=data.split_seed)[split].groups
+    tasks = held_out_tasks(rows, groups, k, seed, min_group_size)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    save_tasks(out, tasks)
+    return int(tasks["x_support"].shape[0])
+
+
+def make_tasks(
+    model: str, out: str, k: int, num_tasks: int, num_query: int, seed: int, pool: int = 0
+) -> None:
+    """Write a held-out task file drawn from a model's task family.
+
+    With ``pool > 0`` each task also gets ``x_pool (T, pool, Dx)`` and ``y_pool``: candidates
+    for active learning, drawn like the query points (``x_query``/``y_query`` stay the held-out
+    evaluation points).
+    """
+    import jax
+    import numpy as np
+
+    from bayesmeta.tasks.base import make_task_set
+    from bayesmeta.tasks.io import save_tasks
+    from bayesmeta.zoo import load_model_spec
+
+    check_out_file(out)
+    for arg, value in (("--k", k), ("--num-tasks", num_tasks), ("--queries", num_query)):
+        check_positive(arg, value)
+    if isinstance(pool, bool) or not isinstance(pool, numbers.Integral) or pool < 0:
+        raise UsageError(f"--pool: expected a non-negative integer, got {pool!r}")
+    spec = load_model_spec(model)
+    data = make_task_set(spec.family, jax.random.PRNGKey(seed), num_tasks, k, num_query + pool)
+    data = {k_: np.asarray(v) for k_, v in data.items()}
+    if pool > 0:
+        for name in ("x", "y"):
+            q = data.pop(f"{name}_query")
+            data[f"{name}_pool"], data[f"{name}_query"] = q[:, :pool], q[:, pool:]
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    save_tasks(out, data)
+
+
+def _finite_or_none(values) -> list[float | None]:
+    import numpy as np
+
+    return [float(v) if np.isfinite(v) else None for v in np.asarray(values).ravel()]
+
+
+def active_run(
+    run_dir: str,
+    tasks: str,
+    acquisition: str,
+    queries: int,
+    out: str,
+    samples: int = 100,
+    batch: int = 1,
+    seed: int = 0,
+    quiet: bool = False,
+    access: dict | None = None,
+) -> dict:
+    """Pool-based active learning on a task file; writes ``CURVE.json``.
+
+    Each task starts from its support set, labels ``queries`` rounds of ``batch`` pool points
+    (``x_pool``, ``y_pool``) chosen by ``acquisition`` and re-adapts after each round; the
+    evaluation points are ``x_query``/``y_query``. ``acquisition="all"`` runs every acquisition
+    with the same keys (paired) into one file holding ``curves``.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from bayesmeta.evaluate.active import (
+        ACQUISITIONS,
+        learning_curve,
+        paired_difference,
+        run_active,
+    )
+    from bayesmeta.tasks.base import Support
+
+    check_out_file(out)
+    if acquisition != "all" and acquisition not in ACQUISITIONS:
+        raise UsageError(
+            f"--acquisition: expected one of {[*ACQUISITIONS, 'all']}, got {acquisition!r}"
+        )
+    for arg, value in (("--queries", queries), ("--samples", samples), ("--batch", batch)):
+        check_positive(arg, value)
+    names = list(ACQUISITIONS) if acquisition == "all" else [acquisition]
+    spec, method, state, _ = load_run(run_dir, **(access or {}))
+    classification = spec.model.likelihood == "categorical"
+    data = load_tasks_for(spec, tasks)
+    if "x_pool" not in data:
+        raise UsageError(
+            f"x_pool: missing key in {tasks!r}; active learning needs x_pool (T, P, Dx) and "
+            f"y_pool (the candidates), got keys {sorted(data)}"
+        )
+    x_pool = data["x_pool"]
+    if queries * batch > x_pool.shape[1]:
+        raise UsageError(
+            f"--queries: {queries} queries x --batch {batch} = {queries * batch} labels exceed "
+            f"the pool size P={x_pool.shape[1]} of x_pool {x_pool.shape}"
+        )
+    x_s = jnp.asarray(data["x_support"])
+    support = Support(x_s, jnp.asarray(data["y_support"]), jnp.ones(x_s.shape[:2], x_s.dtype))
+    key = jax.random.PRNGKey(seed)
+    results, curves = {}, {}
+    with progress_bar(len(names), f"active {spec.name}/{method.name}", quiet) as bar:
+        for i, name in enumerate(names):
+            results[name] = run_active(
+                key,
+                method,
+                state,
+                support,
+                jnp.asarray(x_pool),
+                jnp.asarray(data["y_pool"]),
+                jnp.asarray(data["x_query"]),
+                jnp.asarray(data["y_query"]),
+                name,
+                queries,
+                samples,
+                batch,
+            )
+            curves[name] = learning_curve(results[name], name)
+            bar.update(i + 1, name)
+    metric = "accuracy" if classification else "mse"
+    if "random" in results and len(results) > 1:
+        for name in names:
+            if name == "random":
+                continue
+            for m in (metric, "nll"):
+                diff, se = paired_difference(results[name], results["random"], m)
+                curves[name][f"{m}_vs_random"] = _finite_or_none(diff)
+                curves[name][f"{m}_vs_random_se"] = _finite_or_none(se)
+    common = {
+        "method": method.name,
+        "model": spec.name,
+        "run_dir": str(run_dir),
+        "tasks": str(tasks),
+        "n_tasks": int(x_s.shape[0]),
+        "k": int(x_s.shape[1]),
+        "pool_size": int(x_pool.shape[1]),
+        "queries": int(queries),
+        "batch": int(batch),
+        "samples": int(samples),
+        "seed": int(seed),
+    }
+    if acquisition == "all":
+        report = {**common, "acquisition": "all", "acquisitions": names, "curves": curves}
+    else:
+        report = {**common, **curves[acquisition]}
+    write_text(Path(out), json.dumps(report, indent=2))
+    return report
+
+
+__all__ = [
+    "active_run",
+    "evaluate_run",
+    "linear_baselines",
+    "load_tasks_for",
+    "make_data_tasks",
+    "make_tasks",
+    "to_data_units",
+]
