@@ -110,214 +110,121 @@ def _access(args) -> dict:
     }
 
 
+def _flags(p: argparse.ArgumentParser, *specs: tuple) -> None:
+    """``(flag, type or action, default, help)`` rows; ``type`` None is a store_true flag."""
+    for flag, kind, default, help_ in specs:
+        if kind is None:
+            p.add_argument(flag, action="store_true", help=help_)
+        else:
+            p.add_argument(flag, type=kind, default=default, help=help_)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from bayesmeta import __version__
+    from bayesmeta.bench import BUDGETS as BENCH_BUDGETS
+    from bayesmeta.bench import FAMILIES, METHODS
     from bayesmeta.zoo import BUDGETS, METHOD_NAMES
 
-    p = _Parser(
-        prog="bayesmeta",
-        description="Probabilistic meta-learning: task posteriors from a few examples.",
-    )
-    from bayesmeta import __version__
-
+    p = _Parser(prog="bayesmeta", description="Task posteriors from a few examples.")
     p.add_argument("--version", action="version", version=f"bayesmeta {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+    quiet = ("--quiet", None, False, "no progress bar")
 
     f = sub.add_parser("fit", help="meta-train a method on a model")
-    f.add_argument(
-        "model", metavar="MODEL", help="model file (models/sinusoid.py) or built-in name"
-    )
+    f.add_argument("model", metavar="MODEL", help="a model file or a built-in model's name")
     f.add_argument("--method", required=True, choices=METHOD_NAMES)
-    f.add_argument("--steps", type=_positive("--steps"), default=None)
-    f.add_argument(
-        "--max-seconds",
-        type=_positive("--max-seconds"),
-        default=None,
-        metavar="S",
-        help="also stop after S seconds of training (recorded; a run stopped by it depends "
-        "on the machine)",
-    )
-    f.add_argument(
-        "--validate",
-        action="store_true",
-        help="score held-out validation tasks after every chunk and keep the best state "
-        "(best.npz); data runs always do",
-    )
-    f.add_argument("--seed", type=_seed, default=0)
     f.add_argument("--budget", choices=BUDGETS, default="default")
     f.add_argument("--out", required=True, metavar="RUN_DIR")
-    f.add_argument("--quiet", action="store_true", help="no progress bar")
-    f.add_argument(
-        "--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint"
-    )
-    f.add_argument(
-        "--force",
-        action="store_true",
-        help="replace the run already in RUN_DIR (without it such a directory is refused)",
-    )
+    _flags(
+        f,
+        ("--steps", _positive("--steps"), None, "meta-training steps (default: the recipe's)"),
+        ("--max-seconds", _positive("--max-seconds"), None, "also stop after S seconds of "
+         "training (recorded; a run it stops depends on the machine)"),
+        ("--validate", None, False, "score held-out validation tasks after every chunk and keep "
+         "the best state (best.npz); data runs always do"),
+        ("--seed", _seed, 0, "θ's initialisation and the training stream"),
+        quiet,
+        ("--resume", None, False, "continue the run in RUN_DIR from its checkpoint"),
+        ("--force", None, False, "replace the run already in RUN_DIR"),
+        ("--task-streams", _positive("--task-streams"), None, "draw each meta-batch as S "
+         "independent task streams (default with --distributed: one per device)"),
+        ("--distributed", None, False, "train across processes on JAX's distributed runtime "
+         "(docs/distributed.md)"),
+        ("--coordinator", str, None, "process 0's HOST:PORT (default: JAX_COORDINATOR_ADDRESS)"),
+        ("--num-processes", _positive("--num-processes"), None, "default: JAX_NUM_PROCESSES"),
+        ("--process-id", int, None, "this process, 0..N-1 (default: JAX_PROCESS_ID)"),
+    )  # fmt: skip
     _add_data_args(f)
-    f.add_argument(
-        "--task-streams",
-        type=_positive("--task-streams"),
-        default=None,
-        metavar="S",
-        help="draw each meta-batch as S independent task streams (default with --distributed: "
-        "one per device); the same S gives the same run on any number of processes",
-    )
-    f.add_argument(
-        "--distributed",
-        action="store_true",
-        help="train across processes on JAX's distributed runtime (docs/distributed.md)",
-    )
-    f.add_argument(
-        "--coordinator",
-        default=None,
-        metavar="HOST:PORT",
-        help="process 0's address (default: JAX_COORDINATOR_ADDRESS or the cluster's)",
-    )
-    f.add_argument(
-        "--num-processes",
-        type=_positive("--num-processes"),
-        default=None,
-        metavar="N",
-        help="default: JAX_NUM_PROCESSES or the cluster's",
-    )
-    f.add_argument(
-        "--process-id",
-        type=int,
-        default=None,
-        metavar="I",
-        help="this process, 0..N-1 (default: JAX_PROCESS_ID or the cluster's)",
-    )
 
     e = sub.add_parser("evaluate", help="score a fitted run on a task file")
     e.add_argument("run_dir", metavar="RUN_DIR")
     _add_access_args(e)
     e.add_argument("--tasks", required=True, metavar="FILE.npz")
-    e.add_argument("--samples", type=_positive("--samples"), default=1000)
-    e.add_argument("--seed", type=_seed, default=0)
     e.add_argument("--out", required=True, metavar="REPORT.json")
-    e.add_argument("--predictive", default=None, metavar="PRED.npz")
-    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    _flags(e, ("--samples", _positive("--samples"), 1000, "posterior samples per task"),
+           ("--seed", _seed, 0, "the adaptation's key"),
+           ("--predictive", str, None, "also write the predictive to PRED.npz"), quiet)  # fmt: skip
 
     a = sub.add_parser("active", help="active learning from a pool: learning curves")
     a.add_argument("run_dir", metavar="RUN_DIR")
     _add_access_args(a)
-    a.add_argument(
-        "--tasks", required=True, metavar="FILE.npz", help="task file with x_pool and y_pool"
-    )
-    a.add_argument(
-        "--acquisition",
-        required=True,
-        metavar="A",
-        help="variance, entropy, bald, random, or all (every one, paired, into one file)",
-    )
+    a.add_argument("--tasks", required=True, metavar="FILE.npz", help="with x_pool and y_pool")
+    a.add_argument("--acquisition", required=True, metavar="A",
+                   help="variance, entropy, bald, random, or all (paired)")  # fmt: skip
     a.add_argument("--queries", required=True, type=_positive("--queries"), metavar="N")
-    a.add_argument("--batch", type=_positive("--batch"), default=1, help="labels per query")
-    a.add_argument(
-        "--samples",
-        type=_positive("--samples"),
-        default=100,
-        help="posterior samples per adaptation (ignored by particle and grid methods)",
-    )
-    a.add_argument("--seed", type=_seed, default=0)
     a.add_argument("--out", required=True, metavar="CURVE.json")
-    a.add_argument("--quiet", action="store_true", help="no progress bar")
+    _flags(a, ("--batch", _positive("--batch"), 1, "labels per query"),
+           ("--samples", _positive("--samples"), 100, "posterior samples per adaptation"),
+           ("--seed", _seed, 0, "the acquisitions' key"), quiet)  # fmt: skip
 
-    t = sub.add_parser(
-        "tasks", help="write a held-out task file from a model's task family or your data"
-    )
+    t = sub.add_parser("tasks", help="write a held-out task file of a model's family or your data")
     t.add_argument("model", metavar="MODEL", nargs="?", default=None)
     _add_data_args(t)
-    t.add_argument(
-        "--split",
-        choices=["train", "validation", "test"],
-        default="test",
-        help="with --data: whose groups become tasks",
-    )
-    t.add_argument(
-        "--min-group-size",
-        type=_positive("--min-group-size"),
-        default=None,
-        help="with --data: leave out groups with fewer rows (default: refuse groups < K + 1)",
-    )
-    t.add_argument("--k", type=_positive("--k"), default=5, help="support points per task")
-    t.add_argument("--num-tasks", type=_positive("--num-tasks"), default=200)
-    t.add_argument("--queries", type=_positive("--queries"), default=50)
-    t.add_argument(
-        "--pool",
-        type=_positive("--pool"),
-        default=None,
-        help="also write x_pool/y_pool with this many candidates per task (active learning)",
-    )
-    t.add_argument("--seed", type=_seed, default=12345)
+    t.add_argument("--split", choices=["train", "validation", "test"], default="test",
+                   help="with --data: whose groups become tasks")  # fmt: skip
     t.add_argument("--out", required=True, metavar="FILE.npz")
+    _flags(
+        t,
+        ("--min-group-size", _positive("--min-group-size"), None, "with --data: leave out "
+         "groups with fewer rows (default: refuse groups < K + 1)"),
+        ("--k", _positive("--k"), 5, "support points per task"),
+        ("--num-tasks", _positive("--num-tasks"), 200, "tasks in the file"),
+        ("--queries", _positive("--queries"), 50, "query points per task"),
+        ("--pool", _positive("--pool"), None, "also write x_pool/y_pool with this many "
+         "candidates per task (active learning)"),
+        ("--seed", _seed, 12345, "the tasks' key"),
+    )  # fmt: skip
 
     i = sub.add_parser("info", help="versions, devices, and a run's configuration")
     i.add_argument("run_dir", nargs="?", default=None, metavar="RUN_DIR")
     _add_access_args(i)
-
-    u = sub.add_parser(
-        "upgrade",
-        help="convert a run you trust from the legacy pickle checkpoint to the data-only format",
-    )
+    u = sub.add_parser("upgrade", help="convert a run you trust from a legacy pickle checkpoint")
     u.add_argument("run_dir", metavar="RUN_DIR")
 
-    r = sub.add_parser("run", help="the main job: ABML and MAML on the sinusoid, beside the oracle")
+    r = sub.add_parser("run", help="the main job: methods on the sinusoid beside the oracle")
     r.add_argument("--out", default="bayesmeta-out", metavar="DIR")
-    r.add_argument(
-        "--seconds",
-        type=_positive("--seconds"),
-        default=None,
-        help="also stop each method after S seconds of training (default: its embedded step count)",
-    )
-    r.add_argument("--num-tasks", type=_positive("--num-tasks"), default=200)
-    r.add_argument("--seed", type=_seed, default=0)
-    r.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
-
-    from bayesmeta.bench import BUDGETS as BENCH_BUDGETS
-    from bayesmeta.bench import FAMILIES, METHODS
-    from bayesmeta.zoo import METHOD_NAMES
+    _flags(r, ("--seconds", _positive("--seconds"), None, "also stop each method after S "
+               "seconds of training (default: its embedded step count)"),
+           ("--num-tasks", _positive("--num-tasks"), 200, "held-out tasks"),
+           ("--seed", _seed, 0, "training and evaluation seed"),
+           ("--quiet", None, False, "no progress bars or progress lines"))  # fmt: skip
 
     b = sub.add_parser("bench", help="benchmark suites (calibration of every method and family)")
-    b.add_argument(
-        "suite",
-        choices=["calibration", "merge"],
-        help="calibration: run the suite (or this shard of it); merge: join shard folders",
-    )
+    b.add_argument("suite", choices=["calibration", "merge"],
+                   help="calibration: run the suite; merge: join shard folders")  # fmt: skip
     b.add_argument("shards", nargs="*", metavar="SHARD_DIR", help="merge: the shards' --out")
-    b.add_argument(
-        "--budget",
-        choices=list(BENCH_BUDGETS),
-        default="small",
-        help="small: 6 s per run, a smoke test (under 30 minutes on 2 CPU cores); standard: "
-        "step counts, 3 seeds, about 4 hours of 2-core time (shard it); classification: the "
-        "few-shot classifiers on glyphs and digits, 600 test tasks, temperatures fitted on "
-        "validation classes; full: the papers' steps",
-    )
-    b.add_argument(
-        "--shard",
-        default="0/1",
-        metavar="I/N",
-        help="run every N-th training run from the I-th (a job array's share); join the "
-        "shards' folders with `bayesmeta bench merge DIR... --out DIR`",
-    )
-    b.add_argument(
-        "--no-resume",
-        action="store_true",
-        help="recompute the runs whose rows are already in --out (default: skip them)",
-    )
+    b.add_argument("--budget", choices=list(BENCH_BUDGETS), default="small",
+                   help="small: a smoke test; standard: step counts, 3 seeds (shard it); "
+                   "classification: the few-shot classifiers; full: the papers' steps")  # fmt: skip
     b.add_argument("--families", nargs="+", choices=list(FAMILIES), default=None)
-    b.add_argument(
-        "--methods", nargs="+", choices=[m for m in METHOD_NAMES if m != "reference"],
-        default=None, help=f"default: the budget's ({', '.join(METHODS)}; classification: "
-        "the few-shot classifiers)",
-    )  # fmt: skip
+    b.add_argument("--methods", nargs="+", choices=[m for m in METHOD_NAMES if m != "reference"],
+                   default=None, help=f"default: the budget's ({', '.join(METHODS)})")  # fmt: skip
     b.add_argument("--seeds", nargs="+", type=_seed, default=None)
-    b.add_argument(
-        "--seconds", type=_positive("--seconds"), default=None, help="training seconds per run"
-    )
     b.add_argument("--out", default="bench-out", metavar="DIR")
-    b.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
+    _flags(b, ("--shard", str, "0/1", "I/N: every N-th training run from the I-th"),
+           ("--no-resume", None, False, "recompute the runs whose rows are already in --out"),
+           ("--seconds", _positive("--seconds"), None, "training seconds per run"),
+           ("--quiet", None, False, "no progress bars or progress lines"))  # fmt: skip
     return p
 
 

@@ -23,6 +23,19 @@ from typing import Any
 import numpy as np
 
 from bayesmeta.atomic import save_npz, write_text
+from bayesmeta.checkpoint import (
+    BEST_NAME,
+    CHECKPOINT_NAME,
+    LEGACY_CHECKPOINT_NAME,
+    CheckpointError,
+    as_json,
+    file_sha256,
+    load_checkpoint,
+    load_legacy_checkpoint,
+    restore_state,
+    save_checkpoint,
+    state_arrays,
+)
 from bayesmeta.errors import UsageError
 
 RUN_JSON = "run.json"
@@ -46,7 +59,6 @@ class DataRef:
         self.split_seed, self.sha256 = split_seed, sha256
 
     def rows(self):
-        from bayesmeta.checkpoint import file_sha256
         from bayesmeta.tasks.data import load_rows
 
         rows = load_rows(self.path, x=self.x, y=self.y, group=self.group, labels=self.labels)
@@ -62,13 +74,6 @@ class DataRef:
     def splits(self):
         """The file's rows split by group (train / validation / test) by ``split_seed``."""
         return self.rows().split(seed=self.split_seed)
-
-    def spec(self, model: str):
-        from bayesmeta.zoo import data_model_spec
-
-        rows = self.rows()
-        splits = rows.split(seed=self.split_seed)
-        return data_model_spec(model, splits, name=rows.name), splits
 
     def manifest(self) -> dict:
         return {
@@ -104,20 +109,19 @@ def save_splits(path: str | os.PathLike, splits) -> str:
     }
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8)
     save_npz(path, arrays)
-    return file_digest(path)
+    return file_sha256(path)
 
 
 def load_splits(path: str | os.PathLike, sha256: str | None = None):
     """The :class:`~bayesmeta.tasks.data.Splits` written by :func:`save_splits`, read without
     pickle and checked against the SHA-256 the run recorded."""
-    from bayesmeta.checkpoint import CheckpointError
     from bayesmeta.tasks.data import Splits, Standardizer
     from bayesmeta.tasks.grouped import GroupedData
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint: the run's data {str(path)!r} is missing")
-    if sha256 is not None and file_digest(path) != sha256:
+    if sha256 is not None and file_sha256(path) != sha256:
         raise CheckpointError(
             f"checkpoint: the run's data {str(path)!r} has changed since the run was saved"
         )
@@ -146,12 +150,6 @@ def load_splits(path: str | os.PathLike, sha256: str | None = None):
     return Splits(**parts, scaler=scaler)
 
 
-def file_digest(path: str | os.PathLike) -> str:
-    from bayesmeta.checkpoint import file_sha256
-
-    return file_sha256(path)
-
-
 def data_entry(data: Any) -> dict | None:
     """The manifest's ``data`` entry for the data a run is fitted on: a file's
     :meth:`DataRef.manifest`, a built-in data set's name, or (rows or splits held in memory)
@@ -169,7 +167,6 @@ def data_entry(data: Any) -> dict | None:
 
 def splits_of_entry(run_dir: str | os.PathLike, entry: dict):
     """The split data a manifest's ``data`` entry names (:func:`data_entry`)."""
-    from bayesmeta.checkpoint import CheckpointError
 
     try:
         if "saved" in entry:
@@ -206,7 +203,6 @@ def prepare_run_dir(out: str | os.PathLike, manifest: dict, splits=None) -> dict
 def write_run(out: str | os.PathLike, manifest: dict, state, key, info: dict, splits=None) -> Path:
     """Write a whole run directory: its data (:func:`prepare_run_dir`), ``checkpoint.npz``
     (the state and ``manifest``) and ``run.json`` (``info``), each atomically."""
-    from bayesmeta.checkpoint import CHECKPOINT_NAME, save_checkpoint
 
     out = Path(out)
     manifest = prepare_run_dir(out, manifest, splits)
@@ -276,17 +272,6 @@ def load_run(
     import jax
     import numpy as np
 
-    from bayesmeta.checkpoint import (
-        BEST_NAME,
-        CHECKPOINT_NAME,
-        LEGACY_CHECKPOINT_NAME,
-        CheckpointError,
-        file_sha256,
-        load_checkpoint,
-        load_legacy_checkpoint,
-        restore_state,
-        state_arrays,
-    )
     from bayesmeta.zoo import builtin_models
 
     path = Path(run_dir)
@@ -366,7 +351,6 @@ def _spec_of_run(run_dir: str, payload: dict, model: Any, trusted: bool):
     """The run's ModelSpec: a built-in by name; a data model from the run's data; a model
     given as an object from ``model`` (with the run's data); a model file only when named or
     trusted, and only if its SHA-256 matches the one recorded at fit time."""
-    from bayesmeta.checkpoint import CheckpointError, file_sha256
     from bayesmeta.zoo import DATA_MODELS, ModelSpec, as_spec, builtin_models, load_model_spec
 
     source, digest, kind = payload["model_source"], payload.get("model_sha256"), model_kind(payload)
@@ -374,7 +358,7 @@ def _spec_of_run(run_dir: str, payload: dict, model: Any, trusted: bool):
     if entry is not None and not isinstance(entry, dict):
         raise CheckpointError(f"checkpoint: {run_dir!r} has a corrupt data entry ({entry!r})")
     if kind == "object" or (model is not None and not isinstance(model, str | os.PathLike)):
-        name = payload.get("model_name") or source
+        name = source or payload.get("model_name")
         if model is None or isinstance(model, str | os.PathLike):
             raise ValueError(
                 f"model: the run in {run_dir!r} was fitted with the model object {name!r} "
@@ -445,15 +429,6 @@ def run_info(run_dir: str | None = None, access: dict | None = None) -> dict:
 
     import jax
 
-    from bayesmeta.checkpoint import (
-        BEST_NAME,
-        CHECKPOINT_NAME,
-        LEGACY_CHECKPOINT_NAME,
-        CheckpointError,
-        load_checkpoint,
-        load_legacy_checkpoint,
-    )
-
     out: dict = {
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -512,14 +487,6 @@ def upgrade(run_dir: str) -> dict:
     its method's template before anything is written, a model file's SHA-256 is recorded
     (hashing the file as it is now), and the pickle is kept as ``checkpoint.pkl.bak``.
     """
-    from bayesmeta.checkpoint import (
-        CHECKPOINT_NAME,
-        LEGACY_CHECKPOINT_NAME,
-        as_json,
-        file_sha256,
-        load_legacy_checkpoint,
-        save_checkpoint,
-    )
     from bayesmeta.zoo import builtin_models
 
     path = Path(run_dir)

@@ -259,3 +259,32 @@ def test_linear_reference_on_data_is_the_empirical_bayes_baseline(fitted, tmp_pa
     # mlp has no exact reference on data: a named error, exit 2
     assert main(["fit", "mlp", "--method", "reference", "--data", str(csv_path), *COLS,
                  "--quiet", "--out", str(tmp_path / "no")]) == 2  # fmt: skip
+
+
+def test_a_notebook_saved_data_run_reports_in_data_units_from_the_cli(fitted, tmp_path):
+    # The same rows through the CLI and through a notebook (rows held in memory, saved with
+    # Fitted.save): the same θ, and `bayesmeta evaluate` reports both in the data's units.
+    import bayesmeta as bm
+    from bayesmeta.tasks.data import from_csv
+
+    csv_path, cli_run, tasks, cli_rep = fitted[1]["raw"]
+    rows = from_csv(csv_path, x=["a", "b"], y="target", group="site")
+    f = bm.fit("linear", "maml", data=rows, steps=30, progress=False)
+    run = f.save(tmp_path / "nb")
+    assert (run / "data.npz").is_file()  # the rows travel with the run
+    rep = tmp_path / "nb.json"
+    assert main(["evaluate", str(run), "--tasks", str(tasks), "--samples", "20",
+                 "--out", str(rep), "--quiet"]) == 0  # fmt: skip
+    nb = json.loads(rep.read_text())
+    assert nb["units"] == "data" and set(nb["baselines"]) == {"pooled_linear", "eb_linear"}
+    assert nb["baselines"]["eb_linear"]["nll"] == pytest.approx(
+        cli_rep["baselines"]["eb_linear"]["nll"], abs=1e-6
+    )
+    assert nb["nll"] == pytest.approx(cli_rep["nll"], abs=2e-3)
+    # and `info` reads it, from its run.json and checkpoint
+    assert main(["info", str(run)]) == 0
+    # the other way: the CLI's run loads into a notebook with its data
+    g = bm.load(cli_run)
+    assert g.spec.splits is not None and g.info["model_kind"] == "data"
+    held = g.held_out(k=3, num_tasks=4, num_query=2)
+    assert np.isfinite(g.evaluate(held)["nll"])

@@ -1,0 +1,88 @@
+"""The one fit path (bayesmeta.fitting): a Run fits the same θ whichever door it comes through,
+saves and loads back whatever its model and data, and refuses what cannot be resumed."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from test_runs import _line, _rows  # the same toy rows and NumPyro model
+
+import bayesmeta as bm
+from bayesmeta.cli import main
+from bayesmeta.errors import UsageError
+from bayesmeta.fitting import Run, fit_run
+
+
+def _theta(state):
+    return jax.tree_util.tree_leaves(state.theta)
+
+
+def _same(a, b):
+    for x, y in zip(_theta(a), _theta(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_every_door_fits_the_same_theta(tmp_path):
+    # the command line, the notebook, ModelSpec.fit and fit_run are one path
+    kw = {"steps": 6, "seed": 3}
+    direct = fit_run(Run("sinusoid", "maml", config={"chunk_size": 3}, **kw), progress=False)
+    notebook = bm.fit("sinusoid", "maml", progress=False, chunk_size=3, **kw)
+    _, res = bm.load_model_spec("sinusoid").fit("maml", seed=3, steps=6, chunk_size=3,
+                                                progress=False)  # fmt: skip
+    assert main(["fit", "sinusoid", "--method", "maml", "--steps", "6", "--seed", "3",
+                 "--quiet", "--out", str(tmp_path / "cli")]) == 0  # fmt: skip
+    cli = bm.load(tmp_path / "cli")
+    for other in (notebook.state, res.state):
+        _same(direct.state, other)
+    # the CLI's recipe chunks differently; with the same chunking it is the same θ
+    assert int(cli.state.step) == 6
+    assert direct.manifest["model_kind"] == "builtin"
+    assert direct.manifest == notebook.manifest
+
+
+def test_a_run_saved_from_a_notebook_loads_back_whatever_its_model(tmp_path):
+    rows = _rows()
+    # a data model on rows held in memory (issue 41: this failed before)
+    ref = bm.fit("linear", "reference", data=rows)
+    run = ref.save(tmp_path / "ref")
+    for loaded in (bm.load(run), bm.load(run, model="linear")):
+        assert loaded.spec.name == "toy/linear" and loaded.method.name == "reference"
+    assert main(["info", str(run)]) == 0
+    # a NumPyro model function: load needs it again, and says so by its name
+    f = bm.fit(_line, "maml", data=rows, steps=10, progress=False, meta_batch=4, chunk_size=5)
+    own = f.save(tmp_path / "own")
+    with pytest.raises(ValueError, match="model: .*'_line'.*pass it again"):
+        bm.load(own)
+    g = bm.load(own, model=_line)
+    _same(f.state, g.state)
+    tasks = f.held_out(k=3, num_tasks=4, num_query=4)
+    assert g.evaluate(tasks)["nll"] == pytest.approx(f.evaluate(tasks)["nll"], abs=1e-6)
+    # the CLI describes it from its manifest without the function
+    assert main(["info", str(own)]) == 0
+
+
+def test_a_changed_saved_data_file_is_refused(tmp_path):
+    run = bm.fit("linear", "reference", data=_rows()).save(tmp_path / "ref")
+    data = run / "data.npz"
+    data.write_bytes(data.read_bytes()[:-7] + b"garbage")
+    with pytest.raises(ValueError, match="data"):
+        bm.load(run)
+
+
+def test_resume_refuses_a_missing_directory_and_keeps_seconds(tmp_path, capsys):
+    missing = tmp_path / "no" / "such"
+    args = ["fit", "sinusoid", "--method", "maml", "--steps", "4", "--quiet", "--out"]
+    assert main([*args, str(missing), "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--resume" in err[0] and "no run directory" in err[0]
+    assert not missing.exists()
+    # an existing empty directory is a first start (a job array resubmitting with --resume)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([*args, str(empty), "--resume"]) == 0
+    assert json.loads((empty / "run.json").read_text())["steps"] == 4
+    with pytest.raises(UsageError, match="resume, force"):
+        fit_run(Run("sinusoid", "maml", steps=2), resume=True)
