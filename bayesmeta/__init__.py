@@ -26,11 +26,12 @@ from bayesmeta.inference import (
     train,
 )
 from bayesmeta.model import HierarchicalModel, NumPyroModel
+from bayesmeta.modelfiles import load_model_spec
 from bayesmeta.nn import Network, mlp
 from bayesmeta.posterior import TaskPosterior
 from bayesmeta.runs import Fitted, fit, load
 from bayesmeta.tasks import Support, TaskBatch, TaskFamily
-from bayesmeta.zoo import ModelSpec, load_model_spec
+from bayesmeta.zoo import ModelSpec
 
 __version__ = "0.1.0"
 

@@ -304,7 +304,8 @@ def run_calibration(
     from bayesmeta.evaluate import evaluate
     from bayesmeta.fitting import Run, fit_run
     from bayesmeta.inference.train import DivergenceError, make_chunk_runner
-    from bayesmeta.zoo import METHOD_NAMES, load_model_spec
+    from bayesmeta.modelfiles import load_model_spec
+    from bayesmeta.zoo import METHOD_NAMES
 
     budget_name = budget if isinstance(budget, str) else _budget_name(budget)
     if isinstance(budget, str):

@@ -123,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     from bayesmeta import __version__
     from bayesmeta.bench import BUDGETS as BENCH_BUDGETS
     from bayesmeta.bench import FAMILIES, METHODS
-    from bayesmeta.zoo import BUDGETS, METHOD_NAMES
+    from bayesmeta.recipes import BUDGETS
+    from bayesmeta.zoo import METHOD_NAMES
 
     p = _Parser(prog="bayesmeta", description="Task posteriors from a few examples.")
     p.add_argument("--version", action="version", version=f"bayesmeta {__version__}")

@@ -26,9 +26,12 @@ import jax
 import numpy as np
 
 from bayesmeta.checkpoint import BEST_NAME, CHECKPOINT_NAME, LEGACY_CHECKPOINT_NAME, as_json
+from bayesmeta.datamodels import as_spec
 from bayesmeta.errors import UsageError, check_out_dir
 from bayesmeta.fitted import Fitted
 from bayesmeta.inference.base import Method
+from bayesmeta.modelfiles import builtin_models
+from bayesmeta.recipes import TRAIN_KEYS, manifest_config
 from bayesmeta.rundir import (
     DATA_NAME,
     DataRef,
@@ -38,7 +41,7 @@ from bayesmeta.rundir import (
     write_run,
     write_run_json,
 )
-from bayesmeta.zoo import TRAIN_KEYS, ModelSpec, as_spec, builtin_models, manifest_config
+from bayesmeta.zoo import ModelSpec
 
 #: The files of a run; ``--force`` removes them all, so nothing of an old run outlives it.
 RUN_FILES = (CHECKPOINT_NAME, BEST_NAME, LEGACY_CHECKPOINT_NAME, "run.json", DATA_NAME)

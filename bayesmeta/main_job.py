@@ -54,7 +54,7 @@ def run_main_job(
 ) -> list[dict]:
     from bayesmeta import plots
     from bayesmeta.evaluate import format_table, markdown_table
-    from bayesmeta.zoo import load_model_spec
+    from bayesmeta.modelfiles import load_model_spec
 
     t_start = time.perf_counter()
     out_dir = Path(out)

@@ -272,7 +272,7 @@ def load_run(
     import jax
     import numpy as np
 
-    from bayesmeta.zoo import builtin_models
+    from bayesmeta.modelfiles import builtin_models
 
     path = Path(run_dir)
     if not path.exists():
@@ -351,7 +351,9 @@ def _spec_of_run(run_dir: str, payload: dict, model: Any, trusted: bool):
     """The run's ModelSpec: a built-in by name; a data model from the run's data; a model
     given as an object from ``model`` (with the run's data); a model file only when named or
     trusted, and only if its SHA-256 matches the one recorded at fit time."""
-    from bayesmeta.zoo import DATA_MODELS, ModelSpec, as_spec, builtin_models, load_model_spec
+    from bayesmeta.datamodels import DATA_MODELS, as_spec
+    from bayesmeta.modelfiles import builtin_models, load_model_spec
+    from bayesmeta.zoo import ModelSpec
 
     source, digest, kind = payload["model_source"], payload.get("model_sha256"), model_kind(payload)
     entry = payload.get("data")
@@ -487,7 +489,7 @@ def upgrade(run_dir: str) -> dict:
     its method's template before anything is written, a model file's SHA-256 is recorded
     (hashing the file as it is now), and the pickle is kept as ``checkpoint.pkl.bak``.
     """
-    from bayesmeta.zoo import builtin_models
+    from bayesmeta.modelfiles import builtin_models
 
     path = Path(run_dir)
     if not path.is_dir():

@@ -24,10 +24,11 @@ from typing import Any
 import jax
 import numpy as np
 
+from bayesmeta.datamodels import as_spec
 from bayesmeta.fitted import Fitted
 from bayesmeta.rundir import DataRef, load_run
 from bayesmeta.tasks.base import padded_support
-from bayesmeta.zoo import as_spec, held_out_tasks
+from bayesmeta.zoo import held_out_tasks
 
 #: Checkpoint fields that are not the run's identity (a loaded run's manifest leaves them out).
 MANIFEST_SKIP = ("key", "history", "step", "state", "format_version", "validation_nll", "arrays",
@@ -123,9 +124,9 @@ def task_set(
 
 
 def _is_data(source: Any) -> bool:
+    from bayesmeta.modelfiles import builtin_models
     from bayesmeta.tasks.data import Rows, Splits
     from bayesmeta.tasks.grouped import DATASETS
-    from bayesmeta.zoo import builtin_models
 
     if isinstance(source, Rows | Splits):
         return True

@@ -225,9 +225,9 @@ def make_tasks(
     import jax
     import numpy as np
 
+    from bayesmeta.modelfiles import load_model_spec
     from bayesmeta.tasks.base import make_task_set
     from bayesmeta.tasks.io import save_tasks
-    from bayesmeta.zoo import load_model_spec
 
     check_out_file(out)
     for arg, value in (("--k", k), ("--num-tasks", num_tasks), ("--queries", num_query)):

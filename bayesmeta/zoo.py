@@ -1,18 +1,13 @@
-"""Model files: a hierarchical model, its task family and a training recipe per method.
+"""Model specs: a hierarchical model, its task family and a training recipe per method
+(:class:`ModelSpec`), and the held-out task streams.
 
-A model file is a Python file that defines ``SPEC = ModelSpec(...)`` (see
-``models/sinusoid.py``). ``bayesmeta fit models/sinusoid.py --method abml`` loads it by path;
-built-in names (``sinusoid``, ``sine_line``) load the files shipped as ``bayesmeta.models``.
+The rest of what this module once held has its own home: recipes in :mod:`bayesmeta.recipes`,
+model files in :mod:`bayesmeta.modelfiles`, data models in :mod:`bayesmeta.datamodels`. The
+old names still import from here, with a ``DeprecationWarning``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import importlib
-import importlib.util
-import os
-import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,100 +20,8 @@ from bayesmeta.inference import Method, reference
 from bayesmeta.inference.config import ConfigError, MethodConfig, TrainConfig
 from bayesmeta.inference.registry import METHODS, check_serves
 from bayesmeta.model import HierarchicalModel, NumPyroModel
-from bayesmeta.nn import linear, mlp
+from bayesmeta.recipes import BUDGETS, TRAIN_KEYS, manifest_config
 from bayesmeta.tasks.base import TaskBatch, TaskFamily, sample_batch
-
-TRAIN_KEYS = TrainConfig.field_names()
-
-# Recipes tuned on the sinusoid (docs/results.md) and shared by the 1-D regression models:
-# meta-batch 10, Adam 3e-3 with a cosine decay; ABML with 4 inner / 64 outer samples. Every
-# recipe is a step count, so the same seed gives the same model on any machine; the counts
-# keep a fit near or under 10 minutes on 2 CPU cores. ABML's stops at 12k steps of its 30k
-# schedule, about where the wall-clock cap of the published runs stopped it, so that the
-# step-based recipe trains the published model.
-REGRESSION_RECIPES: dict[str, dict[str, Any]] = {
-    "*": {"meta_batch": 10, "num_query": 10, "chunk_size": 250, "lr": 3e-3},
-    "maml": {"steps": 100_000, "lr_decay_steps": 100_000, "inner_steps": 5, "inner_lr": 0.01},
-    "meta-sgd": {"steps": 100_000, "lr_decay_steps": 100_000, "inner_steps": 5, "inner_lr": 0.01},
-    "abml": {
-        "steps": 12_000,
-        "lr_decay_steps": 30_000,
-        "inner_steps": 5,
-        "inner_lr": 0.5,
-        "inner_samples": 4,
-        "outer_samples": 64,
-        "outer": "predictive",
-    },
-    "emaml": {
-        "steps": 40_000,
-        "lr_decay_steps": 40_000,
-        "num_particles": 10,
-        "inner_steps": 5,
-        "inner_lr": 0.01,
-    },
-    "bmaml": {
-        "steps": 15_000,
-        "lr_decay_steps": 15_000,
-        "num_particles": 10,
-        "inner_steps": 5,
-        "inner_lr": 0.1,
-        "meta_sgd": True,
-        "outer": "predictive",
-    },
-    "platipus": {
-        "steps": 50_000,
-        "lr_decay_steps": 50_000,
-        "inner_steps": 5,
-        "inner_lr": 0.01,
-        "train_samples": 4,
-        "outer": "predictive",
-    },
-    "neural-process": {
-        "steps": 200_000,
-        "lr_decay_steps": 200_000,
-        "head_components": 2,
-        "train_samples": 16,
-        "outer": "predictive",
-    },
-}
-
-
-def fixed_step_recipes(steps: int, **common) -> dict[str, dict[str, Any]]:
-    """:data:`REGRESSION_RECIPES` with every method run for exactly ``steps`` steps on a cosine
-    schedule of the same length (no wall-clock cap); ``common`` updates the shared ``"*"``
-    settings. The recipe of the small grouped data sets, where long training overfits."""
-    out = {
-        method: {**settings, "steps": steps, "lr_decay_steps": steps, "max_seconds": None}
-        for method, settings in REGRESSION_RECIPES.items()
-        if method != "*"
-    }
-    out["*"] = {**REGRESSION_RECIPES["*"], **common}
-    return out
-
-
-REGRESSION_BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
-    "full": {
-        "*": {"steps": 300_000, "lr_decay_steps": 300_000, "max_seconds": None},
-        "abml": {"steps": 100_000, "lr_decay_steps": 100_000, "max_seconds": None},
-    },
-    "quick": {"*": {"steps": 3_000, "lr_decay_steps": None}},
-}
-BUDGETS = ("default", "full", "quick")
-
-
-def manifest_config(payload: dict) -> MethodConfig | None:
-    """The typed method config a checkpoint or ``run.json`` records (None for ``reference``):
-    ``method_config`` with its version, or, in a run saved before typed configs, the method's
-    options in ``settings`` read as version 1. Renamed options are migrated."""
-    method = payload.get("method")
-    if method not in METHODS:
-        return None
-    cls = METHODS[method].config
-    if isinstance(payload.get("method_config"), dict):
-        return cls.from_dict(payload["method_config"])
-    settings = payload.get("settings") or {}
-    return cls.from_dict({k: v for k, v in settings.items() if k not in TRAIN_KEYS}, version=1)
-
 
 #: ``name -> factory`` of every registered method (:mod:`bayesmeta.inference.registry`).
 METHOD_FACTORIES: dict[str, Callable[..., Method]] = {n: i.factory for n, i in METHODS.items()}
@@ -414,171 +317,6 @@ class ModelSpec:
         return lambda key: sample_batch(fam, key, meta_batch, self.k_range, num_query, k_power)[0]
 
 
-def _models_dir() -> Path | None:
-    """The directory of built-in model files: the installed ``bayesmeta.models`` package, or
-    ``models/`` beside the ``bayesmeta`` source tree (a checkout on ``sys.path``)."""
-    try:
-        import bayesmeta.models as pkg
-
-        return Path(pkg.__file__).parent
-    except ModuleNotFoundError:
-        here = Path(__file__).resolve().parent.parent / "models"
-        return here if here.is_dir() else None
-
-
-def _exec_model_file(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as err:
-        del sys.modules[name]
-        raise ValueError(
-            f"MODEL: {str(path)!r} failed to load ({type(err).__name__}: {err})"
-        ) from None
-    return module
-
-
-def load_model_spec(model: str) -> ModelSpec:
-    """Load a model file by path, or a built-in model by name.
-
-    A bare built-in name (``"sinusoid"``) always means the built-in model, even when the
-    working directory happens to hold a folder or file of that name; a path (``.py``, a
-    directory separator) or an existing file whose name is not a built-in is a model file."""
-    path = Path(model)
-    explicit = path.suffix == ".py" or "/" in model or os.sep in model
-    if explicit or (path.is_file() and model not in builtin_models()):
-        if not path.is_file():
-            raise ValueError(f"MODEL: no model file at {model!r}")
-        module = _exec_model_file(path, f"bayesmeta_user_model_{abs(hash(str(path.resolve())))}")
-        source = str(path.resolve())
-    else:
-        if model not in builtin_models():
-            raise ValueError(
-                f"MODEL: expected a model file or one of {list(builtin_models())}, got {model!r}"
-            )
-        name = f"bayesmeta.models.{model}"
-        module = sys.modules.get(name) or _exec_model_file(_models_dir() / f"{model}.py", name)
-        source = model
-    spec_obj = getattr(module, "SPEC", None)
-    if not isinstance(spec_obj, ModelSpec):
-        raise ValueError(f"MODEL: {model!r} does not define SPEC = ModelSpec(...)")
-    return dataclasses.replace(spec_obj, source=source)
-
-
-#: Built-in networks-with-likelihoods that size themselves from a data set (``--data``).
-DATA_MODELS = ("linear", "mlp")
-DATA_STEPS = 3_000
-
-
-def data_model_spec(model: str, splits, *, name: str = "data") -> ModelSpec:
-    """A ModelSpec for the user's own grouped data (:mod:`bayesmeta.tasks.data`).
-
-    Parameters
-    ----------
-    model : {"linear", "mlp"}
-        ``linear``: a linear model per task, ``y = x W + b`` (Gaussian likelihood);
-        ``mlp``: two tanh hidden layers of 40 units, Gaussian likelihood for a real ``y`` and
-        categorical for labels.
-    splits : bayesmeta.tasks.data.Splits
-        Meta-training tasks come from ``splits.train``, validation tasks (early stopping) from
-        ``splits.validation`` and held-out tasks from ``splits.test``.
-
-    The recipe is the grouped-data one (nlschools): every method runs a fixed number of
-    steps with Adam 3e-4 and a cosine decay, since long training memorises a finite set of
-    groups. Support sizes and query counts follow the training groups' median size ``m``:
-    ``num_query = clip(m // 2, 1, 5)`` and ``k_max = clip(m − num_query, 1, 10)``.
-    """
-    if model not in DATA_MODELS:
-        raise ValueError(f"MODEL: expected one of {list(DATA_MODELS)} with --data, got {model!r}")
-    train = splits.train
-    dx = train.dx
-    classes = train.family().num_classes if train.classification else None
-    if model == "linear":
-        if train.classification:
-            raise ValueError("MODEL: 'linear' is for a real y; use 'mlp' for class labels")
-        net = linear(dx, int(train.y.shape[-1]))
-        hm = HierarchicalModel(net, dx=dx, prior_scale=1.0, noise_init=0.7)
-    else:
-        out = classes if train.classification else int(train.y.shape[-1])
-        hm = HierarchicalModel(
-            mlp((dx, 40, 40, out), activation="tanh"),
-            likelihood="categorical" if train.classification else "gaussian",
-            dx=dx,
-            num_classes=classes,
-            prior_scale=0.1,
-            noise_init=0.7,
-        )
-    return ModelSpec(
-        name=f"{name}/{model}",
-        data=splits,
-        model=hm,
-        reference_method=functools.partial(_linear_reference, train) if model == "linear" else None,
-        source=model,
-        **data_recipe(splits),
-    )
-
-
-def data_recipe(splits) -> dict[str, Any]:
-    """The grouped-data recipe sized from the training groups' median size ``m``: every method
-    runs :data:`DATA_STEPS` steps with Adam 3e-4 and a cosine decay (long training memorises
-    a finite set of groups), ``num_query = clip(m // 2, 1, 5)`` query rows and support sizes
-    up to ``k_max = clip(m − num_query, 1, 10)``. The ``recipes``, ``budgets``, ``k_range``
-    and ``eval_k`` of a :class:`ModelSpec` on data."""
-    train = splits.train
-    median = int(np.median(train.lengths))
-    num_query = int(np.clip(median // 2, 1, 5))
-    k_max = int(np.clip(median - num_query, 1, 10))
-    recipes = fixed_step_recipes(DATA_STEPS, lr=3e-4, num_query=num_query)
-    recipes["*"]["meta_batch"] = int(min(10, max(2, train.num_groups // 2)))
-    return {
-        "recipes": recipes,
-        "budgets": {"quick": {"*": {"steps": 300, "lr_decay_steps": 300}}},
-        "k_range": (1, k_max),
-        "eval_k": (1, min(5, k_max)),
-    }
-
-
-def as_spec(model: Any, data: Any = None) -> ModelSpec:
-    """The :class:`ModelSpec` of a model reference and, optionally, grouped data: a ModelSpec
-    as it is; a built-in name or model file; with ``data`` (a data set's name, ``Rows`` or
-    ``Splits``) ``"linear"``, ``"mlp"``, a NumPyro model function or a
-    :class:`~bayesmeta.model.HierarchicalModel` sized from the data."""
-    if isinstance(model, ModelSpec):
-        if data is not None:
-            raise ValueError("data: a ModelSpec already names its tasks; pass one or the other")
-        return model
-    if data is not None:
-        splits = _data_splits(data)
-        if isinstance(model, str):
-            if model not in DATA_MODELS:
-                raise ValueError(
-                    f"model: with data, expected one of {list(DATA_MODELS)}, a NumPyro model "
-                    f"function or a HierarchicalModel, got {model!r}"
-                )
-            return data_model_spec(model, splits, name=splits.train.name)
-        name = getattr(model, "__name__", type(model).__name__)
-        return ModelSpec(name=f"{splits.train.name}/{name}", data=splits, model=model,
-                         **data_recipe(splits))  # fmt: skip
-    if isinstance(model, str | Path):
-        return load_model_spec(str(model))
-    raise TypeError(
-        "model: expected a built-in model's name, a model file, a ModelSpec, or (with data) "
-        f"'linear', 'mlp', a NumPyro model function or a HierarchicalModel; got "
-        f"{type(model).__name__}"
-    )
-
-
-def _linear_reference(train) -> Method:
-    """The exact empirical-Bayes linear posterior fitted on a data run's training groups."""
-    from bayesmeta.inference import linear_reference
-
-    real = np.arange(train.x.shape[1])[None, :] < train.lengths[:, None]
-    groups = np.repeat(np.asarray(train.groups), train.lengths)
-    return linear_reference(train.x[real], train.y[real], groups)
-
-
 def _data_splits(data: Any):
     """``data`` of :class:`ModelSpec` as :class:`~bayesmeta.tasks.data.Splits`."""
     from bayesmeta.tasks.data import Rows, Splits
@@ -598,14 +336,6 @@ def _data_splits(data: Any):
     raise TypeError(f"data: expected a data set name, Rows or Splits, got {type(data).__name__}")
 
 
-def builtin_models() -> tuple[str, ...]:
-    """Names of the built-in model files."""
-    folder = _models_dir()
-    if folder is None:
-        return ()
-    return tuple(sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith("_")))
-
-
 def held_out_tasks(
     spec, k: int, num_tasks: int, num_query: int = 50, seed: int = STREAM_SEEDS["test"]
 ):
@@ -616,12 +346,29 @@ def held_out_tasks(
     return make_task_set(spec.family, jax.random.PRNGKey(seed + k), num_tasks, k, num_query)
 
 
-__all__ = [
-    "METHOD_NAMES",
-    "as_spec",
-    "HierarchicalModel",
-    "ModelSpec",
-    "TaskFamily",
-    "held_out_tasks",
-    "load_model_spec",
-]
+#: Names that moved out of this module: ``name -> new home``. They still import from here
+#: (model files written against the old documented imports keep working), with a warning.
+MOVED = {
+    **dict.fromkeys(("REGRESSION_RECIPES", "REGRESSION_BUDGETS", "fixed_step_recipes"),
+                    "bayesmeta.recipes"),
+    **dict.fromkeys(("load_model_spec", "builtin_models"), "bayesmeta.modelfiles"),
+    **dict.fromkeys(("DATA_MODELS", "DATA_STEPS", "data_model_spec", "data_recipe", "as_spec"),
+                    "bayesmeta.datamodels"),
+}  # fmt: skip
+
+
+def __getattr__(name: str):
+    if name in MOVED:
+        import importlib
+        import warnings
+
+        warnings.warn(
+            f"bayesmeta.zoo.{name} moved to {MOVED[name]}.{name}; import it from there",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(MOVED[name]), name)
+    raise AttributeError(f"module 'bayesmeta.zoo' has no attribute {name!r}")
+
+
+__all__ = ["METHOD_NAMES", "STREAM_SEEDS", "ModelSpec", "held_out_tasks"]

@@ -41,9 +41,10 @@ from bayesmeta.evaluate.active import (
     paired_difference,
     run_active,
 )
+from bayesmeta.modelfiles import load_model_spec
 from bayesmeta.runs import load_run
 from bayesmeta.tasks.base import Support
-from bayesmeta.zoo import held_out_tasks, load_model_spec
+from bayesmeta.zoo import held_out_tasks
 
 RESULTS = Path(__file__).parent / "results"
 REPORT_AT = (5, 10)

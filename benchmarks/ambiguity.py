@@ -32,8 +32,9 @@ from bayesmeta import plots
 from bayesmeta.bench import provenance, script_command
 from bayesmeta.evaluate import compare, evaluate, format_table, markdown_table
 from bayesmeta.evaluate.hypotheses import hypothesis_coverage
+from bayesmeta.modelfiles import load_model_spec
 from bayesmeta.tasks.base import padded_support
-from bayesmeta.zoo import held_out_tasks, load_model_spec
+from bayesmeta.zoo import held_out_tasks
 
 RESULTS = Path(__file__).parent / "results"
 ORDER = {"reference": 0, "maml": 1, "abml": 2, "platipus": 3, "neural-process": 4}

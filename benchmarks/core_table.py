@@ -21,8 +21,8 @@ import jax
 
 from bayesmeta.bench import provenance, script_command
 from bayesmeta.evaluate import format_table, markdown_table
+from bayesmeta.modelfiles import load_model_spec
 from bayesmeta.runs import evaluate_methods
-from bayesmeta.zoo import load_model_spec
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -33,10 +33,11 @@ import numpy as np
 from bayesmeta import plots
 from bayesmeta.bench import provenance, script_command
 from bayesmeta.evaluate import evaluate, format_table, markdown_table
+from bayesmeta.modelfiles import load_model_spec
 from bayesmeta.runs import evaluate_methods
 from bayesmeta.tasks import finite_pool
 from bayesmeta.tasks.base import padded_support
-from bayesmeta.zoo import held_out_tasks, load_model_spec
+from bayesmeta.zoo import held_out_tasks
 
 RESULTS = Path(__file__).parent / "results"
 ORDER = {"reference": 0, "maml": 1, "emaml": 2, "bmaml": 3, "abml": 4, "platipus": 5}

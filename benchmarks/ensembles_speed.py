@@ -20,7 +20,7 @@ import jax
 from bayesmeta.bench import provenance, script_command
 from bayesmeta.inference import bmaml, emaml, maml
 from bayesmeta.inference.train import make_chunk_runner
-from bayesmeta.zoo import load_model_spec
+from bayesmeta.modelfiles import load_model_spec
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -26,7 +26,7 @@ from your_model import MODELS_DIR, RESULTS, fit_and_score  # benchmarks/your_mod
 
 from bayesmeta.bench import provenance, script_command
 from bayesmeta.model import NumPyroModel
-from bayesmeta.zoo import load_model_spec
+from bayesmeta.modelfiles import load_model_spec
 
 SERVED = ("maml", "meta-sgd", "emaml", "bmaml")
 

@@ -56,6 +56,7 @@ def _child(args) -> None:
     import jax
 
     from bayesmeta.inference.train import make_chunk_runner
+    from bayesmeta.modelfiles import load_model_spec
     from bayesmeta.parallel import (
         initialize_distributed,
         is_primary,
@@ -63,7 +64,6 @@ def _child(args) -> None:
         stream_sampler,
         task_mesh,
     )
-    from bayesmeta.zoo import load_model_spec
 
     if args.num_processes > 1:
         initialize_distributed(f"127.0.0.1:{args.port}", args.num_processes, args.process_id)

@@ -31,8 +31,8 @@ from bayesmeta.bench import STANDARD_STEPS, provenance, script_command
 from bayesmeta.evaluate import evaluate
 from bayesmeta.inference.registry import bench_methods
 from bayesmeta.inference.train import train
+from bayesmeta.modelfiles import load_model_spec
 from bayesmeta.tasks.base import padded_support
-from bayesmeta.zoo import load_model_spec
 
 RESULTS = Path(__file__).parent / "results"
 KS = (1, 5)

@@ -30,8 +30,9 @@ import numpy as np
 from bayesmeta.bench import provenance, script_command
 from bayesmeta.evaluate import evaluate
 from bayesmeta.model import NumPyroModel
+from bayesmeta.modelfiles import load_model_spec
 from bayesmeta.tasks.base import padded_support
-from bayesmeta.zoo import ModelSpec, held_out_tasks, load_model_spec
+from bayesmeta.zoo import ModelSpec, held_out_tasks
 
 RESULTS = Path(__file__).parent / "results"
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"

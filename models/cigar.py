@@ -19,7 +19,8 @@ ABML only; the others are untuned.
 
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.nn import mlp
-from bayesmeta.zoo import ModelSpec, fixed_step_recipes
+from bayesmeta.recipes import fixed_step_recipes
+from bayesmeta.zoo import ModelSpec
 
 STEPS = 500
 RECIPES = fixed_step_recipes(STEPS)

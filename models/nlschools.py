@@ -18,7 +18,8 @@ learned noise fell. Every method runs 3,000 steps with Adam 3e-4 and a cosine de
 
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.nn import mlp
-from bayesmeta.zoo import ModelSpec, fixed_step_recipes
+from bayesmeta.recipes import fixed_step_recipes
+from bayesmeta.zoo import ModelSpec
 
 STEPS = 3_000
 RECIPES = fixed_step_recipes(STEPS, lr=3e-4, num_query=5)

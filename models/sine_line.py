@@ -7,8 +7,9 @@ Gaussian prior over weights; learned Gaussian noise; support sizes K ∈ {1, …
 
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.nn import mlp
+from bayesmeta.recipes import REGRESSION_BUDGETS, REGRESSION_RECIPES
 from bayesmeta.tasks import sine_line
-from bayesmeta.zoo import REGRESSION_BUDGETS, REGRESSION_RECIPES, ModelSpec
+from bayesmeta.zoo import ModelSpec
 
 # PLATIPUS on this family scores the mixture drawn as at test time (outer="sampler") with 8
 # samples and a learned step per weight, and integrates the last layer out exactly (the inner

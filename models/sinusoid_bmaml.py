@@ -11,8 +11,9 @@ comparison is the MSE of BMAML against EMAML.
 
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.nn import mlp
+from bayesmeta.recipes import REGRESSION_BUDGETS, REGRESSION_RECIPES
 from bayesmeta.tasks import finite_pool, sinusoid_bmaml
-from bayesmeta.zoo import REGRESSION_BUDGETS, REGRESSION_RECIPES, ModelSpec
+from bayesmeta.zoo import ModelSpec
 
 FAMILY = sinusoid_bmaml()
 

@@ -11,8 +11,9 @@ import jax.numpy as jnp
 
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.nn import from_equinox
+from bayesmeta.recipes import REGRESSION_BUDGETS, REGRESSION_RECIPES
 from bayesmeta.tasks import sinusoid
-from bayesmeta.zoo import REGRESSION_BUDGETS, REGRESSION_RECIPES, ModelSpec
+from bayesmeta.zoo import ModelSpec
 
 MLP = eqx.nn.MLP(1, 1, 40, 2, activation=jnp.tanh, key=jax.random.PRNGKey(0))
 

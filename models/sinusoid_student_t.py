@@ -19,8 +19,9 @@ import numpyro.distributions as dist
 
 from bayesmeta.model import NumPyroModel
 from bayesmeta.nn import mlp
+from bayesmeta.recipes import REGRESSION_RECIPES
 from bayesmeta.tasks import sinusoid
-from bayesmeta.zoo import REGRESSION_RECIPES, ModelSpec
+from bayesmeta.zoo import ModelSpec
 
 NET = mlp((1, 40, 40, 1), activation="tanh")
 MU0, UNRAVEL = NET.flat(jax.random.PRNGKey(0))

@@ -473,7 +473,7 @@ def test_validate_support_accepts_good_and_traced():
 
 @pytest.fixture(scope="module")
 def maml_sinusoid():
-    from bayesmeta.zoo import load_model_spec
+    from bayesmeta.modelfiles import load_model_spec
 
     method, _ = load_model_spec("sinusoid").build("maml", steps=5)
     return method, method.init(jax.random.PRNGKey(0))

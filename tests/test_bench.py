@@ -201,9 +201,10 @@ def test_adapting_in_batches_of_tasks_equals_adapting_all_at_once():
     # and the joined posterior is the one posterior over every task, in order
     import jax
 
+    from bayesmeta.modelfiles import load_model_spec
     from bayesmeta.posterior import concatenate
     from bayesmeta.tasks.base import padded_support
-    from bayesmeta.zoo import held_out_tasks, load_model_spec
+    from bayesmeta.zoo import held_out_tasks
 
     spec = load_model_spec("sinusoid")
     method, _ = spec.build("maml")

@@ -23,7 +23,8 @@ from bayesmeta.checkpoint import (
     save_checkpoint,
 )
 from bayesmeta.cli import main
-from bayesmeta.zoo import METHOD_NAMES, load_model_spec
+from bayesmeta.modelfiles import load_model_spec
+from bayesmeta.zoo import METHOD_NAMES
 
 MODELS = Path(__file__).parent.parent / "models"
 

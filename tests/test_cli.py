@@ -395,7 +395,7 @@ def test_a_bug_is_a_traceback_and_exit_1_not_bad_input(monkeypatch, tmp_path, ca
 
 
 def test_a_folder_named_like_a_builtin_model_does_not_shadow_it(tmp_path, monkeypatch):
-    from bayesmeta.zoo import load_model_spec
+    from bayesmeta.modelfiles import load_model_spec
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "sinusoid").mkdir()

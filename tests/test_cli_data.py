@@ -99,10 +99,11 @@ def test_resumed_data_run_continues_its_history_and_best_state(fitted, tmp_path,
     # validating chunk 11, the second (resumed) while validating chunk 22, the third finishes:
     # history, seconds and best state span the whole run through both interruptions.
     import bayesmeta.fitting as fitting
-    import bayesmeta.zoo as zoo
+    import bayesmeta.datamodels as datamodels
 
-    recipes = zoo.fixed_step_recipes
-    monkeypatch.setattr(zoo, "fixed_step_recipes", lambda n, **kw: recipes(n, chunk_size=10, **kw))
+    recipes = datamodels.fixed_step_recipes
+    monkeypatch.setattr(datamodels, "fixed_step_recipes",
+                        lambda n, **kw: recipes(n, chunk_size=10, **kw))  # fmt: skip
     validation = fitting.default_validator
     calls = []
 

@@ -309,7 +309,7 @@ def test_numpyro_predictive_draws_from_a_task_posterior():
     # the NumPyro bridge: Predictive over the model's phi site gives the posterior's predictive
     from numpyro.infer import Predictive
 
-    from bayesmeta.zoo import load_model_spec
+    from bayesmeta.modelfiles import load_model_spec
 
     spec = load_model_spec("sinusoid")
     method, _ = spec.build("emaml", num_particles=4, inner_steps=1)

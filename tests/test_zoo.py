@@ -6,7 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from bayesmeta.zoo import METHOD_NAMES, STREAM_SEEDS, builtin_models, load_model_spec
+from bayesmeta.modelfiles import builtin_models, load_model_spec
+from bayesmeta.zoo import METHOD_NAMES, STREAM_SEEDS
 
 
 @pytest.mark.parametrize("name", builtin_models())

@@ -13,8 +13,8 @@ import jax
 import bayesmeta as bm
 from bayesmeta import plots
 from bayesmeta.evaluate import format_table
+from bayesmeta.modelfiles import load_model_spec
 from bayesmeta.runs import evaluate_methods
-from bayesmeta.zoo import load_model_spec
 
 QUICK = os.environ.get("BAYESMETA_TUTORIAL_QUICK") == "1"
 OUT = os.environ.get("BAYESMETA_TUTORIAL_OUT", ".")

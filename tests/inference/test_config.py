@@ -15,8 +15,10 @@ from bayesmeta.inference.bmaml import BMAMLConfig
 from bayesmeta.inference.config import ConfigError, TrainConfig
 from bayesmeta.inference.neural_process import NeuralProcessConfig
 from bayesmeta.inference.registry import METHODS, method_config
+from bayesmeta.modelfiles import load_model_spec
+from bayesmeta.recipes import manifest_config
 from bayesmeta.runs import load_run
-from bayesmeta.zoo import ModelSpec, load_model_spec, manifest_config
+from bayesmeta.zoo import ModelSpec
 
 NAMES = list(METHODS)
 

@@ -67,7 +67,7 @@ def test_finite_pool_draws_only_pool_tasks(key):
 
 
 def test_model_spec_trains_on_its_pool_and_evaluates_on_the_family(key):
-    from bayesmeta.zoo import load_model_spec
+    from bayesmeta.modelfiles import load_model_spec
 
     spec = load_model_spec("sinusoid_bmaml")
     assert spec.train_family.name == "sinusoid_bmaml-pool1000"
@@ -166,7 +166,7 @@ def test_k_power_rejects_bad_values(key):
 
 
 def test_model_spec_recipe_k_power_reaches_the_training_sampler(key):
-    from bayesmeta.zoo import load_model_spec
+    from bayesmeta.modelfiles import load_model_spec
 
     spec = load_model_spec("sinusoid")
     _, cfg = spec.build("maml", k_power=3.0)

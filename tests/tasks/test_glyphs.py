@@ -231,7 +231,8 @@ def test_full_data_set(tmp_path, monkeypatch):
 
 
 def test_glyphs_model_builds_every_method_without_rendering(tmp_path, monkeypatch):
-    from bayesmeta.zoo import METHOD_FACTORIES, load_model_spec
+    from bayesmeta.modelfiles import load_model_spec
+    from bayesmeta.zoo import METHOD_FACTORIES
 
     monkeypatch.setenv("BAYESMETA_CACHE", str(tmp_path))
     spec = load_model_spec("glyphs")

@@ -188,7 +188,7 @@ def test_missing_pydataset_says_how_to_install(monkeypatch):
 
 
 def test_model_specs_sample_training_batches():
-    from bayesmeta.zoo import load_model_spec
+    from bayesmeta.modelfiles import load_model_spec
 
     spec = load_model_spec("nlschools")
     cfg = spec.recipe("maml")
