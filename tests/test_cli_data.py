@@ -98,8 +98,8 @@ def test_resumed_data_run_continues_its_history_and_best_state(fitted, tmp_path,
     # Chunks of 10 steps (a checkpoint every 10 chunks); the first process dies while
     # validating chunk 11, the second (resumed) while validating chunk 22, the third finishes:
     # history, seconds and best state span the whole run through both interruptions.
-    import bayesmeta.fitting as fitting
     import bayesmeta.datamodels as datamodels
+    import bayesmeta.fitting as fitting
 
     recipes = datamodels.fixed_step_recipes
     monkeypatch.setattr(datamodels, "fixed_step_recipes",
