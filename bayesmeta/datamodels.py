@@ -7,15 +7,20 @@ file, a ModelSpec, a NumPyro model function, a HierarchicalModel) and optional d
 from __future__ import annotations
 
 import functools
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 from bayesmeta.inference import Method
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.modelfiles import load_model_spec
-from bayesmeta.nn import linear, mlp
+from bayesmeta.nn import Network, linear, mlp
 from bayesmeta.recipes import fixed_step_recipes
 from bayesmeta.zoo import ModelSpec, _data_splits
 
@@ -30,9 +35,15 @@ def data_model_spec(model: str, splits, *, name: str = "data") -> ModelSpec:
     Parameters
     ----------
     model : {"linear", "mlp"}
-        ``linear``: a linear model per task, ``y = x W + b`` (Gaussian likelihood);
+        ``linear``: a linear model per task, ``y = [x, 1] w + ε`` (Gaussian likelihood);
         ``mlp``: two tanh hidden layers of 40 units, Gaussian likelihood for a real ``y`` and
         categorical for labels.
+
+    Both start where the data says (:func:`empirical_bayes`, a real one-column ``y``): the
+    linear model's θ is the per-group empirical-Bayes fit of the training groups itself
+    (:func:`eb_linear_model`), and the MLP's last layer also sees the raw features through the
+    same fit (:func:`eb_skip_mlp_model`), so the classical hierarchical linear model lies
+    inside both classes and training starts from it.
     splits : bayesmeta.tasks.data.Splits
         Meta-training tasks come from ``splits.train``, validation tasks (early stopping) from
         ``splits.validation`` and held-out tasks from ``splits.test``.
@@ -47,11 +58,17 @@ def data_model_spec(model: str, splits, *, name: str = "data") -> ModelSpec:
     train = splits.train
     dx = train.dx
     classes = train.family().num_classes if train.classification else None
+    eb = None if train.classification or train.y.shape[-1] != 1 else empirical_bayes(train)
     if model == "linear":
         if train.classification:
             raise ValueError("MODEL: 'linear' is for a real y; use 'mlp' for class labels")
-        net = linear(dx, int(train.y.shape[-1]))
-        hm = HierarchicalModel(net, dx=dx, prior_scale=1.0, noise_init=0.7)
+        if eb is None:
+            hm = HierarchicalModel(linear(dx, int(train.y.shape[-1])), dx=dx, prior_scale=1.0,
+                                   noise_init=0.7)  # fmt: skip
+        else:
+            hm = eb_linear_model(eb, dx)
+    elif eb is not None:
+        hm = eb_skip_mlp_model(eb, dx)
     else:
         out = classes if train.classification else int(train.y.shape[-1])
         hm = HierarchicalModel(
@@ -70,6 +87,117 @@ def data_model_spec(model: str, splits, *, name: str = "data") -> ModelSpec:
         source=model,
         **data_recipe(splits),
     )
+
+
+class EmpiricalBayes(NamedTuple):
+    """The per-group linear model fitted to the training groups by empirical Bayes:
+    ``w_g ~ N(m, S)`` over ``[x, 1]``, ``y = [x, 1] w_g + ε``, ``ε ~ N(0, σ²)``
+    (:func:`bayesmeta.evaluate.baselines.fit_linear_baselines`), with ``L`` the Cholesky
+    factor of ``S``."""
+
+    m: np.ndarray
+    S: np.ndarray
+    L: np.ndarray
+    noise_var: float
+
+
+def empirical_bayes(train) -> EmpiricalBayes:
+    """:class:`EmpiricalBayes` of a split's groups (``train``: a GroupedData, ``Dy = 1``)."""
+    from bayesmeta.evaluate.baselines import fit_linear_baselines
+
+    real = np.arange(train.x.shape[1])[None, :] < train.lengths[:, None]
+    groups = np.repeat(np.arange(train.num_groups), train.lengths)
+    fit = fit_linear_baselines(train.x[real], train.y[real][:, 0], groups)
+    S = np.asarray(fit.S, np.float64)
+    L = np.linalg.cholesky(S + 1e-9 * np.eye(S.shape[0]))
+    return EmpiricalBayes(np.asarray(fit.m), S, L, float(max(fit.eb_noise_var, 1e-6)))
+
+
+@dataclass(frozen=True)
+class DataModel(HierarchicalModel):
+    """A :class:`~bayesmeta.model.HierarchicalModel` whose initial prior scales are given per
+    weight (``log_sigma0``, the flat φ's length), rather than per layer: the data models put a
+    unit prior on the whitened linear part and a tight one on the redundant bias."""
+
+    log_sigma0: tuple[float, ...] = field(default=(), compare=False)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if len(self.log_sigma0) != self.num_params:
+            raise ValueError(f"log_sigma0: expected {self.num_params} values, got "
+                             f"{len(self.log_sigma0)}")  # fmt: skip
+        object.__setattr__(self, "_log_scale0", jnp.asarray(self.log_sigma0, jnp.float32))
+
+
+#: The prior scale of a data model's last-layer bias: the intercept already lies in the
+#: whitened linear part, so the bias only keeps the last layer's {w, b} form.
+BIAS_SCALE = 1e-3
+
+
+def _flat(tree) -> tuple[float, ...]:
+    """A pytree of per-weight values in the order of the flat φ (``ravel_pytree``'s)."""
+    return tuple(float(v) for v in ravel_pytree(tree)[0])
+
+
+def _whitened(eb: EmpiricalBayes):
+    """``([x, 1] L)`` as a function of ``x (N, Dx)``, and the whitened prior mean ``L⁻¹ m``."""
+    L = jnp.asarray(eb.L, jnp.float32)
+
+    def features(x):
+        return jnp.concatenate([x, jnp.ones((*x.shape[:-1], 1), x.dtype)], -1) @ L
+
+    return features, np.linalg.solve(eb.L, eb.m).astype(np.float32)
+
+
+def eb_linear_model(eb: EmpiricalBayes, dx: int) -> DataModel:
+    """The per-group linear model in the empirical-Bayes fit's whitened basis:
+    ``f(x) = ([x, 1] L) w + b`` with ``w ~ N(L⁻¹ m, I)`` at initialisation, so that
+    ``L w ~ N(m, S)``: θ starts at the classical fit exactly (noise ``σ``), and every method's
+    posterior over ``w`` is the empirical-Bayes one's up to its own approximation. The last
+    layer is linear after an empty body, so methods with an exact last layer integrate it."""
+    features, w0 = _whitened(eb)
+    d = dx + 1
+
+    def init(key):
+        return [{}, {"w": jnp.asarray(w0)[:, None], "b": jnp.zeros((1,))}]
+
+    def apply(params, x):
+        return features(x) @ params[-1]["w"] + params[-1]["b"]
+
+    net = Network(init=init, apply=apply, name=f"eb-linear-{dx}")
+    log_sigma0 = _flat([{}, {"w": jnp.zeros((d, 1)), "b": jnp.full((1,), math.log(BIAS_SCALE))}])
+    return DataModel(net, dx=dx, noise_init=math.sqrt(eb.noise_var), log_sigma0=log_sigma0)
+
+
+def eb_skip_mlp_model(eb: EmpiricalBayes, dx: int, hidden: int = 40,
+                      scale: float = 0.1) -> DataModel:  # fmt: skip
+    """Two tanh hidden layers of ``hidden`` units whose linear last layer also sees the
+    whitened raw features: ``f(x) = [h(x), [x, 1] L] w + b``. The skip weights start at the
+    empirical-Bayes fit (``N(L⁻¹ m, I)``), the hidden part at zero with prior scale ``scale``,
+    the noise at the fit's: the linear solution lies inside the class and training starts
+    there."""
+    features, w0 = _whitened(eb)
+    body = mlp((dx, hidden, hidden), activation="tanh")
+    d = dx + 1
+
+    def init(key):
+        layers = body.init(key)
+        w = jnp.concatenate([jnp.zeros((hidden, 1)), jnp.asarray(w0)[:, None]], 0)
+        return [*layers, {"w": w, "b": jnp.zeros((1,))}]
+
+    def apply(params, x):
+        h = jnp.tanh(body.apply(params[:-1], x))  # body's own apply ends linear
+        z = jnp.concatenate([h, features(x)], -1)
+        return z @ params[-1]["w"] + params[-1]["b"]
+
+    net = Network(init=init, apply=apply, name=f"eb-skip-mlp-{dx}-{hidden}")
+    log_s = math.log(scale)
+    layers = jax.tree_util.tree_map(
+        lambda a: jnp.full(a.shape, log_s), body.init(jax.random.PRNGKey(0))
+    )
+    w = jnp.concatenate([jnp.full((hidden, 1), log_s), jnp.zeros((d, 1))], 0)
+    log_sigma0 = _flat([*layers, {"w": w, "b": jnp.full((1,), math.log(BIAS_SCALE))}])
+    return DataModel(net, dx=dx, noise_init=math.sqrt(eb.noise_var), log_sigma0=log_sigma0)
 
 
 def data_recipe(splits) -> dict[str, Any]:

@@ -254,11 +254,18 @@ class ModelSpec:
         """A task set (docs/formats.md) of ``num_tasks`` held-out tasks with ``k`` support points:
         ``split="test"`` from ``family`` (what tables publish), ``"validation"`` from
         ``validation_family`` or the family's validation key stream (what recipes and early
-        stopping look at)."""
+        stopping look at). On grouped data, one task per group of the split with at least
+        ``k + 1`` rows (at most ``num_tasks``), the rest of the group as masked queries (at
+        most ``num_query``): :func:`~bayesmeta.tasks.grouped.group_tasks`."""
         from bayesmeta.tasks.base import make_task_set
 
         if split not in STREAM_SEEDS:
             raise ValueError(f"split: expected one of {list(STREAM_SEEDS)}, got {split!r}")
+        if self.splits is not None:  # grouped data: one task per group, the rest as queries
+            from bayesmeta.tasks.grouped import group_tasks
+
+            return group_tasks(self.splits[split], int(k), STREAM_SEEDS[split] + int(k),
+                               max_tasks=num_tasks, max_query=num_query)  # fmt: skip
         fam = self.family
         if split == "validation":
             fam = self.validation_family

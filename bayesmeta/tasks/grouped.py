@@ -256,6 +256,53 @@ def dataset_splits(name: str, seed: int = 0) -> Splits:
     return dataset(name).split(seed=seed)
 
 
+def group_tasks(
+    split: GroupedData,
+    k: int,
+    seed: int = 0,
+    *,
+    max_tasks: int | None = None,
+    max_query: int | None = None,
+) -> dict[str, np.ndarray]:
+    """A task set with one task per group of ``split``: ``k`` support rows drawn without
+    replacement (``numpy`` generator ``seed``), the rest of the group as query rows, padded
+    with ``mask_query`` (``mask_support`` is all ones). Groups with fewer than ``k + 1`` rows
+    are left out; ``max_tasks`` keeps the first groups, ``max_query`` the first query rows.
+    Every task is a different group, so standard errors over tasks are over groups.
+    """
+    if not isinstance(k, int | np.integer) or k < 1:
+        raise ValueError(f"k: expected a positive integer, got {k!r}")
+    lengths = np.asarray(split.lengths)
+    keep = np.flatnonzero(lengths >= k + 1)
+    if keep.size == 0:
+        raise ValueError(
+            f"k: no {split.split} group of {split.name!r} has K + 1 = {k + 1} rows (the largest "
+            f"has {int(lengths.max())}); lower k"
+        )
+    if max_tasks is not None:
+        keep = keep[: int(max_tasks)]
+    rng = np.random.default_rng(seed)
+    q_max = int(lengths[keep].max()) - k
+    if max_query is not None:
+        q_max = max(1, min(q_max, int(max_query)))
+    t = keep.size
+    out = {
+        "x_support": np.zeros((t, k, split.x.shape[-1]), np.float32),
+        "y_support": np.zeros((t, k, *split.y.shape[2:]), split.y.dtype),
+        "x_query": np.zeros((t, q_max, split.x.shape[-1]), np.float32),
+        "y_query": np.zeros((t, q_max, *split.y.shape[2:]), split.y.dtype),
+        "mask_support": np.ones((t, k), np.float32),
+        "mask_query": np.zeros((t, q_max), np.float32),
+    }
+    for i, g in enumerate(keep):
+        perm = rng.permutation(int(lengths[g]))
+        s, q = perm[:k], perm[k:][:q_max]
+        out["x_support"][i], out["y_support"][i] = split.x[g, s], split.y[g, s]
+        out["x_query"][i, : q.size], out["y_query"][i, : q.size] = split.x[g, q], split.y[g, q]
+        out["mask_query"][i, : q.size] = 1.0
+    return out
+
+
 def eligible_groups(lengths: np.ndarray, k_max: int, num_query: int) -> np.ndarray:
     """Indices of the groups with at least ``k_max + num_query`` points (those that can make
     an episode of these sizes)."""

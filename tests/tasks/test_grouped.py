@@ -222,3 +222,28 @@ def test_concurrent_first_imports_do_not_race(tmp_path):
     ]
     errors = [p.communicate(timeout=120)[1].decode() for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, errors
+
+
+def test_group_tasks_are_one_per_group_with_the_rest_as_queries():
+    from bayesmeta.tasks.data import from_groups
+    from bayesmeta.tasks.grouped import group_tasks
+
+    rng = np.random.default_rng(0)
+    sizes = [2, 4, 6, 9, 3, 5, 7, 8, 4, 6]
+    g = np.repeat(np.arange(len(sizes)), sizes)
+    split = from_groups(rng.normal(size=(g.size, 2)), rng.normal(size=g.size), g).split().train
+    t = group_tasks(split, 3, seed=1)
+    lengths = np.asarray(split.lengths)
+    assert t["x_support"].shape[0] == int((lengths >= 4).sum())  # groups of < K + 1 rows left out
+    assert t["x_query"].shape[1] == int(lengths.max()) - 3
+    np.testing.assert_array_equal(t["mask_query"].sum(1), lengths[lengths >= 4] - 3)
+    # every row of a group is used once: support and queries partition it
+    for i, gi in enumerate(np.flatnonzero(lengths >= 4)):
+        n = int(lengths[gi])
+        used = np.concatenate([t["y_support"][i], t["y_query"][i][t["mask_query"][i] > 0]])
+        np.testing.assert_array_equal(np.sort(used[:, 0]), np.sort(split.y[gi, :n, 0]))
+    again = group_tasks(split, 3, seed=1, max_tasks=2, max_query=1)
+    assert again["x_support"].shape[0] == 2 and again["x_query"].shape[1] == 1
+    np.testing.assert_array_equal(again["x_support"], t["x_support"][:2])
+    with pytest.raises(ValueError, match="K \\+ 1 = 10"):
+        group_tasks(split, 9)
