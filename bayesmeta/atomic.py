@@ -10,11 +10,15 @@ crashed training) never sees a half-written checkpoint, task file or report.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
+
+#: Temporary files are ``NAME.<random>.tmp`` beside the file ``NAME`` they will replace.
+TEMP_SUFFIX = ".tmp"
 
 
 def _umask_mode() -> int:
@@ -29,7 +33,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     on leaving the block without an error it replaces ``path``, else it is removed."""
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".tmp", dir=dest.parent)
+    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=TEMP_SUFFIX, dir=dest.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -65,4 +69,29 @@ def save_npz(
     return atomic_write(path, lambda fh: save(fh, **arrays))
 
 
-__all__ = ["atomic_path", "atomic_write", "save_npz", "write_text"]
+def remove_stale_temps(folder: str | os.PathLike, names: tuple[str, ...]) -> list[Path]:
+    """Remove the temporary files that a writer of ``folder / name`` (for each of ``names``)
+    left behind when it crashed between writing and renaming (``NAME.<random>.tmp``).
+
+    Call it only while no writer is active (a run directory's lock held): a live writer's
+    temporary file would be removed too. Links and folders are left alone. Returns the paths
+    removed.
+
+    Parameters
+    ----------
+    folder : path
+    names : tuple of str
+        The file names whose temporary files to remove (``checkpoint.npz``, ...).
+    """
+    removed = []
+    for name in names:
+        pattern = os.path.join(glob.escape(str(folder)), glob.escape(name) + ".*" + TEMP_SUFFIX)
+        for tmp in glob.glob(pattern):
+            path = Path(tmp)
+            if path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
+__all__ = ["atomic_path", "atomic_write", "remove_stale_temps", "save_npz", "write_text"]

@@ -221,20 +221,26 @@ class Fitted:
         ``info`` read (:func:`bayesmeta.rundir.write_run`: ``checkpoint.npz`` data only,
         ``run.json``, and ``data.npz`` when the data was held in memory, each atomic). A model
         given as an object rather than a built-in name, data model or model file must be given
-        again to :func:`bayesmeta.load` (``model=``)."""
+        again to :func:`bayesmeta.load` (``model=``). The directory's lock is held while it is
+        written (:func:`bayesmeta.rundir.run_dir_lock`): a second writer is refused."""
         from bayesmeta.checkpoint import CHECKPOINT_NAME
-        from bayesmeta.rundir import write_run
+        from bayesmeta.rundir import run_dir_lock, write_run
 
         out = Path(run_dir)
+        if not self.manifest:
+            raise ValueError("manifest: this Fitted records no run manifest, so it cannot be "
+                             "saved; fit it with bayesmeta.fit")  # fmt: skip
         if (out / CHECKPOINT_NAME).exists() and not overwrite:
             raise FileExistsError(
                 f"run_dir: {str(out)!r} already holds a run; pass overwrite=True to replace it"
             )
-        if not self.manifest:
-            raise ValueError("manifest: this Fitted records no run manifest, so it cannot be "
-                             "saved; fit it with bayesmeta.fit")  # fmt: skip
         key = jax.random.PRNGKey(int(self.info.get("seed", 0)))
-        return write_run(out, self.manifest, self.state, key, self.info, self.spec.splits)
+        with run_dir_lock(out, "run_dir"):  # a second writer is refused; checked again inside
+            if (out / CHECKPOINT_NAME).exists() and not overwrite:
+                raise FileExistsError(
+                    f"run_dir: {str(out)!r} already holds a run; pass overwrite=True to replace it"
+                )
+            return write_run(out, self.manifest, self.state, key, self.info, self.spec.splits)
 
 
 __all__ = ["Fitted"]

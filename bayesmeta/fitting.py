@@ -14,9 +14,11 @@ same run gives the same θ on any machine of the same platform.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,14 +32,16 @@ from bayesmeta.datamodels import as_spec
 from bayesmeta.errors import UsageError, check_out_dir
 from bayesmeta.fitted import Fitted
 from bayesmeta.inference.base import Method
-from bayesmeta.modelfiles import builtin_models
+from bayesmeta.modelfiles import builtin_models, source_sha256
 from bayesmeta.recipes import TRAIN_KEYS, manifest_config
 from bayesmeta.rundir import (
     DATA_NAME,
     DataRef,
+    check_best,
     data_entry,
     load_run,
     prepare_run_dir,
+    run_dir_lock,
     write_run,
     write_run_json,
 )
@@ -130,7 +134,11 @@ class Run:
         out = {
             "model_source": spec.source if kind != "object" else name,
             "model_kind": kind,
-            "model_sha256": file_sha256(spec.source) if kind == "file" else None,
+            # the hash of the bytes that were executed (read once: load_model_spec); a spec
+            # not made by load_model_spec (dataclasses.replace drops it) hashes the file
+            "model_sha256": (source_sha256(spec) or file_sha256(spec.source))
+            if kind == "file"
+            else None,
             "model_name": spec.name,
             "method": self.method,
             "settings": as_json(self.settings()),
@@ -173,6 +181,8 @@ def fit_run(
         ``run.json`` at the end (:mod:`bayesmeta.rundir`). A directory that already holds a
         run is refused unless ``resume`` (continue it: same model, method, settings and seed;
         reproduces the uninterrupted run) or ``force`` (replace it).
+        The directory's lock (``RUN_DIR/.lock``) is held from the checks of the directory
+        to the last file written: a second command writing it is refused.
     validate : bool, optional
         Score held-out validation tasks after every ``validate_every``-th chunk and keep the
         best state. Default: when the model has validation tasks of its own (data, a family
@@ -186,7 +196,6 @@ def fit_run(
         The run's built method (``run.built[0]``) and an episode sampler already compiled
         against, for a caller fitting many seeds of one method (one compilation).
     """
-    from bayesmeta.inference.train import TrainResult, train
     from bayesmeta.parallel import is_primary
 
     out_dir = Path(out) if out is not None else None
@@ -233,10 +242,38 @@ def fit_run(
         validator = default_validator(spec, cfg, run.seed)
     elif not validate:
         validator = None
+    with contextlib.ExitStack() as stack:
+        if out_dir is not None and is_primary():
+            stack.enter_context(run_dir_lock(out_dir, "--out"))
+            held_now = [n for n in RUN_FILES if (out_dir / n).exists()]
+            if held_now and not (resume or force):  # written since the first check
+                raise UsageError(
+                    f"--out: {str(out_dir)!r} already holds a run ({', '.join(held_now)}); pass "
+                    "--resume to continue it or --force to replace it"
+                )
+            held = held_now
+        return _fit_locked(run, out_dir, manifest, held, resume, force, validator,
+                           validate_every, mesh, progress, method, cfg, sampler)  # fmt: skip
+
+
+def _fit_locked(run, out_dir, manifest, held, resume, force, validator, validate_every, mesh,
+                progress, method, cfg, sampler) -> Fitted:  # fmt: skip
+    """:func:`fit_run` once its arguments are checked and the run directory's lock is held."""
+    from bayesmeta.inference.train import TrainResult, train
+    from bayesmeta.parallel import is_primary
+
+    spec, settings = run.spec, run.settings()
     prior: dict[str, list] = {}
     best_validation, resume_from, train_s0 = math.inf, None, 0.0
+    # the run directory's identity, shared by its checkpoints and best.npz (a fit without a
+    # directory has none: Fitted.save gives the run one)
+    run_id = uuid.uuid4().hex if out_dir is not None else None
     if resume and run.method != "reference" and held:
-        resume_from, prior, best_validation, train_s0 = _resume_point(run, out_dir, manifest)
+        resume_from, prior, best_validation, train_s0, run_id = _resume_point(
+            run, out_dir, manifest
+        )
+    if run_id is not None:
+        manifest = {**manifest, "run_id": run_id}
     if held and force and is_primary():  # every argument checked: replace the old run
         for n in RUN_FILES:
             (out_dir / n).unlink(missing_ok=True)
@@ -313,6 +350,8 @@ def _record(run: Run, manifest: dict, settings: dict, state, res, seconds: float
     }
     if "data" in manifest:
         info["data"] = manifest["data"]
+    if manifest.get("run_id"):
+        info["run_id"] = manifest["run_id"]
     if history.get("validation_nll"):
         scores = history["validation_nll"]
         best = min(range(len(scores)), key=scores.__getitem__)
@@ -322,15 +361,22 @@ def _record(run: Run, manifest: dict, settings: dict, state, res, seconds: float
 
 
 def _resume_point(run: Run, out_dir: Path, manifest: dict):
-    """``((state, key), history, best validation score, training seconds)`` of the run in
-    ``out_dir``, after checking that it is the run ``run`` describes."""
-    from bayesmeta.checkpoint import load_checkpoint
+    """``((state, key), history, best validation score, training seconds, run id)`` of the
+    run in ``out_dir``, after checking that it is the run ``run`` describes (a run saved
+    before run ids keeps none, so that its best.npz still matches)."""
+    from bayesmeta.checkpoint import read_manifest
     from bayesmeta.rundir import read_run_json
 
     if not any((out_dir / n).exists() for n in (CHECKPOINT_NAME, LEGACY_CHECKPOINT_NAME)):
-        return None, {}, math.inf, 0.0
-    if (out_dir / CHECKPOINT_NAME).exists():  # its identity first, before any state is built
-        _check_same_run(run, out_dir, manifest, load_checkpoint(out_dir / CHECKPOINT_NAME))
+        return None, {}, math.inf, 0.0, uuid.uuid4().hex
+    if not (out_dir / CHECKPOINT_NAME).exists():
+        raise UsageError(
+            f"--resume: {str(out_dir)!r} holds a legacy pickle checkpoint (checkpoint.pkl), "
+            "which can run code when read; for a run you trust, convert it with `bayesmeta "
+            "upgrade RUN_DIR`, then resume"
+        )
+    last = read_manifest(out_dir / CHECKPOINT_NAME)  # its identity first, before any state
+    _check_same_run(run, out_dir, manifest, last)
     # the spec is this command's own: resuming runs no model file a second time
     _, _, state, payload = load_run(str(out_dir), spec=run.spec, prefer_best=False,
                                     optimizer=run.optimizer)  # fmt: skip
@@ -347,12 +393,16 @@ def _resume_point(run: Run, out_dir: Path, manifest: dict):
         prior[name] = [x for x, s in zip(values, at, strict=True) if s <= step0]
     best = math.inf
     if (out_dir / BEST_NAME).exists():
-        best = float(load_checkpoint(out_dir / BEST_NAME).get("validation_nll", math.inf))
+        best_manifest = read_manifest(out_dir / BEST_NAME)
+        check_best(str(out_dir), best_manifest, last)
+        score = best_manifest.get("validation_nll", math.inf)
+        best = float(score) if isinstance(score, int | float) else math.inf
     seconds = float(prior["seconds"][-1]) if prior.get("seconds") else 0.0
     record = read_run_json(out_dir)
     if not prior.get("seconds") and isinstance(record.get("train_seconds"), int | float):
         seconds = float(record["train_seconds"])
-    return (state, jax.numpy.asarray(payload["key"])), prior, best, seconds
+    run_id = payload.get("run_id") if isinstance(payload.get("run_id"), str) else None
+    return (state, jax.numpy.asarray(payload["key"])), prior, best, seconds, run_id
 
 
 def _check_same_run(run: Run, out_dir: Path, manifest: dict, payload: dict) -> None:

@@ -6,12 +6,36 @@ built-in names (``sinusoid``, ``sine_line``) load the files shipped as ``bayesme
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
+import hashlib
 import os
 import sys
+import types
 from pathlib import Path
 
 from bayesmeta.zoo import ModelSpec
+
+#: The attribute of a ModelSpec loaded from a file that holds the SHA-256 of the bytes executed
+#: (not a dataclass field: ``dataclasses.replace`` drops it, and :func:`source_sha256` is None).
+_SHA_ATTR = "_source_sha256"
+
+
+class ModelFileChanged(ValueError):
+    """A model file's bytes do not have the SHA-256 its run recorded (nothing was executed).
+
+    Attributes
+    ----------
+    path : str
+        The file.
+    actual, expected : str
+        The SHA-256 of the bytes read, and the one asked for.
+    """
+
+    def __init__(self, path: str, actual: str, expected: str):
+        super().__init__(
+            f"MODEL: {path!r} has SHA-256 {actual[:16]}..., expected {expected[:16]}...: the "
+            "file has changed, so it was not run"
+        )
+        self.path, self.actual, self.expected = path, actual, expected
 
 
 def _models_dir() -> Path | None:
@@ -26,34 +50,95 @@ def _models_dir() -> Path | None:
         return here if here.is_dir() else None
 
 
-def _exec_model_file(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
+def _exec_model_file(path: Path, name: str, source: bytes | None = None) -> types.ModuleType:
+    """Execute a model file's bytes as a fresh module ``name``.
+
+    ``source`` are the bytes to run (read once by the caller, who hashed them); without it
+    the file is read here. Exactly these bytes are compiled: the file is not opened again, so
+    a file swapped after it was read (and hashed) is never the one that runs. A model file
+    that raises, or that calls ``sys.exit`` while loading, is a ValueError naming the file."""
+    if source is None:
+        source = _read_model_file(path)
+    module = types.ModuleType(name)
+    module.__file__ = str(path)
+    previous = sys.modules.get(name)
+    sys.modules[name] = module  # dataclasses and pickling look a module up by name
     try:
-        spec.loader.exec_module(module)
-    except Exception as err:
-        del sys.modules[name]
-        raise ValueError(
-            f"MODEL: {str(path)!r} failed to load ({type(err).__name__}: {err})"
-        ) from None
+        code = compile(source, str(path), "exec", dont_inherit=True)
+        exec(code, module.__dict__)  # noqa: S102 - the user named or trusted this file
+    except (Exception, SystemExit) as err:
+        if previous is None:
+            sys.modules.pop(name, None)
+        else:
+            sys.modules[name] = previous
+        what = (
+            f"SystemExit({err.code!r}) while loading"
+            if isinstance(err, SystemExit)
+            else (f"{type(err).__name__}: {err}")
+        )
+        raise ValueError(f"MODEL: {str(path)!r} failed to load ({what})") from None
     return module
 
 
-def load_model_spec(model: str) -> ModelSpec:
+def _read_model_file(path: Path) -> bytes:
+    """A model file's bytes, read once; an unreadable file is one line naming it."""
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise ValueError(
+            f"MODEL: {str(path)!r} could not be read ({err.strerror or type(err).__name__})"
+        ) from None
+
+
+def source_sha256(spec: ModelSpec) -> str | None:
+    """The SHA-256 of the model file's bytes that :func:`load_model_spec` executed to make
+    ``spec`` (None for a built-in model, or a spec not made by :func:`load_model_spec`)."""
+    return getattr(spec, _SHA_ATTR, None)
+
+
+def load_model_spec(model: str, *, expected_sha256: str | None = None) -> ModelSpec:
     """Load a model file by path, or a built-in model by name.
 
     A bare built-in name (``"sinusoid"``) always means the built-in model, even when the
     working directory happens to hold a folder or file of that name; a path (``.py``, a
-    directory separator) or an existing file whose name is not a built-in is a model file."""
+    directory separator) or an existing file whose name is not a built-in is a model file.
+
+    A model file is read once: its bytes are hashed and exactly those bytes are executed, so
+    the hash recorded for a run (:func:`source_sha256`) is that of the code that ran.
+
+    Parameters
+    ----------
+    model : str
+        A model file's path or a built-in model's name.
+    expected_sha256 : str, optional
+        Refuse a model file whose bytes have another SHA-256, before running anything
+        (a saved run's recorded hash, :func:`bayesmeta.rundir.load_run`).
+
+    Raises
+    ------
+    ModelFileChanged
+        The file's bytes do not have ``expected_sha256``.
+    ValueError
+        No such file or built-in model, the file failed to load, or it defines no ``SPEC``.
+    """
     path = Path(model)
     explicit = path.suffix == ".py" or "/" in model or os.sep in model
+    digest = None
     if explicit or (path.is_file() and model not in builtin_models()):
         if not path.is_file():
             raise ValueError(f"MODEL: no model file at {model!r}")
-        module = _exec_model_file(path, f"bayesmeta_user_model_{abs(hash(str(path.resolve())))}")
         source = str(path.resolve())
+        code = _read_model_file(path)
+        digest = hashlib.sha256(code).hexdigest()
+        if expected_sha256 is not None and digest != expected_sha256:
+            raise ModelFileChanged(source, digest, expected_sha256)
+        module = _exec_model_file(path, f"bayesmeta_user_model_{abs(hash(source))}", code)
     else:
+        if expected_sha256 is not None:
+            raise ValueError(
+                f"MODEL: expected a model file (a path) with SHA-256 {expected_sha256[:16]}..., "
+                f"got the built-in model name {model!r}"
+            )
         if model not in builtin_models():
             raise ValueError(
                 f"MODEL: expected a model file or one of {list(builtin_models())}, got {model!r}"
@@ -64,7 +149,10 @@ def load_model_spec(model: str) -> ModelSpec:
     spec_obj = getattr(module, "SPEC", None)
     if not isinstance(spec_obj, ModelSpec):
         raise ValueError(f"MODEL: {model!r} does not define SPEC = ModelSpec(...)")
-    return dataclasses.replace(spec_obj, source=source)
+    out = dataclasses.replace(spec_obj, source=source)
+    if digest is not None:
+        object.__setattr__(out, _SHA_ATTR, digest)  # ModelSpec is frozen; not a field
+    return out
 
 
 def builtin_models() -> tuple[str, ...]:
@@ -75,4 +163,4 @@ def builtin_models() -> tuple[str, ...]:
     return tuple(sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith("_")))
 
 
-__all__ = ["builtin_models", "load_model_spec"]
+__all__ = ["ModelFileChanged", "builtin_models", "load_model_spec", "source_sha256"]

@@ -15,33 +15,143 @@ given as a Python object, which the caller passes again).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bayesmeta.atomic import save_npz, write_text
+from bayesmeta.atomic import remove_stale_temps, save_npz, write_text
 from bayesmeta.checkpoint import (
     BEST_NAME,
     CHECKPOINT_NAME,
     LEGACY_CHECKPOINT_NAME,
+    MAX_STATE_BYTES,
     CheckpointError,
     as_json,
     file_sha256,
     load_checkpoint,
     load_legacy_checkpoint,
+    read_manifest,
+    read_npz,
     restore_state,
     save_checkpoint,
     state_arrays,
+    template_nbytes,
 )
 from bayesmeta.errors import UsageError
 
 RUN_JSON = "run.json"
 DATA_NAME = "data.npz"
+#: The lock file of a run directory on a file system that cannot lock the directory itself
+#: (:func:`run_dir_lock`).
+LOCK_NAME = ".lock"
 MODEL_KINDS = ("builtin", "file", "data", "object")
 _SPLIT_FIELDS = ("x", "y", "lengths", "groups")
+#: The files of a run directory whose temporary files a crash may leave (``NAME.*.tmp``).
+_WRITTEN = (CHECKPOINT_NAME, BEST_NAME, RUN_JSON, DATA_NAME)
+#: The most bytes ``run.json`` may hold (its history included).
+MAX_RUN_JSON_BYTES = 64 << 20
+#: A manifest's identity: ``best.npz`` must share it with ``checkpoint.npz`` (one run).
+IDENTITY_KEYS = ("run_id", "model_source", "model_sha256", "method", "seed", "settings")
+#: The largest value a saved run may give an integer setting (or each entry of a list of
+#: them): sizes that would make loading or adapting allocate or loop without bound. Other
+#: integer settings are capped at :data:`DEFAULT_SIZE_CAP`.
+SIZE_CAPS = {
+    "num_particles": 1_000,
+    "inner_steps": 1_000,
+    "leader_steps": 1_000,
+    "inner_samples": 10_000,
+    "outer_samples": 10_000,
+    "train_samples": 10_000,
+    "head_components": 1_000,
+    "encoder_sizes": 65_536,
+    "meta_batch": 1_000_000,
+    "num_query": 1_000_000,
+}
+DEFAULT_SIZE_CAP = 10**9
+_held: dict[str, int] = {}  # run directories this process holds the lock of -> depth
+
+
+# -- one writer at a time -----------------------------------------------------------------------
+@contextlib.contextmanager
+def run_dir_lock(run_dir: str | os.PathLike, arg: str = "RUN_DIR") -> Iterator[Path]:
+    """Hold the run directory's lock (``fcntl.flock``, exclusive) while writing it.
+
+    The lock is taken on the directory itself, so a refused or finished command leaves no
+    file behind; where the file system cannot lock a directory, on ``RUN_DIR/.lock``. The
+    directory is made if it is missing. A second writer (another process) is refused at once
+    with a UsageError naming the directory; the lock is released when the block ends, on an
+    error too, and by the operating system if the process dies. Nested blocks of one process
+    on one directory share the lock. Once it is held, temporary files that a crashed writer
+    left (``checkpoint.npz.*.tmp``, ...) are removed: no writer is active.
+
+    Parameters
+    ----------
+    run_dir : path
+    arg : str
+        How the refusal names the directory (``--out``, ``run_dir``, ``RUN_DIR``).
+    """
+    path = Path(run_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    key = str(path.resolve())
+    if key in _held:
+        _held[key] += 1
+        try:
+            yield path
+        finally:
+            _held[key] -= 1
+        return
+    fd = _lock(path, arg)
+    _held[key] = 1
+    try:
+        remove_stale_temps(path, _WRITTEN)
+        yield path
+    finally:
+        del _held[key]
+        os.close(fd)
+
+
+def _lock(path: Path, arg: str) -> int:
+    """An open descriptor holding the exclusive lock of ``path`` (a directory)."""
+    import errno
+    import fcntl
+
+    busy = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd
+    except OSError as err:
+        os.close(fd)
+        if err.errno in busy:
+            raise _in_use(path, path, arg) from None
+    # a file system that cannot lock a directory (NFS): a lock file in it
+    lock = path / LOCK_NAME
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError as err:
+        raise UsageError(
+            f"{arg}: cannot open the lock file {str(lock)!r} ({err.strerror or err}); expected "
+            "a writable run directory"
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise _in_use(path, lock, arg) from None
+    return fd
+
+
+def _in_use(path: Path, lock: Path, arg: str) -> UsageError:
+    return UsageError(
+        f"{arg}: {str(path)!r} is in use by another bayesmeta command (it holds the lock of "
+        f"{str(lock)!r}); wait for it to finish or write elsewhere"
+    )
 
 
 # -- the data a run was fitted on ---------------------------------------------------------------
@@ -119,15 +229,14 @@ def load_splits(path: str | os.PathLike, sha256: str | None = None):
     from bayesmeta.tasks.grouped import GroupedData
 
     path = Path(path)
+    where = f"checkpoint: the run's data {str(path)!r}"
     if not path.is_file():
-        raise CheckpointError(f"checkpoint: the run's data {str(path)!r} is missing")
+        raise CheckpointError(f"{where} is missing")
     if sha256 is not None and file_sha256(path) != sha256:
-        raise CheckpointError(
-            f"checkpoint: the run's data {str(path)!r} has changed since the run was saved"
-        )
+        raise CheckpointError(f"{where} has changed since the run was saved")
+    names = {f"{split}.{f}" for split in ("train", "validation", "test") for f in _SPLIT_FIELDS}
+    arrays = read_npz(path, where, lambda name: name in names or name == "meta")
     try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
         meta = json.loads(arrays.pop("meta").tobytes().decode("utf-8"))
         scaler = Standardizer.from_json(meta["scaler"])
         parts = {}
@@ -165,9 +274,17 @@ def data_entry(data: Any) -> dict | None:
     return {"saved": DATA_NAME, "sha256": None}
 
 
-def splits_of_entry(run_dir: str | os.PathLike, entry: dict):
-    """The split data a manifest's ``data`` entry names (:func:`data_entry`)."""
-
+def splits_of_entry(run_dir: str | os.PathLike, entry: dict, data: str | None = None):
+    """The split data a manifest's ``data`` entry names (:func:`data_entry`); ``data``
+    replaces the recorded path of a data file that has moved (its SHA-256 is still checked)."""
+    if data is not None:
+        if not isinstance(entry, dict) or "saved" in entry or "dataset" in entry:
+            what = "data held in memory (data.npz)" if "saved" in entry else "a built-in data set"
+            raise UsageError(
+                f"--data: the run in {str(run_dir)!r} was fitted on {what}, not on a data "
+                f"file; expected no --data, got {str(data)!r}"
+            )
+        entry = {**entry, "path": str(data)}
     try:
         if "saved" in entry:
             if entry["saved"] != DATA_NAME:  # never a path out of the run directory
@@ -202,16 +319,28 @@ def prepare_run_dir(out: str | os.PathLike, manifest: dict, splits=None) -> dict
 
 def write_run(out: str | os.PathLike, manifest: dict, state, key, info: dict, splits=None) -> Path:
     """Write a whole run directory: its data (:func:`prepare_run_dir`), ``checkpoint.npz``
-    (the state and ``manifest``) and ``run.json`` (``info``), each atomically."""
+    (the state and ``manifest``) and ``run.json`` (``info``), each atomically, holding the
+    directory's lock (:func:`run_dir_lock`). A manifest without a ``run_id`` gets one; a
+    ``best.npz`` of another run is removed."""
 
     out = Path(out)
-    manifest = prepare_run_dir(out, manifest, splits)
-    save_checkpoint(
-        out / CHECKPOINT_NAME,
-        {**manifest, "state": state, "key": key, "step": int(state.step),
-         "history": info.get("history") or {}},
-    )  # fmt: skip
-    write_run_json(out, {**info, "data": manifest.get("data")} if manifest.get("data") else info)
+    if not manifest.get("run_id"):
+        manifest = {**manifest, "run_id": uuid.uuid4().hex}
+    with run_dir_lock(out, "run_dir"):
+        manifest = prepare_run_dir(out, manifest, splits)
+        save_checkpoint(
+            out / CHECKPOINT_NAME,
+            {**manifest, "state": state, "key": key, "step": int(state.step),
+             "history": info.get("history") or {}},
+        )  # fmt: skip
+        best = out / BEST_NAME
+        if best.exists() or best.is_symlink():
+            try:
+                check_best(str(out), read_manifest(best), manifest)
+            except CheckpointError:
+                best.unlink()
+        data = manifest.get("data")
+        write_run_json(out, {**info, "data": data} if data else info)
     return out
 
 
@@ -225,9 +354,13 @@ def read_run_json(run_dir: str | os.PathLike) -> dict:
     path = Path(run_dir) / RUN_JSON
     if not path.is_file():
         return {}
+    size = path.stat().st_size
+    if size > MAX_RUN_JSON_BYTES:
+        raise UsageError(f"RUN_DIR: {str(path)!r} holds {size} bytes; expected a run record of "
+                         f"at most {MAX_RUN_JSON_BYTES}")  # fmt: skip
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RecursionError) as err:
         raise UsageError(
             f"RUN_DIR: {str(path)!r} is not readable JSON ({type(err).__name__})"
         ) from None
@@ -246,11 +379,19 @@ def load_run(
     prefer_best: bool = True,
     spec=None,
     optimizer=None,
+    data: str | os.PathLike | None = None,
 ):
     """``(spec, method, state, manifest)`` of a fitted run directory, without running code
     the user did not ask for. ``spec`` (a ModelSpec) replaces the one the manifest names (a
     run whose model was an object, :func:`bayesmeta.load`); ``optimizer`` is the run's own
-    when it was not the recipe's (the state holds its shape).
+    when it was not the recipe's (the state holds its shape); ``data`` is the data file of a
+    run fitted on a CSV that has moved since (``evaluate --data``; its SHA-256 is checked).
+
+    Nothing is allocated before it is checked: the manifest's sizes against
+    :data:`SIZE_CAPS`, the method's state template by ``jax.eval_shape`` against
+    :data:`~bayesmeta.checkpoint.MAX_STATE_BYTES`, and each stored array's declared shape
+    against the template, before any array is read. A ``best.npz`` is used only if its
+    manifest names the same run as ``checkpoint.npz`` (:func:`check_best`).
 
     The checkpoint is data only (:mod:`bayesmeta.checkpoint`). A run fitted with a built-in
     model loads that model by name. A run fitted with a model file records the file's path
@@ -298,10 +439,14 @@ def load_run(
         if isinstance(source, str) and source not in builtin_models() and Path(source).is_file():
             # format 1 recorded no hash; the user trusts this run, so trust its file as it is
             payload.setdefault("model_sha256", file_sha256(source))
-    elif prefer_best and (path / BEST_NAME).is_file():
-        payload = load_checkpoint(path / BEST_NAME)
+        file = None
     else:
-        payload = load_checkpoint(path / CHECKPOINT_NAME)
+        best = prefer_best and (path / BEST_NAME).is_file()
+        file = path / (BEST_NAME if best else CHECKPOINT_NAME)
+        payload = read_manifest(file)
+        snapshot = json.dumps(payload, sort_keys=True)
+        if best and (path / CHECKPOINT_NAME).is_file():
+            check_best(run_dir, payload, read_manifest(path / CHECKPOINT_NAME))
     for key, kind in (("model_source", str), ("method", str), ("settings", dict)):
         if key not in payload:
             raise CheckpointError(f"checkpoint: {run_dir!r} lacks {key!r}; not a bayesmeta run")
@@ -310,8 +455,11 @@ def load_run(
                 f"checkpoint: {run_dir!r} has {key}={payload[key]!r}; expected a "
                 f"{kind.__name__}, so it is corrupt"
             )
+    check_sizes(run_dir, payload)
     if spec is None:
-        spec = _spec_of_run(run_dir, payload, model, trust_model_file)
+        spec = _spec_of_run(run_dir, payload, model, trust_model_file, data)
+    elif data is not None:
+        raise UsageError("data: only for a run loaded from its manifest (not with spec=)")
     try:
         method, _ = spec.build_from_manifest(payload, optimizer=optimizer)
     except (ValueError, TypeError) as err:
@@ -319,12 +467,23 @@ def load_run(
             f"checkpoint: {run_dir!r} names model {payload['model_source']!r} / method "
             f"{payload['method']!r}, which cannot be built ({str(err).splitlines()[0]})"
         ) from None
-    template = method.init(jax.random.PRNGKey(0))
-    state = restore_state(
-        template,
-        payload.pop("arrays"),
-        f"checkpoint: {run_dir!r} (model {spec.name!r} / method {payload['method']!r})",
-    )
+    where = f"checkpoint: {run_dir!r} (model {spec.name!r} / method {payload['method']!r})"
+    template = jax.eval_shape(method.init, jax.random.PRNGKey(0))  # shapes, nothing allocated
+    size = template_nbytes(template)
+    if size > MAX_STATE_BYTES:
+        raise CheckpointError(
+            f"{where}: its settings make a state of {size} bytes; expected at most "
+            f"{MAX_STATE_BYTES}"
+        )
+    if file is None:
+        state = restore_state(template, payload.pop("arrays"), where)
+    else:
+        loaded = load_checkpoint(file, template=template)
+        state, key = loaded.pop("state"), loaded.pop("key")
+        loaded.pop("arrays")
+        if json.dumps(loaded, sort_keys=True) != snapshot:
+            raise CheckpointError(f"{where}: {str(file)!r} changed while it was read")
+        payload["key"] = key
     for b in jax.tree_util.tree_leaves(getattr(state, "theta", state)):
         b = np.asarray(b)
         if b.dtype.kind == "f" and not np.isfinite(b).all():
@@ -347,12 +506,49 @@ def model_kind(payload: dict) -> str:
     return "file" if payload.get("model_sha256") else "builtin"
 
 
-def _spec_of_run(run_dir: str, payload: dict, model: Any, trusted: bool):
+def check_best(run_dir: str, best: dict, checkpoint: dict) -> None:
+    """Refuse a ``best.npz`` whose manifest (``best``) names another run than
+    ``checkpoint.npz``'s (:data:`IDENTITY_KEYS`: the run id given at fit start and kept on
+    resume, the model, method, seed and settings)."""
+    for key in IDENTITY_KEYS:
+        if best.get(key) != checkpoint.get(key):
+            raise CheckpointError(
+                f"checkpoint: {BEST_NAME} in {str(run_dir)!r} belongs to another run ({key}="
+                f"{_short(best.get(key))}, but {CHECKPOINT_NAME} has "
+                f"{_short(checkpoint.get(key))}); expected the same run, so it was not used "
+                "(remove it, or fit again)"
+            )
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_sizes(run_dir: str, payload: dict) -> None:
+    """Refuse a manifest whose integer settings (``settings`` and ``method_config``) exceed
+    :data:`SIZE_CAPS` (else :data:`DEFAULT_SIZE_CAP`), before anything is built from it."""
+    for field in ("settings", "method_config"):
+        values = payload.get(field)
+        if not isinstance(values, dict):
+            continue
+        for name, value in values.items():
+            cap = SIZE_CAPS.get(name, DEFAULT_SIZE_CAP)
+            items = value if isinstance(value, list) else [value]
+            for v in items:
+                if isinstance(v, int) and not isinstance(v, bool) and abs(v) > cap:
+                    raise CheckpointError(
+                        f"checkpoint: {str(run_dir)!r} has {field} {name}={_short(value)}; "
+                        f"expected at most {cap}, so it is corrupt"
+                    )
+
+
+def _spec_of_run(run_dir: str, payload: dict, model: Any, trusted: bool, data=None):
     """The run's ModelSpec: a built-in by name; a data model from the run's data; a model
     given as an object from ``model`` (with the run's data); a model file only when named or
     trusted, and only if its SHA-256 matches the one recorded at fit time."""
     from bayesmeta.datamodels import DATA_MODELS, as_spec
-    from bayesmeta.modelfiles import builtin_models, load_model_spec
+    from bayesmeta.modelfiles import ModelFileChanged, builtin_models, load_model_spec
     from bayesmeta.zoo import ModelSpec
 
     source, digest, kind = payload["model_source"], payload.get("model_sha256"), model_kind(payload)
@@ -369,7 +565,7 @@ def _spec_of_run(run_dir: str, payload: dict, model: Any, trusted: bool):
             )
         if isinstance(model, ModelSpec):
             return model
-        return as_spec(model, None if entry is None else splits_of_entry(run_dir, entry))
+        return as_spec(model, None if entry is None else splits_of_entry(run_dir, entry, data))
     if kind == "data":
         if entry is None or source not in DATA_MODELS:
             raise CheckpointError(
@@ -380,8 +576,13 @@ def _spec_of_run(run_dir: str, payload: dict, model: Any, trusted: bool):
                 f"model: the run in {run_dir!r} was fitted with the data model {source!r}, "
                 f"got {str(model)!r}"
             )
-        splits = splits_of_entry(run_dir, entry)
+        splits = splits_of_entry(run_dir, entry, data)
         return as_spec(source, splits)
+    if data is not None:
+        raise UsageError(
+            f"--data: the run in {run_dir!r} was fitted without a data file (model "
+            f"{source!r}); expected no --data, got {str(data)!r}"
+        )
     if digest is None:
         if source not in builtin_models():
             raise CheckpointError(
@@ -408,14 +609,17 @@ def _spec_of_run(run_dir: str, payload: dict, model: Any, trusted: bool):
             f"checkpoint: {run_dir!r} was fitted with the model file {source!r}, which is not "
             f"at {str(file)!r}; name it with --model FILE"
         )
-    actual = file_sha256(file)
-    if actual != digest:
+    if not isinstance(digest, str):
+        raise CheckpointError(f"checkpoint: {run_dir!r} has model_sha256={_short(digest)}; "
+                              "expected a hex string, so it is corrupt")  # fmt: skip
+    try:  # the bytes read are hashed, and only those bytes run (no second read of the file)
+        return load_model_spec(str(file), expected_sha256=digest)
+    except ModelFileChanged as err:
         raise CheckpointError(
-            f"checkpoint: the model file {str(file)!r} has SHA-256 {actual[:16]}..., but the "
+            f"checkpoint: the model file {str(file)!r} has SHA-256 {err.actual[:16]}..., but the "
             f"run in {run_dir!r} was fitted with {source!r} at {digest[:16]}...: the file has "
             "changed since the run, so it was not run"
-        )
-    return load_model_spec(str(file))
+        ) from None
 
 
 def run_info(run_dir: str | None = None, access: dict | None = None) -> dict:
@@ -449,7 +653,7 @@ def run_info(run_dir: str | None = None, access: dict | None = None) -> dict:
         raise ValueError(f"RUN_DIR: expected a run directory (from bayesmeta fit --out), got "
                          f"{str(run_dir)!r}")  # fmt: skip
     if (path / CHECKPOINT_NAME).exists() or not (path / LEGACY_CHECKPOINT_NAME).exists():
-        payload = load_checkpoint(path / CHECKPOINT_NAME)
+        payload = read_manifest(path / CHECKPOINT_NAME)
     elif (access or {}).get("allow_pickle"):
         payload = load_legacy_checkpoint(path / LEGACY_CHECKPOINT_NAME)
     else:
@@ -487,10 +691,9 @@ def upgrade(run_dir: str) -> dict:
 
     Reading the pickle can run code: this is for runs you trust. The state is checked against
     its method's template before anything is written, a model file's SHA-256 is recorded
-    (hashing the file as it is now), and the pickle is kept as ``checkpoint.pkl.bak``.
+    (hashing the file as it is now), and the pickle is kept as ``checkpoint.pkl.bak``. The
+    directory's lock is held throughout (:func:`run_dir_lock`).
     """
-    from bayesmeta.modelfiles import builtin_models
-
     path = Path(run_dir)
     if not path.is_dir():
         raise UsageError(f"RUN_DIR: expected a run directory, got {run_dir!r}")
@@ -503,6 +706,16 @@ def upgrade(run_dir: str) -> dict:
         )
     if not legacy.is_file():
         raise UsageError(f"RUN_DIR: {run_dir!r} has no checkpoint.pkl; nothing to upgrade")
+    with run_dir_lock(path, "RUN_DIR"):
+        return _upgrade(run_dir, path, legacy)
+
+
+def _upgrade(run_dir: str, path: Path, legacy: Path) -> dict:
+    from bayesmeta.modelfiles import builtin_models
+
+    if (path / CHECKPOINT_NAME).exists():  # another upgrade finished first
+        raise UsageError(f"RUN_DIR: {run_dir!r} is already in the data-only format; nothing to "
+                         "upgrade")  # fmt: skip
     payload = load_legacy_checkpoint(legacy)
     source = payload.get("model_source")
     if isinstance(source, str) and source not in builtin_models():
@@ -517,7 +730,9 @@ def upgrade(run_dir: str) -> dict:
     payload.pop("format_version", None)
     payload["settings"] = as_json(payload.get("settings"))
     # the state must rebuild from its method's template before the new file is written
-    _, _, state, _ = load_run(run_dir, trust_model_file=True, allow_pickle=True)
+    _, _, state, loaded = load_run(run_dir, trust_model_file=True, allow_pickle=True)
+    if payload["model_sha256"] is not None:  # the hash of the bytes that load_run executed
+        payload["model_sha256"] = loaded.get("model_sha256")
     payload["state"] = state
     payload["upgraded_from"] = "checkpoint.pkl (format 1)"
     save_checkpoint(path / CHECKPOINT_NAME, payload)

@@ -63,11 +63,14 @@ def evaluate_run(
     seed: int = 0,
     quiet: bool = False,
     access: dict | None = None,
+    data: str | None = None,
 ) -> dict:
     """Adapt a fitted run to the support sets of a task file and score the query sets.
 
-    Both outputs (``out`` and ``predictive``) are written only once everything is computed,
-    so a failure leaves neither behind."""
+    ``data`` is the data file of a run fitted on a CSV that has moved since (``--data``): it
+    replaces the recorded path, and its SHA-256 must still be the recorded one. Both outputs
+    (``out`` and ``predictive``) are written only once everything is computed, so a failure
+    leaves neither behind."""
     import jax
     import jax.numpy as jnp
 
@@ -81,7 +84,7 @@ def evaluate_run(
         if Path(predictive).resolve() == Path(out).resolve():
             raise UsageError(f"--predictive: expected a path other than --out, got {predictive!r}")
     check_positive("--samples", samples)
-    spec, method, state, payload = load_run(run_dir, **(access or {}))
+    spec, method, state, payload = load_run(run_dir, data=data, **(access or {}))
     data = load_tasks_for(spec, tasks)
     # a run on the user's own data works in its training groups' standardised units; the
     # task file and every reported number are in the data's own units

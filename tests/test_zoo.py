@@ -9,9 +9,14 @@ import pytest
 from bayesmeta.modelfiles import builtin_models, load_model_spec
 from bayesmeta.zoo import METHOD_NAMES, STREAM_SEEDS
 
+#: Built-in models that need an optional package (the ``data`` extra) to load.
+NEEDS = {"digits": "sklearn"}
+
 
 @pytest.mark.parametrize("name", builtin_models())
 def test_every_default_recipe_is_a_step_count_without_a_wall_clock_cap(name):
+    if name in NEEDS:
+        pytest.importorskip(NEEDS[name])
     spec = load_model_spec(name)
     for method in METHOD_NAMES:
         settings = spec.recipe(method)
