@@ -132,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     quiet = ("--quiet", None, False, "no progress bar")
 
     f = sub.add_parser("fit", help="meta-train a method on a model")
-    f.add_argument("model", metavar="MODEL", help="a model file or a built-in model's name")
-    f.add_argument("--method", required=True, choices=METHOD_NAMES)
+    f.add_argument("model", metavar="MODEL", help="a model file, a built-in name, or auto")
+    f.add_argument("--method", default=None, choices=METHOD_NAMES, help="required but for auto")
     f.add_argument("--budget", choices=BUDGETS, default="default")
     f.add_argument("--out", required=True, metavar="RUN_DIR")
     _flags(
@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_access_args(e)
     e.add_argument("--tasks", required=True, metavar="FILE.npz")
     e.add_argument("--out", required=True, metavar="REPORT.json")
+    e.add_argument("--data", default=None, metavar="FILE",
+                   help="the run's data file where it is now, if it has moved since the fit "
+                   "(its SHA-256 must match the run's)")  # fmt: skip
     _flags(e, ("--samples", _positive("--samples"), 1000, "posterior samples per task"),
            ("--seed", _seed, 0, "the adaptation's key"),
            ("--predictive", str, None, "also write the predictive to PRED.npz"), quiet)  # fmt: skip
@@ -274,6 +277,11 @@ def _fit(args) -> Any:
         mesh, streams = join_distributed(args.coordinator, args.num_processes, args.process_id,
                                          streams)  # fmt: skip
     data = _data_ref(args)
+    if args.model == "auto":
+        return _fit_auto(args, data)
+    if args.method is None:
+        raise UsageError("--method: required (one of the registered methods), except for "
+                         "MODEL auto")  # fmt: skip
     config = {"max_seconds": args.max_seconds}
     run = Run(args.model, args.method, data, budget=args.budget, steps=args.steps,
               seed=args.seed, config=config, task_streams=streams)  # fmt: skip
@@ -282,7 +290,34 @@ def _fit(args) -> Any:
                    progress=False if args.quiet else None)  # fmt: skip
 
 
+def _fit_auto(args, data) -> Any:
+    from bayesmeta.auto import fit_auto
+    from bayesmeta.checkpoint import CHECKPOINT_NAME
+
+    if data is None:
+        raise UsageError("--data: MODEL auto chooses among models of your grouped data; pass "
+                         "--data FILE --group COL --x COL[,COL...] --y COL")  # fmt: skip
+    for flag, value in (
+        ("--method", args.method),
+        ("--steps", args.steps),
+        ("--resume", args.resume or None),
+        ("--max-seconds", args.max_seconds),
+    ):
+        if value is not None:
+            raise UsageError(f"{flag}: not with MODEL auto, which chooses its own candidates")
+    check_out_dir(args.out)
+    if (Path(args.out) / CHECKPOINT_NAME).exists() and not args.force:
+        raise UsageError(f"--out: {args.out!r} already holds a run; pass --force to replace it")
+    fitted = fit_auto(data, seed=args.seed, budget=args.budget,
+                      progress=False if args.quiet else None,
+                      log=None if args.quiet else print)  # fmt: skip
+    fitted.save(args.out, overwrite=args.force)
+    return fitted
+
+
 def _print_fit(f, args) -> None:
+    if "auto" in f.info:
+        print(f"auto chose {f.info['model']} / {f.info['method']}: {f.info['auto']['reason']}")
     i = f.info
     print(f"fitted {i['method']} on {i['model']}: {i['steps']} steps in "
           f"{i['train_seconds']:.1f}s -> {args.out}")  # fmt: skip
@@ -293,7 +328,7 @@ def _evaluate(args) -> dict:
 
     return evaluate_run(args.run_dir, args.tasks, args.out, samples=args.samples,
                         predictive=args.predictive, seed=args.seed, quiet=args.quiet,
-                        access=_access(args))  # fmt: skip
+                        access=_access(args), data=args.data)  # fmt: skip
 
 
 def _print_evaluate(rep: dict, args) -> None:

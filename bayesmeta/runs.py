@@ -152,7 +152,9 @@ def fit(
     Parameters
     ----------
     model : str, Path, ModelSpec, NumPyro model function or HierarchicalModel
-        See the module docstring.
+        See the module docstring; ``"auto"`` with ``data`` fits the candidate models and
+        methods of :mod:`bayesmeta.auto` and keeps the best on the validation groups
+        (``method`` is then ignored).
     method : str
         A registered method (``maml``, ``meta-sgd``, ``abml``, ``emaml``, ``bmaml``,
         ``platipus``, ``neural-process``) or ``reference`` (nothing to train).
@@ -176,6 +178,13 @@ def fit(
     """
     from bayesmeta.fitting import Run, fit_run
 
+    if isinstance(model, str) and model == "auto":
+        from bayesmeta.auto import fit_auto
+
+        if config or optimizer is not None or steps is not None:
+            raise ValueError("model: 'auto' chooses its candidates' recipes itself; drop steps=, "
+                             "optimizer= and recipe overrides")  # fmt: skip
+        return fit_auto(data, seed=seed, budget=budget, progress=progress)
     run = Run(model, method, data, budget=budget, steps=steps, seed=seed, config=config,
               optimizer=optimizer)  # fmt: skip
     return fit_run(run, validate=validate, progress=progress)

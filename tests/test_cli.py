@@ -377,12 +377,12 @@ def test_version_flag(capsys):
 
 def test_a_bug_is_a_traceback_and_exit_1_not_bad_input(monkeypatch, tmp_path, capsys):
     # an error from inside a dependency (here NumPy) is not the user's input: exit 1, traceback
-    import bayesmeta.zoo
+    import bayesmeta.modelfiles
 
-    def broken(model):
+    def broken(model, **kw):
         return np.linalg.inv(np.zeros((2, 3)))  # raises LinAlgError (a ValueError) in NumPy
 
-    monkeypatch.setattr(bayesmeta.zoo, "load_model_spec", broken)
+    monkeypatch.setattr(bayesmeta.modelfiles, "load_model_spec", broken)
     code = main(["tasks", "sinusoid", "--k", "1", "--out", str(tmp_path / "t.npz")])
     err = capsys.readouterr().err
     assert code == 1

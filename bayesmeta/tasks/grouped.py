@@ -266,7 +266,8 @@ def group_tasks(
 ) -> dict[str, np.ndarray]:
     """A task set with one task per group of ``split``: ``k`` support rows drawn without
     replacement (``numpy`` generator ``seed``), the rest of the group as query rows, padded
-    with ``mask_query`` (``mask_support`` is all ones). Groups with fewer than ``k + 1`` rows
+    with ``mask_query`` (``mask_support`` is all ones; ``task_params`` names each task's group).
+    Groups with fewer than ``k + 1`` rows
     are left out; ``max_tasks`` keeps the first groups, ``max_query`` the first query rows.
     Every task is a different group, so standard errors over tasks are over groups.
     """
@@ -294,6 +295,9 @@ def group_tasks(
         "mask_support": np.ones((t, k), np.float32),
         "mask_query": np.zeros((t, q_max), np.float32),
     }
+    labels = np.asarray(split.groups)[keep]
+    # which group each task is (numeric labels as they are, others by position)
+    out["task_params"] = (labels if labels.dtype.kind in "iuf" else keep)[:, None]
     for i, g in enumerate(keep):
         perm = rng.permutation(int(lengths[g]))
         s, q = perm[:k], perm[k:][:q_max]
