@@ -79,14 +79,28 @@ def data_model_spec(model: str, splits, *, name: str = "data") -> ModelSpec:
             prior_scale=0.1,
             noise_init=0.7,
         )
+    recipe = data_recipe(splits)
+    if eb is not None:  # the exact last layer where the method has one (EXACT_HEADS)
+        for method, options in EXACT_HEADS.items():
+            recipe["recipes"][method] = {**recipe["recipes"].get(method, {}), **options}
     return ModelSpec(
         name=f"{name}/{model}",
         data=splits,
         model=hm,
         reference_method=functools.partial(_linear_reference, train) if model == "linear" else None,
         source=model,
-        **data_recipe(splits),
+        **recipe,
     )
+
+
+#: The data models' last layer is linear and Gaussian: these methods integrate it exactly by
+#: default, so that started at the empirical-Bayes fit they are the classical posterior
+#: (the ``linear`` model) or contain it (the ``mlp``); ``head="adapted"`` overrides.
+EXACT_HEADS: dict[str, dict[str, Any]] = {
+    "abml": {"head": "collapsed"},
+    "bmaml": {"head": "collapsed"},
+    "platipus": {"head": "collapsed"},
+}
 
 
 class EmpiricalBayes(NamedTuple):

@@ -34,6 +34,14 @@ REGRESSION_RECIPES: dict[str, dict[str, Any]] = {
         "outer_samples": 64,
         "outer": "predictive",
     },
+    "amortized": {
+        "steps": 20_000,
+        "lr_decay_steps": 20_000,
+        "covariance": "low-rank",
+        "rank": 4,
+        "train_samples": 8,
+        "outer": "elbo",
+    },
     "emaml": {
         "steps": 40_000,
         "lr_decay_steps": 40_000,

@@ -1,6 +1,7 @@
 """Inference methods (one module each) and the shared training loop."""
 
 from bayesmeta.inference.abml import ABMLConfig, abml
+from bayesmeta.inference.amortized import AmortizedConfig, amortized
 from bayesmeta.inference.base import Info, MetaState, Method, make_optimizer
 from bayesmeta.inference.bmaml import BMAMLConfig, bmaml
 from bayesmeta.inference.config import ConfigError, MethodConfig, TrainConfig
@@ -15,6 +16,7 @@ from bayesmeta.inference.train import DivergenceError, TrainResult, train
 
 __all__ = [
     "ABMLConfig",
+    "AmortizedConfig",
     "BMAMLConfig",
     "BayesianProtoNetConfig",
     "ConfigError",
@@ -32,6 +34,7 @@ __all__ = [
     "Method",
     "TrainResult",
     "abml",
+    "amortized",
     "bmaml",
     "emaml",
     "linear_gaussian_posterior",

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from bayesmeta.inference.abml import ABMLConfig, abml
+from bayesmeta.inference.amortized import AmortizedConfig, amortized
 from bayesmeta.inference.base import Method
 from bayesmeta.inference.bmaml import BMAMLConfig, bmaml
 from bayesmeta.inference.config import MethodConfig
@@ -73,6 +74,7 @@ METHODS: dict[str, MethodInfo] = {
         MethodInfo("emaml", emaml, EMAMLConfig, "#D55E00", 1),
         MethodInfo("bmaml", bmaml, BMAMLConfig, "#0072B2", 2),
         MethodInfo("platipus", platipus, PLATIPUSConfig, "#56B4E9", 4),
+        MethodInfo("amortized", amortized, AmortizedConfig, "#999933", None, any_model=True),
         MethodInfo(
             "neural-process",
             neural_process,

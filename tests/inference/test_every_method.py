@@ -27,6 +27,7 @@ SMALL = {
     "maml": {"inner_steps": 1},
     "meta-sgd": {"inner_steps": 1},
     "abml": {"inner_steps": 1, "outer_samples": 2},
+    "amortized": {"encoder_sizes": (8,), "decoder_sizes": (), "rank": 2, "train_samples": 2},
     "emaml": {"inner_steps": 1, "num_particles": 2},
     "bmaml": {"inner_steps": 1, "num_particles": 2},
     "platipus": {"inner_steps": 1, "train_samples": 2},
