@@ -75,10 +75,11 @@ def markdown(rows: list[dict]) -> str:
 def run(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", nargs="+", default=list(K), choices=list(K))
-    p.add_argument("--methods", nargs="+", default=["abml", "bmaml", "neural-process"],
+    p.add_argument("--methods", nargs="+", default=["neural-process"],
                    help="methods on the mlp model")  # fmt: skip
-    p.add_argument("--linear-methods", nargs="+", default=["reference", "abml"],
+    p.add_argument("--linear-methods", nargs="+", default=["reference", "abml", "platipus"],
                    help="methods on the linear model")  # fmt: skip
+    p.add_argument("--no-auto", action="store_true", help="leave out `bayesmeta fit auto`")
     p.add_argument("--steps", type=int, default=None, help="default: the data recipe's")
     p.add_argument("--samples", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
@@ -110,31 +111,18 @@ def run(argv: list[str] | None = None) -> list[dict]:
             )
             == 0
         )
-        for model, method in [("mlp", m) for m in args.methods] + [
-            ("linear", m) for m in args.linear_methods
-        ]:
-            run_dir = args.work / f"{name}_{model}_{method}"
-            steps = ["--steps", str(args.steps)] if args.steps else []
-            assert (
-                cli(
-                    [
-                        "fit",
-                        model,
-                        "--method",
-                        method,
-                        *data,
-                        *steps,
-                        "--seed",
-                        str(args.seed),
-                        "--quiet",
-                        "--out",
-                        str(run_dir),
-                    ]
-                )
-                == 0
-            )
+        pairs = [("mlp", m) for m in args.methods] + [("linear", m) for m in args.linear_methods]
+        for model, method in pairs + ([] if args.no_auto else [("auto", None)]):
+            run_dir = args.work / f"{name}_{model}_{method or 'chosen'}"
+            steps = ["--steps", str(args.steps)] if args.steps and method else []
+            how = ["--method", method] if method else []
+            argv = ["fit", model, *how, *data, *steps, "--seed", str(args.seed), "--quiet",
+                    "--force", "--out", str(run_dir)]  # fmt: skip
+            assert cli(argv) == 0
             info = json.loads((run_dir / "run.json").read_text())
-            report_path = args.work / f"{name}_{model}_{method}.json"
+            if method is None:  # auto: the row is the chosen candidate's
+                method = f"auto -> {info['model'].split('/')[-1]}/{info['method']}"
+            report_path = run_dir.with_suffix(".json")
             assert (
                 cli(
                     [
