@@ -116,9 +116,9 @@ def run(argv: list[str] | None = None) -> list[dict]:
             run_dir = args.work / f"{name}_{model}_{method or 'chosen'}"
             steps = ["--steps", str(args.steps)] if args.steps and method else []
             how = ["--method", method] if method else []
-            argv = ["fit", model, *how, *data, *steps, "--seed", str(args.seed), "--quiet",
-                    "--force", "--out", str(run_dir)]  # fmt: skip
-            assert cli(argv) == 0
+            fit = ["fit", model, *how, *data, *steps, "--seed", str(args.seed), "--quiet",
+                   "--force", "--out", str(run_dir)]  # fmt: skip
+            assert cli(fit) == 0
             info = json.loads((run_dir / "run.json").read_text())
             if method is None:  # auto: the row is the chosen candidate's
                 method = f"auto -> {info['model'].split('/')[-1]}/{info['method']}"
