@@ -93,6 +93,7 @@ def test_labels_and_several_targets_keep_the_plain_models():
     assert not isinstance(as_spec("linear", wide).model, DataModel)
 
 
+@pytest.mark.slow
 def test_a_collapsed_method_on_the_linear_model_is_the_classical_posterior_untrained(rows):
     # one step of a tiny learning rate: the method's exact head at the classical θ
     ref = bm.fit("linear", "reference", data=rows)

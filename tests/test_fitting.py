@@ -25,6 +25,7 @@ def _same(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.slow
 def test_every_door_fits_the_same_theta(tmp_path):
     # the command line, the notebook, ModelSpec.fit and fit_run are one path
     kw = {"steps": 6, "seed": 3}

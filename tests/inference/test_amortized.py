@@ -143,6 +143,7 @@ def _exact_q(mu, x, y, mask):
     return GaussianQ(m, jnp.full(2, 0.5 * jnp.log(c)), v)
 
 
+@pytest.mark.slow
 def test_elbo_of_the_exact_posterior_is_the_log_evidence_and_bounds_it():
     method = amortized(NumPyroModel(linear, dx=1), **SMALL)
     state = method.init(jax.random.PRNGKey(0))
@@ -237,7 +238,7 @@ def test_elbo_gradient_matches_finite_differences():
 @pytest.mark.parametrize(
     "options",
     [
-        {},
+        pytest.param({}, marks=pytest.mark.slow),
         {"covariance": "mean-field", "outer": "predictive"},
         pytest.param({"refine_steps": 2}, marks=pytest.mark.slow),
     ],
