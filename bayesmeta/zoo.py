@@ -227,6 +227,7 @@ class ModelSpec:
         task_streams: int | None = None,
         validate=None,
         optimizer=None,
+        force: bool = False,
         **overrides,
     ):
         """Meta-train ``method`` with its recipe: ``(Method, TrainResult)`` (the training's
@@ -237,7 +238,8 @@ class ModelSpec:
         ``task_streams=S`` draws each meta-batch as S independent streams (with a ``mesh``,
         which may span processes, each device draws its own), so the same S gives the same θ
         on any number of processes; ``validate`` is ``Method -> (state -> float)``, a held-out
-        score computed after every chunk (None: no validation).
+        score computed after every chunk (None: no validation); ``force`` replaces a run
+        already in ``run_dir``.
         """
         from bayesmeta.fitting import Run, fit_run
 
@@ -245,7 +247,7 @@ class ModelSpec:
         run = Run(self, method, budget=budget, steps=steps, seed=seed, config=overrides,
                   task_streams=task_streams, optimizer=optimizer)  # fmt: skip
         fitted = fit_run(run, out=run_dir, validate=validate is not None, validator=validate,
-                         mesh=mesh, progress=progress)  # fmt: skip
+                         mesh=mesh, progress=progress, force=force)  # fmt: skip
         return fitted.method, fitted.result
 
     def held_out(

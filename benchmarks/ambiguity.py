@@ -48,20 +48,13 @@ def _fit_or_load(spec, name, args):
         _, method, state, payload = load_run(str(run_dir))
         print(f"{name}: loaded {run_dir} (step {int(state.step)})", flush=True)
         return method, state, payload.get("train_seconds")
-    extra = {
-        "model_source": spec.source,
-        "model_name": spec.name,
-        "settings": spec.recipe(name, max_seconds=args.seconds),
-        "seed": args.seed,
-        "budget": "default",
-    }
     method, res = spec.fit(
         name,
         seed=args.seed,
         progress=not args.quiet,
         max_seconds=args.seconds,
         run_dir=run_dir,
-        checkpoint_extra={**extra},
+        force=True,
     )
     print(f"{name}: {int(res.state.step)} steps in {res.seconds:.0f}s", flush=True)
     return method, res.state, round(res.seconds, 1)

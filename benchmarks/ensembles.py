@@ -67,13 +67,6 @@ def compare(args) -> None:
     train_s, steps = {}, {}
     for name in methods:
         run_dir = Path(args.runs) / spec.name / name
-        extra = {
-            "model_source": spec.source,
-            "model_name": spec.name,
-            "settings": spec.recipe(name, args.budget, max_seconds=args.seconds),
-            "seed": args.seed,
-            "budget": args.budget,
-        }
         if args.reuse and (run_dir / "checkpoint.npz").exists():
             from bayesmeta.runs import load_run
 
@@ -89,7 +82,7 @@ def compare(args) -> None:
             progress=not args.quiet,
             max_seconds=args.seconds,
             run_dir=run_dir,
-            checkpoint_extra=extra,
+            force=True,
         )
         fitted[name] = (method, res.state)
         train_s[name] = round(res.seconds, 1)
