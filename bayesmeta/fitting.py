@@ -92,6 +92,15 @@ class Run:
     task_streams: int | None = None
     optimizer: Any = None
 
+    def __post_init__(self):
+        config = dict(self.config)
+        if "steps" in config:  # one home for the step count
+            if self.steps is not None and config["steps"] != self.steps:
+                raise ValueError(f"steps: given twice ({self.steps} and config "
+                                 f"steps={config['steps']})")  # fmt: skip
+            object.__setattr__(self, "steps", config.pop("steps"))
+        object.__setattr__(self, "config", config)
+
     @functools.cached_property
     def spec(self) -> ModelSpec:
         """The model and its tasks."""
