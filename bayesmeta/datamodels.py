@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -234,25 +235,33 @@ def data_recipe(splits) -> dict[str, Any]:
     }
 
 
-def as_spec(model: Any, data: Any = None) -> ModelSpec:
+def as_spec(model: Any, data: Any = None, *, split_seed: int = 0) -> ModelSpec:
     """The :class:`ModelSpec` of a model reference and, optionally, grouped data: a ModelSpec
     as it is; a built-in name or model file; with ``data`` (a data set's name, ``Rows`` or
     ``Splits``) ``"linear"``, ``"mlp"``, a NumPyro model function or a
-    :class:`~bayesmeta.model.HierarchicalModel` sized from the data."""
+    :class:`~bayesmeta.model.HierarchicalModel` sized from the data.
+
+    With a model of its own, the data are read as its observation site ``y`` needs them
+    before anything is trained (:func:`~bayesmeta.tasks.data.rows_for_observation`): counts
+    for a Poisson, negative-binomial or Bernoulli site (in their own units, never
+    standardised, every value checked against the support), real standardised values for a
+    continuous one. ``Rows`` are split by ``split_seed``."""
     if isinstance(model, ModelSpec):
         if data is not None:
             raise ValueError("data: a ModelSpec already names its tasks; pass one or the other")
         return model
     if data is not None:
-        splits = _data_splits(data)
         if isinstance(model, str):
             if model not in DATA_MODELS:
                 raise ValueError(
                     f"model: with data, expected one of {list(DATA_MODELS)}, a NumPyro model "
                     f"function or a HierarchicalModel, got {model!r}"
                 )
+            _warn_inferred_labels(data)
+            splits = data.split(seed=split_seed) if _is_rows(data) else _data_splits(data)
             return data_model_spec(model, splits, name=splits.train.name)
         name = getattr(model, "__name__", type(model).__name__)
+        splits, model = _splits_for_model(model, data, name, split_seed)
         return ModelSpec(name=f"{splits.train.name}/{name}", data=splits, model=model,
                          **data_recipe(splits))  # fmt: skip
     if isinstance(model, str | Path):
@@ -262,6 +271,52 @@ def as_spec(model: Any, data: Any = None) -> ModelSpec:
         f"'linear', 'mlp', a NumPyro model function or a HierarchicalModel; got "
         f"{type(model).__name__}"
     )
+
+
+def _is_rows(data: Any) -> bool:
+    from bayesmeta.tasks.data import Rows
+
+    return isinstance(data, Rows)
+
+
+def _warn_inferred_labels(data: Any) -> None:
+    """Say so when integer targets become class labels by their type alone."""
+    if _is_rows(data) and data.classification and data.labels_inferred:
+        warnings.warn(
+            f"y: the integer values of column {data.target!r} are read as "
+            f"{int(data.y.max()) + 1} class labels; pass labels=False to read them as numbers "
+            "(counts or real values), or labels=True to say so",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _splits_for_model(model: Any, data: Any, name: str, split_seed: int):
+    """``(Splits, model)`` for a model of the user's own: the model wrapped once, and the data
+    read as its observation site needs them (or refused in one line)."""
+    from bayesmeta.model import NumPyroModel
+    from bayesmeta.tasks.data import check_splits_for_observation, rows_for_observation
+
+    rows = data if _is_rows(data) else None
+    if rows is None:
+        data = _data_splits(data)
+    dx = rows.x.shape[1] if rows is not None else int(data.train.dx)
+    label = rows.name if rows is not None else data.train.name
+    if not isinstance(model, HierarchicalModel | NumPyroModel):
+        if not callable(model):
+            raise TypeError(
+                f"model: expected a NumPyro model function or a HierarchicalModel, got "
+                f"{type(model).__name__}"
+            )
+        model = NumPyroModel(model, dx=dx, name=f"{label}/{name}")
+    support, what = model.observation
+    if what == "Categorical":  # class labels: read as the rows already are
+        return (rows.split(seed=split_seed) if rows is not None else data), model
+    if rows is None:
+        check_splits_for_observation(data, support, what)
+        return data, model
+    rows, standardize = rows_for_observation(rows, support, what)
+    return rows.split(seed=split_seed, standardize_y=standardize), model
 
 
 def _linear_reference(train) -> Method:

@@ -105,8 +105,10 @@ class Run:
     def spec(self) -> ModelSpec:
         """The model and its tasks."""
         if isinstance(self.data, DataRef):
-            model = self.model if isinstance(self.model, str) else None
-            return as_spec(self.model if model is None else model, self.data.splits())
+            if isinstance(self.model, str):
+                return as_spec(self.model, self.data.splits())
+            # a model of the user's own reads the rows as its observation site needs them
+            return as_spec(self.model, self.data.rows(), split_seed=self.data.split_seed)
         return as_spec(self.model, self.data)
 
     def settings(self) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -112,6 +112,13 @@ class HierarchicalModel:
     @property
     def dy(self) -> int:
         return 1 if self.likelihood == "categorical" else self._output_dim
+
+    @property
+    def observation(self) -> tuple[Any, str]:
+        """``(support, name)`` of the observation distribution (as :class:`NumPyroModel`)."""
+        if self.likelihood == "categorical":
+            return dist.constraints.integer_interval(0, self.num_classes - 1), "Categorical"
+        return dist.constraints.real, "Normal"
 
     @property
     def _output_dim(self) -> int:
@@ -365,6 +372,7 @@ class NumPyroModel:
     _theta: tuple = field(init=False, repr=False)
     _params: tuple = field(init=False, repr=False)
     _y: tuple = field(init=False, repr=False)
+    _observation: tuple = field(init=False, repr=False)
 
     def __post_init__(self):
         if not callable(self.fn):
@@ -438,6 +446,13 @@ class NumPyroModel:
         object.__setattr__(self, "_theta", tuple(theta))
         object.__setattr__(self, "_params", tuple(params))
         object.__setattr__(self, "_y", (ev, y["value"].dtype))
+        object.__setattr__(self, "_observation", (y["fn"].support, _dist_name(y["fn"])))
+
+    @property
+    def observation(self) -> tuple[Any, str]:
+        """``(support, name)`` of the observation site ``y``'s distribution: what a data set
+        must hold for this model (counts for a Poisson site, real values for a Normal one)."""
+        return self._observation
 
     # -- tracing ------------------------------------------------------------------------------
     def _raw_trace(self, t: int, n: int) -> dict:
@@ -672,3 +687,11 @@ class NumPyroModel:
         params = {k: theta[k] for k in self.theta_keys}
         noise = jnp.ones((t, s), phi.dtype)
         return TaskPosterior(phi, lw, noise, self.observe, "generic", method, params, per_sample)
+
+
+def _dist_name(d: Any) -> str:
+    """A distribution's class name, through NumPyro's wrappers (``Independent``, masks,
+    ``ExpandedDistribution``): ``"Poisson"``, ``"Normal"``."""
+    while hasattr(d, "base_dist"):
+        d = d.base_dist
+    return type(d).__name__

@@ -5,6 +5,8 @@ the same fit."""
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -111,3 +113,99 @@ def test_held_out_on_data_is_one_task_per_group(rows):
     assert tasks["x_query"].shape[1] == int(test.lengths.max()) - 3
     report = ref.evaluate(tasks)
     assert report["n_tasks"] == test.num_groups and np.isfinite(report["nll_se"])
+
+
+# -- counts and labels (issue 42, item 8): the data are read as the model's observation site
+# needs them, before anything is trained
+
+
+def _poisson(x, y=None, mask=None):
+    import numpyro
+    import numpyro.distributions as dist
+
+    t, n, _ = x.shape
+    mu = numpyro.sample("mu", dist.Normal(0.0, 2.0))
+    with numpyro.plate("tasks", t, dim=-2):
+        a = numpyro.sample("a", dist.Normal(mu, 0.5))
+    with numpyro.plate("tasks", t, dim=-2), numpyro.plate("points", n, dim=-1):
+        numpyro.sample("y", dist.Poisson(jnp.exp(a + 0.3 * x[..., 0])), obs=y)
+
+
+def _normal(x, y=None, mask=None):
+    import numpyro
+    import numpyro.distributions as dist
+
+    t, n, _ = x.shape
+    with numpyro.plate("tasks", t, dim=-2):
+        a = numpyro.sample("a", dist.Normal(0.0, 1.0))
+    with numpyro.plate("tasks", t, dim=-2), numpyro.plate("points", n, dim=-1):
+        numpyro.sample("y", dist.Normal(a + x[..., 0], 0.5), obs=y)
+
+
+@pytest.fixture(scope="module")
+def counts():
+    rng = np.random.default_rng(3)
+    g = np.repeat(np.arange(30), 6)
+    x = rng.normal(size=(g.size, 1))
+    y = rng.poisson(np.exp(rng.normal(1.0, 0.5, 30)[g] + 0.3 * x[:, 0]))
+    return x, y, g
+
+
+def test_integer_counts_fit_a_poisson_model_in_their_own_units(counts):
+    # before: integer y became class labels, training ran, and evaluation failed on a shape
+    x, y, g = counts
+    fitted = bm.fit(_poisson, "maml", data=from_groups(x, y, g), steps=3)
+    splits = fitted.spec.splits
+    assert splits.scaler.y_mean is None and splits.scaler.y_scale is None  # never standardised
+    real = np.arange(splits.train.y.shape[1])[None, :] < splits.train.lengths[:, None]
+    train_y = splits.train.y[real]
+    assert train_y.shape[-1] == 1 and np.all(train_y == np.round(train_y)) and train_y.max() > 1
+    report = fitted.evaluate(fitted.held_out(k=2))
+    assert np.isfinite(report["nll"])
+
+
+def test_counts_given_as_floats_are_not_standardised_either(counts):
+    # before: labels=False standardised the counts and the Poisson likelihood diverged
+    x, y, g = counts
+    spec = as_spec(_poisson, from_groups(x, y.astype(float), g, labels=False))
+    assert spec.splits.scaler.y_mean is None
+
+
+@pytest.mark.parametrize(
+    "bad, expected",
+    [(2.5, "discrete support"), (-1.0, "discrete support")],
+)
+def test_values_outside_the_sites_support_are_refused_before_training(counts, bad, expected):
+    x, y, g = counts
+    y = y.astype(float)
+    y[7] = bad
+    with pytest.raises(ValueError, match=expected) as err:
+        as_spec(_poisson, from_groups(x, y, g, labels=False, target="seizures"))
+    msg = str(err.value)
+    assert "\n" not in msg and "Poisson" in msg and "'seizures'" in msg and "row 7" in msg
+
+
+def test_explicit_labels_or_standardised_splits_for_a_count_site_are_refused(counts):
+    x, y, g = counts
+    with pytest.raises(ValueError, match=r"labels=True\); pass labels=False"):
+        as_spec(_poisson, from_groups(x, y, g, labels=True))
+    standardised = from_groups(x, y, g, labels=False).split(seed=0)
+    with pytest.raises(ValueError, match="standardize_y=False"):
+        as_spec(_poisson, standardised)
+    as_spec(_poisson, from_groups(x, y, g, labels=False).split(seed=0, standardize_y=False))
+
+
+def test_integer_targets_of_a_real_site_are_real_and_standardised(counts):
+    x, y, g = counts
+    spec = as_spec(_normal, from_groups(x, y, g))
+    assert spec.splits.scaler.y_scale is not None and not spec.splits.train.classification
+
+
+def test_integers_become_labels_for_the_builtin_mlp_only_with_a_warning(counts):
+    x, y, g = counts
+    with pytest.warns(UserWarning, match="class labels; pass labels=False"):
+        spec = as_spec("mlp", from_groups(x, y, g))
+    assert spec.splits.train.classification
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        as_spec("mlp", from_groups(x, y, g, labels=True))

@@ -16,7 +16,11 @@ masked, one compilation for every batch.
     family = splits.train.family()                        # meta-train on this
 
 Labels (integer ``y``) make a classification data set: they are checked to be integers and
-are not standardised.
+are not standardised. A model of the user's own decides how ``y`` is read
+(:func:`rows_for_observation`): a count or binary observation site (Poisson, negative
+binomial, Bernoulli) takes ``y`` in its own units, never standardised and checked against the
+site's support before training; a continuous one takes integers as real values. Integers turn
+into class labels by their type alone only for the built-in ``mlp``, and it says so.
 
 Bad input is refused with a ``ValueError`` of one line naming the argument or file, the column
 and the row (in a CSV file, the file's line number, the header being line 1): a file that is
@@ -135,10 +139,21 @@ class Rows:
     features: tuple[str, ...]
     target: str
     name: str = "data"
+    #: ``y`` are labels only because its values were integers (``labels=None``): a model
+    #: whose observation site is real or a count may read them as such
+    #: (:func:`rows_for_observation`)
+    labels_inferred: bool = False
 
     @property
     def classification(self) -> bool:
         return self.y.ndim == 1
+
+    def as_real(self) -> Rows:
+        """The same rows with ``y`` as one real column ``(N, 1)`` (labels read as numbers)."""
+        if not self.classification:
+            return self
+        y = self.y.astype(np.float64)[:, None]
+        return Rows(self.x, y, self.groups, self.features, self.target, self.name)
 
     @property
     def group_labels(self) -> np.ndarray:
@@ -417,9 +432,10 @@ def from_groups(
     """Grouped rows from arrays: ``x (N, Dx)`` (or ``(N,)``), ``y (N,)``/``(N, Dy)`` real or
     ``(N,)`` integer labels, and a group id per row.
 
-    ``labels=None`` treats an integer-typed 1-D ``y`` as class labels; pass ``labels=True``
-    (labels stored as floats that must be whole numbers) or ``False`` (integer counts
-    modelled as real values) to choose.
+    ``labels=None`` treats an integer-typed 1-D ``y`` as class labels for a classifier and as
+    numbers for a model whose observation site is real or a count (``Rows.labels_inferred``);
+    pass ``labels=True`` (labels stored as floats that must be whole numbers) or ``False``
+    (numbers) to choose.
 
     Raises
     ------
@@ -436,8 +452,9 @@ def from_groups(
         raise ValueError(f"groups: expected shape ({n},) (one id per row of x), got {g.shape}")
     _check_groups(g, "groups")
     ya = np.asarray(y)
+    inferred = labels is None and ya.ndim == 1 and ya.dtype.kind in "iub"
     if labels is None:
-        labels = ya.ndim == 1 and ya.dtype.kind in "iub"
+        labels = inferred
     if labels:
         if ya.ndim != 1 or ya.shape[0] != n:
             raise ValueError(f"y: expected integer labels of shape ({n},), got {ya.shape}")
@@ -453,7 +470,88 @@ def from_groups(
         feats = tuple(f"x{i}" for i in range(xa.shape[1]))
     if len(feats) != xa.shape[1]:
         raise ValueError(f"features: expected {xa.shape[1]} names, got {len(feats)}")
-    return Rows(xa, ya, g, feats, target, name)
+    return Rows(xa, ya, g, feats, target, name, labels_inferred=bool(inferred))
+
+
+def observation_kind(support: Any) -> str:
+    """``"real"`` for a continuous observation site's support, ``"discrete"`` for counts,
+    binary or bounded integers (NumPyro's ``constraint.is_discrete``)."""
+    return "discrete" if getattr(support, "is_discrete", False) else "real"
+
+
+def rows_for_observation(rows: Rows, support: Any, what: str) -> tuple[Rows, bool]:
+    """The rows as a model whose observation site ``y`` has ``support`` reads them, and
+    whether to standardise ``y``.
+
+    A discrete site (Poisson, negative binomial, Bernoulli, binomial counts) takes ``y`` in
+    its own units as one column, never standardised (an affine map breaks a count
+    likelihood), and every value must lie in the support; integer values that ``from_groups``
+    took for labels only because of their type are read as counts. A continuous site takes a
+    real, standardised ``y``; integer values become real numbers unless labels were asked for
+    explicitly.
+
+    Parameters
+    ----------
+    rows : Rows
+    support : numpyro.distributions.constraints.Constraint
+        The support of the model's observation site.
+    what : str
+        The site for messages (e.g. ``"Poisson"``).
+
+    Raises
+    ------
+    ValueError
+        One line naming the column, the value and its group: a value outside a discrete
+        support, or class labels (``labels=True``) for a model with a real or count site.
+    """
+    kind = observation_kind(support)
+    if rows.classification and not rows.labels_inferred:
+        raise ValueError(
+            f"y: the model's observation site 'y' is {what} ({kind}), but column "
+            f"{rows.target!r} was read as class labels (labels=True); pass labels=False"
+        )
+    rows = rows.as_real()
+    if kind == "real":
+        return rows, True
+    if rows.y.shape[1] != 1 and not getattr(support, "event_dim", 0):
+        raise ValueError(f"y: expected one column for {what} counts, got {rows.y.shape[1]}")
+    ok = np.asarray(support.check(rows.y), bool).reshape(rows.y.shape[0], -1).all(-1)
+    if not ok.all():
+        r = int(np.flatnonzero(~ok)[0])
+        raise ValueError(
+            f"y: the model's observation site 'y' is {what} (discrete support {support}), got "
+            f"{rows.y[r, 0]:g} in column {rows.target!r} {_at_row(r)} (group "
+            f"{_id(rows.groups[r])}; {int((~ok).sum())} such rows)"
+        )
+    return rows, False
+
+
+def check_splits_for_observation(splits: Splits, support: Any, what: str) -> None:
+    """Refuse splits whose ``y`` a model with this observation ``support`` cannot read:
+    standardised or out-of-support values for a discrete site, labels for a real one."""
+    kind = observation_kind(support)
+    if splits.train.classification:
+        raise ValueError(
+            f"data: the model's observation site 'y' is {what} ({kind}), but the splits hold "
+            "class labels; build the rows with labels=False"
+        )
+    if kind == "real":
+        return
+    if splits.scaler.y_mean is not None:
+        raise ValueError(
+            f"data: the model's observation site 'y' is {what} (discrete), but these splits "
+            "standardised y; split the rows with standardize_y=False (or pass the Rows)"
+        )
+    for name in SPLITS:
+        part = splits[name]
+        real = np.arange(part.y.shape[1])[None, :] < part.lengths[:, None]
+        y = part.y[real]
+        ok = np.asarray(support.check(y), bool).reshape(y.shape[0], -1).all(-1)
+        if not ok.all():
+            raise ValueError(
+                f"data: the model's observation site 'y' is {what} (discrete support "
+                f"{support}), got {float(y[~ok][0, 0]):g} in the {name} split"
+            )
 
 
 def _check_roles(xs: Sequence[str], y: str, group: str, args: tuple[str, str, str]) -> None:
@@ -787,4 +885,6 @@ __all__ = [
     "held_out_tasks",
     "load_pool_file",
     "load_rows",
+    "observation_kind",
+    "rows_for_observation",
 ]
