@@ -74,3 +74,129 @@ def test_eb_predictive_is_the_gaussian_conditional_of_query_given_support(fitted
         np.testing.assert_allclose(lp["eb_linear"][t], want, rtol=1e-8)
     # with varying slopes, using the support set beats ignoring the groups
     assert lp["eb_linear"].mean() > lp["pooled_linear"].mean()
+
+
+# -- the linear mixed model (statsmodels MixedLM) -------------------------------------------
+
+BETA = np.array([1.0, -0.5, 0.3])  # two slopes, then the intercept
+_L = np.array([[0.6, 0.0, 0.0], [0.2, 0.3, 0.0], [-0.3, 0.1, 0.5]])
+G_TRUE = _L @ _L.T
+S2_TRUE = 0.25
+
+
+def _mixed_groups(num_groups, seed):
+    """Rows of the random-intercept-and-slope model y = [x, 1](β + b_g) + ε."""
+    rng = np.random.default_rng(seed)
+    x, y, g = [], [], []
+    for i in range(num_groups):
+        n = int(rng.integers(6, 12))
+        xi = rng.normal(size=(n, 2))
+        w = BETA + _L @ rng.normal(size=3)
+        x.append(xi)
+        y.append(np.c_[xi, np.ones(n)] @ w + rng.normal(0, np.sqrt(S2_TRUE), n))
+        g.append(np.full(n, i))
+    return np.concatenate(x), np.concatenate(y), np.concatenate(g)
+
+
+def _tasks(x, y, g, k):
+    """One task per group: the first k rows as support, the next 3 as queries."""
+    labels = np.unique(g)
+    xs = np.stack([x[g == i][:k] for i in labels])
+    ys = np.stack([y[g == i][:k] for i in labels])
+    xq = np.stack([x[g == i][k : k + 3] for i in labels])
+    yq = np.stack([y[g == i][k : k + 3] for i in labels])
+    return xs, ys, np.ones(xs.shape[:2]), xq, yq
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    pytest.importorskip("statsmodels")
+    from bayesmeta.evaluate.baselines import fit_mixed_model
+
+    x, y, g = _mixed_groups(250, seed=1)
+    eb = fit_linear_baselines(x, y, g)
+    return fit_mixed_model(x, y, g, start=eb), eb
+
+
+def test_mixed_model_recovers_the_simulated_parameters(mixed):
+    mm, _ = mixed
+    assert mm.structure == "full" and mm.random == (0, 1, 2) and mm.reml
+    assert mm.tried[-1]["kept"] and len(mm.tried) == 1
+    np.testing.assert_allclose(mm.beta, BETA, atol=0.12)
+    np.testing.assert_allclose(mm.G, G_TRUE, atol=0.1)
+    assert mm.noise_var == pytest.approx(S2_TRUE, rel=0.1)
+
+
+def test_mixed_model_predictive_matches_the_eb_baseline(mixed):
+    mm, eb = mixed
+    xs, ys, ms, xq, yq = _tasks(*_mixed_groups(60, seed=2), k=3)
+    lp = baseline_log_predictive(eb, xs, ys, ms, xq, yq, mixed=mm)
+    assert set(lp) == {"pooled_linear", "eb_linear", "mixed_model"}
+    # the same model class by two estimators (REML, ML by EM): nearly the same predictive
+    assert abs(lp["mixed_model"].mean() - lp["eb_linear"].mean()) < 0.01
+    assert lp["mixed_model"].mean() > lp["pooled_linear"].mean()
+    # without a mixed model the output is what it always was
+    assert set(baseline_log_predictive(eb, xs, ys, ms, xq, yq)) == {"pooled_linear", "eb_linear"}
+
+
+def test_mixed_model_with_no_support_rows_is_the_marginal(mixed):
+    from bayesmeta.evaluate.baselines import baseline_predictive
+
+    mm, eb = mixed
+    _, _, _, xq, yq = _tasks(*_mixed_groups(4, seed=3), k=3)
+    P = np.concatenate([xq, np.ones(xq.shape[:2] + (1,))], -1)
+    mean = P @ mm.beta
+    var = mm.noise_var + np.einsum("tqi,ij,tqj->tq", P, mm.G, P)
+    want = -0.5 * (np.log(2 * np.pi * var) + (yq - mean) ** 2 / var)
+    empty = np.zeros((4, 0, 2))
+    lp = baseline_log_predictive(eb, empty, np.zeros((4, 0)), np.zeros((4, 0)), xq, yq, mixed=mm)
+    np.testing.assert_allclose(lp["mixed_model"], want, rtol=1e-10)
+    # every support row masked out is the same as none
+    xs, ys = np.ones((4, 3, 2)), np.ones((4, 3))
+    pred = baseline_predictive(eb, xs, ys, np.zeros((4, 3)), xq, mixed=mm)["mixed_model"]
+    np.testing.assert_allclose(pred[0], mean, rtol=1e-10)
+    np.testing.assert_allclose(pred[1], var, rtol=1e-10)
+
+
+def test_mixed_model_falls_back_when_the_full_structure_fails(monkeypatch):
+    pytest.importorskip("statsmodels")
+    from statsmodels.regression.mixed_linear_model import MixedLM
+
+    from bayesmeta.evaluate.baselines import fit_mixed_model
+
+    fit = MixedLM.fit
+
+    def failing_full(self, *args, free=None, **kwargs):
+        if self.k_re > 1 and free is None:  # an unstructured covariance: refuse
+            raise np.linalg.LinAlgError("Singular matrix")
+        return fit(self, *args, free=free, **kwargs)
+
+    monkeypatch.setattr(MixedLM, "fit", failing_full)
+    x, y, g = _mixed_groups(60, seed=4)
+    mm = fit_mixed_model(x, y, g)
+    assert mm.structure == "diagonal" and mm.random == (0, 1, 2)
+    assert [t["structure"] for t in mm.tried] == ["full", "diagonal"]
+    assert "LinAlgError" in mm.tried[0]["reason"] and not mm.tried[0]["kept"]
+    assert np.all(mm.G[~np.eye(3, dtype=bool)] == 0) and np.all(np.diag(mm.G) > 0)
+
+
+def test_within_structure_leaves_out_slopes_of_group_constant_features():
+    pytest.importorskip("statsmodels")
+    from bayesmeta.evaluate.baselines import fit_mixed_model
+
+    x, y, g = _mixed_groups(60, seed=4)
+    x2 = np.c_[x[:, :1], g % 2]  # the second feature is constant inside every group
+    mm2 = fit_mixed_model(x2, y, g, structures=("within",))
+    assert mm2.structure == "within" and mm2.random == (0, 2)
+    assert np.all(mm2.G[1] == 0) and np.all(mm2.G[:, 1] == 0)
+
+
+def test_mixed_model_without_statsmodels_says_how_to_install(monkeypatch):
+    import sys
+
+    from bayesmeta.evaluate.baselines import fit_mixed_model
+
+    monkeypatch.setitem(sys.modules, "statsmodels.regression.mixed_linear_model", None)
+    x, y, g = _mixed_groups(5, seed=5)
+    with pytest.raises(ImportError, match=r'pip install "bayesmeta\[data\]"'):
+        fit_mixed_model(x, y, g)
