@@ -37,6 +37,20 @@ class Fitted:
     manifest: dict = field(default_factory=dict)
     result: Any = field(default=None, repr=False, compare=False)
 
+    def __repr__(self) -> str:
+        """One line: model, method, steps, seed, best validation NLL and training time (the
+        dataclass default would print the whole spec and state)."""
+        i = self.info
+        parts = [f"model={self.spec.name!r}", f"method={self.method.name!r}"]
+        for key in ("steps", "seed", "best_step"):
+            if i.get(key) is not None:
+                parts.append(f"{key}={i[key]}")
+        if i.get("best_validation_nll") is not None:
+            parts.append(f"validation_nll={float(i['best_validation_nll']):.4g}")
+        if i.get("train_seconds") is not None:
+            parts.append(f"train_seconds={float(i['train_seconds']):.1f}")
+        return f"Fitted({', '.join(parts)})"
+
     @functools.cached_property
     def _adapt(self):
         return jax.jit(self.method.adapt, static_argnums=3)
@@ -132,29 +146,53 @@ class Fitted:
         *,
         key: jax.Array | None = None,
         temperature: float | None = None,
-    ) -> dict[str, Any]:
-        """Adapt to a task set's support sets and score its query sets
-        (:func:`bayesmeta.evaluate.evaluate`). ``tasks`` is a dict from :meth:`held_out` or
-        :func:`~bayesmeta.tasks.io.load_tasks`, or a task file's path. A classifier's
-        ``temperature`` (:meth:`temperature`) adds the temperature-scaled metrics beside its
-        own."""
-        from bayesmeta.evaluate import evaluate
+        units: str | None = None,
+    ):
+        """Adapt to a task set's support sets and score its query sets: the scorer of
+        ``bayesmeta evaluate`` (:func:`bayesmeta.scoring.score_tasks`).
 
+        ``tasks`` is a dict from :meth:`held_out` or :func:`~bayesmeta.tasks.io.load_tasks`,
+        or a task file's path. A classifier's ``temperature`` (:meth:`temperature`) adds the
+        temperature-scaled metrics beside its own.
+
+        On a fit to grouped data with a real ``y`` the report is in the data's own units, with
+        the pooled and the per-group empirical-Bayes linear regressions beside the method and
+        the paired differences, as the command line reports it. ``units`` says which units
+        ``tasks`` are in: ``"fitted"`` (standardised, as :meth:`held_out` and
+        :func:`bayesmeta.tasks` give them; the default for a dict) or ``"data"`` (the data's
+        own, as ``bayesmeta tasks --data`` writes them; the default for a file).
+
+        Returns
+        -------
+        Report
+            A dict of the metrics with a readable repr and ``to_dataframe()`` (one row per
+            task; on grouped data a task is one group, so standard errors are over groups).
+        """
+        from bayesmeta.scoring import score_tasks
+
+        if units is None:
+            units = "fitted" if isinstance(tasks, dict) else "data"
+        if units not in ("fitted", "data"):
+            raise ValueError(f"units: expected 'fitted' or 'data', got {units!r}")
         if not isinstance(tasks, dict):
             from bayesmeta.tasks.io import load_tasks
 
             tasks = load_tasks(tasks)
-        post = self.adapt(
-            tasks["x_support"],
-            tasks["y_support"],
-            num_samples,
-            mask=tasks.get("mask_support"),
-            key=key,
-        )
-        report = evaluate(post, tasks["x_query"], tasks["y_query"],
-                          mask_query=tasks.get("mask_query"), temperature=temperature)  # fmt: skip
-        report.update(model=self.spec.name, k=int(np.shape(tasks["x_support"])[1]),
-                      samples=int(num_samples))  # fmt: skip
+        splits = getattr(self.spec, "splits", None)
+        scaler = None if splits is None or splits.scaler.y_mean is None else splits.scaler
+        if scaler is not None and units == "fitted":
+            tasks = dict(tasks)
+            for name in ("x_support", "x_query"):
+                tasks[name] = np.asarray(tasks[name]) * scaler.x_scale + scaler.x_mean
+            for name in ("y_support", "y_query"):
+                tasks[name] = scaler.inverse_y(tasks[name])
+        elif splits is not None and units == "data" and scaler is None:
+            tasks = dict(tasks)  # only x was standardised (labels, counts)
+            for name in ("x_support", "x_query"):
+                tasks[name] = splits.scaler.transform_x(tasks[name]).astype(np.float32)
+        report, _ = score_tasks(self.spec, self.method, self.state, tasks, int(num_samples),
+                                key=key, scaler=scaler, temperature=temperature,
+                                adapt=self._adapt)  # fmt: skip
         return report
 
     def temperature(

@@ -89,8 +89,9 @@ def task_set(
     k : int
         Support points per task.
     num_tasks : int
-        Tasks in the set (a data set's test split gives at most one task per group and
-        draw, so groups repeat with different support points when there are fewer groups).
+        Tasks in the set; on grouped data at most one task per group of the split with at
+        least ``k + 1`` rows (the rest of the group as masked queries), so that tasks are
+        independent units and standard errors are over groups.
     num_query : int, optional
         Query points per task: default 50, and for data at most what the largest group of
         the split holds beyond ``k`` (rows a smaller group lacks are masked).

@@ -71,13 +71,6 @@ def evaluate_run(
     replaces the recorded path, and its SHA-256 must still be the recorded one. Both outputs
     (``out`` and ``predictive``) are written only once everything is computed, so a failure
     leaves neither behind."""
-    import jax
-    import jax.numpy as jnp
-
-    from bayesmeta.evaluate import evaluate as score
-    from bayesmeta.evaluate import predictive_arrays
-    from bayesmeta.tasks.base import Support
-
     check_out_file(out)
     if predictive:
         check_out_file(predictive, "--predictive")
@@ -86,45 +79,17 @@ def evaluate_run(
     check_positive("--samples", samples)
     spec, method, state, payload = load_run(run_dir, data=data, **(access or {}))
     data = load_tasks_for(spec, tasks)
-    # a run on the user's own data works in its training groups' standardised units; the
-    # task file and every reported number are in the data's own units
     scaler = None
     if isinstance(payload.get("scaler"), dict):
         from bayesmeta.tasks.data import Standardizer
 
         scaler = Standardizer.from_json(payload["scaler"])
-        y_raw = data["y_query"]
-        for key in ("x_support", "x_query"):
-            data[key] = scaler.transform_x(data[key]).astype("float32")
-        for key in ("y_support", "y_query"):
-            data[key] = scaler.transform_y(data[key]).astype(data[key].dtype)
-    x_s, y_s = jnp.asarray(data["x_support"]), jnp.asarray(data["y_support"])
-    support = Support(x_s, y_s, jnp.ones(x_s.shape[:2], x_s.dtype))
-    k_adapt, k_pred = jax.random.split(jax.random.PRNGKey(seed))
-    xq, yq = jnp.asarray(data["x_query"]), jnp.asarray(data["y_query"])
-    arrays = None
-    with progress_bar(3 if predictive else 2, f"evaluate {spec.name}/{method.name}", quiet) as bar:
-        post = method.adapt(k_adapt, state, support, samples)
-        bar.update(1, "adapted")
-        report = score(post, xq, yq, mask_query=data.get("mask_query"))
-        bar.update(2, "scored")
-        if predictive:
-            arrays = predictive_arrays(post, k_pred, xq, yq, samples)
-            bar.update(3, "predictive")
-    if scaler is not None and scaler.y_mean is not None:
-        to_data_units(report, arrays, post, xq, y_raw, data.get("mask_query"), scaler)
-        if int(yq.shape[-1]) == 1:
-            report["baselines"] = linear_baselines(spec.splits.train, data, scaler,
-                                                   report["nll_per_task"])  # fmt: skip
-    report.update(
-        {
-            "model": spec.name,
-            "k": int(x_s.shape[1]),
-            "samples": samples,
-            "run_dir": str(run_dir),
-            "tasks": str(tasks),
-        }
-    )
+    stages = 3 if predictive else 2
+    with progress_bar(stages, f"evaluate {spec.name}/{method.name}", quiet) as bar:
+        report, arrays = score_tasks(spec, method, state, data, samples, seed=seed,
+                                     scaler=scaler, predictive=bool(predictive),
+                                     progress=bar.update)  # fmt: skip
+    report.update(run_dir=str(run_dir), tasks=str(tasks))
     text = json.dumps(report, indent=2)
     if arrays is not None:
         save_npz(Path(predictive), arrays)
@@ -136,6 +101,79 @@ def evaluate_run(
     else:
         write_text(Path(out), text)
     return report
+
+
+def score_tasks(
+    spec,
+    method,
+    state,
+    data: dict,
+    samples: int,
+    *,
+    seed: int = 0,
+    key=None,
+    scaler=None,
+    predictive: bool = False,
+    temperature: float | None = None,
+    progress=None,
+    adapt=None,
+):
+    """Adapt to a task set's support sets and score its query sets: the one scorer behind
+    ``bayesmeta evaluate`` and :meth:`Fitted.evaluate <bayesmeta.fitted.Fitted.evaluate>`.
+
+    On a run fitted on the user's data (``scaler`` given) the task set is in the data's own
+    units: it is standardised for the method, and every number of the report is in the data's
+    units again (densities with the Jacobian ``− Σ log y_scale``), with the pooled and the
+    per-group empirical-Bayes linear regressions of the training groups beside the method on
+    the same tasks (``baselines``: NLL, per task, and the paired standard error of the
+    difference) for a one-column real ``y``.
+
+    ``adapt`` replaces ``method.adapt`` (a jitted copy of it, compiled once per shape).
+
+    Returns
+    -------
+    (Report, dict or None)
+        The report (:class:`~bayesmeta.evaluate.report.Report`) and, with ``predictive``, the
+        predictive arrays (:func:`~bayesmeta.evaluate.predictive_arrays`).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from bayesmeta.evaluate import evaluate as score
+    from bayesmeta.evaluate import predictive_arrays
+    from bayesmeta.tasks.base import Support
+
+    data = dict(data)
+    y_raw = data["y_query"]
+    if scaler is not None:
+        for name in ("x_support", "x_query"):
+            data[name] = scaler.transform_x(data[name]).astype("float32")
+        for name in ("y_support", "y_query"):
+            data[name] = scaler.transform_y(data[name]).astype(data[name].dtype)
+    x_s, y_s = jnp.asarray(data["x_support"]), jnp.asarray(data["y_support"])
+    mask = data.get("mask_support")
+    mask = jnp.ones(x_s.shape[:2], x_s.dtype) if mask is None else jnp.asarray(mask, x_s.dtype)
+    if key is None:
+        key = jax.random.PRNGKey(seed)
+    k_adapt, k_pred = jax.random.split(key)
+    xq, yq = jnp.asarray(data["x_query"]), jnp.asarray(data["y_query"])
+    step = progress or (lambda *a: None)
+    post = (adapt or method.adapt)(k_adapt, state, Support(x_s, y_s, mask), samples)
+    step(1, "adapted")
+    report = score(post, xq, yq, mask_query=data.get("mask_query"), temperature=temperature)
+    step(2, "scored")
+    arrays = None
+    if predictive:
+        arrays = predictive_arrays(post, k_pred, xq, yq, samples)
+        step(3, "predictive")
+    if scaler is not None and scaler.y_mean is not None:
+        to_data_units(report, arrays, post, xq, y_raw, data.get("mask_query"), scaler)
+        report["units"] = "data"
+        if int(yq.shape[-1]) == 1:
+            report["baselines"] = linear_baselines(spec.splits.train, data, scaler,
+                                                   report["nll_per_task"])  # fmt: skip
+    report.update(model=spec.name, k=int(x_s.shape[1]), samples=int(samples))
+    return report, arrays
 
 
 def to_data_units(report, arrays, post, xq, y_raw, mask, scaler) -> None:

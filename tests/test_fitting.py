@@ -14,6 +14,7 @@ import bayesmeta as bm
 from bayesmeta.cli import main
 from bayesmeta.errors import UsageError
 from bayesmeta.fitting import Run, fit_run
+from bayesmeta.tasks.data import from_groups
 
 
 def _theta(state):
@@ -87,3 +88,43 @@ def test_resume_refuses_a_missing_directory_and_keeps_seconds(tmp_path, capsys):
     assert json.loads((empty / "run.json").read_text())["steps"] == 4
     with pytest.raises(UsageError, match="resume, force"):
         fit_run(Run("sinusoid", "maml", steps=2), resume=True)
+
+
+def test_a_notebook_evaluation_of_a_data_fit_is_the_command_lines(tmp_path):
+    # issue 42 item 7: fitted.evaluate reports in the data's own units, with the linear
+    # baselines and paired differences, and agrees with `bayesmeta evaluate` on the same tasks
+    from bayesmeta.scoring import evaluate_run
+    from bayesmeta.tasks.io import save_tasks
+
+    toy = _rows()
+    rows = from_groups(toy.x * 3 + 10, 50 + 5 * toy.y, toy.groups, name="toy")
+    fitted = bm.fit("linear", "reference", data=rows)
+    tasks = fitted.held_out(k=3)  # standardised, as the fit sees them
+    report = fitted.evaluate(tasks)
+    assert report["units"] == "data" and {"pooled_linear", "eb_linear"} <= set(report["baselines"])
+    assert "diff_se" in report["baselines"]["eb_linear"]
+    scaler = fitted.spec.splits.scaler
+    raw = {
+        "x_support": np.asarray(tasks["x_support"]) * scaler.x_scale + scaler.x_mean,
+        "x_query": np.asarray(tasks["x_query"]) * scaler.x_scale + scaler.x_mean,
+        "y_support": scaler.inverse_y(tasks["y_support"]),
+        "y_query": scaler.inverse_y(tasks["y_query"]),
+        "mask_query": tasks["mask_query"],
+    }
+    save_tasks(tmp_path / "t.npz", {k: np.asarray(v, np.float32) for k, v in raw.items()})
+    fitted.save(tmp_path / "run")
+    cli = evaluate_run(str(tmp_path / "run"), str(tmp_path / "t.npz"), str(tmp_path / "r.json"),
+                       samples=100, quiet=True)  # fmt: skip
+    from_file = fitted.evaluate(tmp_path / "t.npz")  # a task file: the data's own units
+    for rep in (cli, from_file):
+        assert rep["nll"] == pytest.approx(report["nll"], abs=1e-4)
+        assert rep["baselines"]["eb_linear"]["nll"] == pytest.approx(
+            report["baselines"]["eb_linear"]["nll"], abs=1e-4
+        )
+
+
+def test_a_fitted_run_prints_in_one_line():
+    fitted = bm.fit("linear", "reference", data=_rows())
+    text = repr(fitted)
+    assert text.startswith("Fitted(model='toy/linear', method='reference'") and "\n" not in text
+    assert len(text) < 200

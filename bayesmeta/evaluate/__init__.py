@@ -55,11 +55,13 @@ from bayesmeta.evaluate.metrics import (
     reliability_curve,
     scale_temperature,
 )
+from bayesmeta.evaluate.report import Report
 
 __all__ = [
     "ACQUISITIONS",
     "ActiveResult",
     "ActiveState",
+    "Report",
     "DEFAULT_CALIBRATION_LEVELS",
     "DEFAULT_COVERAGE_LEVELS",
     "accuracy",
@@ -199,7 +201,9 @@ def evaluate(
     Returns
     -------
     dict
-        Always ``method``, ``n_tasks``, ``n_points`` (Q) and ``nll`` (mean negative log
+        A :class:`~bayesmeta.evaluate.report.Report` (a dict with a readable repr and
+        ``to_dataframe()``). Always ``method``, ``n_tasks``, ``n_points`` (the scored query
+        points of all tasks: T·Q, or the mask's total) and ``nll`` (mean negative log
         predictive density per point). Regression adds ``mse`` (predictive mean),
         ``calibration_error`` (PACOH), ``coverage`` ``{"0.5", "0.8", "0.9", "0.95"}`` of the
         central predictive intervals (noise included) and ``pit_histogram`` (10-bin density of
@@ -214,7 +218,7 @@ def evaluate(
         omitted).
     mask_query : array (T, Q) of 0/1, optional
         For tasks with different numbers of query points: only the points with 1 are scored,
-        every metric is a mean over those, and ``n_points`` is their total.
+        every metric is a mean over those.
     temperature : float, optional
         Classification: a temperature fitted on validation tasks
         (:func:`~bayesmeta.evaluate.metrics.fit_temperature`); the report then also holds
@@ -239,12 +243,12 @@ def evaluate(
 
     lp_all = np.asarray(posterior.log_predictive(x, y))
     lp = real(lp_all)
-    report: dict[str, Any] = {
-        "method": str(posterior.method),
-        "n_tasks": int(x.shape[0]),
-        "n_points": int(x.shape[1]) if keep is None else int(keep.sum()),
-        "nll": nll(lp),
-    }
+    report = Report(
+        method=str(posterior.method),
+        n_tasks=int(x.shape[0]),
+        n_points=int(x.shape[0] * x.shape[1]) if keep is None else int(keep.sum()),
+        nll=nll(lp),
+    )
     report.update(task_nll(lp_all, keep))
     y_all = y
     if keep is not None:
