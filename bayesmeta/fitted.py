@@ -147,6 +147,7 @@ class Fitted:
         key: jax.Array | None = None,
         temperature: float | None = None,
         units: str | None = None,
+        calibration=None,
     ):
         """Adapt to a task set's support sets and score its query sets: the scorer of
         ``bayesmeta evaluate`` (:func:`bayesmeta.scoring.score_tasks`).
@@ -160,7 +161,10 @@ class Fitted:
         the paired differences, as the command line reports it. ``units`` says which units
         ``tasks`` are in: ``"fitted"`` (standardised, as :meth:`held_out` and
         :func:`bayesmeta.tasks` give them; the default for a dict) or ``"data"`` (the data's
-        own, as ``bayesmeta tasks --data`` writes them; the default for a file).
+        own, as ``bayesmeta tasks --data`` writes them; the default for a file). A regression's
+        ``calibration`` (:meth:`calibrate`) adds ``recalibrated`` (the variance-scaled
+        predictive's NLL and coverage) and ``conformal`` (split-conformal intervals' coverage
+        and their guarantee) beside the method's own numbers.
 
         Returns
         -------
@@ -192,8 +196,48 @@ class Fitted:
                 tasks[name] = splits.scaler.transform_x(tasks[name]).astype(np.float32)
         report, _ = score_tasks(self.spec, self.method, self.state, tasks, int(num_samples),
                                 key=key, scaler=scaler, temperature=temperature,
-                                adapt=self._adapt)  # fmt: skip
+                                adapt=self._adapt, calibration=calibration)  # fmt: skip
         return report
+
+    def calibrate(
+        self,
+        k: int,
+        num_tasks: int = 200,
+        num_query: int = 50,
+        num_samples: int = 100,
+        *,
+        conformal: str = "pooled",
+        seed: int = 0,
+    ):
+        """Fit a regression's interval calibration on validation tasks with ``k`` support
+        points (on grouped data: one task per validation group): the variance scale and the
+        split-conformal levels (:mod:`bayesmeta.evaluate.calibrate`, where each one's
+        coverage guarantee is stated). Pass the result to :meth:`evaluate`.
+
+        Returns
+        -------
+        bayesmeta.evaluate.calibrate.Calibration
+        """
+        from bayesmeta.evaluate.calibrate import (
+            Calibration,
+            conformity_scores,
+            fit_conformal,
+            fit_variance_scale,
+        )
+
+        if self.spec.family.likelihood == "categorical":
+            raise ValueError("calibrate: for regression; a classifier's calibration is "
+                             "temperature()")  # fmt: skip
+        tasks = self.held_out(k, num_tasks, num_query, split="validation")
+        post = self.adapt(tasks["x_support"], tasks["y_support"], num_samples,
+                          mask=tasks.get("mask_support"))  # fmt: skip
+        xq, yq, mask = tasks["x_query"], tasks["y_query"], tasks.get("mask_query")
+        try:
+            scale = fit_variance_scale(post, xq, yq, mask)
+        except ValueError:  # a discrete likelihood: conformal intervals only
+            scale = None
+        conf = fit_conformal(conformity_scores(post, xq, yq, mask), method=conformal, seed=seed)
+        return Calibration(scale, conf, int(k), int(np.shape(xq)[0]))
 
     def temperature(
         self, k: int, num_tasks: int = 200, num_query: int | None = None, num_samples: int = 100

@@ -117,6 +117,7 @@ def score_tasks(
     temperature: float | None = None,
     progress=None,
     adapt=None,
+    calibration=None,
 ):
     """Adapt to a task set's support sets and score its query sets: the one scorer behind
     ``bayesmeta evaluate`` and :meth:`Fitted.evaluate <bayesmeta.fitted.Fitted.evaluate>`.
@@ -128,7 +129,9 @@ def score_tasks(
     the same tasks (``baselines``: NLL, per task, and the paired standard error of the
     difference) for a one-column real ``y``.
 
-    ``adapt`` replaces ``method.adapt`` (a jitted copy of it, compiled once per shape).
+    ``adapt`` replaces ``method.adapt`` (a jitted copy of it, compiled once per shape). A
+    ``calibration`` (:class:`~bayesmeta.evaluate.calibrate.Calibration`, fitted on validation
+    tasks) adds the recalibrated and conformal metrics beside the method's own.
 
     Returns
     -------
@@ -172,6 +175,11 @@ def score_tasks(
         if int(yq.shape[-1]) == 1:
             report["baselines"] = linear_baselines(spec.splits.train, data, scaler,
                                                    report["nll_per_task"])  # fmt: skip
+    if calibration is not None:
+        from bayesmeta.evaluate.calibrate import calibrated_metrics
+
+        jac = scaler.log_jacobian() if scaler is not None else 0.0
+        report.update(calibrated_metrics(post, xq, yq, data.get("mask_query"), calibration, jac))
     report.update(model=spec.name, k=int(x_s.shape[1]), samples=int(samples))
     return report, arrays
 

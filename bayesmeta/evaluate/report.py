@@ -56,6 +56,23 @@ class Report(dict):
                 "  coverage          "
                 + ", ".join(f"{float(k):.0%}: {float(v):.3f}" for k, v in cov.items())
             )
+        if "recalibrated" in self:
+            rc = self["recalibrated"]
+            lines.append(
+                f"  recalibrated      NLL {float(rc['nll']):.4g} (variance scale "
+                f"{float(rc['variance_scale']):.3g}); coverage "
+                + ", ".join(
+                    f"{float(k):.0%}: {float(v):.3f}"
+                    for k, v in rc["coverage"].items()
+                    if k in ("0.5", "0.9")
+                )  # fmt: skip
+            )
+        if "conformal" in self:
+            cf = self["conformal"]
+            lines.append(
+                f"  conformal ({cf['method']}) coverage "
+                + ", ".join(f"{float(k):.0%}: {float(v):.3f}" for k, v in cf["coverage"].items())
+            )
         for name, base in (self.get("baselines") or {}).items():
             diff = float(self["nll"]) - float(base["nll"])
             lines.append(
