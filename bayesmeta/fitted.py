@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,17 @@ class Fitted:
         """
         support = self._support(x_support, y_support, mask)
         key = jax.random.PRNGKey(0) if key is None else key
-        return self._adapt(key, self.state, support, int(num_samples))
+        if self.method.name == "nuts":  # one MCMC run per task: nothing to jit
+            return self.method.adapt(key, self.state, support, int(num_samples))
+        post = self._adapt(key, self.state, support, int(num_samples))
+        if post.num_samples != int(num_samples) and post.num_samples > 1:
+            warnings.warn(
+                f"num_samples: the {self.method.name!r} posterior is its {post.num_samples} "
+                f"particles, not the {int(num_samples)} draws asked for",
+                UserWarning,
+                stacklevel=2,
+            )
+        return post
 
     def _support(self, x_support, y_support, mask) -> Support:
         fam = self.spec.family
@@ -196,8 +207,65 @@ class Fitted:
                 tasks[name] = splits.scaler.transform_x(tasks[name]).astype(np.float32)
         report, _ = score_tasks(self.spec, self.method, self.state, tasks, int(num_samples),
                                 key=key, scaler=scaler, temperature=temperature,
-                                adapt=self._adapt, calibration=calibration)  # fmt: skip
+                                adapt=None if self.method.name == "nuts" else self._adapt,
+                                calibration=calibration)  # fmt: skip
         return report
+
+    def inference_data(
+        self,
+        x_support: Any,
+        y_support: Any,
+        num_samples: int = 1000,
+        *,
+        x: Any = None,
+        y: Any = None,
+        mask: Any = None,
+        chains: int = 1,
+        key: jax.Array | None = None,
+    ):
+        """The task posterior given support sets as ``arviz.InferenceData``, as
+        ``az.from_numpyro`` would give it: for a NumPyro model the posterior group names the
+        model's own per-task sites (constrained, dims ``(chain, draw, task, ...)``) and its θ
+        sites (the fitted point estimate in every draw); with query inputs ``x`` the posterior
+        predictive, and with their targets ``y`` the pointwise log-likelihood (float64) for
+        ``az.loo`` / ``az.waic`` (:meth:`TaskPosterior.to_inference_data
+        <bayesmeta.posterior.TaskPosterior.to_inference_data>`)."""
+        post = self.adapt(x_support, y_support, num_samples, mask=mask, key=key)
+        model = self.spec.model
+        sites = theta = None
+        if hasattr(model, "site_values"):
+            names = set(model.theta_keys)
+            th = {k: v for k, v in self.state.theta.items() if k in names}
+            values = jax.jit(jax.vmap(jax.vmap(lambda p: model.site_values(th, p))))
+
+            def sites(draws):
+                out = values(jnp.asarray(draws))
+                return {k: v for k, v in out.items() if k not in names}
+
+            one = model.site_values(th, jnp.zeros(model.num_params))
+            theta = {k: np.asarray(v) for k, v in one.items() if k in names}
+        xq = None if x is None else jnp.asarray(x, jnp.float32)
+        return post.to_inference_data(x=xq, y=y, chains=chains, key=key, sites=sites,
+                                      theta=theta)  # fmt: skip
+
+    def nuts(
+        self, num_warmup: int = 500, num_chains: int = 4, target_accept_prob: float = 0.9
+    ) -> Fitted:
+        """NUTS over each task's φ at this fit's θ (:func:`bayesmeta.inference.nuts`): the
+        exact posterior that this fit's method approximates, as a :class:`Fitted` whose
+        :meth:`adapt`, :meth:`evaluate` and :meth:`inference_data` run NUTS per task (a
+        reference for small networks and a few tasks; ``bayesmeta.fit(model, "nuts")`` is
+        this at the model's initial θ). The built-in model needs a θ with a prior scale, so a
+        MAML-type fit of it is refused."""
+        import dataclasses
+
+        from bayesmeta.inference.nuts import nuts
+
+        method = nuts(self.spec.model, dict(self.state.theta), num_warmup=num_warmup,
+                      num_chains=num_chains, target_accept_prob=target_accept_prob)  # fmt: skip
+        info = {**self.info, "method": "nuts", "theta_from": self.method.name}
+        return dataclasses.replace(self, method=method, state=method.init(None), info=info,
+                                   result=None)  # fmt: skip
 
     def calibrate(
         self,

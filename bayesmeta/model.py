@@ -577,6 +577,16 @@ class NumPyroModel:
             out[s.name] = self._transform(site).inv(site["value"])
         return jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), out)
 
+    def site_values(self, theta: Theta, phi: Array) -> dict[str, Array]:
+        """The model's own sites at one φ, constrained, as NumPyro names them: each per-task
+        site with one task's shape and each θ site (``numpyro.sample`` outside the plate or
+        ``numpyro.param``), for an export like ``arviz.from_numpyro``."""
+        x, y = self._dummy()
+        tr = self._trace(theta, phi, x, y)
+        out = {s.name: tr[s.name]["value"][0] for s in self._phi}
+        out.update({s.name: tr[s.name]["value"] for s in self._theta})
+        return out
+
     def noise_std(self, theta: Theta) -> Array:
         """The observation's scale where its distribution has one (Normal, StudentT, Laplace,
         …; its mean over points at x = 0), else 1. The inner loops scale their steps by its

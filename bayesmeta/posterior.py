@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -282,8 +283,15 @@ class TaskPosterior:
         num_samples: int | None = None,
         y: Array | None = None,
         chains: int = 1,
+        sites=None,
+        theta: dict | None = None,
     ):
         """Convert to ``arviz.InferenceData``.
+
+        ``sites`` (a function of the draws ``phi (S, T, P)`` returning named arrays
+        ``(S, T, ...)``; :meth:`Fitted.inference_data <bayesmeta.fitted.Fitted.inference_data>`
+        passes the model's own) replaces the flat ``phi`` by the model's named per-task sites,
+        and ``theta`` (named arrays) adds the meta-parameters, the same in every draw.
 
         ``chains`` splits the S draws into that many chains of S / chains draws (S must divide),
         so that ``az.rhat`` and ``az.ess`` compare groups of draws: for independent draws (the
@@ -316,10 +324,30 @@ class TaskPosterior:
             """``(S, ...)`` draws as ``(chains, S / chains, ...)``."""
             return np.asarray(a).reshape(chains, -1, *np.shape(a)[1:])
 
-        phi = chained(np.asarray(post.phi).transpose(1, 0, 2))  # (C, S / C, T, P)
+        if post.num_samples == 1:
+            warnings.warn(
+                f"to_inference_data: the {self.method!r} posterior is one draw (a point "
+                "estimate); ArviZ's loo, waic, rhat and ess need several draws and fail on it",
+                UserWarning,
+                stacklevel=2,
+            )
         coords = {"task": np.arange(post.num_tasks)}
-        posterior = {"phi": phi, "noise_std": chained(np.asarray(post.noise_std).T)}
-        dims = {"phi": ["task", "param"], "noise_std": ["task"]}
+        draws = np.asarray(post.phi).transpose(1, 0, 2)  # (S, T, P)
+        if sites is None:
+            posterior = {"phi": chained(draws)}  # (C, S / C, T, P)
+            dims = {"phi": ["task", "param"]}
+        else:
+            posterior, dims = {}, {}
+            for name, value in sites(draws).items():
+                value = np.asarray(value)
+                posterior[name] = chained(value)
+                dims[name] = ["task", *(f"{name}_dim_{i}" for i in range(value.ndim - 2))]
+        for name, value in (theta or {}).items():
+            value = np.asarray(value)
+            posterior[name] = chained(np.broadcast_to(value, (post.num_samples, *value.shape)))
+        if self.likelihood == "gaussian":  # a noise scale only where the likelihood has one
+            posterior["noise_std"] = chained(np.asarray(post.noise_std).T)
+            dims["noise_std"] = ["task"]
         kwargs = {}
         if x is not None:
             k = key if key is not None else jax.random.PRNGKey(1)
@@ -333,7 +361,10 @@ class TaskPosterior:
             if y is not None:
                 yy = jnp.asarray(y)
                 ll = post.log_likelihood_samples(x, yy)  # (T, S, N)
-                kwargs["log_likelihood"] = {"y": chained(np.asarray(ll).transpose(1, 0, 2))}
+                # float64: ArviZ's PSIS (az.loo) takes logs of sums of exp(log-likelihoods),
+                # which underflow in float32 for counts far in a tail
+                ll64 = np.asarray(ll, np.float64).transpose(1, 0, 2)
+                kwargs["log_likelihood"] = {"y": chained(ll64)}
                 obs = np.asarray(yy)
                 kwargs["observed_data"] = {"y": obs[..., None] if obs.ndim == 2 else obs}
         elif y is not None:

@@ -158,7 +158,11 @@ def fit(
         (``method`` is then ignored).
     method : str
         A registered method (``maml``, ``meta-sgd``, ``abml``, ``emaml``, ``bmaml``,
-        ``platipus``, ``neural-process``) or ``reference`` (nothing to train).
+        ``platipus``, ``amortized``, ``neural-process``), ``reference`` (nothing to train) or
+        ``nuts``: NUTS over each task's φ at the model's initial θ (for a data model the
+        empirical-Bayes fit of the training groups; for a NumPyro model its ``init`` or prior
+        means); ``fitted.nuts()`` runs it at a fitted θ. ``config`` then takes
+        ``num_warmup``, ``num_chains`` and ``target_accept_prob``.
     data : str, Rows or Splits, optional
         Grouped data: a built-in data set's name or the user's rows, split by group.
     steps : int, optional
@@ -186,9 +190,30 @@ def fit(
             raise ValueError("model: 'auto' chooses its candidates' recipes itself; drop steps=, "
                              "optimizer= and recipe overrides")  # fmt: skip
         return fit_auto(data, seed=seed, budget=budget, progress=progress)
+    if method == "nuts":
+        return _nuts_at_initial_theta(model, data, seed, config)
     run = Run(model, method, data, budget=budget, steps=steps, seed=seed, config=config,
               optimizer=optimizer)  # fmt: skip
     return fit_run(run, validate=validate, progress=progress)
+
+
+def _nuts_at_initial_theta(model: Any, data: Any, seed: int, config: dict) -> Fitted:
+    """``bayesmeta.fit(model, "nuts")``: NUTS per task at the model's initial θ."""
+    import jax
+
+    from bayesmeta.fitting import Run
+    from bayesmeta.inference.nuts import nuts
+
+    allowed = {"num_warmup", "num_chains", "target_accept_prob"}
+    extra = sorted(set(config) - allowed)
+    if extra:
+        raise ValueError(f"{extra[0]}: not an option of 'nuts' (expected {sorted(allowed)})")
+    spec = Run(model, "reference", data, seed=seed).spec
+    theta = spec.model.init_theta(jax.random.PRNGKey(seed))
+    method = nuts(spec.model, theta, **config)
+    info = {"model": spec.name, "method": "nuts", "seed": seed, "steps": 0,
+            "theta_from": "the model's initial θ", "settings": dict(config)}  # fmt: skip
+    return Fitted(spec, method, method.init(None), info)
 
 
 def load(
