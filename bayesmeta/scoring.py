@@ -209,23 +209,37 @@ def to_data_units(report, arrays, post, xq, y_raw, mask, scaler) -> None:
 
 
 def linear_baselines(train, data: dict, scaler, method_per_task=None) -> dict:
-    """NLL per query point (data units) of the pooled and the per-group empirical-Bayes
-    linear regressions (:mod:`bayesmeta.evaluate.baselines`), fitted on the run's training
-    groups (``train``, a :class:`~bayesmeta.tasks.grouped.GroupedData`) and scored on the same
-    task file (``data``, in standardised units) as the method: per task, with its standard error
-    over tasks, and ``diff_se``, the paired standard error of the method's per-task NLL minus
-    the baseline's."""
+    """NLL per query point (data units) of the classical models of grouped data
+    (:mod:`bayesmeta.evaluate.baselines`), fitted on the run's training groups (``train``, a
+    :class:`~bayesmeta.tasks.grouped.GroupedData`) and scored on the same task file
+    (``data``, in standardised units) as the method: pooled linear regression, the per-group
+    empirical-Bayes linear regression and, where statsmodels is installed (the ``data``
+    extra), the linear mixed model with random intercepts and slopes fitted by its MixedLM
+    (``mixed_model``, with the random-effects ``structure`` it kept). Each: per task, with its
+    standard error over tasks, and ``diff_se``, the paired standard error of the method's
+    per-task NLL minus the baseline's."""
     import numpy as np
 
     from bayesmeta.evaluate import task_nll
-    from bayesmeta.evaluate.baselines import baseline_log_predictive, fit_linear_baselines
+    from bayesmeta.evaluate.baselines import (
+        baseline_log_predictive,
+        fit_linear_baselines,
+        fit_mixed_model,
+    )
 
     real = np.arange(train.x.shape[1])[None, :] < train.lengths[:, None]
     ids = np.broadcast_to(np.arange(train.num_groups)[:, None], real.shape)[real]
     fit = fit_linear_baselines(train.x[real], train.y[real][:, 0], ids)
+    mixed, mixed_error = None, None
+    try:
+        mixed = fit_mixed_model(train.x[real], train.y[real][:, 0], ids, start=fit)
+    except ImportError:
+        pass  # statsmodels is optional: the report then has the two linear baselines
+    except RuntimeError as err:  # no random-effects structure converged: say so
+        mixed_error = str(err)
     xs = data["x_support"]
     lps = baseline_log_predictive(fit, xs, data["y_support"], np.ones(xs.shape[:2]),
-                                  data["x_query"], data["y_query"])  # fmt: skip
+                                  data["x_query"], data["y_query"], mixed=mixed)  # fmt: skip
     keep = np.asarray(data.get("mask_query", np.ones(lps["eb_linear"].shape))).astype(bool)
     jac = scaler.log_jacobian()
     out = {}
@@ -239,6 +253,10 @@ def linear_baselines(train, data: dict, scaler, method_per_task=None) -> dict:
             out[name]["diff_se"] = float(diff.std(ddof=1) / np.sqrt(diff.size))
         if "nll_se" in per_task:
             out[name]["nll_se"] = per_task["nll_se"]
+    if mixed is not None:
+        out["mixed_model"]["structure"] = mixed.structure
+    elif mixed_error is not None:
+        out["mixed_model"] = {"error": mixed_error}
     return out
 
 

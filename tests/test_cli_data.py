@@ -277,7 +277,7 @@ def test_a_notebook_saved_data_run_reports_in_data_units_from_the_cli(fitted, tm
     assert main(["evaluate", str(run), "--tasks", str(tasks), "--samples", "20",
                  "--out", str(rep), "--quiet"]) == 0  # fmt: skip
     nb = json.loads(rep.read_text())
-    assert nb["units"] == "data" and set(nb["baselines"]) == {"pooled_linear", "eb_linear"}
+    assert nb["units"] == "data" and {"pooled_linear", "eb_linear"} <= set(nb["baselines"])
     assert nb["baselines"]["eb_linear"]["nll"] == pytest.approx(
         cli_rep["baselines"]["eb_linear"]["nll"], abs=1e-6
     )

@@ -3,6 +3,7 @@ saves and loads back whatever its model and data, and refuses what cannot be res
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import jax
@@ -103,6 +104,9 @@ def test_a_notebook_evaluation_of_a_data_fit_is_the_command_lines(tmp_path):
     report = fitted.evaluate(tasks)
     assert report["units"] == "data" and {"pooled_linear", "eb_linear"} <= set(report["baselines"])
     assert "diff_se" in report["baselines"]["eb_linear"]
+    if importlib.util.find_spec("statsmodels") is not None:  # the data extra
+        mixed = report["baselines"]["mixed_model"]
+        assert mixed["structure"] and abs(mixed["nll"] - report["nll"]) < 0.1
     scaler = fitted.spec.splits.scaler
     raw = {
         "x_support": np.asarray(tasks["x_support"]) * scaler.x_scale + scaler.x_mean,

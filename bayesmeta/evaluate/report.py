@@ -74,6 +74,9 @@ class Report(dict):
                 + ", ".join(f"{float(k):.0%}: {float(v):.3f}" for k, v in cf["coverage"].items())
             )
         for name, base in (self.get("baselines") or {}).items():
+            if "nll" not in base:  # a baseline that could not be fitted says why
+                lines.append(f"  vs {name:<14s} not fitted: {base.get('error', '?')}")
+                continue
             diff = float(self["nll"]) - float(base["nll"])
             lines.append(
                 f"  vs {name:<14s} NLL {_pm(base['nll'], base.get('nll_se'))}; "
