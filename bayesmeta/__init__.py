@@ -9,6 +9,7 @@ returns a :class:`TaskPosterior` for new tasks, which every evaluator consumes.
     post = fitted.adapt(x_support, y_support)
 """
 
+from bayesmeta.cache import enable_compilation_cache
 from bayesmeta.inference import (
     DivergenceError,
     MetaState,
@@ -33,6 +34,10 @@ from bayesmeta.posterior import TaskPosterior
 from bayesmeta.runs import Fitted, fit, load
 from bayesmeta.tasks import Support, TaskBatch, TaskFamily
 from bayesmeta.zoo import ModelSpec
+
+# on by default (bayesmeta.cache says how to turn it off): the next process reads a compiled
+# method back instead of compiling it again; nothing above compiles at import
+enable_compilation_cache()
 
 __version__ = "0.1.0"
 

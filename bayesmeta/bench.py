@@ -589,21 +589,21 @@ def script_command(script: str | os.PathLike, argv: Sequence[str] | None = None)
 
 
 def git_commit(where: str | os.PathLike | None = None) -> str | None:
-    """The short commit hash of the checkout at ``where`` (a results file's provenance), or
-    None outside a git checkout."""
+    """The short commit hash of the checkout at ``where`` (a results file's provenance), with
+    ``+dirty`` when tracked files differ from it (the result then came from code no commit
+    holds), or None outside a git checkout."""
     import subprocess
 
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
+                              cwd=where or Path(__file__).parent).stdout.strip()  # fmt: skip
+
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=where or Path(__file__).parent,
-        )
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.CalledProcessError):
         return None
-    return out.stdout.strip() or None
+    return (commit + ("+dirty" if dirty else "")) or None
 
 
 def _budget_name(budget: Budget) -> str:

@@ -1,8 +1,13 @@
 import contextlib
 import os
 
-import jax
-import pytest
+# Tests compile from scratch: a persistent compilation cache (on by default for users,
+# bayesmeta.cache) would make a test's outcome depend on what an earlier run left on disk.
+# Set before bayesmeta is first imported; inherited by xdist workers and child processes.
+os.environ.setdefault("BAYESMETA_COMPILATION_CACHE", "0")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 # The default tier is compile-bound (many small programs, each run a few times): LLVM's
 # cheapest optimisation level roughly halves XLA's CPU compile time. The slow tier runs
