@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import os
+import tokenize
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -47,12 +48,16 @@ MAX_DEFLATE_RATIO = 100
 #: The PRNG key's largest size (threefry keys hold 2 numbers, rbg keys 4).
 MAX_KEY_SIZE = 16
 _MAX_HEADER = 10_000  # numpy's own limit on an npy header
-_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, RuntimeError, zlib.error)
+# numpy parses an npy header with ``tokenize``: a mangled header can raise its TokenError
+_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, RuntimeError, zlib.error,
+                tokenize.TokenError, SyntaxError)  # fmt: skip
 
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt, unsafe to read, or belongs to another model or
-    method."""
+    method. ``member`` names the array at fault when one is (:class:`NpzFile`)."""
+
+    member: str | None = None
 
 
 def _json_default(obj: Any) -> Any:
@@ -187,54 +192,62 @@ class NpzFile:
             )
         out: dict[str, NpzMember] = {}
         for info in infos:
-            name = info.filename
-            if not name.endswith(".npy") or name[:-4] in out or info.is_dir():
-                raise CheckpointError(
-                    f"{self.where} has the member {name!r}; expected uniquely named .npy arrays"
-                )
-            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-                raise CheckpointError(
-                    f"{self.where}: member {name!r} uses zip compression {info.compress_type}; "
-                    "expected stored or deflated members"
-                )
-            if info.compress_type == zipfile.ZIP_DEFLATED and (
-                info.file_size > MAX_DEFLATE_RATIO * info.compress_size + (1 << 20)
-            ):
-                raise CheckpointError(
-                    f"{self.where}: member {name!r} expands from {info.compress_size} to "
-                    f"{info.file_size} bytes; expected at most {MAX_DEFLATE_RATIO} times "
-                    "(a zip bomb?)"
-                )
             try:
-                with self._zip.open(info) as fh:
-                    version = np.lib.format.read_magic(fh)
-                    if version == (1, 0):
-                        header = np.lib.format.read_array_header_1_0(fh, _MAX_HEADER)
-                    elif version == (2, 0):
-                        header = np.lib.format.read_array_header_2_0(fh, _MAX_HEADER)
-                    else:
-                        raise ValueError(f"npy format {version}")
-                    offset = fh.tell()
-            except _READ_ERRORS as err:
-                raise CheckpointError(
-                    f"{self.where}: member {name!r} is corrupt or not an npy array "
-                    f"({type(err).__name__})"
-                ) from None
-            shape, _, dtype = header
-            if dtype.hasobject:
-                raise CheckpointError(
-                    f"{self.where}: member {name!r} holds Python objects; expected numbers or "
-                    "text (reading it would unpickle)"
-                )
-            member = NpzMember(tuple(int(d) for d in shape), dtype, info)
-            if info.file_size != offset + member.nbytes:
-                raise CheckpointError(
-                    f"{self.where}: member {name!r} declares shape {member.shape} of "
-                    f"{dtype} ({member.nbytes} bytes) but stores {info.file_size - offset}; "
-                    "it is corrupt"
-                )
-            out[name[:-4]] = member
+                out[info.filename[:-4]] = self._header(info, out)
+            except CheckpointError as err:
+                err.member = info.filename.removesuffix(".npy")
+                raise
         return out
+
+    def _header(self, info: zipfile.ZipInfo, out: dict[str, NpzMember]) -> NpzMember:
+        """One member's checked header (``out``: the members checked so far)."""
+        name = info.filename
+        if not name.endswith(".npy") or name[:-4] in out or info.is_dir():
+            raise CheckpointError(
+                f"{self.where} has the member {name!r}; expected uniquely named .npy arrays"
+            )
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise CheckpointError(
+                f"{self.where}: member {name!r} uses zip compression {info.compress_type}; "
+                "expected stored or deflated members"
+            )
+        if info.compress_type == zipfile.ZIP_DEFLATED and (
+            info.file_size > MAX_DEFLATE_RATIO * info.compress_size + (1 << 20)
+        ):
+            raise CheckpointError(
+                f"{self.where}: member {name!r} expands from {info.compress_size} to "
+                f"{info.file_size} bytes; expected at most {MAX_DEFLATE_RATIO} times "
+                "(a zip bomb?)"
+            )
+        try:
+            with self._zip.open(info) as fh:
+                version = np.lib.format.read_magic(fh)
+                if version == (1, 0):
+                    header = np.lib.format.read_array_header_1_0(fh, _MAX_HEADER)
+                elif version == (2, 0):
+                    header = np.lib.format.read_array_header_2_0(fh, _MAX_HEADER)
+                else:
+                    raise ValueError(f"npy format {version}")
+                offset = fh.tell()
+        except _READ_ERRORS as err:
+            raise CheckpointError(
+                f"{self.where}: member {name!r} is corrupt or not an npy array "
+                f"({type(err).__name__})"
+            ) from None
+        shape, _, dtype = header
+        if dtype.hasobject:
+            raise CheckpointError(
+                f"{self.where}: member {name!r} holds Python objects; expected numbers or "
+                "text (reading it would unpickle)"
+            )
+        member = NpzMember(tuple(int(d) for d in shape), dtype, info)
+        if info.file_size != offset + member.nbytes:
+            raise CheckpointError(
+                f"{self.where}: member {name!r} declares shape {member.shape} of "
+                f"{dtype} ({member.nbytes} bytes) but stores {info.file_size - offset}; "
+                "it is corrupt"
+            )
+        return member
 
     def read(self, name: str) -> np.ndarray:
         """The array ``name`` (checked by its header already)."""
@@ -243,9 +256,11 @@ class NpzFile:
             with self._zip.open(member.info) as fh:
                 a = np.lib.format.read_array(fh, allow_pickle=False)
         except _READ_ERRORS as err:
-            raise CheckpointError(
+            error = CheckpointError(
                 f"{self.where}: member {name!r} is corrupt or truncated ({type(err).__name__})"
-            ) from None
+            )
+            error.member = name
+            raise error from None
         if a.shape != member.shape or a.dtype != member.dtype:
             raise CheckpointError(f"{self.where}: member {name!r} changed while it was read")
         return a

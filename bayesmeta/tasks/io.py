@@ -469,22 +469,23 @@ def load_tasks(
         raise TaskFileError(
             f"tasks file {path!r}: expected an .npz (zip) archive of arrays, got another format"
         )
+    from bayesmeta.checkpoint import CheckpointError, NpzFile
+
+    # each member's npy header is checked before its data is read: a declared shape must be
+    # what the member stores, and a deflated member may not expand without bound (a zip bomb)
+    where = f"tasks file {path!r}"
     try:
-        npz = np.load(path, allow_pickle=False)
-    except Exception as e:  # noqa: BLE001 - any failure to open means an unreadable archive
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise TaskFileError(f"tasks file {path!r}: cannot read as .npz ({msg})") from None
-    data: dict[str, np.ndarray] = {}
-    with npz:
-        for key in npz.files:
-            try:
-                data[key] = npz[key]
-            except Exception as e:  # noqa: BLE001 - zlib.error, EOFError, BadZipFile, ...
-                msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-                raise TaskFileError(
-                    f"{key}: cannot read array from {path!r} "
-                    f"(expected a plain numeric array; {msg})"
-                ) from None
+        with NpzFile(path, where) as npz:
+            data = {key: npz.read(key) for key in npz.members}
+    except CheckpointError as e:
+        msg = str(e).splitlines()[0]
+        if e.member is None:
+            raise TaskFileError(msg) from None
+        detail = msg[len(where) :].lstrip(": ")
+        raise TaskFileError(
+            f"{e.member}: cannot read array from {path!r} (expected a plain numeric array; "
+            f"{detail})"
+        ) from None
     try:
         return validate_tasks(
             data, dx=dx, classification=classification, dy=dy, num_classes=num_classes
