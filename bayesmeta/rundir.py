@@ -238,6 +238,10 @@ def load_splits(path: str | os.PathLike, sha256: str | None = None):
     arrays = read_npz(path, where, lambda name: name in names or name == "meta")
     try:
         meta = json.loads(arrays.pop("meta").tobytes().decode("utf-8"))
+    except (KeyError, ValueError, RecursionError) as err:  # a missing meta, bad UTF-8 or JSON
+        raise CheckpointError(f"{where} has no readable meta ({type(err).__name__})") from None
+    _check_splits(where, arrays, meta)
+    try:
         scaler = Standardizer.from_json(meta["scaler"])
         parts = {}
         for split in ("train", "validation", "test"):
@@ -257,6 +261,93 @@ def load_splits(path: str | os.PathLike, sha256: str | None = None):
             f"checkpoint: the run's data {str(path)!r} is corrupt ({type(err).__name__})"
         ) from None
     return Splits(**parts, scaler=scaler)
+
+
+def _check_splits(where: str, arrays: dict[str, np.ndarray], meta: Any) -> None:
+    """Refuse the arrays and meta of a ``data.npz`` that :func:`save_splits` cannot have
+    written: every split's ``x (N, L, Dx)`` finite floats, ``y (N, L, Dy)`` finite floats or
+    ``(N, L)`` integer labels, ``lengths (N,)`` integers in 1..L, ``groups (N,)``, one Dx and
+    one kind of ``y`` in all splits, and a meta naming Dx features, a target and a scaler."""
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{where} has meta={_short(meta)}; expected a JSON object")
+    features, name, target = meta.get("features"), meta.get("name"), meta.get("target")
+    if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+        raise CheckpointError(f"{where} has features={_short(features)}; expected column names")
+    if not isinstance(name, str) or not isinstance(target, str):
+        raise CheckpointError(
+            f"{where} has name={_short(name)}, target={_short(target)}; expected strings"
+        )
+    shapes = set()
+    for split in ("train", "validation", "test"):
+        x, y, n, g = (arrays.get(f"{split}.{f}") for f in _SPLIT_FIELDS)
+        if any(a is None for a in (x, y, n, g)):
+            raise CheckpointError(f"{where} lacks one of the {split} arrays {list(_SPLIT_FIELDS)}")
+        label = y.ndim == 2 and y.dtype.kind in "iu"
+        problem = None
+        if x.dtype.kind != "f" or x.ndim != 3 or min(x.shape) < 1 or x.shape[2] != len(features):
+            problem = f"x {x.dtype} of shape {x.shape}; expected (N, L, {len(features)}) floats"
+        elif not (label or (y.ndim == 3 and y.dtype.kind == "f" and y.shape[2] >= 1)):
+            problem = f"y {y.dtype} of shape {y.shape}; expected (N, L, Dy) floats or (N, L) labels"
+        elif y.shape[:2] != x.shape[:2] or n.shape != x.shape[:1] or g.shape != x.shape[:1]:
+            problem = (f"shapes x {x.shape}, y {y.shape}, lengths {n.shape}, groups {g.shape}; "
+                       "expected one N and L")  # fmt: skip
+        elif n.dtype.kind not in "iu" or n.min() < 1 or n.max() > x.shape[1]:
+            problem = f"lengths {n.dtype} in [{n.min()}, {n.max()}]; expected 1..{x.shape[1]}"
+        elif not np.isfinite(x).all() or (not label and not np.isfinite(y).all()):
+            problem = "non-finite x or y; expected finite values"
+        if problem is not None:
+            raise CheckpointError(f"{where} has {split} {problem}, so it is corrupt")
+        shapes.add((x.shape[2], y.shape[2:], label))
+    if len(shapes) != 1:
+        raise CheckpointError(f"{where} has splits of different Dx or y ({sorted(shapes)})")
+    ((dx, dy, label),) = shapes
+    check_scaler(where, meta.get("scaler"), dx, None if label else dy[0])
+
+
+#: The largest magnitude of a standardiser's entries (the device computes in float32).
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_scaler(where: str, scaler: Any, dx: int | None, dy: int | None) -> None:
+    """Refuse a standardiser (a manifest's or a ``data.npz``'s ``scaler``) other than
+    ``x_mean`` and ``x_scale`` of ``dx`` finite numbers and ``y_mean`` and ``y_scale`` of ``dy``
+    (or both null; always null for labels, ``dy`` None), every scale positive and every entry
+    within float32 range; ``dx`` or ``dy`` 0 means any length."""
+    if not isinstance(scaler, dict):
+        raise CheckpointError(f"{where} has scaler={_short(scaler)}; expected a standardiser")
+
+    def numbers(v: Any, n: int) -> bool:
+        return (isinstance(v, list) and len(v) >= 1 and (not n or len(v) == n)
+                and all(isinstance(e, int | float) and not isinstance(e, bool)
+                        and abs(e) <= _F32_MAX for e in v))  # fmt: skip
+
+    for mean, scale, n in (("x_mean", "x_scale", dx), ("y_mean", "y_scale", dy)):
+        m, sc = scaler.get(mean), scaler.get(scale)
+        if mean == "y_mean" and m is None and sc is None:
+            continue
+        if n is None or not (numbers(m, n) and numbers(sc, len(m)) and min(sc) > 0):
+            want = "null (labels)" if n is None else f"{n or 'D'} finite numbers (scales > 0)"
+            raise CheckpointError(
+                f"{where} has scaler {mean}={_short(m)}, {scale}={_short(sc)}; expected {want}"
+            )
+
+
+def _check_data_ref(run_dir: str | os.PathLike, entry: dict) -> None:
+    """Refuse a data file's manifest entry whose fields are not what
+    :meth:`DataRef.manifest` writes (a path, column names, a split seed, a hash)."""
+    kinds = {"path": str, "group": str | None, "y": str | None, "x": list | None,
+             "split_seed": int, "labels": bool, "sha256": str | None}  # fmt: skip
+    for key, kind in kinds.items():
+        value = entry.get(key, False if key == "labels" else 0 if key == "split_seed" else None)
+        bad = not isinstance(value, kind)
+        if key == "split_seed" and not bad:
+            bad = isinstance(value, bool) or not 0 <= value < 2**32
+        if key == "x" and isinstance(value, list):
+            bad = not value or not all(isinstance(c, str) for c in value)
+        if bad:
+            raise CheckpointError(
+                f"checkpoint: {str(run_dir)!r} has a corrupt data entry ({key}={_short(value)})"
+            )
 
 
 def data_entry(data: Any) -> dict | None:
@@ -293,9 +384,13 @@ def splits_of_entry(run_dir: str | os.PathLike, entry: dict, data: str | None = 
         if "dataset" in entry:
             from bayesmeta.tasks.grouped import DATASETS, dataset_splits
 
-            if entry["dataset"] not in DATASETS:
+            seed = entry.get("split_seed", 0)
+            if not isinstance(entry["dataset"], str) or entry["dataset"] not in DATASETS:
                 raise KeyError("dataset")
-            return dataset_splits(entry["dataset"], int(entry.get("split_seed", 0)))
+            if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+                raise KeyError("split_seed")
+            return dataset_splits(entry["dataset"], seed)
+        _check_data_ref(run_dir, entry)
         return DataRef.from_manifest(entry).splits()
     except (KeyError, TypeError) as err:
         raise CheckpointError(
@@ -468,6 +563,10 @@ def load_run(
             f"{payload['method']!r}, which cannot be built ({str(err).splitlines()[0]})"
         ) from None
     where = f"checkpoint: {run_dir!r} (model {spec.name!r} / method {payload['method']!r})"
+    if payload.get("scaler") is not None:  # evaluate reports in the data's units through it
+        m = spec.model
+        dy = None if getattr(m, "likelihood", None) == "categorical" else getattr(m, "dy", 0)
+        check_scaler(where, payload["scaler"], getattr(m, "dx", 0) or 0, dy)
     template = jax.eval_shape(method.init, jax.random.PRNGKey(0))  # shapes, nothing allocated
     size = template_nbytes(template)
     if size > MAX_STATE_BYTES:
