@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayesmeta.inference.registry import METHODS as METHOD_REGISTRY
-from bayesmeta.inference.registry import bench_methods
+from bayesmeta.inference.registry import ORACLE, bench_methods, trainable
 from bayesmeta.tasks.base import padded_support
 from bayesmeta.zoo import STREAM_SEEDS
 
@@ -252,7 +252,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 def _done(rows: Sequence[dict]) -> set[tuple[str, str, int]]:
     """The units that have rows: finished, or diverged (its error is the row; the same seed and
     steps would diverge again)."""
-    return {(r["family"], r["method"], r["seed"]) for r in rows if r["method"] != "reference"}
+    return {(r["family"], r["method"], r["seed"]) for r in rows if r["method"] != ORACLE}
 
 
 def run_calibration(
@@ -318,7 +318,7 @@ def run_calibration(
             raise ValueError(f"families: expected names from {list(FAMILIES)}, got {f!r}")
     meths = list(methods or budget.methods or METHODS)
     for m in meths:
-        if m not in METHOD_NAMES or m == "reference":
+        if m not in METHOD_NAMES or not trainable(m):
             raise ValueError(f"methods: expected names from {list(METHODS)}, got {m!r}")
     seeds = tuple(seeds if seeds is not None else budget.seeds)
     if not seeds:
@@ -372,18 +372,18 @@ def run_calibration(
         has_ref = spec.family.reference_grid is not None or spec.family.gaussian_prior is not None
         ref_nll: dict[tuple[int, int], float] = {}
         if has_ref:
-            ref, _ = spec.build("reference")
+            ref, _ = spec.build(ORACLE)
             for (s, k), ts in tasks.items():
                 post = ref.adapt(jax.random.PRNGKey(s), None, padded_support(ts, size), 1)
                 rep = evaluate(post, ts["x_query"], ts["y_query"])
                 ref_nll[(s, k)] = rep["nll"]
-                posts[("reference", s, k)] = post
+                posts[(ORACLE, s, k)] = post
                 if any(
-                    (r["family"], r["method"], r["k"], r["seed"]) == (fname, "reference", k, s)
+                    (r["family"], r["method"], r["k"], r["seed"]) == (fname, ORACLE, k, s)
                     for r in rows
                 ):
                     continue
-                rows.append({**_row(fname, "reference", k, s, rep), "train_seconds": 0.0})
+                rows.append({**_row(fname, ORACLE, k, s, rep), "train_seconds": 0.0})
                 rows[-1].update(oracle_nll=rep["nll"], gap=0.0, steps=0, **provenance)
         for mname in meths:
             m_seeds = [s for m, s in todo if m == mname]
@@ -621,7 +621,7 @@ def _figures(fname, spec, fam, posts, tasks, seed, out_dir: Path) -> None:
 
     fig_dir = out_dir / "calibration"
     fig_dir.mkdir(parents=True, exist_ok=True)
-    order = ("reference", *dict.fromkeys((*METHODS, *CLASSIFIERS, *METHOD_REGISTRY)))
+    order = (ORACLE, *dict.fromkeys((*METHODS, *CLASSIFIERS, *METHOD_REGISTRY)))
     names = [m for m in order if (m, seed, fam.ks[0]) in posts]
     if spec.model.likelihood == "categorical":
         k = fam.ks[0]
@@ -647,12 +647,12 @@ def _figures(fname, spec, fam, posts, tasks, seed, out_dir: Path) -> None:
     plt.close(fig)
     # bands for the sinusoid only: for sine-or-line the same call was OOM-killed (24 GB)
     # in this suite and is not yet understood
-    if fname == "sinusoid" and spec.model.dx == 1 and "reference" in names:
+    if fname == "sinusoid" and spec.model.dx == 1 and ORACLE in names:
         fam_obj = spec.family
         params = np.asarray(ts["task_params"])
         sub = {m: posts[(m, seed, k)] for m in names if (m, seed, k) in posts}
         # the grid reference has ~10⁴ weighted nodes: 500 draws of it draw the same bands
-        sub["reference"] = sub["reference"].resample(jax.random.PRNGKey(3), 500)
+        sub[ORACLE] = sub[ORACLE].resample(jax.random.PRNGKey(3), 500)
         sup = padded_support(ts, ts["x_support"].shape[1])
         fig = plots.predictive_bands(
             sub,
@@ -708,7 +708,7 @@ def markdown(rows: Sequence[dict]) -> str:
     In classification tables a † marks a method whose ECE is above MAML's at the same K.
     """
     summ = summarise(rows)
-    order = {m: i for i, m in enumerate(("reference", *METHODS, *CLASSIFIERS))}
+    order = {m: i for i, m in enumerate((ORACLE, *METHODS, *CLASSIFIERS))}
     lines = []
     for fam in dict.fromkeys(s["family"] for s in summ):
         fs = [s for s in summ if s["family"] == fam]
@@ -731,7 +731,7 @@ def markdown(rows: Sequence[dict]) -> str:
                 )
                 worse = (
                     maml is not None
-                    and s["method"] not in ("maml", "reference")
+                    and s["method"] not in ("maml", ORACLE)
                     and s.get("ece") is not None
                     and maml.get("ece") is not None
                     and s["ece"]["mean"] > maml["ece"]["mean"]

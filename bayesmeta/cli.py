@@ -123,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     from bayesmeta import __version__
     from bayesmeta.bench import BUDGETS as BENCH_BUDGETS
     from bayesmeta.bench import FAMILIES, METHODS
+    from bayesmeta.inference.registry import trainable
     from bayesmeta.recipes import BUDGETS
     from bayesmeta.zoo import METHOD_NAMES
 
@@ -221,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="small: a smoke test; standard: step counts, 3 seeds (shard it); "
                    "classification: the few-shot classifiers; full: the papers' steps")  # fmt: skip
     b.add_argument("--families", nargs="+", choices=list(FAMILIES), default=None)
-    b.add_argument("--methods", nargs="+", choices=[m for m in METHOD_NAMES if m != "reference"],
+    b.add_argument("--methods", nargs="+", choices=[m for m in METHOD_NAMES if trainable(m)],
                    default=None, help=f"default: the budget's ({', '.join(METHODS)})")  # fmt: skip
     b.add_argument("--seeds", nargs="+", type=_seed, default=None)
     b.add_argument("--out", default="bench-out", metavar="DIR")

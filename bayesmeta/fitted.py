@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayesmeta.inference.base import MetaState, Method
+from bayesmeta.inference.registry import ORACLE, trainable
 from bayesmeta.posterior import TaskPosterior
 from bayesmeta.tasks.base import Support
 from bayesmeta.zoo import ModelSpec
@@ -348,13 +349,13 @@ class Fitted:
         support = self._support(tasks["x_support"], tasks["y_support"], tasks.get("mask_support"))
         posts = {self.method.name: self._adapt(jax.random.PRNGKey(0), self.state, support,
                                                int(num_samples))}  # fmt: skip
-        if reference and self.method.name != "reference":
+        if reference and trainable(self.method.name):
             try:
-                ref, _ = self.spec.build("reference")
+                ref, _ = self.spec.build(ORACLE)
             except ValueError:  # no exact reference for this model
                 ref = None
             if ref is not None:
-                posts["reference"] = ref.adapt(jax.random.PRNGKey(1), ref.init(None), support,
+                posts[ORACLE] = ref.adapt(jax.random.PRNGKey(1), ref.init(None), support,
                                                int(num_samples))  # fmt: skip
         return plots.predictive_bands(
             posts,

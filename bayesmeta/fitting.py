@@ -32,6 +32,7 @@ from bayesmeta.datamodels import as_spec
 from bayesmeta.errors import UsageError, check_out_dir
 from bayesmeta.fitted import Fitted
 from bayesmeta.inference.base import Method
+from bayesmeta.inference.registry import trainable
 from bayesmeta.modelfiles import builtin_models, source_sha256
 from bayesmeta.recipes import TRAIN_KEYS, manifest_config
 from bayesmeta.rundir import (
@@ -153,7 +154,7 @@ class Run:
             "model_name": spec.name,
             "method": self.method,
             "settings": as_json(self.settings()),
-            "method_config": None if self.method == "reference" else method.config.to_dict(),
+            "method_config": method.config.to_dict() if trainable(self.method) else None,
             "seed": int(self.seed),
             "budget": self.budget,
             "task_streams": int(self.task_streams or 1),
@@ -235,7 +236,7 @@ def fit_run(
             raise ValueError(f"method: expected the run's {run.method!r}, got {method.name!r}")
     settings = run.settings()
     manifest = run.manifest()
-    if run.task_streams is not None and run.method != "reference":
+    if run.task_streams is not None and trainable(run.method):
         mb = settings["meta_batch"]
         if mb % run.task_streams:
             raise UsageError(
@@ -244,12 +245,12 @@ def fit_run(
             )
     if validate is None:
         validate = validator is not None or spec.validation_family is not None
-    elif validate and validator is None and spec.splits is None and run.method != "reference":
+    elif validate and validator is None and spec.splits is None and trainable(run.method):
         try:
             spec.held_out("validation", 1, 1, 1)
         except ValueError as err:
             raise UsageError(f"--validate: {err}") from None
-    if validate and validator is None and run.method != "reference":
+    if validate and validator is None and trainable(run.method):
         validator = default_validator(spec, cfg, run.seed)
     elif not validate:
         validator = None
@@ -279,7 +280,7 @@ def _fit_locked(run, out_dir, manifest, held, resume, force, validator, validate
     # the run directory's identity, shared by its checkpoints and best.npz (a fit without a
     # directory has none: Fitted.save gives the run one)
     run_id = uuid.uuid4().hex if out_dir is not None else None
-    if resume and run.method != "reference" and held:
+    if resume and trainable(run.method) and held:
         resume_from, prior, best_validation, train_s0, run_id = _resume_point(
             run, out_dir, manifest
         )
@@ -294,7 +295,7 @@ def _fit_locked(run, out_dir, manifest, held, resume, force, validator, validate
     state = method.init(k_init)
     t0 = time.perf_counter()
     res = None
-    if run.method != "reference":
+    if trainable(run.method):
         steps = cfg["steps"]
         if resume_from is not None:
             state, k_train = resume_from
@@ -326,7 +327,7 @@ def _fit_locked(run, out_dir, manifest, held, resume, force, validator, validate
     info = _record(run, manifest, settings, state, res, time.perf_counter() - t0 + train_s0)
     best = res.best_state if res is not None and res.best_state is not None else None
     if out_dir is not None and is_primary():
-        if run.method == "reference":
+        if not trainable(run.method):
             write_run(out_dir, manifest, state, k_train, info)
         else:
             write_run_json(out_dir, info)

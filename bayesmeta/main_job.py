@@ -19,6 +19,7 @@ import numpy as np
 
 from bayesmeta.atomic import write_text
 from bayesmeta.bench import provenance
+from bayesmeta.inference.registry import ORACLE
 from bayesmeta.runs import evaluate_methods
 from bayesmeta.zoo import STREAM_SEEDS
 
@@ -38,7 +39,7 @@ def closest_to_oracle(rows: list[dict]) -> dict[int, str]:
     """Per K, the method (not the reference) with the smallest gap to the exact reference."""
     best: dict[int, tuple[float, str]] = {}
     for r in rows:
-        if r["method"] == "reference" or r.get("gap") is None:
+        if r["method"] == ORACLE or r.get("gap") is None:
             continue
         if r["k"] not in best or r["gap"] < best[r["k"]][0]:
             best[r["k"]] = (r["gap"], r["method"])
@@ -61,8 +62,8 @@ def run_main_job(
     out_dir.mkdir(parents=True, exist_ok=True)
     spec = load_model_spec("sinusoid")
     fitted, train_s = {}, {}
-    ref, _ = spec.build("reference")
-    fitted["reference"] = (ref, ref.init(jax.random.PRNGKey(0)))
+    ref, _ = spec.build(ORACLE)
+    fitted[ORACLE] = (ref, ref.init(jax.random.PRNGKey(0)))
     for name, steps in MAIN_JOB_STEPS.items():
         method, res = spec.fit(
             name,
@@ -94,7 +95,7 @@ def run_main_job(
     fam = spec.family
     for k in (1, 5):
         ts = tasks_by_k[k]
-        sub = {name: posts[(name, k)] for name in ("reference", *MAIN_JOB_STEPS)}
+        sub = {name: posts[(name, k)] for name in (ORACLE, *MAIN_JOB_STEPS)}
         params = ts["task_params"]
         plots.predictive_bands(
             sub,

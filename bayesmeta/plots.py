@@ -48,7 +48,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
-from bayesmeta.inference.registry import METHODS
+from bayesmeta.inference.registry import METHODS, REFERENCES
 from bayesmeta.posterior import TaskPosterior
 
 __all__ = [
@@ -134,7 +134,7 @@ def _distinct_colors(names: Sequence[str]) -> dict[str, str]:
 
 def _band_color(name: str) -> str:
     # Bands of the black reference would hide everything under them: use grey.
-    return "#555555" if name == "reference" else method_color(name)
+    return REFERENCES[name].colour if name in REFERENCES else method_color(name)
 
 
 def _metric_label(metric: str) -> str:
@@ -143,7 +143,7 @@ def _metric_label(metric: str) -> str:
 
 def _order_methods(names: Sequence[str]) -> list[str]:
     names = list(names)
-    return (["reference"] if "reference" in names else []) + [n for n in names if n != "reference"]
+    return [n for n in names if n in REFERENCES] + [n for n in names if n not in REFERENCES]
 
 
 def _style(ax, grid: str | None = "y") -> None:
@@ -789,7 +789,7 @@ def learning_curves(
         ax.plot(n, v, color=color, lw=2, marker="o", markersize=3.5, label=name)
         if f"{metric}_se" in c:
             se = np.asarray(c[f"{metric}_se"], dtype=float)
-            band = "#555555" if name == "reference" else color
+            band = REFERENCES[name].colour if name in REFERENCES else color
             ax.fill_between(n, v - se, v + se, color=band, alpha=0.18, lw=0)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("number of labelled points", fontsize=9)

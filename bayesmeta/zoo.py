@@ -16,16 +16,16 @@ from typing import Any
 import jax
 import numpy as np
 
-from bayesmeta.inference import Method, reference
+from bayesmeta.inference import Method
 from bayesmeta.inference.config import ConfigError, MethodConfig, TrainConfig
-from bayesmeta.inference.registry import METHODS, check_serves
+from bayesmeta.inference.registry import METHODS, REFERENCES, check_serves, method_names
 from bayesmeta.model import HierarchicalModel, NumPyroModel
 from bayesmeta.recipes import BUDGETS, TRAIN_KEYS, manifest_config
 from bayesmeta.tasks.base import TaskBatch, TaskFamily, sample_batch
 
 #: ``name -> factory`` of every registered method (:mod:`bayesmeta.inference.registry`).
 METHOD_FACTORIES: dict[str, Callable[..., Method]] = {n: i.factory for n, i in METHODS.items()}
-METHOD_NAMES = (*METHOD_FACTORIES, "reference")
+METHOD_NAMES = method_names()
 
 #: Held-out task streams of a synthetic family: tasks are drawn from ``PRNGKey(seed + K)``.
 #: Training draws from ``PRNGKey(fit seed)`` split, so the three streams never share a key:
@@ -128,7 +128,7 @@ class ModelSpec:
                     valid = every
                 elif method in METHODS:
                     valid = set(TRAIN_KEYS) | set(METHODS[method].config.field_names())
-                elif method == "reference":
+                elif method in REFERENCES:
                     valid = set(TRAIN_KEYS)
                 else:
                     raise ValueError(
@@ -198,8 +198,8 @@ class ModelSpec:
         config, e.g. read back from a checkpoint) replaces the recipe's method options."""
         train, cfg = self.resolve(method, budget, **overrides)
         train_cfg = asdict(train)
-        if method == "reference":
-            ref = self.reference_method() if self.reference_method else reference(self.family)
+        if method in REFERENCES:  # nothing to train
+            ref = REFERENCES[method].build(self.family, self.reference_method)
             return ref, {**train_cfg, "steps": 0}
         check_serves(method, self.model)
         if config is not None:

@@ -10,18 +10,20 @@ built-in :class:`~bayesmeta.model.HierarchicalModel`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import ClassVar, NamedTuple
 
 from bayesmeta.inference.abml import ABMLConfig, abml
 from bayesmeta.inference.amortized import AmortizedConfig, amortized
 from bayesmeta.inference.base import Method
 from bayesmeta.inference.bmaml import BMAMLConfig, bmaml
-from bayesmeta.inference.config import MethodConfig
+from bayesmeta.inference.config import ConfigError, MethodConfig
 from bayesmeta.inference.emaml import EMAMLConfig, emaml
 from bayesmeta.inference.maml import MAMLConfig, MetaSGDConfig, maml
 from bayesmeta.inference.neural_process import NeuralProcessConfig, neural_process
 from bayesmeta.inference.platipus import PLATIPUSConfig, platipus
 from bayesmeta.inference.protonet import BayesianProtoNetConfig, ProtoNetConfig, protonet
+from bayesmeta.inference.reference import reference
 
 
 class MethodInfo(NamedTuple):
@@ -106,6 +108,67 @@ METHODS: dict[str, MethodInfo] = {
 }
 
 
+@dataclass(frozen=True)
+class ReferenceConfig:
+    """The typed config of a reference: it has no options (nothing is trained, nothing is
+    tuned), but it is versioned and read back like every method's."""
+
+    METHOD: ClassVar[str] = "reference"
+    VERSION: ClassVar[int] = 1
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return ()
+
+    @classmethod
+    def make(cls, settings=None, **options) -> ReferenceConfig:
+        extra = sorted({**dict(settings or {}), **options})
+        if extra:
+            raise ConfigError(f"{cls.METHOD}: has no options; got {extra}")
+        return cls()
+
+    def to_dict(self) -> dict:
+        return {"version": self.VERSION}
+
+
+class ReferenceInfo(NamedTuple):
+    """A registered reference: an exact posterior to check the methods against, not trained.
+
+    ``build(family, exact)`` returns its :class:`~bayesmeta.inference.base.Method` for a task
+    family, or ``exact()`` (a model's own exact posterior, e.g. the empirical-Bayes linear
+    one on grouped data) when the model has one."""
+
+    name: str
+    build: Callable[..., Method]
+    config: type
+    colour: str
+
+
+def _reference(family, exact=None) -> Method:
+    return exact() if exact is not None else reference(family)
+
+
+#: The references, registered beside :data:`METHODS`; ``reference`` is the oracle every
+#: table's gap is measured against.
+REFERENCES: dict[str, ReferenceInfo] = {
+    "reference": ReferenceInfo("reference", _reference, ReferenceConfig, "#555555"),
+}
+ORACLE = "reference"
+
+
+def trainable(name: str) -> bool:
+    """Whether ``name`` is a meta-trained method (False for a reference)."""
+    if name in REFERENCES:
+        return False
+    method_info(name)  # a clear error for an unknown name
+    return True
+
+
+def method_names() -> tuple[str, ...]:
+    """Every name a run may use: the methods, then the references."""
+    return (*METHODS, *REFERENCES)
+
+
 def method_info(name: str) -> MethodInfo:
     """The registry entry of ``name`` (a clear error naming the registered ones)."""
     if name not in METHODS:
@@ -146,7 +209,13 @@ def check_serves(name: str, model) -> None:
 
 __all__ = [
     "METHODS",
+    "ORACLE",
+    "REFERENCES",
     "MethodInfo",
+    "ReferenceConfig",
+    "ReferenceInfo",
+    "method_names",
+    "trainable",
     "bench_methods",
     "check_serves",
     "method_config",

@@ -37,3 +37,24 @@ def test_a_method_that_needs_the_builtin_model_says_so():
             check_serves(name, generic)
     with pytest.raises(ValueError, match="method: expected one of"):
         method_info("maml2")
+
+
+def test_the_reference_is_registered_once_not_trainable_with_a_typed_config():
+    from bayesmeta.inference.config import ConfigError
+    from bayesmeta.inference.registry import (
+        ORACLE,
+        REFERENCES,
+        ReferenceConfig,
+        method_names,
+        trainable,
+    )
+    from bayesmeta.zoo import METHOD_NAMES
+
+    assert ORACLE in REFERENCES and not trainable(ORACLE)
+    assert all(trainable(n) for n in METHODS)
+    assert METHOD_NAMES == method_names() == (*METHODS, *REFERENCES)
+    assert ReferenceConfig.make().to_dict() == {"version": 1}
+    with pytest.raises(ConfigError, match="reference: has no options"):
+        ReferenceConfig.make(lr=1e-3)
+    with pytest.raises(ValueError, match="method: expected one of"):
+        trainable("referenc")
