@@ -27,7 +27,7 @@ from bayesmeta.bench import git_commit
 RESULTS = Path(__file__).parent / "results"
 
 
-def _run(seconds: float, num_tasks: int, cache: str, out: Path) -> float:
+def _run(seconds: int, num_tasks: int, cache: str, out: Path) -> float:
     env = {**os.environ, "BAYESMETA_COMPILATION_CACHE": cache}
     cmd = [sys.executable, "-m", "bayesmeta.cli", "run", "--seconds", str(seconds),
            "--num-tasks", str(num_tasks), "--out", str(out), "--quiet"]  # fmt: skip
@@ -38,7 +38,7 @@ def _run(seconds: float, num_tasks: int, cache: str, out: Path) -> float:
 
 def run(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seconds", type=float, default=5.0, help="the main job's training budget")
+    p.add_argument("--seconds", type=int, default=5, help="the main job's training budget")
     p.add_argument("--num-tasks", type=int, default=20)
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
