@@ -419,3 +419,94 @@ def test_the_digits_recipe_test_skips_without_scikit_learn(tmp_path):
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert "1 skipped" in res.stdout, res.stdout[-2000:]
+
+
+# -- found by the fuzz test (tests/test_fuzz.py) -------------------------------------------------
+@pytest.fixture(scope="module")
+def data_runs(tmp_path_factory):
+    """A run on a CSV file (the CLI), a run saved with its rows (data.npz) and a task file of
+    the CSV's test groups; the exact ``reference`` method, so nothing is trained."""
+    import bayesmeta as bm
+    from bayesmeta.tasks.data import from_csv
+
+    d = tmp_path_factory.mktemp("fuzzed")
+    rows = _csv(d / "rows.csv")
+    cols = ["--group", "site", "--x", "a", "--y", "target"]
+    assert main(["fit", "linear", "--method", "reference", "--data", str(rows), *cols,
+                 "--quiet", "--out", str(d / "csv_run")]) == 0  # fmt: skip
+    assert main(["tasks", "--data", str(rows), *cols, "--k", "3",
+                 "--out", str(d / "tasks.npz")]) == 0  # fmt: skip
+    held = from_csv(rows, x=["a"], y="target", group="site")
+    bm.fit("linear", "reference", data=held).save(d / "saved_run")
+    return d
+
+
+def _edit_manifests(run: Path, edit) -> None:
+    """Rewrite the manifest of each checkpoint of ``run`` with ``edit(manifest)``."""
+    for name in ("checkpoint.npz", "best.npz"):
+        if not (run / name).is_file():
+            continue
+        members = _members(run / name)
+        manifest = json.loads(str(np.load(io.BytesIO(members["__manifest__.npy"]))))
+        buf = io.BytesIO()
+        np.save(buf, np.array(json.dumps(edit(manifest))))
+        members["__manifest__.npy"] = buf.getvalue()
+        _write_zip(run / name, members)
+
+
+def test_an_npy_header_that_does_not_tokenize_is_refused(base, tmp_path, capsys):
+    run = _copy_run(base, tmp_path)
+    (run / "best.npz").unlink()
+    members = _members(run / "checkpoint.npz")
+    name = next(n for n in members if n.startswith("state") and "step" in n)
+    text = "{'descr': '<i4', 'fortran_order': False, 'shape': ((), }"  # an unclosed bracket
+    text += " " * (-(len(text) + 11) % 64) + "\n"
+    members[name] = b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text.encode()
+    _write_zip(run / "checkpoint.npz", members)
+    assert main(["info", str(run)]) == 2
+    assert "TokenError" in _one_line(capsys, name)
+
+
+def test_a_manifest_scaler_that_is_not_a_standardiser_is_refused(data_runs, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(data_runs / "saved_run", run)
+    _edit_manifests(run, lambda m: {**m, "scaler": {**m["scaler"], "x_scale": {"a": 1}}})
+    out = tmp_path / "report.json"
+    assert main(["evaluate", str(run), "--tasks", str(data_runs / "tasks.npz"), "--samples",
+                 "3", "--quiet", "--out", str(out)]) == 2  # fmt: skip
+    assert "x_scale" in _one_line(capsys, "scaler")
+    assert not out.exists()
+
+
+def test_a_data_npz_of_wrong_dtypes_is_refused(data_runs, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(data_runs / "saved_run", run)
+    members = _members(run / "data.npz")
+    lengths = np.load(io.BytesIO(members["train.lengths.npy"]))
+    buf = io.BytesIO()
+    np.save(buf, lengths.astype(np.complex64))
+    members["train.lengths.npy"] = buf.getvalue()
+    _write_zip(run / "data.npz", members)
+    digest = hashlib.sha256((run / "data.npz").read_bytes()).hexdigest()
+    _edit_manifests(run, lambda m: {**m, "data": {**m["data"], "sha256": digest}})
+    assert main(["info", str(run)]) == 2
+    assert "lengths complex64" in _one_line(capsys, "data.npz")
+
+
+@pytest.mark.parametrize(("key", "value"), [("split_seed", "x"), ("split_seed", -1),
+                                            ("x", [{"a": 1}]), ("path", None)])  # fmt: skip
+def test_a_data_entry_of_wrong_types_is_refused(data_runs, tmp_path, capsys, key, value):
+    run = tmp_path / "run"
+    shutil.copytree(data_runs / "csv_run", run)
+    _edit_manifests(run, lambda m: {**m, "data": {**m["data"], key: value}})
+    assert main(["info", str(run)]) == 2
+    assert f"({key}=" in _one_line(capsys, "corrupt data entry")
+
+
+def test_a_task_file_member_that_inflates_without_bound_is_refused(data_runs, tmp_path, capsys):
+    tasks = tmp_path / "tasks.npz"
+    shutil.copy(data_runs / "tasks.npz", tasks)
+    _bomb(tasks, "task_params.npy", _npy_header((16 << 20,)), 64 << 20)
+    assert main(["evaluate", str(data_runs / "csv_run"), "--tasks", str(tasks), "--samples", "3",
+                 "--quiet", "--out", str(tmp_path / "r.json")]) == 2  # fmt: skip
+    assert "expands" in _one_line(capsys, "task_params")
