@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("--validate", None, False, "score held-out validation tasks after every chunk and keep "
          "the best state (best.npz); data runs always do"),
         ("--seed", _seed, 0, "θ's initialisation and the training stream"),
+        ("--search-budget", _positive("--search-budget"), None, "with --data: choose the "
+         "learning rate and the method's step size on the validation groups by a seeded "
+         "search of N meta-training steps in all (bayesmeta.search)"),
         quiet,
         ("--resume", None, False, "continue the run in RUN_DIR from its checkpoint"),
         ("--force", None, False, "replace the run already in RUN_DIR"),
@@ -286,9 +289,26 @@ def _fit(args) -> Any:
     config = {"max_seconds": args.max_seconds}
     run = Run(args.model, args.method, data, budget=args.budget, steps=args.steps,
               seed=args.seed, config=config, task_streams=streams)  # fmt: skip
+    if args.search_budget is not None:
+        return _fit_search(args, run)
     return fit_run(run, out=args.out, resume=args.resume, force=args.force,
                    validate=bool(args.validate or data is not None), mesh=mesh,
                    progress=False if args.quiet else None)  # fmt: skip
+
+
+def _fit_search(args, run) -> Any:
+    from bayesmeta.checkpoint import CHECKPOINT_NAME
+    from bayesmeta.search import fit_search
+
+    if args.resume or args.max_seconds is not None or args.distributed:
+        raise UsageError("--search-budget: not with --resume, --max-seconds or --distributed")
+    check_out_dir(args.out)
+    if (Path(args.out) / CHECKPOINT_NAME).exists() and not args.force:
+        raise UsageError(f"--out: {args.out!r} already holds a run; pass --force to replace it")
+    fitted = fit_search(run, args.search_budget, progress=False if args.quiet else None,
+                        log=None if args.quiet else print)  # fmt: skip
+    fitted.save(args.out, overwrite=args.force)
+    return fitted
 
 
 def _fit_auto(args, data) -> Any:

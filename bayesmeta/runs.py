@@ -146,6 +146,7 @@ def fit(
     optimizer: Any = None,
     progress: bool | None = None,
     validate: bool | None = None,
+    search_budget: int | None = None,
     **config: Any,
 ) -> Fitted:
     """Meta-train ``method`` on ``model`` with its recipe and return a :class:`Fitted`.
@@ -177,6 +178,10 @@ def fit(
     validate : bool, optional
         Score the validation tasks after every chunk and keep the best state (default: when
         the model has validation groups, i.e. on data).
+    search_budget : int, optional
+        With ``data``: choose the learning rate and the method's step size on the validation
+        groups by a seeded search of this many meta-training steps in all
+        (:func:`bayesmeta.search.fit_search`; ``info["search"]`` holds every trial).
     **config
         Recipe overrides (``lr``, ``meta_batch``, ``inner_steps``, ``num_particles``, ...);
         a misspelt one is a ``ValueError`` naming it.
@@ -194,6 +199,10 @@ def fit(
         return _nuts_at_initial_theta(model, data, seed, config)
     run = Run(model, method, data, budget=budget, steps=steps, seed=seed, config=config,
               optimizer=optimizer)  # fmt: skip
+    if search_budget is not None:
+        from bayesmeta.search import fit_search
+
+        return fit_search(run, search_budget, progress=progress)
     return fit_run(run, validate=validate, progress=progress)
 
 
