@@ -485,7 +485,7 @@ def default_validator(spec: ModelSpec, cfg: dict, seed: int):
 
     xs, ys, ms = (chunks(a) for a in (batch.x_support, batch.y_support, batch.mask_support))
     xq, yq = chunks(batch.x_query), chunks(batch.y_query)
-    real = chunks(jnp.arange(num + pad) < num) if pad else None
+    real = (jnp.arange(num + pad) < num).reshape(-1, size) if pad else None
 
     def make(method: Method):
         @jax.jit

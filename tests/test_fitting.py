@@ -132,3 +132,18 @@ def test_a_fitted_run_prints_in_one_line():
     text = repr(fitted)
     assert text.startswith("Fitted(model='toy/linear', method='reference'") and "\n" not in text
     assert len(text) < 200
+
+
+def test_validation_in_batches_with_a_ragged_last_batch_is_the_unbatched_score(monkeypatch):
+    # a validation split whose eligible groups are not a multiple of the batch: the last batch
+    # is padded and its padding is not scored (before: a reshape error, fit --data exited 1
+    # whenever more than one batch of validation groups was not a whole number of batches)
+    import bayesmeta.fitting as fitting
+
+    run = Run("linear", "maml", _rows(), steps=1)
+    method, cfg = run.built
+    state = method.init(jax.random.PRNGKey(0))
+    whole = fitting.default_validator(run.spec, cfg, 0)(method)(state)
+    monkeypatch.setattr(fitting, "VALIDATION_BATCH", 3)  # 4 groups: a ragged last batch
+    ragged = fitting.default_validator(run.spec, cfg, 0)(method)(state)
+    assert ragged == pytest.approx(whole, rel=1e-5)
