@@ -47,21 +47,20 @@ KS = (1, 3, 5)
 
 def commit() -> str | None:
     """The checkout's commit, with ``+dirty`` when a tracked file has changed."""
-    from bayesmeta.bench import git_commit
-
     here = Path(__file__).parent
-    sha = git_commit(here)
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, check=True, cwd=here)
+        return out.stdout.strip()
+
+    # git itself rather than bayesmeta.bench.git_commit (the same command): the provenance
+    # must not depend on importing the rest of the package
     try:
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=here,
-        )
+        sha = git("rev-parse", "--short", "HEAD") or None
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.CalledProcessError):
-        return sha
-    return f"{sha}+dirty" if sha and status.stdout.strip() else sha
+        return None
+    return f"{sha}+dirty" if sha and dirty else sha
 
 
 def _train_rows(train) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -258,6 +257,24 @@ def _diff(r: dict) -> str:
     return f"{r['diff_vs_mixed']:+.3f}{se}"
 
 
+def _reduced(report: dict) -> list[str]:
+    """A line saying what a run left out of the full configuration, if anything."""
+    from bayesmeta.tasks.grouped import DATASETS
+
+    left = []
+    if sorted(report["split_seeds"]) != sorted(SPLIT_SEEDS):
+        left.append(f"split seeds {report['split_seeds']} of {list(SPLIT_SEEDS)}")
+    if sorted(report["data"]) != sorted(DATASETS):
+        left.append(f"data sets {report['data']} of {sorted(DATASETS)}")
+    if sorted(report["k"]) != sorted(KS):
+        left.append(f"K {report['k']} of {list(KS)}")
+    if report["budget"] != "default" or not report["auto"]:
+        left.append(f"auto budget {report['budget']!r}" if report["auto"] else "no auto")
+    if not left:
+        return []
+    return ["**A reduced run** (" + "; ".join(left) + "): see the command line above.", ""]
+
+
 def markdown(report: dict) -> str:
     """The results file's text, generated from the JSON report only."""
     lines = [
@@ -270,6 +287,7 @@ def markdown(report: dict) -> str:
         f"`{report['budget']}` (candidates' steps in the JSON), {report['samples']} predictive "
         f"samples, seed {report['seed']}.",
         "",
+        *_reduced(report),
         "## Over split seeds",
         "",
         "| data set | K | method | groups | NLL | NLL − mixed ± paired se | cov50 | cov90 | "
@@ -347,7 +365,14 @@ def run(argv: list[str] | None = None) -> dict:
     p.add_argument("--no-auto", action="store_true", help="the baselines only")
     p.add_argument("--quick", action="store_true", help="a smoke test (see the docstring)")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument(
+        "--render", type=Path, default=None, help="only write real_data.md from this real_data.json"
+    )
     args = p.parse_args(argv)
+    if args.render is not None:
+        report = json.loads(args.render.read_text())
+        (args.out / "real_data.md").write_text(markdown(report))
+        return report
     q = args.quick
     args.data = args.data or (["Sitka"] if q else list(DATASETS))
     args.split_seeds = args.split_seeds or ([SPLIT_SEEDS[0]] if q else list(SPLIT_SEEDS))
@@ -355,15 +380,29 @@ def run(argv: list[str] | None = None) -> dict:
     args.budget = args.budget or ("quick" if q else "default")
     args.samples = args.samples or (50 if q else 200)
     t_start = time.perf_counter()
+    sha = commit()  # the code that runs, not whatever the checkout holds when it ends
     rows, fits = [], []
+    args.out.mkdir(parents=True, exist_ok=True)
     for name in args.data:
         for split_seed in args.split_seeds:
             scored, fit = run_one(name, split_seed, args)
             rows.extend(scored)
             fits.append(fit)
-    report = {
+            # what is done so far, so that a failure later loses nothing
+            partial = _report(args, argv, sha, t_start, rows, fits, complete=False)
+            (args.out / "real_data.partial.json").write_text(json.dumps(partial, indent=1))
+    report = _report(args, argv, sha, t_start, rows, fits, complete=True)
+    (args.out / "real_data.json").write_text(json.dumps(report, indent=1) + "\n")
+    (args.out / "real_data.md").write_text(markdown(report))
+    (args.out / "real_data.partial.json").unlink(missing_ok=True)
+    print(f"wrote {args.out / 'real_data.json'} and real_data.md")
+    return report
+
+
+def _report(args, argv, sha, t_start, rows, fits, complete: bool) -> dict:
+    return {
         "benchmark": "real_data",
-        "commit": commit(),
+        "commit": sha,
         "command": " ".join(
             ["benchmarks/real_data.py", *(argv if argv is not None else sys.argv[1:])]
         ),
@@ -377,18 +416,14 @@ def run(argv: list[str] | None = None) -> dict:
         "auto": not args.no_auto,
         "samples": args.samples,
         "seed": args.seed,
-        "quick": q,
+        "quick": args.quick,
         "total_seconds": time.perf_counter() - t_start,
         "notes": NOTES,
+        "complete": complete,
         "fits": fits,
         "summary": summary(rows),
         "rows": rows,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "real_data.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / "real_data.md").write_text(markdown(report))
-    print(f"wrote {args.out / 'real_data.json'} and real_data.md")
-    return report
 
 
 if __name__ == "__main__":
