@@ -12,13 +12,13 @@ method's NLL, NUTS's NLL at the same θ and the gap between them with a paired s
 over tasks: the gap measures the method's approximation of p(φ | D, θ), the NLL itself
 measures the method (θ included).
 
-``--diagnose`` adds, for ``amortized``, the amortization gap measured at the fitted θ
+``--diagnose MODEL ...`` adds, for ``amortized``, the amortization gap measured at the fitted θ
 (the encoder's q refined by L Adam steps on each task's ELBO, L = 0 being the default
 adapt), a fit with the predictive outer objective, and a fit with more steps, each scored
 on the same tasks.
 
     python benchmarks/amortized_vs_nuts.py [--models ...] [--methods ...] [--steps N]
-        [--method-steps bmaml=2000 ...] [--nuts-tasks 20] [--diagnose]
+        [--method-steps bmaml=2000 ...] [--nuts-tasks 20] [--diagnose MODEL ...]
 
 Writes ``amortized_vs_nuts.json`` and ``amortized_vs_nuts.md`` under ``--out`` (default
 benchmarks/results); the markdown is generated from the JSON (``--markdown-only`` rewrites
@@ -133,7 +133,7 @@ def nuts_score(fitted, tasks, args, binary: bool) -> tuple[dict, dict]:
 def run_model(name: str, args) -> tuple[list[dict], list[dict]]:
     spec = load_model_spec(str(MODELS_DIR / f"{name}.py"))
     binary = name in BINARY
-    tasks = _tasks(spec, name, args.nuts_tasks)
+    tasks = _tasks(spec, name, args.model_nuts_tasks.get(name, args.nuts_tasks))
     rows, diag_rows = [], []
     for method in args.methods:
         steps = args.method_steps.get(method, args.steps)
@@ -158,7 +158,7 @@ def run_model(name: str, args) -> tuple[list[dict], list[dict]]:
         }
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if "per_task" not in k}), flush=True)
-        if method == "amortized" and args.diagnose:
+        if method == "amortized" and name in args.diagnose:
             diag_rows += diagnose(spec, name, fitted, tasks, ref, args, binary)
     return rows, diag_rows
 
@@ -306,7 +306,10 @@ def run(argv: list[str] | None = None) -> dict:
     p.add_argument("--samples", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-seed", type=int, default=20_261_204)
-    p.add_argument("--diagnose", action="store_true")
+    p.add_argument("--model-nuts-tasks", nargs="*", default=[], metavar="MODEL=TASKS",
+                   help="fewer NUTS tasks for one model (a reduced configuration)")  # fmt: skip
+    p.add_argument("--diagnose", nargs="*", default=[], choices=list(MODELS), metavar="MODEL",
+                   help="the models whose amortized fit is diagnosed")  # fmt: skip
     p.add_argument("--diagnose-nuts", action="store_true")
     p.add_argument("--refine-steps", nargs="*", type=int, default=[0, 20, 100])
     p.add_argument("--longer", nargs="*", type=int, default=[4], help="step multiples")
@@ -320,6 +323,7 @@ def run(argv: list[str] | None = None) -> dict:
         mpath.write_text(markdown(result))
         return result
     args.method_steps = _steps_arg(args.method_steps)
+    args.model_nuts_tasks = _steps_arg(args.model_nuts_tasks)
     per_model = {}
     for item in args.model_method_steps:
         model, _, rest = item.partition(":")
@@ -327,6 +331,7 @@ def run(argv: list[str] | None = None) -> dict:
     t_start = time.perf_counter()
     rows, diag, seconds = [], [], {}
     base_steps = dict(args.method_steps)
+    args.out.mkdir(parents=True, exist_ok=True)
     for name in args.models:
         t0 = time.perf_counter()
         args.method_steps = {**base_steps, **per_model.get(name, {})}
@@ -334,8 +339,16 @@ def run(argv: list[str] | None = None) -> dict:
         rows += r
         diag += d
         seconds[name] = round(time.perf_counter() - t0, 1)
-    args.method_steps = base_steps
-    result = {
+        # written after each model, so that a run stopped late keeps the models it finished
+        result = _result(args, argv, base_steps, per_model, rows, diag, seconds, t_start)
+        jpath.write_text(json.dumps(result, indent=1) + "\n")
+        mpath.write_text(markdown(result))
+    print(markdown(result))
+    return result
+
+
+def _result(args, argv, base_steps, per_model, rows, diag, seconds, t_start) -> dict:
+    return {
         "provenance": provenance(
             script_command(__file__, argv),
             steps=args.steps,
@@ -345,6 +358,11 @@ def run(argv: list[str] | None = None) -> dict:
             k=K,
             num_query=NUM_QUERY,
             nuts_tasks=args.nuts_tasks,
+            model_nuts_tasks=args.model_nuts_tasks,
+            diagnose=args.diagnose,
+            refine_steps=args.refine_steps,
+            longer=args.longer,
+            models_done=list(seconds),
             nuts_warmup=args.nuts_warmup,
             nuts_chains=args.nuts_chains,
             nuts_samples=args.nuts_samples,
@@ -358,11 +376,6 @@ def run(argv: list[str] | None = None) -> dict:
         "diagnosis": diag,
         "bars": bars(rows),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    jpath.write_text(json.dumps(result, indent=1) + "\n")
-    mpath.write_text(markdown(result))
-    print(markdown(result))
-    return result
 
 
 if __name__ == "__main__":
