@@ -316,8 +316,23 @@ def run(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--name", default="amortized_vs_nuts")
     p.add_argument("--markdown-only", action="store_true")
+    p.add_argument("--merge", nargs="*", default=[], metavar="NAME",
+                   help="join the results of runs written under these names (run in "
+                   "parallel, one group of models each) into --name")  # fmt: skip
     args = p.parse_args(argv)
     jpath, mpath = args.out / f"{args.name}.json", args.out / f"{args.name}.md"
+    if args.merge:
+        parts = [json.loads((args.out / f"{n}.json").read_text()) for n in args.merge]
+        prov = {**parts[0]["provenance"], "command": " ; ".join(
+            q["provenance"]["command"] for q in parts)}  # fmt: skip
+        prov["parts"] = [q["provenance"] for q in parts]
+        prov["seconds"] = max(q["provenance"]["seconds"] for q in parts)
+        rows = [r for q in parts for r in q["rows"]]
+        diag = [r for q in parts for r in q["diagnosis"]]
+        result = {"provenance": prov, "rows": rows, "diagnosis": diag, "bars": bars(rows)}
+        jpath.write_text(json.dumps(result, indent=1) + "\n")
+        mpath.write_text(markdown(result))
+        return result
     if args.markdown_only:
         result = json.loads(jpath.read_text())
         mpath.write_text(markdown(result))
