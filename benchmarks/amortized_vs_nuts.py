@@ -137,7 +137,14 @@ def run_model(name: str, args) -> tuple[list[dict], list[dict]]:
     rows, diag_rows = [], []
     for method in args.methods:
         steps = args.method_steps.get(method, args.steps)
-        fitted, train_s = _fit(spec, method, steps, args.seed)
+        try:
+            fitted, train_s = _fit(spec, method, steps, args.seed)
+        except Exception as err:  # a diverged recipe is a result: keep it and go on
+            rows.append({"model": name, "method": method, "k": K[name], "error": repr(err)})
+            print(json.dumps(rows[-1]), flush=True)
+            if method == "amortized" and name in args.diagnose:
+                diag_rows += diagnose_diverged(spec, name, tasks, args, binary)
+            continue
         mine = score(_adapt(fitted, tasks, args.samples, args.eval_seed), tasks, binary)
         ref, info = nuts_score(fitted, tasks, args, binary)
         gap, gap_se = _paired(mine["nll_per_task"], ref["nll_per_task"])
@@ -161,6 +168,25 @@ def run_model(name: str, args) -> tuple[list[dict], list[dict]]:
         if method == "amortized" and name in args.diagnose:
             diag_rows += diagnose(spec, name, fitted, tasks, ref, args, binary)
     return rows, diag_rows
+
+
+def diagnose_diverged(spec, name, tasks, args, binary: bool) -> list[dict]:
+    """``amortized`` whose recipe diverged: the same fit at a tenth of the learning rate,
+    scored beside NUTS at its own θ."""
+    lr = spec.recipes.get("amortized", {}).get("lr") or spec.recipes["*"]["lr"]
+    try:
+        fitted, secs = _fit(spec, "amortized", None, args.seed, lr=lr / 10)
+    except Exception as err:
+        return [{"model": name, "variant": f"lr={lr / 10:g}", "error": repr(err)}]
+    s = score(_adapt(fitted, tasks, args.samples, args.eval_seed), tasks, binary)
+    ref, _ = nuts_score(fitted, tasks, args, binary)
+    gap, gap_se = _paired(s["nll_per_task"], ref["nll_per_task"])
+    row = {"model": name, "variant": f"lr={lr / 10:g}", "same_theta": False,
+           "train_s": round(secs, 1), "steps": int(fitted.state.step), **s,
+           "nuts_nll": ref["nll"], "gap": gap, "gap_own_se": gap_se,
+           "gap_to_default_nuts": float("nan"), "gap_se": float("nan")}  # fmt: skip
+    print(json.dumps({k: v for k, v in row.items() if "per_task" not in k}), flush=True)
+    return [row]
 
 
 def diagnose(spec, name, fitted, tasks, ref: dict, args, binary: bool) -> list[dict]:
@@ -225,6 +251,10 @@ def markdown(result: dict) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['method']} | {r['k']} | – | – | failed: "
+                         f"{r['error'][:90]} | | | | | | | | |")  # fmt: skip
+            continue
         acc = _f(r.get("accuracy"), ".3f")
         lines.append(
             f"| {r['model']} | {r['method']} | {r['k']} | {r['n_tasks']} | {r['steps']} | "
@@ -248,6 +278,10 @@ def markdown(result: dict) -> str:
             "|---|---|---|---:|---:|---:|---:|---:|",
         ]
         for r in result["diagnosis"]:
+            if "error" in r:
+                lines.append(f"| {r['model']} | {r['variant']} | – | failed: {r['error'][:90]} "
+                             "| | | | |")  # fmt: skip
+                continue
             own = _f(r.get("gap"), "+.3f")
             lines.append(
                 f"| {r['model']} | {r['variant']} | {'yes' if r['same_theta'] else 'no'} | "
@@ -262,7 +296,10 @@ def bars(rows: list[dict]) -> list[str]:
     ``GAP_BAR`` nats per point, and BMAML / ABML no worse than MAML (NLL, within 2 se of the
     paired difference counted as no worse)."""
     out = []
-    by = {(r["model"], r["method"]): r for r in rows}
+    by = {(r["model"], r["method"]): r for r in rows if "error" not in r}
+    for r in rows:
+        if "error" in r:
+            out.append(f"{r['model']}: {r['method']} failed to fit at its recipe: MISSES")
     for model in dict.fromkeys(r["model"] for r in rows):
         a = by.get((model, "amortized"))
         if a is not None:
@@ -369,7 +406,7 @@ def _result(args, argv, base_steps, per_model, rows, diag, seconds, t_start) -> 
             steps=args.steps,
             method_steps=base_steps,
             model_method_steps=per_model,
-            steps_ran={f"{r['model']}:{r['method']}": r["steps"] for r in rows},
+            steps_ran={f"{r['model']}:{r['method']}": r.get("steps") for r in rows},
             k=K,
             num_query=NUM_QUERY,
             nuts_tasks=args.nuts_tasks,
