@@ -65,7 +65,7 @@ def fit_auto(
     trials, best = [], None
     for model, method, overrides in candidates:
         run = Run(model, method, data, budget=budget, seed=seed, config=dict(overrides))
-        if run.spec.splits is None or run.spec.family.likelihood != "gaussian":
+        if run.spec.splits is None or not run.spec.family.likelihood.gaussian:
             raise UsageError("data: auto is for a real y (regression); fit 'mlp' with a "
                              "classifier method for class labels")  # fmt: skip
         t0 = time.perf_counter()

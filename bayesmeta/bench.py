@@ -409,7 +409,7 @@ def run_calibration(
             compile_s = time.perf_counter() - t0
             validator = None
             if budget.validate and has_validation:
-                categorical = spec.family.likelihood == "categorical"
+                categorical = spec.family.likelihood.classifier
                 validator = spec.validator(k=fam.ks[0], num_tasks=100, num_query=fam.num_query,
                                            num_samples=8, accuracy=categorical)  # fmt: skip
             validate = validator is not None
@@ -435,7 +435,7 @@ def run_calibration(
                     n_s = min(budget.num_samples, fam.max_samples or budget.num_samples)
                     post = adapt_in_batches(method, key, state, padded_support(ts, size), n_s)
                     temp = None
-                    if spec.family.likelihood == "categorical" and has_validation:
+                    if spec.family.likelihood.classifier and has_validation:
                         temp = validation_temperature(spec, method, state, k, s, n_s,
                                                       fam.num_query, size)  # fmt: skip
                     rep = evaluate(post, ts["x_query"], ts["y_query"], temperature=temp)
@@ -623,7 +623,7 @@ def _figures(fname, spec, fam, posts, tasks, seed, out_dir: Path) -> None:
     fig_dir.mkdir(parents=True, exist_ok=True)
     order = (ORACLE, *dict.fromkeys((*METHODS, *CLASSIFIERS, *METHOD_REGISTRY)))
     names = [m for m in order if (m, seed, fam.ks[0]) in posts]
-    if spec.model.likelihood == "categorical":
+    if spec.model.likelihood.classifier:
         k = fam.ks[0]
         ts = tasks[(seed, k)]
         for m in names:

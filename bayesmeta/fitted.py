@@ -101,7 +101,7 @@ class Fitted:
 
     def _support(self, x_support, y_support, mask) -> Support:
         fam = self.spec.family
-        classify = fam.likelihood == "categorical"
+        classify = fam.likelihood.classifier
         x = np.asarray(x_support, np.float32)
         if x.ndim == 1 and fam.dx == 1:
             x = x[:, None]
@@ -294,7 +294,7 @@ class Fitted:
             fit_variance_scale,
         )
 
-        if self.spec.family.likelihood == "categorical":
+        if self.spec.family.likelihood.classifier:
             raise ValueError("calibrate: for regression; a classifier's calibration is "
                              "temperature()")  # fmt: skip
         tasks = self.held_out(k, num_tasks, num_query, split="validation")
@@ -316,7 +316,7 @@ class Fitted:
         uses): pass it to :meth:`evaluate` for the post-hoc calibrated baseline."""
         from bayesmeta.evaluate import fit_temperature
 
-        if self.spec.family.likelihood != "categorical":
+        if not self.spec.family.likelihood.classifier:
             raise ValueError("temperature: temperature scaling is for classifiers; this model's "
                              f"likelihood is {self.spec.family.likelihood!r}")  # fmt: skip
         if num_query is None:
@@ -341,7 +341,7 @@ class Fitted:
         from bayesmeta import plots
 
         fam = self.spec.family
-        if fam.likelihood == "categorical" or fam.dx != 1 or fam.dy != 1:
+        if fam.likelihood.classifier or fam.dx != 1 or fam.dy != 1:
             raise ValueError(
                 "tasks: predictive bands are for 1-D regression (Dx = Dy = 1); use "
                 "bayesmeta.plots.reliability_diagram or calibration_curves for this model"

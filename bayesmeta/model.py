@@ -28,12 +28,13 @@ import numpyro.distributions as dist
 from jax.flatten_util import ravel_pytree
 from numpyro import handlers
 
+from bayesmeta.likelihoods import GENERIC, as_likelihood
 from bayesmeta.nn import Network
 
 Array = jax.Array
 Theta = dict[str, Array]
 
-LIKELIHOODS = ("gaussian", "categorical")
+LIKELIHOODS = ("gaussian", "categorical")  # of the built-in model (bayesmeta.likelihoods)
 
 
 @dataclass(frozen=True)
@@ -74,9 +75,8 @@ class HierarchicalModel:
     _log_scale0: Array = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        if self.likelihood not in LIKELIHOODS:
-            raise ValueError(f"likelihood: expected one of {LIKELIHOODS}, got {self.likelihood!r}")
-        if self.likelihood == "categorical" and not self.num_classes:
+        object.__setattr__(self, "likelihood", as_likelihood(self.likelihood, LIKELIHOODS))
+        if self.likelihood.classifier and not self.num_classes:
             raise ValueError("num_classes: required for a categorical likelihood, got None")
         scales = self.prior_scale if isinstance(self.prior_scale, tuple) else (self.prior_scale,)
         if not all(float(v) > 0 for v in scales) or not self.noise_init > 0:
@@ -111,12 +111,12 @@ class HierarchicalModel:
 
     @property
     def dy(self) -> int:
-        return 1 if self.likelihood == "categorical" else self._output_dim
+        return 1 if self.likelihood.classifier else self._output_dim
 
     @property
     def observation(self) -> tuple[Any, str]:
         """``(support, name)`` of the observation distribution (as :class:`NumPyroModel`)."""
-        if self.likelihood == "categorical":
+        if self.likelihood.classifier:
             return dist.constraints.integer_interval(0, self.num_classes - 1), "Categorical"
         return dist.constraints.real, "Normal"
 
@@ -135,13 +135,13 @@ class HierarchicalModel:
         """θ at initialisation: μ = a network initialisation, σ = σ0, σ_y = σ_y0."""
         mu, _ = self.network.flat(key)
         theta = {"mu": mu, "log_sigma": self._log_scale0.astype(mu.dtype)}
-        if self.likelihood == "gaussian":
+        if self.likelihood.has_noise:
             theta["log_noise"] = jnp.asarray(math.log(self.noise_init), mu.dtype)
         return theta
 
     def noise_std(self, theta: Theta) -> Array:
         """σ_y = exp(log σ_y) (ones for a categorical likelihood)."""
-        if self.likelihood == "gaussian":
+        if self.likelihood.has_noise:
             return jnp.exp(theta["log_noise"])
         return jnp.ones(())
 
@@ -163,7 +163,7 @@ class HierarchicalModel:
             dist.Normal(self._log_scale0, self.hyper_log_sigma_scale).to_event(1),
         )
         theta = {"mu": mu, "log_sigma": log_sigma}
-        if self.likelihood == "gaussian":
+        if self.likelihood.has_noise:
             theta["log_noise"] = numpyro.sample(
                 "log_noise", dist.Normal(math.log(self.noise_init), self.hyper_log_noise_scale)
             )
@@ -171,10 +171,7 @@ class HierarchicalModel:
             phi = numpyro.sample("phi", self.prior(theta))  # (T, 1, P)
         f = jax.vmap(self.apply)(phi[:, 0], x)  # (T, N, Dout)
         with numpyro.plate("tasks", t, dim=-2), numpyro.plate("points", n, dim=-1):
-            if self.likelihood == "gaussian":
-                obs_dist = dist.Normal(f, self.noise_std(theta)).to_event(1)
-            else:
-                obs_dist = dist.Categorical(logits=f)
+            obs_dist = self.likelihood.observation(f, self.noise_std(theta))
             with handlers.mask(mask=True if mask is None else mask.astype(bool)):
                 numpyro.sample("y", obs_dist, obs=y)
 
@@ -207,13 +204,7 @@ class HierarchicalModel:
         return type(self).model is HierarchicalModel.model
 
     def _log_lik_points_direct(self, theta: Theta, phi: Array, x: Array, y: Array) -> Array:
-        f = self.apply(phi, x)
-        if self.likelihood == "gaussian":
-            s = self.noise_std(theta)
-            z = (y - f) / s
-            return jnp.sum(-0.5 * z * z - jnp.log(s) - 0.5 * math.log(2 * math.pi), axis=-1)
-        logp = jax.nn.log_softmax(f, axis=-1)
-        return jnp.take_along_axis(logp, y.astype(jnp.int32)[:, None], axis=-1)[:, 0]
+        return self.likelihood.points(self.apply(phi, x), y, self.noise_std(theta))
 
     def log_likelihood_points(self, theta: Theta, phi: Array, x: Array, y: Array) -> Array:
         """log p(y_j | x_j, φ, θ) of each point of one task, ``(N,)``."""
@@ -238,7 +229,7 @@ class HierarchicalModel:
     def _dummy_data(self) -> tuple[Array, Array, Array]:
         # One masked-out point: plates need a positive size, and it adds nothing.
         x = jnp.zeros((1, 1, self.dx))
-        if self.likelihood == "categorical":
+        if self.likelihood.classifier:
             y = jnp.zeros((1, 1), jnp.int32)
         else:
             y = jnp.zeros((1, 1, self.dy))
@@ -265,9 +256,7 @@ class HierarchicalModel:
     def theta_keys(self) -> tuple[str, ...]:
         """Names of the model's own entries of θ (a method adds its own beside them)."""
         return (
-            ("mu", "log_sigma", "log_noise")
-            if self.likelihood == "gaussian"
-            else ("mu", "log_sigma")
+            ("mu", "log_sigma", "log_noise") if self.likelihood.has_noise else ("mu", "log_sigma")
         )
 
     @property
@@ -366,7 +355,7 @@ class NumPyroModel:
     dx: int = 1
     init: dict | Callable | None = None
     name: str = ""
-    likelihood: str = field(default="generic", init=False)
+    likelihood: str = field(default=GENERIC, init=False)
     num_classes: None = field(default=None, init=False)
     _phi: tuple = field(init=False, repr=False)
     _theta: tuple = field(init=False, repr=False)

@@ -314,7 +314,7 @@ def predictive_bands(
     results = {}
     for m_i, name in enumerate(methods):
         post = posteriors[name]
-        if post.likelihood == "categorical":
+        if post.likelihood.classifier:
             raise ValueError(f"predictive_bands plots regression; {name!r} is a classifier")
         if post.num_tasks != n_tasks:
             raise ValueError(f"{name!r} has {post.num_tasks} tasks, the support sets {n_tasks}")
@@ -962,7 +962,7 @@ def decision_boundaries(
     axes = np.asarray(fig.subplots(nrows, ncols, squeeze=False))
     for r, name in enumerate(methods):
         post = _select_tasks(posteriors[name], idx)
-        if post.likelihood != "categorical":
+        if not post.likelihood.classifier:
             raise ValueError(f"decision_boundaries needs a categorical likelihood; {name!r} is not")
         xg = jnp.broadcast_to(jnp.asarray(pts, post.phi.dtype)[None], (len(idx), *pts.shape))
         prob = np.asarray(post.probs(xg))[..., 1].reshape(len(idx), num_grid, num_grid)

@@ -23,12 +23,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import logsumexp, ndtr
+from jax.scipy.special import logsumexp
 
 from bayesmeta.batching import map_batches
+from bayesmeta.likelihoods import LIKELIHOODS as _LIKELIHOOD_OBJECTS
+from bayesmeta.likelihoods import _as_value, _over_samples, _per_point, as_likelihood
 
 Array = jax.Array
-LIKELIHOODS = ("gaussian", "categorical", "generic")
+LIKELIHOODS = tuple(_LIKELIHOOD_OBJECTS)
 #: How many floats of activations one batch of the predictive maps may hold (1 GiB in float32;
 #: see ``TaskPosterior._batch_size``).
 _ACTIVATIONS_PER_BATCH = 2**28
@@ -79,12 +81,14 @@ class TaskPosterior:
     params_per_sample: bool = False
 
     def __post_init__(self):
+        # a name becomes its Likelihood object (a str subclass: it still reads as the name)
+        object.__setattr__(self, "likelihood", as_likelihood(self.likelihood))
         _validate(self)
 
     def bound_apply(self) -> Callable[[Array, Array], Array]:
         """``(φ (P,), x (N, Dx)) -> outputs`` of one sample: ``apply`` with the shared
         ``params`` bound where the posterior has them (not for ``"generic"``)."""
-        if self.params is None or self.likelihood == "generic":
+        if self.params is None or self.likelihood.generic:
             return self.apply
         return partial(self.apply, self.params)
 
@@ -150,7 +154,7 @@ class TaskPosterior:
     def _check_xy(self, x: Array, y: Array) -> None:
         self._check_x(x)
         y = jnp.asarray(y)
-        if self.likelihood == "categorical":
+        if self.likelihood.classifier:
             ok, want = y.ndim == 2 and y.shape == x.shape[:2], f"(T, N)={tuple(x.shape[:2])}"
         else:
             ok = y.ndim == 3 and y.shape[:2] == x.shape[:2]
@@ -182,7 +186,7 @@ class TaskPosterior:
     def mean(self, x: Array) -> Array:
         """Predictive mean ``(T, N, Dy)`` (regression) or probabilities ``(T, N, C)``."""
         self._check_x(x)
-        if self.likelihood == "categorical":
+        if self.likelihood.classifier:
             return self.probs(x)
         return _moments(self, x, self._batch_size(x))[0]
 
@@ -195,7 +199,7 @@ class TaskPosterior:
         """Predictive CDF at ``y``, ``(T, N, Dy)``: Σ_s w_s Φ((y − f_s)/σ_s) (Gaussian), or
         Σ_s w_s F_s(y) of the model's own likelihood (from draws where it has no ``cdf``)."""
         self._check_xy(x, y)
-        if self.likelihood == "generic":
+        if self.likelihood.generic:
             exact = _generic_info(self, jnp.asarray(x))[1]
             key = jax.random.PRNGKey(0)
             return _pit_generic(self, key, x, y, self._batch_size(x), False, exact, 256)
@@ -211,7 +215,7 @@ class TaskPosterior:
         posterior sample. ``key`` seeds U and the draws (default ``PRNGKey(0)``).
         """
         self._check_xy(x, y)
-        if self.likelihood != "generic":
+        if not self.likelihood.generic:
             return _cdf(self, x, y, self._batch_size(x))
         key = jax.random.PRNGKey(0) if key is None else key
         discrete, exact = _generic_info(self, jnp.asarray(x))
@@ -260,7 +264,7 @@ class TaskPosterior:
                 continue
             value = jnp.asarray(value)
             out[name] = jnp.broadcast_to(value, (s, *value.shape))
-        if self.likelihood == "gaussian":
+        if self.likelihood.has_noise:
             noise = post.noise_std  # (T, S)
             if not bool(jnp.allclose(noise, noise[:1])):
                 raise ValueError(
@@ -345,7 +349,7 @@ class TaskPosterior:
         for name, value in (theta or {}).items():
             value = np.asarray(value)
             posterior[name] = chained(np.broadcast_to(value, (post.num_samples, *value.shape)))
-        if self.likelihood == "gaussian":  # a noise scale only where the likelihood has one
+        if self.likelihood.has_noise:  # a noise scale only where the likelihood has one
             posterior["noise_std"] = chained(np.asarray(post.noise_std).T)
             dims["noise_std"] = ["task"]
         kwargs = {}
@@ -456,9 +460,7 @@ def _validate(post: TaskPosterior) -> None:
     Skipped when the data fields are not concrete arrays (tracers inside ``jit``/``vmap``, or
     placeholders while JAX rebuilds the pytree), where shapes may legitimately differ.
     """
-    if post.likelihood not in LIKELIHOODS:
-        raise ValueError(f"likelihood: expected one of {LIKELIHOODS}, got {post.likelihood!r}")
-    if post.params_per_sample and post.likelihood != "generic":
+    if post.params_per_sample and not post.likelihood.generic:
         raise ValueError(
             f"params_per_sample: only a 'generic' likelihood has per-sample params, got "
             f"likelihood {post.likelihood!r}"
@@ -496,32 +498,6 @@ def _obs(post: TaskPosterior, params, phi: Array, xt: Array):
     return post.apply(params, phi, xt)
 
 
-def _map_generic(post: TaskPosterior, fn, args, batch_size: int):
-    """``fn(phi (S, P), log_w (S,), params, *args)`` over tasks, in batches; ``params`` is the
-    task's per-sample θ ``(S, ...)`` or the shared θ."""
-    if post.params_per_sample:
-        xs = (post.phi, post.log_weights, post.params, *args)
-        return map_batches(lambda a: fn(*a), xs, batch_size)
-    xs = (post.phi, post.log_weights, *args)
-    return map_batches(lambda a: fn(a[0], a[1], post.params, *a[2:]), xs, batch_size)
-
-
-def _over_samples(post: TaskPosterior, f, params, phi: Array, *rest):
-    """``f(θ, φ, *rest)`` for each sample of one task (θ per sample or shared)."""
-    axes = (0 if post.params_per_sample else None, 0, *(0,) * len(rest))
-    return jax.vmap(f, in_axes=axes)(params, phi, *rest)
-
-
-def _as_value(d, yt: Array) -> Array:
-    """``yt (N, Dy)`` as the observed site's value ``(1, N)`` or ``(1, N, Dy)``."""
-    return (yt[None, :, 0] if d.event_shape == () else yt[None]).astype(jnp.result_type(yt))
-
-
-def _per_point(a: Array, n: int) -> Array:
-    """``(1, N)`` or ``(1, N, Dy)`` -> ``(N, Dy)``."""
-    return jnp.reshape(a, (n, -1))
-
-
 def has_cdf(fn) -> bool:
     """Whether the (unwrapped) distribution implements ``cdf``."""
     import numpyro.distributions as dist
@@ -546,6 +522,7 @@ def _generic_info(post: TaskPosterior, x: Array) -> tuple[bool, bool]:
 
 
 # -- kernels: module-level and jitted, so repeated calls reuse one compilation -----------------
+# Each maps one of the likelihood's per-task kernels (bayesmeta.likelihoods) over the tasks.
 def _task_outputs(post: TaskPosterior, phi: Array, xt: Array) -> Array:
     f = post.bound_apply()
     return jax.vmap(lambda p: f(p, xt))(phi)
@@ -553,86 +530,47 @@ def _task_outputs(post: TaskPosterior, phi: Array, xt: Array) -> Array:
 
 @jax.jit
 def _outputs(post: TaskPosterior, x: Array) -> Array:
-    if post.likelihood == "generic":  # the observation mean stands for the location
-
-        def task(phi, params, xt):
-            n = xt.shape[0]
-            mean = lambda th, p: _per_point(_obs(post, th, p, xt).mean, n)  # noqa: E731
-            return _over_samples(post, mean, params, phi)
-
-        axes = (0, 0 if post.params_per_sample else None, 0)
-        return jax.vmap(task, in_axes=axes)(post.phi, post.params, x)
-    return jax.vmap(lambda ph, xt: _task_outputs(post, ph, xt))(post.phi, x)
+    return post.likelihood.outputs(post, x)
 
 
-def _map_tasks(post: TaskPosterior, fn, args, batch_size: int):
-    return map_batches(
-        lambda a: fn(*a), (post.phi, post.log_weights, post.noise_std, *args), batch_size
-    )
+def _map(post: TaskPosterior, fn, args, batch_size: int):
+    """``fn(phi (S, P), log_w (S,), noise (S,), params, *args)`` over tasks, in batches;
+    ``params`` is the task's per-sample θ ``(S, ...)`` or the shared θ."""
+    if post.params_per_sample:
+        xs = (post.phi, post.log_weights, post.noise_std, post.params, *args)
+        return map_batches(lambda a: fn(*a), xs, batch_size)
+    xs = (post.phi, post.log_weights, post.noise_std, *args)
+    return map_batches(lambda a: fn(a[0], a[1], a[2], post.params, *a[3:]), xs, batch_size)
 
 
 @partial(jax.jit, static_argnums=3)
 def _log_predictive(post: TaskPosterior, x: Array, y: Array, batch_size: int) -> Array:
-    if post.likelihood == "categorical":
+    lik = post.likelihood
 
-        def one(phi, lw, _, xt, yt):
-            lp = jax.nn.log_softmax(_task_outputs(post, phi, xt), -1)  # (S, N, C)
-            lp = jnp.take_along_axis(lp, yt[None, :, None].astype(jnp.int32), -1)[..., 0]
-            return logsumexp(lw[:, None] + lp, axis=0)
-    elif post.likelihood == "generic":
+    def one(phi, lw, sd, params, xt, yt):
+        return logsumexp(lw[:, None] + lik.task_log_prob(post, phi, sd, params, xt, yt), axis=0)
 
-        def one(phi, lw, params, xt, yt):
-            def lp_one(th, p):
-                d = _obs(post, th, p, xt)
-                return d.log_prob(_as_value(d, yt))[0]
-
-            return logsumexp(lw[:, None] + _over_samples(post, lp_one, params, phi), axis=0)
-
-        return _map_generic(post, one, (x, y), batch_size)
-    else:
-
-        def one(phi, lw, sd, xt, yt):
-            f = _task_outputs(post, phi, xt)  # (S, N, Dy)
-            z = (yt[None] - f) / sd[:, None, None]
-            lp = -0.5 * z**2 - jnp.log(sd)[:, None, None] - 0.5 * math.log(2 * math.pi)
-            return logsumexp(lw[:, None] + jnp.sum(lp, -1), axis=0)
-
-    return _map_tasks(post, one, (x, y), batch_size)
+    return _map(post, one, (x, y), batch_size)
 
 
 @partial(jax.jit, static_argnums=2)
 def _moments(post: TaskPosterior, x: Array, batch_size: int) -> tuple[Array, Array]:
-    if post.likelihood == "generic":
+    lik = post.likelihood
 
-        def one(phi, lw, params, xt):
-            def mv(th, p):
-                d = _obs(post, th, p, xt)
-                n = xt.shape[0]
-                return _per_point(d.mean, n), _per_point(d.variance, n)
+    def one(phi, lw, sd, params, xt):
+        return lik.task_moments(post, phi, lw, sd, params, xt)
 
-            f, v = _over_samples(post, mv, params, phi)
-            w = jnp.exp(lw)
-            m = jnp.einsum("s,snd->nd", w, f)
-            return m, jnp.einsum("s,snd->nd", w, (f - m) ** 2 + v)
-
-        return _map_generic(post, one, (x,), batch_size)
-
-    def one(phi, lw, sd, xt):
-        f = _task_outputs(post, phi, xt)
-        w = jnp.exp(lw)
-        m = jnp.einsum("s,snd->nd", w, f)
-        return m, jnp.einsum("s,snd->nd", w, (f - m) ** 2) + jnp.sum(w * sd**2)
-
-    return _map_tasks(post, one, (x,), batch_size)
+    return _map(post, one, (x,), batch_size)
 
 
 @partial(jax.jit, static_argnums=3)
 def _cdf(post: TaskPosterior, x: Array, y: Array, batch_size: int) -> Array:
-    def one(phi, lw, sd, xt, yt):
-        f = _task_outputs(post, phi, xt)
-        return jnp.einsum("s,snd->nd", jnp.exp(lw), ndtr((yt[None] - f) / sd[:, None, None]))
+    lik = post.likelihood
 
-    return _map_tasks(post, one, (x, y), batch_size)
+    def one(phi, lw, sd, params, xt, yt):
+        return lik.task_cdf(post, phi, lw, sd, xt, yt)
+
+    return _map(post, one, (x, y), batch_size)
 
 
 @partial(jax.jit, static_argnums=(4, 5, 6, 7))
@@ -651,7 +589,7 @@ def _pit_generic(
     there is no cdf (``exact=False``)."""
     keys = jax.random.split(key, post.num_tasks)
 
-    def one(phi, lw, params, xt, yt, k):
+    def one(phi, lw, _, params, xt, yt, k):
         w = jnp.exp(lw)
         n = xt.shape[0]
 
@@ -675,41 +613,27 @@ def _pit_generic(
             return hi
         return lo + jax.random.uniform(k_u, hi.shape, hi.dtype) * (hi - lo)
 
-    return _map_generic(post, one, (x, y, keys), batch_size)
+    return _map(post, one, (x, y, keys), batch_size)
 
 
 @jax.jit
 def _pointwise(post: TaskPosterior, x: Array, y: Array) -> Array:
     """log p(y_n | x_n, φ_s) of every task, sample and point, ``(T, S, N)``."""
-    if post.likelihood == "generic":
-
-        def task(phi, params, xt, yt):
-            def one(th, p):
-                d = _obs(post, th, p, xt)
-                return d.log_prob(_as_value(d, yt))[0]
-
-            return _over_samples(post, one, params, phi)
-
-        axes = (0, 0 if post.params_per_sample else None, 0, 0)
-        return jax.vmap(task, in_axes=axes)(post.phi, post.params, x, y)
-    f = _outputs(post, x)  # (T, S, N, Dy or C)
-    if post.likelihood == "categorical":
-        lp = jax.nn.log_softmax(f, -1)
-        return jnp.take_along_axis(lp, y[:, None, :, None].astype(jnp.int32), -1)[..., 0]
-    sd = post.noise_std[:, :, None, None]
-    z = (y[:, None] - f) / sd
-    return jnp.sum(-0.5 * z**2 - jnp.log(sd) - 0.5 * math.log(2 * math.pi), -1)
+    lik = post.likelihood
+    if lik.generic:
+        return lik.all_log_prob(post, x, y)
+    return lik.pointwise(_outputs(post, x), post.noise_std, y)
 
 
 @partial(jax.jit, static_argnums=2)
 def _probs(post: TaskPosterior, x: Array, batch_size: int) -> Array:
-    def one(phi, lw, _, xt):
+    def one(phi, lw, _, __, xt):
         logp = jax.nn.log_softmax(_task_outputs(post, phi, xt), -1)
         lp = logsumexp(lw[:, None, None] + logp, axis=0)
         # Renormalise: the weights sum to 1 only up to rounding (a 10⁵-node grid in float32).
         return jnp.exp(lp - logsumexp(lp, axis=-1, keepdims=True))
 
-    return _map_tasks(post, one, (x,), batch_size)
+    return _map(post, one, (x,), batch_size)
 
 
 @partial(jax.jit, static_argnums=2)
@@ -730,17 +654,4 @@ def _resample(post: TaskPosterior, key: Array, num_samples: int) -> TaskPosterio
 @jax.jit
 def _sample_predictive(post: TaskPosterior, key: Array, x: Array) -> Array:
     """One draw of y per sample φ_s (draw s comes from φ_s)."""
-    if post.likelihood == "generic":
-
-        def draw(phi, params, xt, k):
-            n = xt.shape[0]
-            one = lambda th, p, kk: _per_point(_obs(post, th, p, xt).sample(kk), n)  # noqa: E731
-            return _over_samples(post, one, params, phi, jax.random.split(k, phi.shape[0]))
-
-        keys = jax.random.split(key, post.num_tasks)
-        axes = (0, 0 if post.params_per_sample else None, 0, 0)
-        return jax.vmap(draw, in_axes=axes)(post.phi, post.params, x, keys)
-    f = _outputs(post, x)
-    if post.likelihood == "categorical":
-        return jax.random.categorical(key, f, axis=-1)
-    return f + post.noise_std[:, :, None, None] * jax.random.normal(key, f.shape, f.dtype)
+    return post.likelihood.draw(post, key, x)

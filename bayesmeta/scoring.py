@@ -41,7 +41,7 @@ def load_tasks_for(spec, tasks: str) -> dict:
 
     model = spec.model
     try:
-        if model.likelihood == "categorical":
+        if model.likelihood.classifier:
             return load_tasks(
                 tasks, dx=model.dx, classification=True, num_classes=int(model.num_classes)
             )
@@ -357,7 +357,7 @@ def active_run(
         check_positive(arg, value)
     names = list(ACQUISITIONS) if acquisition == "all" else [acquisition]
     spec, method, state, _ = load_run(run_dir, **(access or {}))
-    classification = spec.model.likelihood == "categorical"
+    classification = spec.model.likelihood.classifier
     data = load_tasks_for(spec, tasks)
     if "x_pool" not in data:
         raise UsageError(

@@ -110,7 +110,7 @@ class ModelSpec:
                 )
             wrapped = NumPyroModel(self.model, dx=int(self.family.dx), name=self.name)
             object.__setattr__(self, "model", wrapped)
-        if self.model.likelihood == "generic" and self.family.dx != self.model.dx:
+        if self.model.likelihood.generic and self.family.dx != self.model.dx:
             raise ValueError(
                 f"model: its dx={self.model.dx} does not match the family's dx={self.family.dx}"
             )
@@ -288,7 +288,7 @@ class ModelSpec:
         ``validate`` (the history's ``validation_nll``, the best state kept). With
         ``accuracy`` (categorical likelihoods) the score is ``{"nll": ..., "accuracy": ...}``,
         the accuracy of the predictive's most probable class (``validation_accuracy``)."""
-        if accuracy and self.family.likelihood != "categorical":
+        if accuracy and not self.family.likelihood.classifier:
             raise ValueError(
                 f"accuracy: {self.name!r} has a {self.family.likelihood!r} likelihood; "
                 "validation accuracy needs a categorical one"

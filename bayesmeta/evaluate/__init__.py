@@ -56,6 +56,7 @@ from bayesmeta.evaluate.metrics import (
     scale_temperature,
 )
 from bayesmeta.evaluate.report import Report
+from bayesmeta.likelihoods import Likelihood
 
 __all__ = [
     "ACQUISITIONS",
@@ -119,7 +120,7 @@ def _check_query(posterior, x_query, y_query) -> tuple[jax.Array, jax.Array]:
 
     if not isinstance(posterior, TaskPosterior):
         raise TypeError(f"posterior: expected a TaskPosterior, got {type(posterior).__name__}")
-    if posterior.likelihood not in _LIKELIHOODS:
+    if not isinstance(posterior.likelihood, Likelihood):
         raise ValueError(
             f"posterior.likelihood: expected one of {_LIKELIHOODS}, got {posterior.likelihood!r}"
         )
@@ -154,7 +155,7 @@ def _check_query(posterior, x_query, y_query) -> tuple[jax.Array, jax.Array]:
         ) from None
     width = out.shape[-1]
     q = x.shape[1]
-    if posterior.likelihood == "categorical":
+    if posterior.likelihood.classifier:
         if y.shape != x.shape[:2]:
             raise ValueError(
                 f"y_query: expected shape (T, Q)={x.shape[:2]} integer labels matching "
@@ -253,7 +254,7 @@ def evaluate(
     y_all = y
     if keep is not None:
         y = real(y)
-    if posterior.likelihood == "categorical":
+    if posterior.likelihood.classifier:
         probs = real(posterior.probs(x))
         report.update({k: v for k, v in classification_metrics(probs, y).items()
                        if k not in ("nll", "nll_se")})  # fmt: skip
@@ -318,7 +319,7 @@ def predictive_arrays(
         raise ValueError(f"num_samples: expected a positive integer, got {num_samples!r}")
     x, y = _check_query(posterior, x_query, y_query)
     out = {"log_predictive": np.asarray(posterior.log_predictive(x, y))}
-    if posterior.likelihood == "categorical":
+    if posterior.likelihood.classifier:
         out["probs"] = np.asarray(posterior.probs(x))
         return out
     out["mean"] = np.asarray(posterior.mean(x))

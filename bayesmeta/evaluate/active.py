@@ -124,7 +124,7 @@ def variance(key: Array, posterior: TaskPosterior, x_pool: Array) -> Array:
     """
     del key
     _check_pool(posterior, x_pool)
-    if posterior.likelihood == "generic":  # the mixture's variance under the model's likelihood
+    if posterior.likelihood.generic:  # the mixture's variance under the model's likelihood
         from bayesmeta.posterior import _moments
 
         s = posterior.num_samples
@@ -136,11 +136,11 @@ def variance(key: Array, posterior: TaskPosterior, x_pool: Array) -> Array:
     def one(phi, lw, sd, x):
         f = _task_outputs(posterior, phi, x)  # (S, P, Dout)
         w = jnp.exp(lw)
-        if posterior.likelihood == "categorical":
+        if posterior.likelihood.classifier:
             f = jax.nn.softmax(f, -1)
         m = jnp.einsum("s,spd->pd", w, f)
         spread = jnp.einsum("s,spd->p", w, (f - m) ** 2)
-        if posterior.likelihood == "categorical":
+        if posterior.likelihood.classifier:
             return spread
         return spread + width * jnp.sum(w * sd**2)
 
@@ -230,7 +230,7 @@ def _generic_information(
     ``E_s H[p_s] ≈ −(1/M) Σ_m log p_{s_m}(y_m)``, so ``entropy = I + E_s H[p_s]`` is the
     Monte Carlo −E log p(y). Posteriors with S > ``max_components`` are reduced first.
     """
-    from bayesmeta.posterior import _map_generic, _obs, _over_samples
+    from bayesmeta.posterior import _map, _obs, _over_samples
 
     _check_pool(posterior, x_pool)
     if int(num_draws) < 1:
@@ -241,7 +241,7 @@ def _generic_information(
     m = int(num_draws)
     keys = jax.random.split(key, post.num_tasks)
 
-    def one(phi, lw, params, x, k):
+    def one(phi, lw, _, params, x, k):
         k_comp, k_y = jax.random.split(k)
         comp = _systematic(k_comp, lw, m)  # (M,)
         per_sample = post.params_per_sample
@@ -268,7 +268,7 @@ def _generic_information(
     batch = max(
         1, min(post.num_tasks, _CHUNK_ELEMENTS // max(1, m * post.num_samples * x_pool.shape[1]))
     )
-    return _map_generic(post, one, (x_pool, keys), batch)
+    return _map(post, one, (x_pool, keys), batch)
 
 
 @jax.jit
@@ -306,9 +306,9 @@ def entropy(
     Grid posteriors with S > ``max_components`` enter the Monte Carlo term through
     ``max_components`` systematically resampled components.
     """
-    if posterior.likelihood == "categorical":
+    if posterior.likelihood.classifier:
         info, cond = _categorical_information(posterior, x_pool)
-    elif posterior.likelihood == "generic":
+    elif posterior.likelihood.generic:
         info, cond = _generic_information(posterior, key, x_pool, num_draws, max_components)
     else:
         info, cond = _gaussian_information(posterior, key, x_pool, num_draws, max_components)
@@ -331,9 +331,9 @@ def bald(
     the same draws (in standardised form) for every pool point of a task. Grid posteriors with
     S > ``max_components`` are reduced to that many systematically resampled components.
     """
-    if posterior.likelihood == "categorical":
+    if posterior.likelihood.classifier:
         return _categorical_information(posterior, x_pool)[0]
-    if posterior.likelihood == "generic":
+    if posterior.likelihood.generic:
         return _generic_information(posterior, key, x_pool, num_draws, max_components)[0]
     return _gaussian_information(posterior, key, x_pool, num_draws, max_components)[0]
 
@@ -587,7 +587,7 @@ class _ByIdentity:
 
 def _task_metrics(post: TaskPosterior, x: Array, y: Array) -> tuple[Array, Array]:
     nll = -jnp.mean(post.log_predictive(x, y), axis=1)
-    if post.likelihood == "categorical":
+    if post.likelihood.classifier:
         hit = jnp.argmax(post.probs(x), -1) == y
         return nll, jnp.mean(hit.astype(nll.dtype), axis=1)
     return nll, jnp.mean((post.mean(x) - y) ** 2, axis=(1, 2))

@@ -53,7 +53,7 @@ def _keep(mask, shape) -> np.ndarray:
 
 
 def _check_regression(posterior, what: str) -> None:
-    if posterior.likelihood == "categorical":
+    if posterior.likelihood.classifier:
         raise ValueError(f"{what}: for regression; a classifier is calibrated by a temperature "
                          "(bayesmeta.evaluate.fit_temperature)")  # fmt: skip
 

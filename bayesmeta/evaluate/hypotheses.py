@@ -62,7 +62,7 @@ def line_fraction(
     post: TaskPosterior, x_range: tuple[float, float] = (-5.0, 5.0), num_grid: int = 100
 ) -> jax.Array:
     """Weighted fraction of each task's samples that resemble a line, ``(T,)``."""
-    if post.likelihood != "gaussian":
+    if not post.likelihood.gaussian:
         raise ValueError(f"post: expected a regression posterior, got {post.likelihood!r}")
     xg = _grid(x_range, num_grid, post.num_tasks).astype(post.phi.dtype)
     f = post.outputs(xg)[..., 0]  # (T, S, G)

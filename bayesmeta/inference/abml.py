@@ -189,7 +189,7 @@ def abml(
         the config's ``lr``, ``lr_decay_steps`` and ``grad_clip``.
     """
     cfg = ABMLConfig.make(config, **options)
-    if cfg.outer == "moment" and model.likelihood != "gaussian":
+    if cfg.outer == "moment" and not model.likelihood.gaussian:
         raise ConfigError(
             f"abml: outer: 'moment' needs a Gaussian likelihood, got {model.likelihood!r}"
         )

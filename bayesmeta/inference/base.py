@@ -88,7 +88,7 @@ def checked_adapt(
 
 def model_dims(model) -> dict:
     """``dx``, ``dy`` and ``num_classes`` of a hierarchical model, for :func:`checked_adapt`."""
-    cls = model.likelihood == "categorical"
+    cls = model.likelihood.classifier
     return {
         "dx": model.dx,
         "dy": None if cls else model.dy,

@@ -166,8 +166,8 @@ def bmaml(
     """
     cfg = BMAMLConfig.make(config, **options)
     a0, b0 = (float(v) for v in cfg.noise_prior)
-    gaussian = model.likelihood == "gaussian"
-    generic = model.likelihood == "generic"
+    gaussian = model.likelihood.gaussian
+    generic = model.likelihood.generic
     in_particle = gaussian and cfg.noise == "particle"
     conj = conjugate_head(model) if cfg.head == "collapsed" else None
     p = model.num_params if conj is None else conj.num_body

@@ -90,7 +90,7 @@ def emaml(
 
     def init_one(key):
         state = base.init(key)
-        if model.likelihood != "generic" or init_spread == 0:
+        if not model.likelihood.generic or init_spread == 0:
             return state
         leaves, tree = jax.tree_util.tree_flatten({k: state.theta[k] for k in model.point_keys})
         keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
@@ -124,7 +124,7 @@ def emaml(
         phi = jnp.swapaxes(posts.phi[:, :, 0], 0, 1)  # (M, T, 1, P) -> (T, M, P)
         noise = jnp.swapaxes(posts.noise_std[:, :, 0], 0, 1)
         lw = jnp.full(noise.shape, -math.log(m), phi.dtype)
-        if model.likelihood == "generic":  # each particle has its own θ
+        if model.likelihood.generic:  # each particle has its own θ
             t = phi.shape[0]  # θ leaves (M, ...) -> (T, M, ...)
             theta = jax.tree_util.tree_map(
                 lambda a: jnp.broadcast_to(a[None], (t, *a.shape)), posts.params

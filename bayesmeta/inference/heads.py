@@ -95,7 +95,7 @@ class ConjugateHead(NamedTuple):
 
 def conjugate_head(model: HierarchicalModel, arg: str = "head") -> ConjugateHead:
     """The exact last layer of ``model`` (Gaussian likelihood, linear last layer {w, b})."""
-    if model.likelihood != "gaussian":
+    if not model.likelihood.gaussian:
         raise ValueError(
             f"{arg}: 'collapsed' needs a Gaussian likelihood, got {model.likelihood!r}"
         )

@@ -192,12 +192,12 @@ def neural_process(
         the config's ``lr``, ``lr_decay_steps`` and ``grad_clip``.
     """
     cfg = NeuralProcessConfig.make(config, **options)
-    if cfg.encoder == "conjugate" and model.likelihood != "gaussian":
+    if cfg.encoder == "conjugate" and not model.likelihood.gaussian:
         raise ConfigError(
             f"neural-process: encoder: 'conjugate' needs a Gaussian likelihood, got "
             f"{model.likelihood!r}"
         )
-    if cfg.encoder == "per-class" and model.likelihood != "categorical":
+    if cfg.encoder == "per-class" and not model.likelihood.classifier:
         raise ConfigError(
             f"neural-process: encoder: 'per-class' pools each class's support points and needs "
             f"a categorical likelihood, got {model.likelihood!r}"
@@ -209,7 +209,7 @@ def neural_process(
     flat_last0, unravel_last = ravel_pytree(last0)
     num_last = int(flat_last0.shape[0])
     num_body = model.num_params - num_last
-    classify = model.likelihood == "categorical"
+    classify = model.likelihood.classifier
     kind = cfg.encoder
     if kind == "auto":
         kind = cfg.classifier_encoder if classify else "conjugate"

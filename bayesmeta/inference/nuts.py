@@ -29,7 +29,7 @@ __all__ = ["nuts", "nuts_task_samples"]
 
 
 def _prior_theta(theta: dict, model=None) -> dict:
-    if model is not None and model.likelihood == "generic":
+    if model is not None and model.likelihood.generic:
         missing = [k for k in model.theta_keys if k not in theta]
         if missing:
             raise ValueError(f"theta: NUTS needs every θ site of the model; missing {missing}")

@@ -203,12 +203,12 @@ def platipus(
     collapsed = cfg.head == "collapsed"
     # the coordinates that θ's shifts, q, p and the inner steps act on: the body when collapsed
     nb = conj.num_body if collapsed else model.num_params
-    if cfg.variance == "ggn" and model.likelihood == "generic":
+    if cfg.variance == "ggn" and model.likelihood.generic:
         raise ConfigError(
             "platipus: variance='ggn' needs the network's Jacobian (a HierarchicalModel); this "
             "model is a general NumPyro model: use variance='fixed'"
         )
-    if cfg.inner_rule == "gauss-newton" and model.likelihood != "gaussian":
+    if cfg.inner_rule == "gauss-newton" and not model.likelihood.gaussian:
         raise ConfigError(
             f"platipus: inner_rule='gauss-newton' needs a Gaussian likelihood, got "
             f"{model.likelihood!r}"

@@ -201,7 +201,7 @@ def protonet(
     """
     cfg = ProtoNetConfig.make(config, **options)
     name = "bayesian-protonet" if cfg.bayesian else "protonet"
-    if model.likelihood != "categorical":
+    if not model.likelihood.classifier:
         raise ValueError(
             f"model: {name} classifies; it needs a categorical likelihood, got {model.likelihood!r}"
         )

@@ -74,7 +74,7 @@ def reference(family: TaskFamily, *, quadrature_points: int = 64) -> Method:
 
         def one(x, y, mask):
             f = jax.vmap(lambda g: family.mean_fn(g, x))(grid)  # (G, K, Dy) or logits (G, K, C)
-            if family.likelihood == "categorical":
+            if family.likelihood.classifier:
                 logp = jax.nn.log_softmax(f, -1)
                 ll = jnp.take_along_axis(
                     logp, jnp.broadcast_to(y[None, :, None], f.shape[:2] + (1,)), -1
@@ -134,8 +134,8 @@ def reference(family: TaskFamily, *, quadrature_points: int = 64) -> Method:
         checked_adapt(
             adapt,
             dx=family.dx,
-            dy=None if family.likelihood == "categorical" else family.dy,
-            num_classes=family.num_classes if family.likelihood == "categorical" else None,
+            dy=None if family.likelihood.classifier else family.dy,
+            num_classes=family.num_classes if family.likelihood.classifier else None,
         ),
         {"family": family.name},
         extras={"linear_gaussian_posterior": linear_gaussian_posterior},

@@ -118,6 +118,12 @@ class TaskFamily:
         None
     )
 
+    def __post_init__(self):
+        from bayesmeta.likelihoods import as_likelihood
+
+        likelihood = as_likelihood(self.likelihood, ("gaussian", "categorical"))
+        object.__setattr__(self, "likelihood", likelihood)
+
     def sample_x(self, key: Array, shape: tuple[int, ...]) -> Array:
         lo, hi = self.x_range
         return jax.random.uniform(key, (*shape, self.dx), minval=lo, maxval=hi)
@@ -126,7 +132,7 @@ class TaskFamily:
         """Outputs for one task: ``params (P_task,)``, ``x (N, Dx)`` -> ``(N, Dy)`` (noisy
         regression targets) or ``(N,)`` int32 labels (categorical)."""
         f = self.mean_fn(params, x)
-        if self.likelihood == "categorical":
+        if self.likelihood.classifier:
             return jax.random.categorical(key, f, axis=-1).astype(jnp.int32)
         return f + self.noise_fn(params) * jax.random.normal(key, f.shape)
 
