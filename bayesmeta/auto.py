@@ -5,11 +5,13 @@ the validation groups, and keep the best.
     fitted.info["auto"]                            # every candidate's score, and the choice
 
 The candidates (:data:`CANDIDATES`) start with the classical answer, the per-group
-empirical-Bayes linear model's exact posterior (``linear`` / ``reference``), so ``auto`` never
-chooses something that scored worse than it on the validation groups. Every candidate is
-scored by the same number: the mean negative log predictive density per query row of one task
-per validation group (:func:`bayesmeta.fitting.default_validator`, the same tasks for each),
-at the state the candidate's own early stopping kept. No test group is seen by any choice.
+empirical-Bayes linear model's exact posterior (``linear`` / ``reference``). Every candidate
+is scored on the same validation tasks (:func:`bayesmeta.fitting.default_validator`): the
+negative log predictive density per query row of one task per validation group, averaged over
+support sizes 1, 3 and 5, at the state the candidate's own early stopping kept. Another
+candidate replaces the classical one only when it beats it by more than :data:`MARGIN_SE`
+paired standard errors over the validation groups (and then the best such one is kept): with
+a few dozen groups the lowest mean alone is often noise. No test group is seen by any choice.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from bayesmeta.errors import UsageError
 from bayesmeta.fitted import Fitted
-from bayesmeta.fitting import Run, default_validator, fit_run
+from bayesmeta.fitting import VALIDATION_KS, Run, default_validator, fit_run
 
 #: ``(model, method, recipe overrides)`` tried by ``auto``, the classical model first: the
 #: exact empirical-Bayes linear posterior, the same model with a meta-learned prior (PLATIPUS
@@ -32,6 +36,11 @@ CANDIDATES: tuple[tuple[str, str, Mapping[str, Any]], ...] = (
     ("linear", "platipus", {"head": "collapsed"}),
     ("mlp", "neural-process", {}),
 )
+
+
+#: How many paired standard errors (over validation groups) a candidate must beat the first,
+#: classical one by to be chosen instead.
+MARGIN_SE = 2.0
 
 
 def fit_auto(
@@ -62,7 +71,7 @@ def fit_auto(
         raise UsageError("data: auto chooses among models fitted to grouped data; pass data=")
     if not candidates:
         raise UsageError("candidates: expected at least one (model, method, overrides)")
-    trials, best = [], None
+    trials, fits, scores = [], [], []
     for model, method, overrides in candidates:
         run = Run(model, method, data, budget=budget, seed=seed, config=dict(overrides))
         if run.spec.splits is None or not run.spec.family.likelihood.gaussian:
@@ -70,7 +79,8 @@ def fit_auto(
                              "classifier method for class labels")  # fmt: skip
         t0 = time.perf_counter()
         fitted = fit_run(run, validate=True, progress=progress)
-        score = _validation_nll(fitted, run, seed)
+        per_group = _validation_nll(fitted, run, seed)
+        score = float(per_group.mean())
         trial = {
             "model": model,
             "method": method,
@@ -81,34 +91,60 @@ def fit_auto(
             "seconds": time.perf_counter() - t0,
         }
         trials.append(trial)
+        fits.append(fitted)
+        scores.append(per_group)
         if log is not None:
             log(f"auto: {model}/{method} validation NLL {score:.4f} per row "
                 f"({trial['seconds']:.0f} s)")  # fmt: skip
-        if best is None or score < best[0]:
-            best = (score, fitted, trial)
-    score, fitted, trial = best
-    reference = trials[0]
+    # the first candidate (the classical model) is kept unless another beats it by more than
+    # MARGIN_SE paired standard errors over the validation groups: with few groups, the
+    # lowest mean alone is often noise, and a flexible model that won by noise loses on test
+    base = scores[0]
+    chosen = 0
+    for i in range(1, len(trials)):
+        diff = scores[i] - base
+        se = float(diff.std(ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else float("inf")
+        trials[i]["difference_to_first"] = float(diff.mean())
+        trials[i]["difference_se"] = se
+        beats = float(diff.mean()) < -MARGIN_SE * se
+        trials[i]["beats_first"] = bool(beats)
+        if beats and trials[i]["validation_nll"] < trials[chosen]["validation_nll"]:
+            chosen = i
+    fitted, trial, reference = fits[chosen], trials[chosen], trials[0]
+    if chosen == 0:
+        reason = (
+            f"no candidate beat the classical {reference['model']}/{reference['method']} "
+            f"(validation NLL {reference['validation_nll']:.4f}) by more than {MARGIN_SE:g} "
+            "paired standard errors over the validation groups"
+        )
+    else:
+        reason = (
+            f"validation NLL {trial['validation_nll']:.4f} against the classical "
+            f"{reference['model']}/{reference['method']}'s {reference['validation_nll']:.4f}: "
+            f"better by {-trial['difference_to_first']:.4f} ± {trial['difference_se']:.4f} "
+            f"(paired, over validation groups), more than {MARGIN_SE:g} standard errors"
+        )
     fitted.info["auto"] = {
         "candidates": trials,
         "chosen": {k: trial[k] for k in ("model", "method", "overrides")},
-        "criterion": "validation NLL per query row, one task per validation group",
-        "reason": (
-            f"lowest validation NLL ({score:.4f}); the classical "
-            f"{reference['model']}/{reference['method']} scored "
-            f"{reference['validation_nll']:.4f}"
+        "criterion": (
+            "validation NLL per query row, one task per validation group averaged over support "
+            f"sizes {list(VALIDATION_KS)}; the first candidate unless another beats it by more "
+            f"than {MARGIN_SE:g} paired standard errors"
         ),
+        "reason": reason,
     }
     return fitted
 
 
-def _validation_nll(fitted: Fitted, run: Run, seed: int) -> float:
-    """The candidate's score at its kept state, on the validation tasks every candidate
-    shares."""
+def _validation_nll(fitted: Fitted, run: Run, seed: int) -> np.ndarray:
+    """The candidate's NLL per validation group at its kept state, on the validation tasks
+    every candidate shares."""
     make = default_validator(fitted.spec, run.built[1], seed)
     if make is None:
         raise UsageError("data: no validation group is large enough to score the candidates; "
                          "auto needs validation groups of at least K + 1 rows")  # fmt: skip
-    return float(make(fitted.method)(fitted.state))
+    return np.asarray(make(fitted.method).per_task(fitted.state))
 
 
-__all__ = ["CANDIDATES", "fit_auto"]
+__all__ = ["CANDIDATES", "MARGIN_SE", "fit_auto"]

@@ -173,7 +173,10 @@ class Fitted:
         the paired differences, as the command line reports it. ``units`` says which units
         ``tasks`` are in: ``"fitted"`` (standardised, as :meth:`held_out` and
         :func:`bayesmeta.tasks` give them; the default for a dict) or ``"data"`` (the data's
-        own, as ``bayesmeta tasks --data`` writes them; the default for a file). A regression's
+        own, as ``bayesmeta tasks --data`` writes them; the default for a file). A task set
+        from :meth:`held_out`, :func:`bayesmeta.tasks` or
+        :func:`bayesmeta.tasks.data.held_out_tasks` says its units itself; a plain dict on a
+        data fit must say them here. A regression's
         ``calibration`` (:meth:`calibrate`) adds ``recalibrated`` (the variance-scaled
         predictive's NLL and coverage) and ``conformal`` (split-conformal intervals' coverage
         and their guarantee) beside the method's own numbers.
@@ -186,15 +189,23 @@ class Fitted:
         """
         from bayesmeta.scoring import score_tasks
 
+        splits = getattr(self.spec, "splits", None)
         if units is None:
-            units = "fitted" if isinstance(tasks, dict) else "data"
+            units = getattr(tasks, "units", None) if isinstance(tasks, dict) else "data"
+        if units is None:
+            if splits is not None:  # a data fit: the two units differ, and nothing says which
+                raise ValueError(
+                    "units: this task set does not say its units; pass units='fitted' for "
+                    "tasks in the fit's standardised units (held_out, bayesmeta.tasks) or "
+                    "units='data' for the data's own (bayesmeta.tasks.data.held_out_tasks)"
+                )
+            units = "fitted"
         if units not in ("fitted", "data"):
             raise ValueError(f"units: expected 'fitted' or 'data', got {units!r}")
         if not isinstance(tasks, dict):
             from bayesmeta.tasks.io import load_tasks
 
             tasks = load_tasks(tasks)
-        splits = getattr(self.spec, "splits", None)
         scaler = None if splits is None or splits.scaler.y_mean is None else splits.scaler
         if scaler is not None and units == "fitted":
             tasks = dict(tasks)

@@ -457,12 +457,20 @@ def _sampler(spec: ModelSpec, cfg: dict, task_streams: int | None, mesh):
     return stream_sampler(per_stream, task_streams, mesh)
 
 
+#: Support sizes a data run's validation averages over (those up to the recipe's k_max): a
+#: new group arrives with one row as often as with five, and a choice scored at one size only
+#: can lose at the others.
+VALIDATION_KS = (1, 3, 5)
+
+
 def default_validator(spec: ModelSpec, cfg: dict, seed: int):
     """``Method -> (state -> NLL)``: on data, one task per validation group large enough for
-    the recipe's query count (support size ``min(5, k_max)``, NLL per query point in
-    standardised units, adapted in batches of :data:`VALIDATION_BATCH` groups so memory does
-    not grow with the number of groups; None when no group is large enough); on a synthetic
-    family, its validation stream (:meth:`ModelSpec.validator`)."""
+    the recipe's query count, its NLL per query point (standardised units) averaged over the
+    support sizes :data:`VALIDATION_KS` up to ``k_max`` (the same draw of each group, its
+    first K support rows), adapted in batches of :data:`VALIDATION_BATCH` groups so memory
+    does not grow with the number of groups; None when no group is large enough. The returned
+    function's ``per_task(state)`` gives each validation group's NLL (for paired
+    comparisons). On a synthetic family, its validation stream (:meth:`ModelSpec.validator`)."""
     if spec.splits is None:
         return spec.validator()
     import jax.numpy as jnp
@@ -470,7 +478,8 @@ def default_validator(spec: ModelSpec, cfg: dict, seed: int):
     from bayesmeta.tasks.base import Support, sample_batch
     from bayesmeta.tasks.grouped import eligible_groups
 
-    k, nq = min(5, spec.k_range[1]), int(cfg["num_query"])
+    k, nq = min(max(VALIDATION_KS), spec.k_range[1]), int(cfg["num_query"])
+    ks = sorted({min(kk, k) for kk in VALIDATION_KS})
     num = int(eligible_groups(np.asarray(spec.splits.validation.lengths), k, nq).size)
     if num == 0:
         return None
@@ -483,9 +492,12 @@ def default_validator(spec: ModelSpec, cfg: dict, seed: int):
         a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, 0)]) if pad else a
         return a.reshape(-1, size, *a.shape[1:])
 
-    xs, ys, ms = (chunks(a) for a in (batch.x_support, batch.y_support, batch.mask_support))
+    xs, ys = chunks(batch.x_support), chunks(batch.y_support)
+    first = jnp.arange(k)[None, :]
+    masks = [chunks(batch.mask_support * (first < kk).astype(batch.mask_support.dtype))
+             for kk in ks]  # fmt: skip
     xq, yq = chunks(batch.x_query), chunks(batch.y_query)
-    real = (jnp.arange(num + pad) < num).reshape(-1, size) if pad else None
+    n_query = int(np.prod(batch.y_query.shape[1:2]))
 
     def make(method: Method):
         @jax.jit
@@ -493,15 +505,18 @@ def default_validator(spec: ModelSpec, cfg: dict, seed: int):
             post = method.adapt(jax.random.PRNGKey(0), state, Support(x, y, m), 50)
             return post.log_predictive(x_q, y_q)
 
-        def validate(state):
-            total = 0.0
-            for i in range(xs.shape[0]):
-                lp = score(state, xs[i], ys[i], ms[i], xq[i], yq[i])
-                if real is not None:
-                    lp = jnp.where(real[i].reshape((-1,) + (1,) * (lp.ndim - 1)), lp, 0.0)
-                total += float(jnp.sum(lp))
-            return -total / (num * int(np.prod(batch.y_query.shape[1:2])))
+        def per_task(state) -> np.ndarray:
+            out = np.zeros(xs.shape[0] * size)
+            for ms in masks:
+                lps = [score(state, xs[i], ys[i], ms[i], xq[i], yq[i]) for i in range(xs.shape[0])]
+                lp = np.concatenate([np.asarray(a).reshape(size, -1) for a in lps])
+                out += -lp.sum(1) / n_query
+            return out[:num] / len(masks)
 
+        def validate(state):
+            return float(per_task(state).mean())
+
+        validate.per_task = per_task
         return validate
 
     return make

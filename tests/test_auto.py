@@ -28,12 +28,47 @@ def test_auto_keeps_the_candidate_with_the_lowest_validation_nll():
     assert all(np.isfinite(scores))
     best = auto["candidates"][int(np.argmin(scores))]
     assert (auto["chosen"]["model"], auto["chosen"]["method"]) == (best["model"], best["method"])
-    assert f.method.name == best["method"] and "lowest validation NLL" in auto["reason"]
+    assert f.method.name == best["method"] and "linear/reference" in auto["reason"]
     # a point estimate has no uncertainty about a new group's slope: the posterior wins
     assert scores[0] < scores[1]
     # the chosen run is an ordinary fitted run: it evaluates on test groups and saves
     tasks = f.held_out(k=3)
     assert np.isfinite(f.evaluate(tasks)["nll"])
+
+
+@pytest.mark.parametrize(
+    "second, chosen",
+    [
+        (lambda base, noise: base - 0.02 + 0.5 * noise, "reference"),  # lower mean, by noise
+        (lambda base, noise: base - 0.3 + 0.01 * noise, "maml"),  # clearly better
+    ],
+)
+def test_another_candidate_must_beat_the_classical_one_by_a_paired_margin(
+    monkeypatch, second, chosen
+):
+    import bayesmeta.auto as auto
+
+    rng = np.random.default_rng(0)
+    base, noise = rng.normal(1.0, 0.2, 30), rng.normal(size=30)
+    noise -= noise.mean()  # so that the second candidate's mean is lower by exactly the shift
+    per_group = {"reference": base, "maml": second(base, noise)}
+
+    class _Fit:
+        def __init__(self, run):
+            self.method = type("M", (), {"name": run.method})()
+            self.info = {"steps": 1, "best_step": 1}
+
+    monkeypatch.setattr(auto, "fit_run", lambda run, **_: _Fit(run))
+    monkeypatch.setattr(auto, "_validation_nll", lambda f, run, seed: per_group[f.method.name])
+    candidates = (("linear", "reference", {}), ("linear", "maml", {}))
+    f = auto.fit_auto(_rows(), candidates=candidates, progress=False)
+    rec = f.info["auto"]
+    assert rec["chosen"]["method"] == chosen
+    maml = rec["candidates"][1]
+    assert maml["beats_first"] == (chosen == "maml") and maml["difference_se"] > 0
+    if chosen == "reference":  # it had the lower mean, and still was not chosen
+        assert maml["validation_nll"] < rec["candidates"][0]["validation_nll"]
+        assert "no candidate beat" in rec["reason"]
 
 
 def test_the_classical_model_is_the_first_candidate():

@@ -75,7 +75,7 @@ def test_nuts_is_reachable_from_a_fit_and_from_bm_fit(rows, fitted):
     two = {k: v[:2] for k, v in t.items()}
     at_fit = fitted.nuts(num_warmup=50, num_chains=2)
     assert at_fit.method.name == "nuts" and at_fit.info["theta_from"] == "abml"
-    report = at_fit.evaluate(two, 40)
+    report = at_fit.evaluate(two, 40, units="fitted")  # a plain dict says no units
     assert report["method"] == "nuts" and np.isfinite(report["nll"])
     at_init = bm.fit(_poisson, "nuts", data=rows, num_warmup=50, num_chains=2)
     post = at_init.adapt(two["x_support"], two["y_support"], 40)

@@ -120,7 +120,10 @@ def test_a_notebook_evaluation_of_a_data_fit_is_the_command_lines(tmp_path):
     cli = evaluate_run(str(tmp_path / "run"), str(tmp_path / "t.npz"), str(tmp_path / "r.json"),
                        samples=100, quiet=True)  # fmt: skip
     from_file = fitted.evaluate(tmp_path / "t.npz")  # a task file: the data's own units
-    for rep in (cli, from_file):
+    with pytest.raises(ValueError, match="units: this task set does not say its units"):
+        fitted.evaluate(dict(tasks))  # a plain dict on a data fit: which units?
+    in_data_units = fitted.evaluate(raw, units="data")
+    for rep in (cli, from_file, in_data_units):
         assert rep["nll"] == pytest.approx(report["nll"], abs=1e-4)
         assert rep["baselines"]["eb_linear"]["nll"] == pytest.approx(
             report["baselines"]["eb_linear"]["nll"], abs=1e-4

@@ -60,6 +60,16 @@ def support_of(batch: TaskBatch) -> Support:
     return Support(batch.x_support, batch.y_support, batch.mask_support)
 
 
+class TaskSet(dict):
+    """A task set (docs/formats.md) that knows which units it is in: ``"fitted"`` (the
+    standardised units a data fit works in) or ``"data"`` (the data's own), so that an
+    evaluation cannot read one as the other. A plain ``dict`` otherwise."""
+
+    def __init__(self, arrays=(), units: str | None = None):
+        super().__init__(arrays)
+        self.units = units
+
+
 @dataclass(frozen=True)
 class TaskFamily:
     """A synthetic task family with a known task prior.

@@ -870,7 +870,9 @@ def held_out_tasks(
         out["x_support"][i], out["y_support"][i] = rows.x[s], rows.y[s]
         out["x_query"][i, : q.size], out["y_query"][i, : q.size] = rows.x[q], rows.y[q]
         out["mask_query"][i, : q.size] = 1.0
-    return out
+    from bayesmeta.tasks.base import TaskSet
+
+    return TaskSet(out, units="data")
 
 
 __all__ = [

@@ -80,7 +80,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bayesmeta.tasks.base import TaskBatch, TaskFamily, split_episode
+from bayesmeta.tasks.base import TaskBatch, TaskFamily, TaskSet, split_episode
 
 if TYPE_CHECKING:
     from bayesmeta.tasks.data import Rows, Splits
@@ -431,7 +431,7 @@ def group_tasks(
         out["x_support"][i], out["y_support"][i] = split.x[g, s], split.y[g, s]
         out["x_query"][i, : q.size], out["y_query"][i, : q.size] = split.x[g, q], split.y[g, q]
         out["mask_query"][i, : q.size] = 1.0
-    return out
+    return TaskSet(out, units="fitted")  # a split's standardised units
 
 
 def eligible_groups(lengths: np.ndarray, k_max: int, num_query: int) -> np.ndarray:
