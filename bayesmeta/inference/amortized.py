@@ -205,6 +205,9 @@ def amortized(
     dec_net = mlp((width + 1, *cfg.decoder_sizes), activation="relu") if cfg.decoder_sizes else None
     dec_width = cfg.decoder_sizes[-1] if cfg.decoder_sizes else width + 1
     num_out = p * (2 + rank)
+    # a discrete observation (Poisson, negative binomial counts) is not standardised
+    support = getattr(model, "observation", (None, ""))[0]
+    counts = num_classes is None and bool(getattr(support, "is_discrete", False))
 
     def model_theta(theta: dict) -> dict:
         return {k: theta[k] for k in model.theta_keys}
@@ -239,6 +242,8 @@ def amortized(
             yin = jax.nn.one_hot(y.reshape(n), num_classes, dtype=x.dtype)
         else:
             yin = y.reshape(n, -1).astype(x.dtype)
+            if counts:  # counts in their own units span orders of magnitude: a signed log
+                yin = jnp.sign(yin) * jnp.log1p(jnp.abs(yin))
         h = jax.nn.relu(row_net.apply(theta["encoder"], jnp.concatenate([x, yin], -1)))
         m = mask.astype(h.dtype)
         count = jnp.sum(m)
