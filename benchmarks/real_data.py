@@ -119,7 +119,7 @@ def score_k(name, rows, splits, k, baselines, fitted, samples, seed) -> list[dic
         z = np.abs(yq - mean) / np.sqrt(var)
         out[method] = _scores(lp, {c: z <= v for c, v in Z.items()}, keep, jac)
     if fitted is not None:
-        rep = fitted.evaluate(data, num_samples=samples)
+        rep = fitted.evaluate(data, num_samples=samples, units="fitted")
         # the report is in the data's own units on a data fit ("units": "data"); a report
         # without that field is in the fitted (standardised) units and needs the Jacobian
         j = 0.0 if rep.get("units") == "data" else jac
