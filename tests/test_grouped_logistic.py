@@ -55,6 +55,7 @@ def test_sites_and_bernoulli_density_equal_a_hand_computation(spec):
     assert jnp.allclose(m.log_prior(th, phi), prior, rtol=1e-5)
 
 
+@pytest.mark.slow  # two fits
 @pytest.mark.parametrize("method", ["maml", "amortized"])
 def test_a_short_fit_scores_held_out_respondents(spec, method):
     fitted = bm.fit(spec, method, steps=4, progress=False, validate=False)

@@ -14,6 +14,7 @@ pytest.importorskip("statsmodels")
 SCRIPT = Path(__file__).parent.parent / "benchmarks" / "real_data.py"
 
 
+@pytest.mark.slow  # auto fits three candidates
 def test_real_data_benchmark_quick_writes_its_report(tmp_path):
     spec = importlib.util.spec_from_file_location("real_data", SCRIPT)
     real_data = importlib.util.module_from_spec(spec)
