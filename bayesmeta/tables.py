@@ -523,6 +523,21 @@ def classification_family(rows: list, family: str = "glyphs") -> str:
     return "\n".join(lines) + "\n"
 
 
+def ci_timings(record: dict) -> str:
+    """README's sentence on the test tiers' size and time, from the timing file that
+    ``.ci/run`` writes (``ci_timings.json``)."""
+    sec, tests = record["seconds"], record["tests"]
+    return (
+        f"In the clean-clone run of `.ci/run` at commit {record['commit']} "
+        f"({record['date']}, {record['machine']}) the default tier ran "
+        f"{tests['default_tier']:,} tests in {sec['default_tier']:,} s and the slow tier "
+        f"{tests['slow_tier']:,} in {sec['slow_tier']:,} s; the docs build with the executed "
+        f"tutorials took {sec['docs']:,} s, the main job at a 5-second budget "
+        f"{sec['main_job']:,} s, and the whole of CI, install included, {sec['total']:,} s "
+        "(`benchmarks/results/ci_timings.json`).\n"
+    )
+
+
 def main_job_table(report: dict) -> str:
     """``bayesmeta run``'s report (``benchmarks/results/run/report.json``): per method and K
     the gap to the exact posterior and 90% coverage, the steps and training seconds, and the
@@ -887,6 +902,7 @@ TABLES: dict[str, Table] = {
         for family in ("sinusoid", "sine_line")
     },
     "standard_best": Table(("calibration.json",), standard_best),
+    "ci_timings": Table(("ci_timings.json",), ci_timings),
     "standard_summary": Table(("calibration.json",), standard_summary),
     "reruns": Table(
         ("rerun_sinusoid_maml_seed0.json", "rerun_sinusoid_maml_seed0_second_machine.json"),
