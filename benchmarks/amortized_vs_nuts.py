@@ -363,6 +363,8 @@ def run(argv: list[str] | None = None) -> dict:
         prov = {**parts[0]["provenance"], "command": " ; ".join(
             q["provenance"]["command"] for q in parts)}  # fmt: skip
         prov["parts"] = [q["provenance"] for q in parts]
+        # each part's own commit: the parts may have run at different commits
+        prov["commit"] = " ; ".join(str(q["provenance"]["commit"]) for q in parts)
         prov["seconds"] = max(q["provenance"]["seconds"] for q in parts)
         rows = [r for q in parts for r in q["rows"]]
         diag = [r for q in parts for r in q["diagnosis"]]
