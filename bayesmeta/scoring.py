@@ -208,6 +208,37 @@ def to_data_units(report, arrays, post, xq, y_raw, mask, scaler) -> None:
         arrays["samples"] = scaler.inverse_y(arrays["samples"]).astype(np.float32)
 
 
+#: The baselines fitted on a training split, by the split object's id (with a weak reference
+#: to tell a reused id apart): evaluating one fit at several K fits MixedLM once.
+_BASELINE_CACHE: dict[int, tuple] = {}
+
+
+def _fitted_baselines(train):
+    """``(linear baselines, mixed model or None, its error or None)`` of a training split."""
+    import weakref
+
+    import numpy as np
+
+    from bayesmeta.evaluate.baselines import fit_linear_baselines, fit_mixed_model
+
+    hit = _BASELINE_CACHE.get(id(train))
+    if hit is not None and hit[0]() is train:
+        return hit[1]
+    real = np.arange(train.x.shape[1])[None, :] < train.lengths[:, None]
+    ids = np.broadcast_to(np.arange(train.num_groups)[:, None], real.shape)[real]
+    fit = fit_linear_baselines(train.x[real], train.y[real][:, 0], ids)
+    mixed, mixed_error = None, None
+    try:
+        mixed = fit_mixed_model(train.x[real], train.y[real][:, 0], ids, start=fit)
+    except ImportError:
+        pass  # statsmodels is optional: the report then has the two linear baselines
+    except RuntimeError as err:  # no random-effects structure converged: say so
+        mixed_error = str(err)
+    _BASELINE_CACHE.clear()  # one split at a time is what a session evaluates
+    _BASELINE_CACHE[id(train)] = (weakref.ref(train), (fit, mixed, mixed_error))
+    return fit, mixed, mixed_error
+
+
 def linear_baselines(train, data: dict, scaler, method_per_task=None) -> dict:
     """NLL per query point (data units) of the classical models of grouped data
     (:mod:`bayesmeta.evaluate.baselines`), fitted on the run's training groups (``train``, a
@@ -223,20 +254,9 @@ def linear_baselines(train, data: dict, scaler, method_per_task=None) -> dict:
     from bayesmeta.evaluate import task_nll
     from bayesmeta.evaluate.baselines import (
         baseline_log_predictive,
-        fit_linear_baselines,
-        fit_mixed_model,
     )
 
-    real = np.arange(train.x.shape[1])[None, :] < train.lengths[:, None]
-    ids = np.broadcast_to(np.arange(train.num_groups)[:, None], real.shape)[real]
-    fit = fit_linear_baselines(train.x[real], train.y[real][:, 0], ids)
-    mixed, mixed_error = None, None
-    try:
-        mixed = fit_mixed_model(train.x[real], train.y[real][:, 0], ids, start=fit)
-    except ImportError:
-        pass  # statsmodels is optional: the report then has the two linear baselines
-    except RuntimeError as err:  # no random-effects structure converged: say so
-        mixed_error = str(err)
+    fit, mixed, mixed_error = _fitted_baselines(train)
     xs = data["x_support"]
     lps = baseline_log_predictive(fit, xs, data["y_support"], np.ones(xs.shape[:2]),
                                   data["x_query"], data["y_query"], mixed=mixed)  # fmt: skip

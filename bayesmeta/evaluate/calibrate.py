@@ -42,6 +42,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayesmeta.evaluate.metrics import golden_section
+
 #: Interval levels that are calibrated and reported.
 LEVELS = (0.5, 0.9)
 
@@ -106,19 +108,7 @@ def fit_variance_scale(posterior, x, y, mask=None, bounds: tuple[float, float] =
     values = [nll(v) for v in grid]
     i = int(np.argmin(values))
     a, b = grid[max(i - 1, 0)], grid[min(i + 1, grid.size - 1)]
-    g = (math.sqrt(5) - 1) / 2
-    c, d = b - g * (b - a), a + g * (b - a)
-    fc, fd = nll(c), nll(d)
-    for _ in range(30):
-        if fc < fd:
-            b, d, fd = d, c, fc
-            c = b - g * (b - a)
-            fc = nll(c)
-        else:
-            a, c, fc = c, d, fd
-            d = a + g * (b - a)
-            fd = nll(d)
-    return float(math.exp((a + b) / 2))
+    return float(math.exp(golden_section(nll, a, b, 30)))
 
 
 def conformity_scores(posterior, x, y, mask=None, key=None) -> np.ndarray:

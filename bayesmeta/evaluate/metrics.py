@@ -556,17 +556,22 @@ def fit_temperature(probs, labels, bounds: tuple[float, float] = (0.05, 20.0)) -
         m = z.max(-1)
         return float(np.mean(m + np.log(np.exp(z - m[:, None]).sum(-1)) - target / np.exp(log_t)))
 
-    a, b = np.log(lo), np.log(hi)
+    return float(np.exp(golden_section(nll_at, np.log(lo), np.log(hi), 80)))
+
+
+def golden_section(f, a: float, b: float, iterations: int) -> float:
+    """The midpoint of the bracket ``[a, b]`` after ``iterations`` golden-section steps
+    towards the minimum of a unimodal ``f``."""
     g = (np.sqrt(5.0) - 1.0) / 2.0
     c, d = b - g * (b - a), a + g * (b - a)
-    fc, fd = nll_at(c), nll_at(d)
-    for _ in range(80):
+    fc, fd = f(c), f(d)
+    for _ in range(iterations):
         if fc < fd:
             b, d, fd = d, c, fc
             c = b - g * (b - a)
-            fc = nll_at(c)
+            fc = f(c)
         else:
             a, c, fc = c, d, fd
             d = a + g * (b - a)
-            fd = nll_at(d)
-    return float(np.exp((a + b) / 2.0))
+            fd = f(d)
+    return (a + b) / 2.0
