@@ -49,6 +49,7 @@ def fit_auto(
     candidates: Sequence[tuple[str, str, Mapping[str, Any]]] = CANDIDATES,
     seed: int = 0,
     budget: str = "default",
+    calibrate: bool = True,
     progress: bool | None = None,
     log=None,
 ) -> Fitted:
@@ -64,6 +65,13 @@ def fit_auto(
         Default :data:`CANDIDATES`.
     seed, budget, progress
         As for :func:`bayesmeta.fit`; every candidate uses the same seed.
+    calibrate : bool
+        Fit the chosen candidate's interval calibration (a variance scale and split-conformal
+        levels, :mod:`bayesmeta.evaluate.calibrate`) on the validation groups at each support
+        size of :data:`~bayesmeta.fitting.VALIDATION_KS`, stored in ``info["calibration"]``;
+        :meth:`Fitted.evaluate <bayesmeta.fitted.Fitted.evaluate>` and ``bayesmeta evaluate``
+        report it beside the method's own intervals. The same validation groups chose the
+        candidate, so the conformal guarantee holds given that choice, not across it.
     log : callable, optional
         Called with one line per finished candidate.
     """
@@ -134,7 +142,22 @@ def fit_auto(
         ),
         "reason": reason,
     }
+    if calibrate:
+        fitted.info["calibration"] = _calibrations(fitted, seed)
     return fitted
+
+
+def _calibrations(fitted: Fitted, seed: int) -> dict[str, dict]:
+    """The chosen fit's interval calibration on the validation groups at each support size
+    some validation group can afford (one task per group), keyed by K."""
+    out = {}
+    for k in VALIDATION_KS:
+        try:
+            cal = fitted.calibrate(k, seed=seed)
+        except ValueError:  # no validation group has k + 1 rows
+            continue
+        out[str(k)] = cal.to_dict()
+    return out
 
 
 def _validation_nll(fitted: Fitted, run: Run, seed: int) -> np.ndarray:

@@ -355,6 +355,14 @@ def _evaluate(args) -> dict:
 def _print_evaluate(rep: dict, args) -> None:
     keys = [k for k in ("nll", "mse", "accuracy", "calibration_error", "ece") if k in rep]
     print(" ".join(f"{k}={rep[k]:.4f}" for k in keys) + f" -> {args.out}")
+    if rep.get("baselines"):
+        print("baselines: " + " ".join(f"{k} nll={v['nll']:.4f}"
+                                       for k, v in rep["baselines"].items()))  # fmt: skip
+    if "conformal" in rep:
+        cov = rep["conformal"]["coverage"]
+        scaled = rep.get("recalibrated", {}).get("nll")
+        print(("" if scaled is None else f"recalibrated nll={scaled:.4f}; ") + "conformal "
+              + " ".join(f"cov{float(k) * 100:g}={v:.2f}" for k, v in cov.items()))  # fmt: skip
 
 
 def _tasks(args) -> int:

@@ -179,7 +179,10 @@ class Fitted:
         data fit must say them here. A regression's
         ``calibration`` (:meth:`calibrate`) adds ``recalibrated`` (the variance-scaled
         predictive's NLL and coverage) and ``conformal`` (split-conformal intervals' coverage
-        and their guarantee) beside the method's own numbers.
+        and their guarantee) beside the method's own numbers. A run that stored its
+        calibration (``info["calibration"]``: ``auto`` fits one on the validation groups at
+        each support size it scores) uses the stored one fitted at the task set's support
+        size unless ``calibration=False``.
 
         Returns
         -------
@@ -217,6 +220,12 @@ class Fitted:
             tasks = dict(tasks)  # only x was standardised (labels, counts)
             for name in ("x_support", "x_query"):
                 tasks[name] = splits.scaler.transform_x(tasks[name]).astype(np.float32)
+        if calibration is None:
+            from bayesmeta.evaluate.calibrate import stored_calibration
+
+            calibration = stored_calibration(self.info, tasks)
+        elif calibration is False:
+            calibration = None
         report, _ = score_tasks(self.spec, self.method, self.state, tasks, int(num_samples),
                                 key=key, scaler=scaler, temperature=temperature,
                                 adapt=None if self.method.name == "nuts" else self._adapt,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bayesmeta.atomic import save_npz, write_text
 from bayesmeta.errors import UsageError, check_out_file, check_positive
-from bayesmeta.rundir import DataRef, load_run
+from bayesmeta.rundir import DataRef, load_run, read_run_json
 
 
 @contextlib.contextmanager
@@ -85,10 +85,14 @@ def evaluate_run(
 
         scaler = Standardizer.from_json(payload["scaler"])
     stages = 3 if predictive else 2
+    from bayesmeta.evaluate.calibrate import stored_calibration
+
+    # the interval calibration the run fitted on its validation groups, if it stored one
+    calibration = stored_calibration(read_run_json(run_dir), data)
     with progress_bar(stages, f"evaluate {spec.name}/{method.name}", quiet) as bar:
         report, arrays = score_tasks(spec, method, state, data, samples, seed=seed,
                                      scaler=scaler, predictive=bool(predictive),
-                                     progress=bar.update)  # fmt: skip
+                                     progress=bar.update, calibration=calibration)  # fmt: skip
     report.update(run_dir=str(run_dir), tasks=str(tasks))
     text = json.dumps(report, indent=2)
     if arrays is not None:

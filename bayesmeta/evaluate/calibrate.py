@@ -202,6 +202,51 @@ class Calibration(NamedTuple):
     k: int
     num_tasks: int
 
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able record (``run.json``'s ``calibration`` entries); :meth:`from_dict`
+        reads it back."""
+        c = self.conformal
+        return {
+            "scale": None if self.scale is None else float(self.scale),
+            "conformal": {"levels": dict(c.levels), "finite": dict(c.finite),
+                          "method": c.method, "num_tasks": int(c.num_tasks)},
+            "k": int(self.k),
+            "num_tasks": int(self.num_tasks),
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Calibration:
+        c = d["conformal"]
+        conf = Conformal({str(k): float(v) for k, v in c["levels"].items()},
+                         {str(k): bool(v) for k, v in c["finite"].items()},
+                         str(c["method"]), int(c["num_tasks"]))  # fmt: skip
+        scale = None if d.get("scale") is None else float(d["scale"])
+        return cls(scale, conf, int(d["k"]), int(d["num_tasks"]))
+
+
+def support_size(tasks: dict) -> int:
+    """The number of support points of a task set: the largest real count over tasks."""
+    xs = np.asarray(tasks["x_support"])
+    mask = tasks.get("mask_support")
+    if mask is None:
+        return int(xs.shape[1])
+    return int(np.asarray(mask).astype(bool).sum(1).max())
+
+
+def stored_calibration(info: dict, tasks: dict) -> Calibration | None:
+    """The calibration a run stored (``info["calibration"]``, one entry per support size, as
+    :func:`bayesmeta.auto.fit_auto` writes it) for a task set with ``k`` support points: the
+    entry fitted at ``k`` itself, else at the largest size below ``k``, else the smallest.
+    None when the run stored none."""
+    stored = info.get("calibration") if isinstance(info, dict) else None
+    if not stored:
+        return None
+    ks = sorted(int(k) for k in stored)
+    k = support_size(tasks)
+    below = [j for j in ks if j <= k]
+    pick = below[-1] if below else ks[0]
+    return Calibration.from_dict(stored[str(pick)])
+
 
 def calibrated_metrics(posterior, x, y, mask, calibration: Calibration,
                        log_jacobian: float = 0.0) -> dict[str, Any]:  # fmt: skip
@@ -215,9 +260,11 @@ def calibrated_metrics(posterior, x, y, mask, calibration: Calibration,
     if calibration.scale is not None:
         lp = np.asarray(scaled_log_predictive(posterior, x, y, calibration.scale))
         pit = np.asarray(scaled_pit(posterior, x, y, calibration.scale))[keep][None]
+        per_task = -np.where(keep, lp, 0.0).sum(1) / keep.sum(1).clip(1) + log_jacobian
         out["recalibrated"] = {
             "variance_scale": calibration.scale,
             "nll": float(-lp[keep].mean() + log_jacobian),
+            "nll_per_task": per_task.tolist(),
             "coverage": coverage_from_pit(pit),
             "fitted_on": f"{calibration.num_tasks} validation tasks, K = {calibration.k}",
         }
@@ -268,4 +315,6 @@ __all__ = [
     "fit_variance_scale",
     "scaled_log_predictive",
     "scaled_pit",
+    "stored_calibration",
+    "support_size",
 ]

@@ -121,3 +121,32 @@ def test_a_data_fit_reports_its_calibration_in_the_datas_units():
     same = fitted.evaluate(tasks, calibration=Calibration(1.0, cal.conformal, 3, 9))
     assert same["recalibrated"]["nll"] == pytest.approx(same["nll"], abs=1e-4)
     assert math.isfinite(report["recalibrated"]["nll"])
+
+
+def test_a_stored_calibration_reads_back_and_matches_the_task_sets_support_size():
+    import json
+
+    from bayesmeta.evaluate.calibrate import (
+        Calibration,
+        Conformal,
+        stored_calibration,
+        support_size,
+    )
+
+    def cal(k, scale):
+        return Calibration(scale, Conformal({"0.5": 0.4, "0.9": 0.93}, {"0.5": True, "0.9": True},
+                                            "pooled", 12), k, 12)  # fmt: skip
+
+    stored = {str(k): cal(k, s).to_dict() for k, s in ((1, 1.5), (3, 1.2), (5, None))}
+    info = json.loads(json.dumps({"calibration": stored}))  # through run.json
+    assert Calibration.from_dict(info["calibration"]["3"]) == cal(3, 1.2)
+    x = np.zeros((2, 4, 1))
+    assert support_size({"x_support": x}) == 4
+    mask = np.array([[1, 1, 0, 0], [1, 1, 1, 0]])
+    assert support_size({"x_support": x, "mask_support": mask}) == 3
+    # the entry fitted at the task set's K, else the largest below it, else the smallest
+    assert stored_calibration(info, {"x_support": x, "mask_support": mask}).k == 3
+    assert stored_calibration(info, {"x_support": x}).k == 3
+    assert stored_calibration(info, {"x_support": np.zeros((2, 7, 1))}).scale is None
+    assert stored_calibration(info, {"x_support": np.zeros((2, 0, 1))}).k == 1
+    assert stored_calibration({}, {"x_support": x}) is None
