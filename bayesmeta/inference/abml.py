@@ -74,6 +74,7 @@ from bayesmeta.inference.base import (
     clip_update,
     gradient_step,
     kl_to_prior,
+    method_builder,
     model_dims,
 )
 from bayesmeta.inference.config import (
@@ -170,30 +171,17 @@ class ABMLConfig(MethodConfig):
             )
 
 
+@method_builder(ABMLConfig)
 def abml(
-    model: HierarchicalModel,
-    config: ABMLConfig | None = None,
-    *,
-    optimizer: optax.GradientTransformation | None = None,
-    **options,
+    model: HierarchicalModel, cfg: ABMLConfig, optimizer: optax.GradientTransformation
 ) -> Method:
-    """Build ABML.
-
-    Parameters
-    ----------
-    model : HierarchicalModel
-    config : ABMLConfig, optional
-        The options (defaults if None); ``options`` replace single fields of it.
-    optimizer : optax.GradientTransformation, optional
-        The meta-optimiser (any optax transformation); it replaces the default built from
-        the config's ``lr``, ``lr_decay_steps`` and ``grad_clip``.
-    """
-    cfg = ABMLConfig.make(config, **options)
+    """Build ABML: amortized Bayesian meta-learning (Ravi & Beatson 2019), a Gaussian q(φ)
+    per task reached by a few gradient steps on the task's ELBO from the meta-learned
+    initialisation."""
     if cfg.outer == "moment" and not model.likelihood.gaussian:
         raise ConfigError(
             f"abml: outer: 'moment' needs a Gaussian likelihood, got {model.likelihood!r}"
         )
-    optimizer = cfg.default_optimizer() if optimizer is None else optimizer
     collapsed = cfg.head == "collapsed"
     num_body = model.num_params
     if collapsed:

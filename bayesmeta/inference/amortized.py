@@ -45,14 +45,21 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
 import optax
 
-from bayesmeta.inference.base import MetaState, Method, checked_adapt, gradient_step, model_dims
+from bayesmeta.inference.base import (
+    MetaState,
+    Method,
+    checked_adapt,
+    gradient_step,
+    method_builder,
+    model_dims,
+)
 from bayesmeta.inference.config import (
     ConfigError,
     MethodConfig,
@@ -166,24 +173,10 @@ class AmortizedConfig(MethodConfig):
             )
 
 
-def amortized(
-    model,
-    config: AmortizedConfig | None = None,
-    *,
-    optimizer: optax.GradientTransformation | None = None,
-    **options,
-) -> Method:
-    """Build the encoder-amortized variational method.
-
-    Parameters
-    ----------
-    model : HierarchicalModel or NumPyroModel
-        Any model of the contract (docs/models.md): q covers all of its per-task sites.
-    config : AmortizedConfig, optional
-        The options (defaults if None); ``options`` replace single fields of it.
-    optimizer : optax.GradientTransformation, optional
-        The meta-optimiser; it replaces the default built from ``lr``, ``lr_decay_steps``
-        and ``grad_clip``.
+@method_builder(AmortizedConfig)
+def amortized(model: Any, cfg: AmortizedConfig, optimizer: optax.GradientTransformation) -> Method:
+    """Build the encoder-amortized variational method for any model of the contract
+    (docs/models.md): q covers all of its per-task sites.
 
     Returns
     -------
@@ -193,8 +186,6 @@ def amortized(
         (one task's Monte Carlo ELBO), ``encode(theta, x, y, mask) -> GaussianQ`` (one task,
         no refinement) and ``refine(theta, q, key, x, y, mask) -> GaussianQ``.
     """
-    cfg = AmortizedConfig.make(config, **options)
-    optimizer = cfg.default_optimizer() if optimizer is None else optimizer
     dims = model_dims(model)
     num_classes = dims["num_classes"]
     p = int(model.num_params)

@@ -12,6 +12,7 @@ one ``lax.scan``. Tasks and samples are vmapped inside the methods.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -126,6 +127,49 @@ def make_optimizer(
     schedule = optax.cosine_decay_schedule(lr, int(decay_steps), alpha=0.1) if decay_steps else lr
     chain = [optax.clip_by_global_norm(clip)] if clip else []
     return optax.chain(*chain, optax.adam(schedule))
+
+
+_BUILDER_PARAMETERS = """Parameters
+----------
+model : HierarchicalModel or NumPyroModel
+    The hierarchical model (docs/models.md); what a method needs of it is said above.
+config : {config}, optional
+    The options (defaults if None); ``options`` replace single fields of it.
+optimizer : optax.GradientTransformation, optional
+    The meta-optimiser (any optax transformation); it replaces the default built from the
+    config's ``lr``, ``lr_decay_steps`` and ``grad_clip``."""
+
+
+def method_builder(config_class: type) -> Callable[[Callable[..., Method]], Callable[..., Method]]:
+    """Decorator: ``build(model, cfg, optimizer) -> Method`` becomes the public builder
+
+        name(model, config=None, *, optimizer=None, **options) -> Method
+
+    that every method shares: ``cfg = config_class.make(config, **options)`` (typed, checked,
+    single fields replaced), ``optimizer`` the config's default unless given. The builder's
+    docstring is ``build``'s with the shared Parameters section after its first paragraph,
+    and ``builder.config_class`` names the config."""
+
+    def wrap(build: Callable[..., Method]) -> Callable[..., Method]:
+        def builder(
+            model: Any,
+            config: Any = None,
+            *,
+            optimizer: optax.GradientTransformation | None = None,
+            **options: Any,
+        ) -> Method:
+            cfg = config_class.make(config, **options)
+            return build(model, cfg, cfg.default_optimizer() if optimizer is None else optimizer)
+
+        head, _, rest = inspect.cleandoc(build.__doc__ or build.__name__).partition("\n\n")
+        params = _BUILDER_PARAMETERS.format(config=config_class.__name__)
+        builder.__doc__ = "\n\n".join(part for part in (head, params, rest) if part)
+        builder.__name__, builder.__qualname__ = build.__name__, build.__qualname__
+        builder.__module__ = build.__module__
+        builder.config_class = config_class  # type: ignore[attr-defined]
+        return builder
+
+    return wrap
 
 
 def gradient_step(

@@ -47,6 +47,7 @@ from bayesmeta.inference.base import (
     checked_adapt,
     gradient_step,
     masked_mean_count,
+    method_builder,
     model_dims,
 )
 from bayesmeta.inference.config import (
@@ -145,26 +146,13 @@ class BMAMLConfig(MethodConfig):
             )
 
 
+@method_builder(BMAMLConfig)
 def bmaml(
-    model: HierarchicalModel,
-    config: BMAMLConfig | None = None,
-    *,
-    optimizer: optax.GradientTransformation | None = None,
-    **options,
+    model: HierarchicalModel, cfg: BMAMLConfig, optimizer: optax.GradientTransformation
 ) -> Method:
-    """Build BMAML.
-
-    Parameters
-    ----------
-    model : HierarchicalModel
-        Gaussian likelihood (the particles carry their own noise) or categorical.
-    config : BMAMLConfig, optional
-        The options (defaults if None); ``options`` replace single fields of it.
-    optimizer : optax.GradientTransformation, optional
-        The meta-optimiser (any optax transformation); it replaces the default built from
-        the config's ``lr``, ``lr_decay_steps`` and ``grad_clip``.
-    """
-    cfg = BMAMLConfig.make(config, **options)
+    """Build BMAML: Stein variational gradient descent over M particles per task, trained
+    with the chaser loss (Yoon et al. 2018). The model's likelihood is Gaussian (the
+    particles carry their own noise) or categorical."""
     a0, b0 = (float(v) for v in cfg.noise_prior)
     gaussian = model.likelihood.gaussian
     generic = model.likelihood.generic
@@ -173,7 +161,6 @@ def bmaml(
     p = model.num_params if conj is None else conj.num_body
     dim = p + 1 if in_particle else p
     m = cfg.num_particles
-    optimizer = cfg.default_optimizer() if optimizer is None else optimizer
 
     def split(z, theta):
         """(φ, log σ_y) of particles ``z (..., D)``."""

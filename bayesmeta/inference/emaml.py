@@ -21,7 +21,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bayesmeta.inference.base import Info, MetaState, Method, checked_adapt, model_dims
+from bayesmeta.inference.base import (
+    Info,
+    MetaState,
+    Method,
+    checked_adapt,
+    method_builder,
+    model_dims,
+)
 from bayesmeta.inference.config import ConfigError, check_positive_int
 from bayesmeta.inference.maml import MAMLConfig, maml
 from bayesmeta.model import HierarchicalModel
@@ -60,29 +67,17 @@ class EMAMLConfig(MAMLConfig):
             raise ConfigError(f"emaml: init_spread: expected >= 0, got {self.init_spread!r}")
 
 
+@method_builder(EMAMLConfig)
 def emaml(
-    model: HierarchicalModel,
-    config: EMAMLConfig | None = None,
-    *,
-    optimizer: optax.GradientTransformation | None = None,
-    **options,
+    model: HierarchicalModel, cfg: EMAMLConfig, optimizer: optax.GradientTransformation
 ) -> Method:
     """Build EMAML: ``num_particles`` MAML models trained independently.
-
-    Parameters
-    ----------
-    model : HierarchicalModel
-    config : EMAMLConfig, optional
-        The options (defaults if None); ``options`` replace single fields of it.
-    optimizer : optax.GradientTransformation, optional
-        Each member's meta-optimiser (replaces the config's Adam).
 
     Notes
     -----
     The state is one :class:`MetaState` whose ``theta`` and ``opt_state`` leaves carry a
     leading particle axis ``M``; ``step`` is shared.
     """
-    cfg = EMAMLConfig.make(config, **options)
     member = {k: getattr(cfg, k) for k in MAMLConfig.field_names()}
     base = maml(model, MAMLConfig(**member), optimizer=optimizer)
     m = cfg.num_particles

@@ -31,6 +31,7 @@ from bayesmeta.inference.base import (
     clip_update,
     gradient_step,
     masked_mean_count,
+    method_builder,
     model_dims,
 )
 from bayesmeta.inference.config import MethodConfig, check_positive, check_positive_int
@@ -83,26 +84,11 @@ class MetaSGDConfig(MAMLConfig):
     meta_sgd: bool = True
 
 
+@method_builder(MAMLConfig)
 def maml(
-    model: HierarchicalModel,
-    config: MAMLConfig | None = None,
-    *,
-    optimizer: optax.GradientTransformation | None = None,
-    **options,
+    model: HierarchicalModel, cfg: MAMLConfig, optimizer: optax.GradientTransformation
 ) -> Method:
-    """Build MAML (``meta_sgd=False``) or Meta-SGD (``meta_sgd=True``).
-
-    Parameters
-    ----------
-    model : HierarchicalModel
-    config : MAMLConfig, optional
-        The options (defaults if None); ``options`` replace single fields of it.
-    optimizer : optax.GradientTransformation, optional
-        The meta-optimiser (any optax transformation); it replaces the default built from
-        the config's ``lr``, ``lr_decay_steps`` and ``grad_clip``.
-    """
-    cfg = MAMLConfig.make(config, **options)
-    optimizer = cfg.default_optimizer() if optimizer is None else optimizer
+    """Build MAML (``meta_sgd=False``) or Meta-SGD (``meta_sgd=True``)."""
     name = "meta-sgd" if cfg.meta_sgd else "maml"
 
     def init(key):

@@ -64,6 +64,7 @@ from bayesmeta.inference.base import (
     Method,
     checked_adapt,
     gradient_step,
+    method_builder,
     model_dims,
 )
 from bayesmeta.inference.config import (
@@ -171,27 +172,12 @@ class NeuralProcessConfig(MethodConfig):
             )
 
 
+@method_builder(NeuralProcessConfig)
 def neural_process(
-    model: HierarchicalModel,
-    config: NeuralProcessConfig | None = None,
-    *,
-    optimizer: optax.GradientTransformation | None = None,
-    **options,
+    model: HierarchicalModel, cfg: NeuralProcessConfig, optimizer: optax.GradientTransformation
 ) -> Method:
-    """Build the encoder-based amortized VI method.
-
-    Parameters
-    ----------
-    model : HierarchicalModel
-        Its network must be a list of layers (e.g. :func:`bayesmeta.nn.mlp`); the last one
-        becomes the task variable w.
-    config : NeuralProcessConfig, optional
-        The options (defaults if None); ``options`` replace single fields of it.
-    optimizer : optax.GradientTransformation, optional
-        The meta-optimiser (any optax transformation); it replaces the default built from
-        the config's ``lr``, ``lr_decay_steps`` and ``grad_clip``.
-    """
-    cfg = NeuralProcessConfig.make(config, **options)
+    """Build the encoder-based amortized VI method. The model's network must be a list of
+    layers (e.g. :func:`bayesmeta.nn.mlp`); the last one becomes the task variable w."""
     if cfg.encoder == "conjugate" and not model.likelihood.gaussian:
         raise ConfigError(
             f"neural-process: encoder: 'conjugate' needs a Gaussian likelihood, got "
@@ -225,7 +211,6 @@ def neural_process(
         identity_head = {"w": jnp.eye(num_feat), "b": jnp.zeros(num_feat)}
     din = model.dx + (model.num_classes if classify else model.dy)
     enc = mlp((num_feat if per_class else din, *cfg.encoder_sizes), activation="relu")
-    optimizer = cfg.default_optimizer() if optimizer is None else optimizer
 
     def init(key):
         k_net, k_enc, k_head = jax.random.split(key, 3)

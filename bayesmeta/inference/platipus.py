@@ -64,6 +64,7 @@ from bayesmeta.inference.base import (
     gauss_newton_update,
     gradient_step,
     masked_mean_count,
+    method_builder,
     model_dims,
 )
 from bayesmeta.inference.config import (
@@ -178,25 +179,12 @@ class PLATIPUSConfig(MethodConfig):
             )
 
 
+@method_builder(PLATIPUSConfig)
 def platipus(
-    model: HierarchicalModel,
-    config: PLATIPUSConfig | None = None,
-    *,
-    optimizer: optax.GradientTransformation | None = None,
-    **options,
+    model: HierarchicalModel, cfg: PLATIPUSConfig, optimizer: optax.GradientTransformation
 ) -> Method:
-    """Build PLATIPUS.
-
-    Parameters
-    ----------
-    model : HierarchicalModel
-    config : PLATIPUSConfig, optional
-        The options (defaults if None); ``options`` replace single fields of it.
-    optimizer : optax.GradientTransformation, optional
-        The meta-optimiser (any optax transformation); it replaces the default built from
-        the config's ``lr``, ``lr_decay_steps`` and ``grad_clip``.
-    """
-    cfg = PLATIPUSConfig.make(config, **options)
+    """Build PLATIPUS: a Gaussian over the task parameters whose mean is reached by gradient
+    steps from a sampled initialisation (Finn, Xu & Levine 2018)."""
     conj = conjugate_head(model) if cfg.head != "adapted" else None
     if cfg.head_components > 1:
         conj = mixture_head(conj)
@@ -213,7 +201,6 @@ def platipus(
             f"platipus: inner_rule='gauss-newton' needs a Gaussian likelihood, got "
             f"{model.likelihood!r}"
         )
-    optimizer = cfg.default_optimizer() if optimizer is None else optimizer
 
     def init(key):
         theta = dict(model.init_theta(key))

@@ -43,7 +43,14 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
-from bayesmeta.inference.base import MetaState, Method, checked_adapt, gradient_step, model_dims
+from bayesmeta.inference.base import (
+    MetaState,
+    Method,
+    checked_adapt,
+    gradient_step,
+    method_builder,
+    model_dims,
+)
 from bayesmeta.inference.config import (
     ConfigError,
     MethodConfig,
@@ -178,28 +185,14 @@ class BayesianProtoNetConfig(ProtoNetConfig):
     bayesian: bool = True
 
 
+@method_builder(ProtoNetConfig)
 def protonet(
-    model: HierarchicalModel,
-    config: ProtoNetConfig | None = None,
-    *,
-    optimizer: optax.GradientTransformation | None = None,
-    **options,
+    model: HierarchicalModel, cfg: ProtoNetConfig, optimizer: optax.GradientTransformation
 ) -> Method:
-    """Build a prototypical network (``bayesian=False``) or its Bayesian variant.
-
-    Parameters
-    ----------
-    model : HierarchicalModel
-        A categorical-likelihood model whose network is a list of layers ending in a linear
-        layer ``{"w": (d, C), "b": (C,)}`` (e.g. :func:`bayesmeta.nn.conv4`): the layers
-        before it are the embedding g_θ, initialised at the model's prior mean.
-    config : ProtoNetConfig, optional
-        The options (defaults if None); ``options`` replace single fields of it.
-    optimizer : optax.GradientTransformation, optional
-        The meta-optimiser; it replaces the default built from ``lr``, ``lr_decay_steps`` and
-        ``grad_clip``.
-    """
-    cfg = ProtoNetConfig.make(config, **options)
+    """Build a prototypical network (``bayesian=False``) or its Bayesian variant. The model
+    has a categorical likelihood and a network that is a list of layers ending in a linear
+    layer ``{"w": (d, C), "b": (C,)}`` (e.g. :func:`bayesmeta.nn.conv4`): the layers before
+    it are the embedding g_θ, initialised at the model's prior mean."""
     name = "bayesian-protonet" if cfg.bayesian else "protonet"
     if not model.likelihood.classifier:
         raise ValueError(
@@ -216,7 +209,6 @@ def protonet(
     num_body = model.num_params - int(ravel_pytree(last0)[0].shape[0])
     _, unravel_body = ravel_pytree(list(params0[:-1]))
     identity_head = {"w": jnp.eye(dim), "b": jnp.zeros(dim)}
-    optimizer = cfg.default_optimizer() if optimizer is None else optimizer
     half = num_classes * dim  # φ = [μ (C·d), log s² (C·d)]
 
     def init(key):

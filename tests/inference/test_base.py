@@ -55,3 +55,38 @@ def test_gauss_newton_step_tends_to_the_gradient_step_under_heavy_damping(key):
     got = gauss_newton_update(mlp_apply, phi, x, y, mask, 0.2, lam)
     grad = jax.grad(lambda p: 0.5 * jnp.sum((mlp_apply(p, x) - y) ** 2))(phi)
     np.testing.assert_allclose(got, -0.2 * grad / lam, rtol=1e-3, atol=1e-12)
+
+
+def test_a_method_builder_makes_the_shared_factory():
+    import inspect
+
+    import optax
+
+    from bayesmeta.inference.base import method_builder
+    from bayesmeta.inference.config import ConfigError
+    from bayesmeta.inference.maml import MAMLConfig
+
+    seen = {}
+
+    @method_builder(MAMLConfig)
+    def toy(model, cfg, optimizer):
+        """Build a toy.
+
+        Notes
+        -----
+        A note."""
+        seen.update(model=model, cfg=cfg, optimizer=optimizer)
+        return "method"
+
+    assert toy("m", inner_steps=3) == "method"
+    assert seen["cfg"] == MAMLConfig(inner_steps=3) and seen["optimizer"] is not None
+    given = optax.sgd(0.1)
+    toy("m", {"inner_lr": 0.2}, optimizer=given)
+    assert seen["optimizer"] is given and seen["cfg"].inner_lr == 0.2
+    with pytest.raises(ConfigError, match="maml"):
+        toy("m", no_such_option=1)
+    params = list(inspect.signature(toy).parameters)
+    assert params == ["model", "config", "optimizer", "options"]
+    doc = toy.__doc__
+    assert doc.index("Build a toy.") < doc.index("Parameters") < doc.index("Notes")
+    assert "config : MAMLConfig, optional" in doc and toy.config_class is MAMLConfig
