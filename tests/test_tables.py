@@ -5,9 +5,20 @@ from pathlib import Path
 
 import pytest
 
-from bayesmeta import tables
-
 REPO = Path(__file__).resolve().parent.parent  # the checkout (the package may be installed)
+
+
+def _load_tables():
+    """benchmarks/tables.py, a tool of the checkout (not in the installed package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tables", REPO / "benchmarks" / "tables.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+tables = _load_tables()
 RESULTS = REPO / "benchmarks" / "results"
 #: what a table says of a results file written before the benchmarks recorded their commit
 NO_COMMIT = "commit and command not recorded (written before files carried them), "

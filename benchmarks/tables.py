@@ -6,8 +6,8 @@ A generated table sits between two markers in a markdown file::
     ... (written by this module; never edit by hand) ...
     <!-- /table -->
 
-``python -m bayesmeta.tables`` rewrites every marked block from the result files it names;
-``python -m bayesmeta.tables --check`` changes nothing and exits 1, naming the stale blocks,
+``python benchmarks/tables.py`` rewrites every marked block from the result files it names;
+``python benchmarks/tables.py --check`` changes nothing and exits 1, naming the stale blocks,
 when a committed table differs from what the generator makes of the committed JSON (a test runs
 it, so a hand-edited table or a results file rerun without regenerating fails CI).
 """
@@ -23,9 +23,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-#: The repository root: the working directory (run the command from the checkout; an
-#: installed package does not carry README.md or benchmarks/).
-ROOT = Path.cwd()
+#: The repository root: this script lives in its benchmarks/ folder (the generator is a tool
+#: of the checkout, not of the installed package, which carries no README.md or results).
+ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 #: The markdown files that may hold generated tables.
 DOCUMENTS = (
@@ -971,7 +971,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             write_text(path, new)
     if stale:
-        verb = "stale (run `python -m bayesmeta.tables`)" if args.check else "regenerated"
+        verb = "stale (run `python benchmarks/tables.py`)" if args.check else "regenerated"
         print(f"tables {verb}: " + "; ".join(stale))
         return 1 if args.check else 0
     print("tables: every generated table matches its results file")
