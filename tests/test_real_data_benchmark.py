@@ -49,3 +49,22 @@ def _candidates():
     from bayesmeta.auto import CANDIDATES
 
     return CANDIDATES
+
+
+@pytest.mark.slow
+def test_nested_linear_benchmark_pairs_each_method_with_the_exact_eb_posterior(tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "nested_linear", SCRIPT.parent / "nested_linear.py"
+    )
+    nested = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(nested)
+    report = nested.run(["--data", "Sitka", "--methods", "platipus", "--k", "3", "--budget",
+                         "quick", "--samples", "50", "--out", str(tmp_path)])  # fmt: skip
+    saved = json.loads((tmp_path / "nested_linear.json").read_text())
+    assert saved == json.loads(json.dumps(report)) and saved["commit"] and saved["command"]
+    (row,) = saved["rows"]
+    assert row["n_groups"] == 12 and np.isfinite(row["diff_se"])
+    assert abs(row["diff"] - (row["nll"] - row["eb_nll"])) < 1e-9
+    # the same model, started at the EB fit: even a quick run stays near its exact posterior
+    assert abs(row["diff"]) < 0.15
+    assert "| Sitka | 3 |" in (tmp_path / "nested_linear.md").read_text()
