@@ -91,9 +91,9 @@ FAMILIES: dict[str, Family] = {
     "cigar": Family("cigar", (5, 10), num_query=15),
 }
 METHODS: tuple[str, ...] = bench_methods()
-#: The ``standard`` budget's training steps per family and method: about 100 s of training per
-#: run on 2 CPU cores at the step times of the recipes (the grouped data sets keep their
-#: recipe's fixed step count, past which they overfit).
+#: The ``standard`` budget's training steps per family and method, sized so that the methods'
+#: runs take comparable time (a run's seconds are in ``calibration.json``); the grouped data
+#: sets keep their recipe's fixed step count, past which they overfit.
 STANDARD_STEPS: dict[str, dict[str, int]] = {
     "sinusoid": {"maml": 50_000, "emaml": 10_000, "bmaml": 3_000, "abml": 2_500,
                  "platipus": 25_000, "neural-process": 100_000},
@@ -117,9 +117,9 @@ CLASSIFICATION_STEPS: dict[str, dict[str, int]] = {
 BUDGETS: dict[str, Budget] = {
     # the whole suite in under 30 minutes on 2 CPU cores
     "small": Budget(seconds=6.0, seeds=(0, 1), num_tasks=60, num_samples=100, chunk_size=20),
-    # step counts, not seconds: the same rows on any machine; 3 seeds; sized from measured
-    # step times so that the whole grid takes about 4 hours of 2-core time (shard it with
-    # --shard I/N and join the shards with `bayesmeta bench merge`)
+    # step counts, not seconds: the same rows on any machine; 3 seeds; a long grid (each
+    # row's training seconds are in calibration.json: shard it with --shard I/N and join the
+    # shards with `bayesmeta bench merge`)
     "standard": Budget(
         seconds=None,
         seeds=(0, 1, 2),

@@ -146,7 +146,7 @@ def conv4(
         How a convolution is computed: ``"conv"`` is ``jax.lax.conv_general_dilated``;
         ``"matmul"`` the same convolution as strided patches times the kernel (equal to
         float rounding). Methods vmap the network over per-task weights, which XLA:CPU
-        compiles into slow grouped convolutions (a MAML meta-step is about 4× slower), so
+        compiles into slow grouped convolutions (benchmarks/glyph_step.py measures it), so
         ``"auto"`` picks ``"matmul"`` on CPU and ``"conv"`` elsewhere.
     name : str, optional
 

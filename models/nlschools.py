@@ -29,7 +29,7 @@ BUDGETS = {"quick": {"*": {"steps": 500, "lr_decay_steps": 500}}}
 SPEC = ModelSpec(
     name="nlschools",
     data="nlschools",
-    # Within-class residual sd of lang given IQ and SES is about 0.75 in standardised units.
+    # noise_init near the within-class residual sd of lang given IQ and SES (standardised).
     model=HierarchicalModel(
         mlp((4, 40, 40, 1), activation="tanh"), dx=4, prior_scale=0.03, noise_init=0.7
     ),

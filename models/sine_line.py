@@ -15,10 +15,9 @@ from bayesmeta.zoo import ModelSpec
 # samples and a learned step per weight, and integrates the last layer out exactly (the inner
 # steps move the body under the marginal likelihood) under a learned two-component mixture
 # prior, so that one sampler can say "a sine or a line" (docs/methods.md). Two inner steps and
-# the data-dependent variance as before; 12k meta-steps (each costs about twice
-# the one-Gaussian head's), on a cosine schedule stopped halfway (a full decay was worse at
-# K = 2 and 5 in one run). K = 1 / 2 / 5 gaps: see docs/results.md; with one Gaussian over the
-# last layer the best was 0.34 / 0.58 / 0.36.
+# the data-dependent variance as before; 12k meta-steps (each costs about twice the
+# one-Gaussian head's), on a cosine schedule stopped halfway (a full decay was worse at K = 2
+# and 5). The gaps, and those of one Gaussian over the last layer: docs/results.md.
 RECIPES = {
     **REGRESSION_RECIPES,
     "platipus": {
@@ -33,11 +32,11 @@ RECIPES = {
         "steps": 12_000,
         "lr_decay_steps": 24_000,
     },
-    # ABML's q covers the body, the last layer integrated out exactly: K = 1 / 2 / 5 gaps
-    # 0.44 / 0.84 / 0.52 in the ambiguity table against the mean-field head's 0.52 / 0.99 / 1.08.
+    # ABML's q covers the body, the last layer integrated out exactly: closer to the Bayes
+    # predictive than the mean-field head at every K of the ambiguity table.
     "abml": {**REGRESSION_RECIPES["abml"], "head": "collapsed"},
-    # BMAML's particles cover the body, the last layer integrated out exactly: K = 1 / 2 / 5 gaps
-    # 0.28 / 0.54 / 0.38 (cov90 0.90) against 0.59 / – / 0.82 over every weight (docs/methods.md).
+    # BMAML's particles cover the body, the last layer integrated out exactly: closer and
+    # better calibrated than particles over every weight (docs/methods.md).
     "bmaml": {**REGRESSION_RECIPES["bmaml"], "head": "collapsed"},
 }
 
