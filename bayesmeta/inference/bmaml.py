@@ -226,26 +226,24 @@ def bmaml(
             lp = lp + jnp.log(2.0 * gamma)
         return lp
 
+    clip = cfg.max_inner_update
+    transform = None if clip is None else (lambda u: jnp.clip(u, -clip, clip))
+
     def run_svgd(theta, z, x, y, mask, num_steps):
+        """``num_steps`` steps of :func:`svgd.step` on the task's posterior from particles z,
+        the step α σ²/n (the learned step, scaled by the particles' mean noise variance over
+        the number of support points, so that it does not grow as 1/σ²)."""
         alpha = jnp.exp(theta["log_inner_lr"])
         if not cfg.learn_inner_lr:
             alpha = jax.lax.stop_gradient(alpha)
         score = jax.grad(log_target)
 
-        def body(z, _):
+        def step_size(z):
             noise_var = jnp.mean(jnp.exp(2.0 * split(z, theta)[1])) if gaussian else 1.0
-            c = jax.lax.stop_gradient(noise_var / masked_mean_count(mask))
-            scores = jax.vmap(score, in_axes=(0, None, None, None, None))(z, theta, x, y, mask)
-            d = svgd.direction(z, scores)
-            if cfg.first_order:
-                d = jax.lax.stop_gradient(d)
-            upd = alpha * c * d
-            if cfg.max_inner_update is not None:
-                upd = jnp.clip(upd, -cfg.max_inner_update, cfg.max_inner_update)
-            return z + upd, None
+            return alpha * jax.lax.stop_gradient(noise_var / masked_mean_count(mask))
 
-        z, _ = jax.lax.scan(body, z, None, length=num_steps)
-        return z
+        return svgd.run(z, lambda zi: score(zi, theta, x, y, mask), step_size, num_steps,
+                        first_order=cfg.first_order, transform=transform)  # fmt: skip
 
     def particle_log_lik_points(z, theta, x, y):
         if generic:

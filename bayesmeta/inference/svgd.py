@@ -95,35 +95,57 @@ def init(particles: Array) -> SVGDState:
     return SVGDState(jnp.asarray(particles), jnp.zeros((), jnp.int32))
 
 
+StepSize = Array | float | Callable[[Array], Array]
+
+
 def step(
     state: SVGDState,
     score_fn: Callable[[Array], Array],
-    step_size: Array | float,
+    step_size: StepSize,
     bandwidth: Array | float | None = None,
+    *,
+    first_order: bool = False,
+    transform: Callable[[Array], Array] | None = None,
 ) -> SVGDState:
-    """One SVGD step. ``score_fn(x (D,)) -> ∇ log p(x) (D,)`` is vmapped over particles.
+    """One SVGD step, ``x ← x + transform(ε · φ*(x))``. ``score_fn(x (D,)) -> ∇ log p(x) (D,)``
+    is vmapped over particles.
 
-    ``step_size`` is a scalar or one value per coordinate ``(D,)`` (a diagonal
-    preconditioner, e.g. a meta-learned one).
+    ``step_size`` ε is a scalar, one value per coordinate ``(D,)`` (a diagonal
+    preconditioner, e.g. a meta-learned one), or a function of the particles ``(M, D)``
+    returning either (a step scaled by the current state, e.g. by a noise variance).
+    ``first_order`` stops gradients through the direction φ* (a meta-learner's first-order
+    approximation: ε and x keep theirs); ``transform`` post-processes the update (e.g. clips
+    it element-wise).
     """
     x = state.particles
-    scores = jax.vmap(score_fn)(x)
-    return SVGDState(x + step_size * direction(x, scores, bandwidth), state.step + 1)
+    d = direction(x, jax.vmap(score_fn)(x), bandwidth)
+    if first_order:
+        d = jax.lax.stop_gradient(d)
+    update = (step_size(x) if callable(step_size) else step_size) * d
+    if transform is not None:
+        update = transform(update)
+    return SVGDState(x + update, state.step + 1)
 
 
 def run(
     particles: Array,
     score_fn: Callable[[Array], Array],
-    step_size: Array | float,
+    step_size: StepSize,
     num_steps: int,
     bandwidth: Array | float | None = None,
+    *,
+    first_order: bool = False,
+    transform: Callable[[Array], Array] | None = None,
 ) -> Array:
-    """``num_steps`` SVGD steps from ``particles`` inside one ``lax.scan``; the final particles."""
+    """``num_steps`` SVGD steps (:func:`step`, with its options) from ``particles`` inside one
+    ``lax.scan``; the final particles."""
     if num_steps < 0:
         raise ValueError(f"num_steps: expected >= 0, got {num_steps}")
 
     def body(state, _):
-        return step(state, score_fn, step_size, bandwidth), None
+        new = step(state, score_fn, step_size, bandwidth, first_order=first_order,
+                   transform=transform)  # fmt: skip
+        return new, None
 
     state, _ = jax.lax.scan(body, init(particles), None, length=num_steps)
     return state.particles

@@ -142,3 +142,28 @@ def test_bad_shapes_are_named():
         svgd.direction(jnp.zeros((3, 2)), jnp.zeros((3, 1)))
     with pytest.raises(ValueError, match="num_steps"):
         svgd.run(jnp.zeros((3, 2)), gaussian_score, 0.1, -1)
+
+
+def test_step_options_a_state_dependent_step_a_transform_and_first_order():
+    x = jnp.array([[0.0, 1.0], [2.0, -1.0], [0.5, 0.5]])
+    score = lambda p: -p  # noqa: E731  (standard normal)
+    plain = svgd.step(svgd.init(x), score, 0.1)
+    # a step size that is a function of the particles equals the same value given directly
+    by_fn = svgd.step(svgd.init(x), score, lambda p: 0.1 + 0.0 * p.sum())
+    np.testing.assert_allclose(by_fn.particles, plain.particles, rtol=1e-6)
+    # the transform sees the update ε φ* and what it returns is added
+    clipped = svgd.step(svgd.init(x), score, 0.1, transform=lambda u: jnp.clip(u, -0.01, 0.01))
+    np.testing.assert_allclose(clipped.particles, x + jnp.clip(plain.particles - x, -0.01, 0.01),
+                               rtol=1e-6)  # fmt: skip
+
+    # first order: the same particles, but no gradient through φ* (ε and x keep theirs)
+    def moved(x0, eps, first_order):
+        return svgd.step(svgd.init(x0), score, eps, first_order=first_order).particles.sum()
+
+    full = jax.grad(moved, argnums=(0, 1))(x, 0.1, False)
+    first = jax.grad(moved, argnums=(0, 1))(x, 0.1, True)
+    np.testing.assert_allclose(first[0], jnp.ones_like(x))  # d(x + ε sg(φ*))/dx = 1
+    d = svgd.direction(x, -x)
+    np.testing.assert_allclose(first[1], d.sum(), rtol=1e-6)
+    assert not np.allclose(full[0], first[0])
+    assert float(moved(x, 0.1, True)) == pytest.approx(float(moved(x, 0.1, False)))
