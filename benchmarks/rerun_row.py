@@ -2,16 +2,20 @@
 
 A row of ``calibration.json`` records its budget, steps, seed and command. This script trains
 that row's (family, method, seed) again with the same budget — on whatever machine it runs —
-and compares every K's NLL with the published one. The budgets are defined by steps, so on the
-same platform the NLL should agree to far better than the 0.01 nats the benchmark promises
-(on one machine it is bit-identical; another CPU or an accelerator may differ in the last
-digits of its floating-point reductions).
+and compares every metric of every K with the published row: each number the row carries
+(NLL, its gap to the oracle, MSE, coverage, calibration error; accuracy, ECE, MCE, Brier and
+the temperature-scaled ones for a classifier; the temperature; their standard errors) within
+``--tol``, and each count (steps, tasks) exactly. Only the provenance and the seconds are not
+compared. The budgets are defined by steps, so on the same platform the numbers should agree
+to far better than the 0.01 the benchmark promises (on one machine they are bit-identical;
+another CPU or an accelerator may differ in the last digits of its floating-point reductions).
 
     python benchmarks/rerun_row.py --family sinusoid --method maml --seed 0 \
         [--results benchmarks/results/calibration.json] [--tol 0.01]
 
-Writes ``benchmarks/results/rerun_<family>_<method>_seed<seed>.json`` (both rows' NLLs, the
-differences, and both provenances) and exits 1 when a difference exceeds ``--tol``.
+Writes ``benchmarks/results/rerun_<family>_<method>_seed<seed>.json`` (both rows' metrics,
+the differences, and both provenances) and exits 1 when a difference exceeds ``--tol`` or a
+count differs.
 """
 
 from __future__ import annotations
@@ -26,6 +30,32 @@ from bayesmeta.atomic import write_text
 from bayesmeta.bench import provenance, run_calibration, script_command
 
 RESULTS = Path(__file__).parent / "results"
+#: Fields of a row that say where and how long, not what: never compared.
+NOT_COMPARED = frozenset(
+    {"commit", "command", "machine", "budget", "max_seconds", "train_seconds",
+     "compile_seconds", "family", "method", "seed"}
+)  # fmt: skip
+
+
+def compare_rows(old: dict, new: dict, tol: float) -> dict:
+    """Every field of ``old`` (the published row) against ``new``: numbers within ``tol``,
+    counts and strings exactly. Returns ``{field: {published, rerun, difference, passed}}``
+    and a missing field in ``new`` fails."""
+    out = {}
+    for field, want in sorted(old.items()):
+        if field in NOT_COMPARED:
+            continue
+        got = new.get(field)
+        if isinstance(want, bool) or not isinstance(want, int | float) or isinstance(want, int):
+            ok = got == want  # counts (steps, tasks, k), strings, None: exactly
+            diff = None
+        elif got is None or not isinstance(got, int | float):
+            ok, diff = False, None
+        else:
+            diff = float(got) - float(want)
+            ok = abs(diff) <= tol or (want != want and got != got)  # NaN on both sides agrees
+        out[field] = {"published": want, "rerun": got, "difference": diff, "passed": bool(ok)}
+    return out
 
 
 def host() -> dict[str, str | None]:
@@ -85,20 +115,21 @@ def main(argv: list[str] | None = None) -> int:
     comparison = []
     for old in sorted(published, key=lambda r: r["k"]):
         new = fresh[old["k"]]
+        fields = compare_rows(old, new, args.tol)
         comparison.append({
             "k": old["k"],
-            "published_nll": old["nll"],
-            "rerun_nll": new["nll"],
-            "difference": new["nll"] - old["nll"],
-            "published_steps": old["steps"],
-            "rerun_steps": new["steps"],
+            "fields": fields,
+            "passed": all(f["passed"] for f in fields.values()),
             "published_train_seconds": old.get("train_seconds"),
             "rerun_train_seconds": new.get("train_seconds"),
         })  # fmt: skip
-        print(f"K={old['k']:>2d}: published {old['nll']:.6f} ({old.get('machine')}, "
-              f"{old.get('commit')}), rerun {new['nll']:.6f}: "
-              f"difference {new['nll'] - old['nll']:+.2e}")  # fmt: skip
-    worst = max(abs(c["difference"]) for c in comparison)
+        bad = [name for name, f in fields.items() if not f["passed"]]
+        print(f"K={old['k']:>2d}: published NLL {old['nll']:.6f} ({old.get('machine')}, "
+              f"{old.get('commit')}), rerun {new['nll']:.6f}; {len(fields)} fields compared"
+              + (f", differing: {bad}" if bad else ", all agree"))  # fmt: skip
+    diffs = [abs(f["difference"]) for c in comparison for f in c["fields"].values()
+             if f["difference"] is not None and f["difference"] == f["difference"]]  # fmt: skip
+    worst = max(diffs, default=0.0)
     keys = ("commit", "command", "machine", "budget", "samples")
     out = {
         **provenance(script_command(__file__)),
@@ -108,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         "comparison": comparison,
         "max_abs_difference": worst,
         "tolerance": args.tol,
-        "passed": worst <= args.tol,
+        "passed": all(c["passed"] for c in comparison),
     }
     path = args.out or RESULTS / f"rerun_{args.family}_{args.method}_seed{args.seed}.json"
     write_text(path, json.dumps(out, indent=1) + "\n")
