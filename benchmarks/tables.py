@@ -618,20 +618,23 @@ def _ttq_sources(result: dict, curves: list | None = None) -> str:
 
 def reruns(*results: dict) -> str:
     """``benchmarks/rerun_row.py``: per rerun of a published row, where the row and the rerun
-    ran, and the largest NLL difference over its K."""
+    ran, what was compared (every metric of the row, or the NLL only in files written before
+    the script compared them all) and the largest difference over its K."""
     lines = [
-        "| row | published (commit, machine) | rerun (commit, machine, date) | K | max abs ΔNLL "
-        "| tolerance | same? |",
-        "|---|---|---|---|---:|---:|---|",
+        "| row | published (commit, machine) | rerun (commit, machine, date) | K | compared "
+        "| max abs Δ | tolerance | same? |",
+        "|---|---|---|---|---|---:|---:|---|",
     ]
     for r in results:
         row, pub, host = r["row"], r["published"], r.get("host") or {}
         boot = f"boot {host['boot_id'][:8]}" if host.get("boot_id") else "boot not recorded"
         ks = ", ".join(str(c["k"]) for c in r["comparison"])
+        fields = r["comparison"][0].get("fields")
+        compared = f"{len(fields)} fields" if fields else "NLL only"
         lines.append(
             f"| {row['family']} / {row['method']} / seed {row['seed']} | {pub.get('commit')}, "
             f"{pub.get('machine')} | {r.get('commit')}, {r.get('machine')}, {r.get('date')}, "
-            f"{boot} | {ks} | "
+            f"{boot} | {ks} | {compared} | "
             f"{r['max_abs_difference']:.1e} | {r['tolerance']} | {'yes' if r['passed'] else 'NO'} |"
         )  # fmt: skip
     return "\n".join(lines) + "\n"
@@ -905,7 +908,11 @@ TABLES: dict[str, Table] = {
     "ci_timings": Table(("ci_timings.json",), ci_timings),
     "standard_summary": Table(("calibration.json",), standard_summary),
     "reruns": Table(
-        ("rerun_sinusoid_maml_seed0.json", "rerun_sinusoid_maml_seed0_second_machine.json"),
+        (
+            "rerun_sinusoid_maml_seed0.json",
+            "rerun_sinusoid_maml_seed0_second_machine.json",
+            "rerun_cigar_neural-process_seed2.json",
+        ),  # fmt: skip
         reruns,
     ),
     "classification_summary": Table(("classification/calibration.json",), classification_summary),
