@@ -606,6 +606,41 @@ def git_commit(where: str | os.PathLike | None = None) -> str | None:
     return (commit + ("+dirty" if dirty else "")) or None
 
 
+def report_head(
+    benchmark: str,
+    script: str | os.PathLike,
+    argv: Sequence[str] | None = None,
+    program: str | None = None,
+) -> dict[str, Any]:
+    """The first entries of a benchmark script's report: ``benchmark``, the commit of the
+    checkout that ``script`` sits in, the command (``program``, default
+    ``benchmarks/<script>``, then ``argv``, default this process's arguments) and the date."""
+    import sys
+
+    args = argv if argv is not None else sys.argv[1:]
+    return {
+        "benchmark": benchmark,
+        "commit": git_commit(Path(script).parent),
+        "command": " ".join([program or f"benchmarks/{Path(script).name}", *args]),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def time_chunks(run: Callable, carry: tuple, repeats: int) -> tuple[float, float]:
+    """Seconds of a chunk runner's calls (:func:`~bayesmeta.inference.train.make_chunk_runner`)
+    from ``carry = (state, key)``: the first (it compiles) and the best of ``repeats`` calls
+    after it, each going on from the one before."""
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(run(*carry))
+    first = time.perf_counter() - t0
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(run(out[0], out[1]))
+        best = min(best, time.perf_counter() - t0)
+    return first, best
+
+
 def _budget_name(budget: Budget) -> str:
     return next((k for k, v in BUDGETS.items() if v == budget), "custom")
 

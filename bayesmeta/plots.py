@@ -161,6 +161,25 @@ def _new_figure(width: float, height: float) -> Figure:
     return fig
 
 
+def _single_axes(width: float, height: float, grid: str | None = "y"):
+    """A new figure of one styled axes: ``(fig, ax)``."""
+    fig = _new_figure(width, height)
+    ax = fig.add_subplot()
+    _style(ax, grid=grid)
+    return fig, ax
+
+
+def _labels(ax, xlabel: str, ylabel: str, title: str) -> None:
+    ax.set_xlabel(xlabel, fontsize=9)
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.set_title(title, fontsize=11)
+
+
+def _boxed_legend(ax, **kw) -> None:
+    """The legend of a line plot, in a light box over the lines."""
+    ax.legend(fontsize=8, frameon=True, framealpha=0.9, edgecolor="0.85", **kw)
+
+
 def _finish(fig: Figure, path: str | os.PathLike | None) -> Figure:
     if path is not None:
         parent = os.path.dirname(os.fspath(path))
@@ -442,9 +461,7 @@ def calibration_curves(
     matplotlib.figure.Figure
         The legend gives each method's calibration error, mean |observed - expected|.
     """
-    fig = _new_figure(4.8, 4.6)
-    ax = fig.add_subplot()
-    _style(ax, grid="both")
+    fig, ax = _single_axes(4.8, 4.6, grid="both")
     ax.plot([0, 1], [0, 1], color="0.55", ls="--", lw=1.2, label="perfect calibration")
     for name in _order_methods(curves):
         levels, observed = (np.asarray(a, dtype=float).ravel() for a in curves[name])
@@ -464,10 +481,8 @@ def calibration_curves(
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_aspect("equal")
-    ax.set_xlabel("expected fraction", fontsize=9)
-    ax.set_ylabel("observed fraction", fontsize=9)
-    ax.set_title("Calibration", fontsize=11)
-    ax.legend(fontsize=8, loc="upper left", frameon=True, framealpha=0.9, edgecolor="0.85")
+    _labels(ax, "expected fraction", "observed fraction", "Calibration")
+    _boxed_legend(ax, loc="upper left")
     return _finish(fig, path)
 
 
@@ -639,7 +654,7 @@ def reliability_diagram(
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy", fontsize=9)
-    ax.legend(fontsize=8, loc="upper left", frameon=True, framealpha=0.9, edgecolor="0.85")
+    _boxed_legend(ax, loc="upper left")
     head = f"{title}: " if title else ""
     ax.set_title(f"{head}reliability (ECE = {ece:.3f})", fontsize=11)
 
@@ -690,9 +705,7 @@ def metric_bars(
     n_m = len(methods)
     width = 0.8 / n_m
 
-    fig = _new_figure(max(4.5, 1.0 + 0.55 * n_m * len(groups) + 0.4 * len(groups)), 3.8)
-    ax = fig.add_subplot()
-    _style(ax)
+    fig, ax = _single_axes(max(4.5, 1.0 + 0.55 * n_m * len(groups) + 0.4 * len(groups)), 3.8)
     for j, name in enumerate(methods):
         mine = [r for r in rows if str(r["method"]) == name]
         x = np.array([gpos[r[group]] for r in mine], dtype=float) + (j - (n_m - 1) / 2) * width
@@ -730,9 +743,12 @@ def metric_bars(
     ax.axhline(0.0, color="0.3", lw=0.8, zorder=1)
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels([f"{group.upper() if group == 'k' else group} = {g}" for g in groups])
-    ax.set_xlabel("support size" if group == "k" else group, fontsize=9)
-    ax.set_ylabel(_metric_label(metric), fontsize=9)
-    ax.set_title(f"{_metric_label(metric)} by method", fontsize=11)
+    _labels(
+        ax,
+        "support size" if group == "k" else group,
+        _metric_label(metric),
+        f"{_metric_label(metric)} by method",
+    )
     handles, labels = ax.get_legend_handles_labels()
     order = sorted(range(len(labels)), key=lambda i: labels[i].startswith("oracle"))
     ax.legend(
@@ -776,9 +792,7 @@ def learning_curves(
     -------
     matplotlib.figure.Figure
     """
-    fig = _new_figure(5.2, 3.8)
-    ax = fig.add_subplot()
-    _style(ax, grid="both")
+    fig, ax = _single_axes(5.2, 3.8, grid="both")
     names = _order_methods(curves)
     colors = _distinct_colors(names)
     for name in names:
@@ -792,12 +806,15 @@ def learning_curves(
             band = REFERENCES[name].colour if name in REFERENCES else color
             ax.fill_between(n, v - se, v + se, color=band, alpha=0.18, lw=0)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("number of labelled points", fontsize=9)
-    ax.set_ylabel(_metric_label(metric), fontsize=9)
     if logy:
         ax.set_yscale("log")
-    ax.set_title(title or f"Active learning: {_metric_label(metric)} (±1 s.e.)", fontsize=11)
-    ax.legend(fontsize=8, frameon=True, framealpha=0.9, edgecolor="0.85")
+    _labels(
+        ax,
+        "number of labelled points",
+        _metric_label(metric),
+        title or f"Active learning: {_metric_label(metric)} (±1 s.e.)",
+    )
+    _boxed_legend(ax)
     return _finish(fig, path)
 
 
@@ -824,9 +841,7 @@ def training_curves(
     -------
     matplotlib.figure.Figure
     """
-    fig = _new_figure(6.0, 4.0)
-    ax = fig.add_subplot()
-    _style(ax, grid="both")
+    fig, ax = _single_axes(6.0, 4.0, grid="both")
     seen: set[str] = set()
     for name in sorted(curves):
         c = curves[name]
@@ -841,10 +856,13 @@ def training_curves(
     ax.set_xscale("log")
     # a span of less than a decade would label every minor tick, and the labels collide
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("training seconds (validation excluded)", fontsize=9)
-    ax.set_ylabel(_metric_label(metric), fontsize=9)
-    ax.set_title(title or f"Validation {_metric_label(metric)} during meta-training", fontsize=11)
-    ax.legend(fontsize=8, frameon=True, framealpha=0.9, edgecolor="0.85")
+    _labels(
+        ax,
+        "training seconds (validation excluded)",
+        _metric_label(metric),
+        title or f"Validation {_metric_label(metric)} during meta-training",
+    )
+    _boxed_legend(ax)
     return _finish(fig, path)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import jax
 
-from bayesmeta.bench import provenance, script_command
+from bayesmeta.bench import provenance, script_command, time_chunks
 from bayesmeta.inference import bmaml, emaml, maml
 from bayesmeta.inference.train import make_chunk_runner
 from bayesmeta.modelfiles import load_model_spec
@@ -44,14 +44,7 @@ def main() -> None:
     for name, method in variants(spec.model):
         state = method.init(jax.random.PRNGKey(0))
         run = make_chunk_runner(method, spec.sampler(10, 10), args.steps)
-        t0 = time.perf_counter()
-        out = jax.block_until_ready(run(state, jax.random.PRNGKey(1)))
-        first = time.perf_counter() - t0
-        best = float("inf")
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            out = jax.block_until_ready(run(out[0], out[1]))
-            best = min(best, time.perf_counter() - t0)
+        first, best = time_chunks(run, (state, jax.random.PRNGKey(1)), args.repeats)
         rows.append(
             {
                 "method": name,

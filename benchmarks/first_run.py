@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from bayesmeta.atomic import write_text
-from bayesmeta.bench import git_commit
+from bayesmeta.bench import report_head
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -55,12 +55,7 @@ def run(argv: list[str] | None = None) -> dict:
         ]
         cache_mb = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file()) / 2**20
     report = {
-        "benchmark": "first_run",
-        "commit": git_commit(Path(__file__).parent),
-        "command": " ".join(
-            ["benchmarks/first_run.py", *(argv if argv is not None else sys.argv[1:])]
-        ),  # fmt: skip
-        "date": time.strftime("%Y-%m-%d"),
+        **report_head("first_run", __file__, argv),
         "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} cores",
         "main_job": {"seconds": args.seconds, "num_tasks": args.num_tasks},
         "rows": [{"run": name, "wall_seconds": s} for name, s in rows],

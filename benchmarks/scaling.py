@@ -55,6 +55,7 @@ def _child(args) -> None:
 
     import jax
 
+    from bayesmeta.bench import time_chunks
     from bayesmeta.inference.train import make_chunk_runner
     from bayesmeta.modelfiles import load_model_spec
     from bayesmeta.parallel import (
@@ -76,14 +77,7 @@ def _child(args) -> None:
     carry = (method.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1))
     if mesh is not None:
         carry = replicate(carry, mesh)
-    t0 = time.perf_counter()
-    out = jax.block_until_ready(run(*carry))
-    first = time.perf_counter() - t0
-    best = float("inf")
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        out = jax.block_until_ready(run(out[0], out[1]))
-        best = min(best, time.perf_counter() - t0)
+    first, best = time_chunks(run, carry, args.repeats)
     device = jax.local_devices()[0]
     stats = device.memory_stats() if device.platform != "cpu" else None
     if stats and "peak_bytes_in_use" in stats:
@@ -245,16 +239,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     f"(x{row['speedup']:.2f}), peak {row['peak_mb']:.0f} MB",
                     flush=True,
                 )
-    from bayesmeta.bench import git_commit
+    from bayesmeta.bench import report_head
 
     args.out.mkdir(parents=True, exist_ok=True)
     report = {
-        "benchmark": "scaling",
-        "commit": git_commit(Path(__file__).parent),
-        "command": " ".join(
-            [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
-        ),
-        "date": time.strftime("%Y-%m-%d"),
+        **report_head("scaling", __file__, argv, program=Path(sys.argv[0]).name),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
         "setting": f"sinusoid recipe network (MLP 1-40-40-1), K<=10, Q={NUM_QUERY}; one task "
         "stream per device; best of --repeats timed chunks after a compiled one",

@@ -235,6 +235,22 @@ def make_torch_loop(steps: int, threads: int | None = None):
     return run
 
 
+def _torch_task_loop(torch, opt, steps: int, task_backward: Callable):
+    """``run()``: ``steps`` meta-steps of a library that adapts one task at a time;
+    ``task_backward(xs, ys, xq, yq)`` adapts to one task's support set and back-propagates
+    its query loss over ``TASKS``."""
+
+    def run():
+        for _ in range(steps):
+            xs, ys, xq, yq = _torch_batch(torch)
+            opt.zero_grad()
+            for i in range(TASKS):
+                task_backward(xs[i], ys[i], xq[i], yq[i])
+            opt.step()
+
+    return run
+
+
 def make_higher(steps: int, threads: int | None = None):
     torch, net = _torch_setup(threads)
     import higher
@@ -242,17 +258,12 @@ def make_higher(steps: int, threads: int | None = None):
     opt = torch.optim.Adam(net.parameters(), lr=LR)
     inner_opt = torch.optim.SGD(net.parameters(), lr=INNER_LR)
 
-    def run():
-        for _ in range(steps):
-            xs, ys, xq, yq = _torch_batch(torch)
-            opt.zero_grad()
-            for i in range(TASKS):
-                with higher.innerloop_ctx(net, inner_opt, copy_initial_weights=False) as (f, d):
-                    d.step(torch.mean((f(xs[i]) - ys[i]) ** 2))
-                    (torch.mean((f(xq[i]) - yq[i]) ** 2) / TASKS).backward()
-            opt.step()
+    def task_backward(xs, ys, xq, yq):
+        with higher.innerloop_ctx(net, inner_opt, copy_initial_weights=False) as (f, d):
+            d.step(torch.mean((f(xs) - ys) ** 2))
+            (torch.mean((f(xq) - yq) ** 2) / TASKS).backward()
 
-    return run
+    return _torch_task_loop(torch, opt, steps, task_backward)
 
 
 def make_learn2learn(steps: int, threads: int | None = None):
@@ -262,17 +273,12 @@ def make_learn2learn(steps: int, threads: int | None = None):
     meta = l2l.algorithms.MAML(net, lr=INNER_LR, first_order=False)
     opt = torch.optim.Adam(meta.parameters(), lr=LR)
 
-    def run():
-        for _ in range(steps):
-            xs, ys, xq, yq = _torch_batch(torch)
-            opt.zero_grad()
-            for i in range(TASKS):
-                learner = meta.clone()
-                learner.adapt(torch.mean((learner(xs[i]) - ys[i]) ** 2))
-                (torch.mean((learner(xq[i]) - yq[i]) ** 2) / TASKS).backward()
-            opt.step()
+    def task_backward(xs, ys, xq, yq):
+        learner = meta.clone()
+        learner.adapt(torch.mean((learner(xs) - ys) ** 2))
+        (torch.mean((learner(xq) - yq) ** 2) / TASKS).backward()
 
-    return run
+    return _torch_task_loop(torch, opt, steps, task_backward)
 
 
 IMPLEMENTATIONS: dict[str, Callable[..., Callable[[], None]]] = {

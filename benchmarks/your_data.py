@@ -23,11 +23,10 @@ import csv
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
-from bayesmeta.bench import git_commit
+from bayesmeta.bench import report_head
 from bayesmeta.cli import main as cli
 from bayesmeta.tasks.grouped import DATASETS, _raw
 
@@ -175,12 +174,7 @@ def run(argv: list[str] | None = None) -> list[dict]:
             )
     args.out.mkdir(parents=True, exist_ok=True)
     report = {
-        "benchmark": "your_data",
-        "commit": git_commit(Path(__file__).parent),
-        "command": " ".join(
-            ["benchmarks/your_data.py", *(argv if argv is not None else sys.argv[1:])]
-        ),
-        "date": time.strftime("%Y-%m-%d"),
+        **report_head("your_data", __file__, argv),
         "split": "groups 70/15/15 by split seed 0; scored on the test groups only",
         "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} cores",
         "total_seconds": time.perf_counter() - t_start,

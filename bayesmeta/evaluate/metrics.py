@@ -418,6 +418,15 @@ def reliability_curve(probs, labels, n_bins: int = 15) -> dict[str, np.ndarray]:
     return {"bin_edges": edges, "confidence": confidence, "accuracy": acc, "count": count}
 
 
+def _bin_gaps(probs, labels, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """``|acc_b − conf_b|`` and ``|I_b| / N`` of the non-empty bins of
+    :func:`reliability_curve` (what :func:`ece` and :func:`mce` reduce)."""
+    r = reliability_curve(probs, labels, n_bins)
+    nonempty = r["count"] > 0
+    gaps = np.abs(r["accuracy"][nonempty] - r["confidence"][nonempty])
+    return gaps, r["count"][nonempty] / r["count"].sum()
+
+
 def ece(probs, labels, n_bins: int = 15) -> float:
     r"""Expected calibration error (Guo et al. 2017).
 
@@ -437,10 +446,7 @@ def ece(probs, labels, n_bins: int = 15) -> float:
     -------
     float
     """
-    r = reliability_curve(probs, labels, n_bins)
-    nonempty = r["count"] > 0
-    gaps = np.abs(r["accuracy"][nonempty] - r["confidence"][nonempty])
-    weights = r["count"][nonempty] / r["count"].sum()
+    gaps, weights = _bin_gaps(probs, labels, n_bins)
     return float(np.sum(weights * gaps))
 
 
@@ -461,9 +467,8 @@ def mce(probs, labels, n_bins: int = 15) -> float:
     -------
     float
     """
-    r = reliability_curve(probs, labels, n_bins)
-    nonempty = r["count"] > 0
-    return float(np.max(np.abs(r["accuracy"][nonempty] - r["confidence"][nonempty])))
+    gaps, _ = _bin_gaps(probs, labels, n_bins)
+    return float(np.max(gaps))
 
 
 # -- classifier calibration: standard errors and temperature scaling ------------------------------

@@ -67,6 +67,20 @@ def _bayesian_protonet(model, config=None, **kw) -> Method:
 
 _CLASSIFIER = "it classifies in an embedding space (a categorical likelihood, a linear last layer)"
 
+
+def _classifier(name: str, factory, config: type[MethodConfig], colour: str) -> MethodInfo:
+    """A few-shot classifier's entry: the built-in model only, a categorical likelihood."""
+    return MethodInfo(
+        name,
+        factory,
+        config,
+        colour,
+        any_model=False,
+        needs=_CLASSIFIER,
+        likelihoods=("categorical",),
+    )
+
+
 METHODS: dict[str, MethodInfo] = {
     info.name: info
     for info in (
@@ -86,24 +100,8 @@ METHODS: dict[str, MethodInfo] = {
             any_model=False,
             needs="its conjugate encoder needs a network with a linear last layer",
         ),
-        MethodInfo(
-            "protonet",
-            protonet,
-            ProtoNetConfig,
-            "#7F7F7F",
-            any_model=False,
-            needs=_CLASSIFIER,
-            likelihoods=("categorical",),
-        ),  # fmt: skip
-        MethodInfo(
-            "bayesian-protonet",
-            _bayesian_protonet,
-            BayesianProtoNetConfig,
-            "#882255",
-            any_model=False,
-            needs=_CLASSIFIER,
-            likelihoods=("categorical",),
-        ),  # fmt: skip
+        _classifier("protonet", protonet, ProtoNetConfig, "#7F7F7F"),
+        _classifier("bayesian-protonet", _bayesian_protonet, BayesianProtoNetConfig, "#882255"),
     )
 }
 

@@ -40,6 +40,48 @@ def _uniform_grid(bounds: list[tuple[float, float]], sizes: list[int]) -> Array:
     return jnp.stack([m.reshape(-1) for m in mesh], axis=-1)
 
 
+def _uniform_box(bounds: list[tuple[float, float]]):
+    """``sample(key, n)``: ``n`` points uniform on the box ``bounds`` (one (lo, hi) per
+    coordinate), ``(n, len(bounds))``."""
+    lo = jnp.array([b[0] for b in bounds])
+    hi = jnp.array([b[1] for b in bounds])
+    return lambda key, n: jax.random.uniform(key, (n, len(bounds)), minval=lo, maxval=hi)
+
+
+def _flat_log_prior(grid: Array, log_mass: float = 0.0) -> Array:
+    """The log weight of each node of ``grid`` under a prior that spreads ``exp(log_mass)``
+    evenly over it."""
+    return jnp.full((grid.shape[0],), log_mass - math.log(grid.shape[0]))
+
+
+def _regression(name: str, sample_params, mean_fn, noise_fn, x_range, **extra) -> TaskFamily:
+    """A scalar regression family (``dx = dy = 1``); ``extra`` as :class:`TaskFamily`."""
+    return TaskFamily(
+        name=name,
+        dx=1,
+        dy=1,
+        sample_params=sample_params,
+        mean_fn=mean_fn,
+        noise_fn=noise_fn,
+        x_range=x_range,
+        **extra,
+    )
+
+
+def episode_k_range(k_range, num_query: int, n_way: int) -> tuple[int, int]:
+    """``(k_min, k_max)`` of an N-way episode's ``k_range``, checked with ``num_query``: a
+    ValueError unless ``1 <= k_min <= k_max`` and ``num_query`` is a positive multiple of
+    ``n_way`` (the arguments every ``sample_episode`` of a classification family takes)."""
+    k_min, k_max = (int(v) for v in k_range)
+    if not 1 <= k_min <= k_max:
+        raise ValueError(f"k_range: expected 1 <= k_min <= k_max, got {tuple(k_range)}")
+    if num_query < n_way or num_query % n_way:
+        raise ValueError(
+            f"num_query: expected a positive multiple of n_way = {n_way}, got {num_query}"
+        )
+    return k_min, k_max
+
+
 def sinusoid(
     noise: float = 0.3,
     amplitude: tuple[float, float] = (0.1, 5.0),
@@ -48,27 +90,20 @@ def sinusoid(
     grid_size: tuple[int, int] = (160, 160),
 ) -> TaskFamily:
     """MAML's sinusoid family with Gaussian label noise; ψ = (A, b)."""
-    lo = jnp.array([amplitude[0], phase[0]])
-    hi = jnp.array([amplitude[1], phase[1]])
-
-    def sample_params(key, n):
-        return jax.random.uniform(key, (n, 2), minval=lo, maxval=hi)
 
     def mean_fn(psi, x):
         return psi[0] * jnp.sin(x + psi[1])
 
     def reference_grid():
         grid = _uniform_grid([amplitude, phase], list(grid_size))
-        return grid, jnp.full((grid.shape[0],), -math.log(grid.shape[0]))
+        return grid, _flat_log_prior(grid)
 
-    return TaskFamily(
-        name="sinusoid",
-        dx=1,
-        dy=1,
-        sample_params=sample_params,
-        mean_fn=mean_fn,
-        noise_fn=_constant_noise(noise),
-        x_range=x_range,
+    return _regression(
+        "sinusoid",
+        _uniform_box([amplitude, phase]),
+        mean_fn,
+        _constant_noise(noise),
+        x_range,
         reference_grid=reference_grid,
     )
 
@@ -84,21 +119,14 @@ def sine_line(
 ) -> TaskFamily:
     """PLATIPUS's ambiguous family: sine or line with equal probability; ψ = (is_line, p1, p2)."""
 
+    sample_sin = _uniform_box([amplitude, phase])
+    sample_line = _uniform_box([slope, intercept])
+
     def sample_params(key, n):
         k_kind, k_sin, k_line = jax.random.split(key, 3)
         is_line = jax.random.bernoulli(k_kind, 0.5, (n,)).astype(jnp.float32)
-        s = jax.random.uniform(
-            k_sin,
-            (n, 2),
-            minval=jnp.array([amplitude[0], phase[0]]),
-            maxval=jnp.array([amplitude[1], phase[1]]),
-        )
-        ln = jax.random.uniform(
-            k_line,
-            (n, 2),
-            minval=jnp.array([slope[0], intercept[0]]),
-            maxval=jnp.array([slope[1], intercept[1]]),
-        )
+        s = sample_sin(k_sin, n)
+        ln = sample_line(k_line, n)
         p = jnp.where(is_line[:, None] > 0.5, ln, s)
         return jnp.concatenate([is_line[:, None], p], axis=-1)
 
@@ -115,21 +143,16 @@ def sine_line(
             ]
         )
         log_prior = jnp.concatenate(
-            [
-                jnp.full((g_sin.shape[0],), math.log(0.5) - math.log(g_sin.shape[0])),
-                jnp.full((g_line.shape[0],), math.log(0.5) - math.log(g_line.shape[0])),
-            ]
+            [_flat_log_prior(g_sin, math.log(0.5)), _flat_log_prior(g_line, math.log(0.5))]
         )
         return grid, log_prior
 
-    return TaskFamily(
-        name="sine_line",
-        dx=1,
-        dy=1,
-        sample_params=sample_params,
-        mean_fn=mean_fn,
-        noise_fn=_constant_noise(noise),
-        x_range=x_range,
+    return _regression(
+        "sine_line",
+        sample_params,
+        mean_fn,
+        _constant_noise(noise),
+        x_range,
         reference_grid=reference_grid,
     )
 
@@ -154,14 +177,12 @@ def linear_gaussian(
     def mean_fn(psi, x):
         return psi[0] * x + psi[1]
 
-    return TaskFamily(
-        name="linear_gaussian",
-        dx=1,
-        dy=1,
-        sample_params=sample_params,
-        mean_fn=mean_fn,
-        noise_fn=_constant_noise(noise),
-        x_range=x_range,
+    return _regression(
+        "linear_gaussian",
+        sample_params,
+        mean_fn,
+        _constant_noise(noise),
+        x_range,
         reference_grid=None,
         gaussian_prior=(m0, s0, noise),
     )
@@ -179,23 +200,16 @@ def sinusoid_bmaml(
     Its noise is too small for a quadrature grid to resolve the posterior, so it has no
     ``reference_grid``.
     """
-    lo = jnp.array([amplitude[0], frequency[0], phase[0]])
-    hi = jnp.array([amplitude[1], frequency[1], phase[1]])
-
-    def sample_params(key, n):
-        return jax.random.uniform(key, (n, 3), minval=lo, maxval=hi)
 
     def mean_fn(psi, x):
         return psi[0] * jnp.sin(psi[1] * x + psi[2])
 
-    return TaskFamily(
-        name="sinusoid_bmaml",
-        dx=1,
-        dy=1,
-        sample_params=sample_params,
-        mean_fn=mean_fn,
-        noise_fn=lambda psi: noise_ratio * psi[0],
-        x_range=x_range,
+    return _regression(
+        "sinusoid_bmaml",
+        _uniform_box([amplitude, frequency, phase]),
+        mean_fn,
+        lambda psi: noise_ratio * psi[0],
+        x_range,
     )
 
 
@@ -225,11 +239,7 @@ def circles(
     """
     if support not in ("inside", "first-inside"):
         raise ValueError(f"support: expected 'inside' or 'first-inside', got {support!r}")
-    lo = jnp.array([center[0], center[0], radius[0]])
-    hi = jnp.array([center[1], center[1], radius[1]])
-
-    def sample_params(key, n):
-        return jax.random.uniform(key, (n, 3), minval=lo, maxval=hi)
+    sample_params = _uniform_box([center, center, radius])
 
     def mean_fn(psi, x):
         d = jnp.sqrt(jnp.sum((x - psi[:2]) ** 2, -1) + 1e-12)
@@ -266,7 +276,7 @@ def circles(
     def reference_grid():
         nc, nr = grid_size
         grid = _uniform_grid([center, center, radius], [nc, nc, nr])
-        return grid, jnp.full((grid.shape[0],), -math.log(grid.shape[0]))
+        return grid, _flat_log_prior(grid)
 
     return TaskFamily(
         name="circles" if support == "inside" else "circles-active",
@@ -306,13 +316,7 @@ def blobs(n_way: int = 3, dx: int = 4, spread: float = 3.0) -> TaskFamily:
         return spread * jax.random.normal(key, (n, n_way * dx))
 
     def sample_episode(key, num_tasks, k_range, num_query):
-        k_min, k_max = (int(v) for v in k_range)
-        if not 1 <= k_min <= k_max:
-            raise ValueError(f"k_range: expected 1 <= k_min <= k_max, got {tuple(k_range)}")
-        if num_query < n_way or num_query % n_way:
-            raise ValueError(
-                f"num_query: expected a positive multiple of n_way = {n_way}, got {num_query}"
-            )
+        k_min, k_max = episode_k_range(k_range, num_query, n_way)
         k_c, k_s, k_q, k_k = jax.random.split(key, 4)
         params = sample_params(k_c, num_tasks)
         centres = params.reshape(num_tasks, n_way, dx)

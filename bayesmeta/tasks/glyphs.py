@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayesmeta.tasks.base import TaskBatch, TaskFamily
+from bayesmeta.tasks.families import episode_k_range
 
 Array = jax.Array
 
@@ -531,13 +532,7 @@ def episode_sampler(data: GlyphData, n_way: int):
 
     def sample_episode(key, num_tasks: int, k_range: tuple[int, int], num_query: int):
         nonlocal images
-        k_min, k_max = (int(v) for v in k_range)
-        if not 1 <= k_min <= k_max:
-            raise ValueError(f"k_range: expected 1 <= k_min <= k_max, got {tuple(k_range)}")
-        if num_query < n_way or num_query % n_way:
-            raise ValueError(
-                f"num_query: expected a positive multiple of n_way = {n_way}, got {num_query}"
-            )
+        k_min, k_max = episode_k_range(k_range, num_query, n_way)
         q_per = num_query // n_way
         if k_max + q_per > n_inst:
             raise ValueError(
