@@ -173,17 +173,35 @@ def build_parser() -> argparse.ArgumentParser:
            ("--seed", _seed, 0, "the adaptation's key"),
            ("--predictive", str, None, "also write the predictive to PRED.npz"), quiet)  # fmt: skip
 
-    a = sub.add_parser("active", help="active learning from a pool: learning curves")
+    a = sub.add_parser("active", help="active learning: learning curves on a pool (--tasks), "
+                       "or ask/tell on your CSV (--data ... --suggest N)")  # fmt: skip
     a.add_argument("run_dir", metavar="RUN_DIR")
     _add_access_args(a)
-    a.add_argument("--tasks", required=True, metavar="FILE.npz", help="with x_pool and y_pool")
-    a.add_argument("--acquisition", required=True, metavar="A",
-                   help="variance, entropy, bald, random, or all (paired)")  # fmt: skip
-    a.add_argument("--queries", required=True, type=_positive("--queries"), metavar="N")
-    a.add_argument("--out", required=True, metavar="CURVE.json")
+    a.add_argument("--tasks", default=None, metavar="FILE.npz",
+                   help="learning curves: a task file with x_pool and y_pool")  # fmt: skip
+    a.add_argument("--acquisition", default=None, metavar="A",
+                   help="variance, entropy, bald, random, or all (paired; not with --suggest); "
+                   "with --suggest the default is bald")  # fmt: skip
+    a.add_argument("--queries", default=None, type=_positive("--queries"), metavar="N",
+                   help="learning curves: labelling rounds")  # fmt: skip
+    a.add_argument("--out", default=None, metavar="FILE",
+                   help="CURVE.json (--tasks; required) or the suggestions as .csv/.json "
+                   "(--suggest; optional)")  # fmt: skip
     _flags(a, ("--batch", _positive("--batch"), 1, "labels per query"),
            ("--samples", _positive("--samples"), 100, "posterior samples per adaptation"),
            ("--seed", _seed, 0, "the acquisitions' key"), quiet)  # fmt: skip
+    a.add_argument("--data", default=None, metavar="FILE.csv",
+                   help="ask/tell: your rows; those of --group-id with a --y are the support, "
+                   "those with an empty --y cell the candidates")  # fmt: skip
+    a.add_argument("--group", default=None, metavar="COL",
+                   help="ask/tell: the group id column (default: the run's)")  # fmt: skip
+    a.add_argument("--x", default=None, metavar="COL[,COL...]",
+                   help="ask/tell: the feature columns (default: the run's)")  # fmt: skip
+    a.add_argument("--y", default=None, metavar="COL",
+                   help="ask/tell: the target column (default: the run's)")  # fmt: skip
+    a.add_argument("--group-id", default=None, metavar="G", help="ask/tell: the group (task)")
+    a.add_argument("--suggest", default=None, type=_positive("--suggest"), metavar="N",
+                   help="ask/tell: the N candidate rows to label next, best first")  # fmt: skip
 
     t = sub.add_parser("tasks", help="write a held-out task file of a model's family or your data")
     t.add_argument("model", metavar="MODEL", nargs="?", default=None)
@@ -391,8 +409,30 @@ def _print_tasks(n: int, args) -> None:
 
 
 def _active(args) -> dict:
-    from bayesmeta.scoring import active_run
+    from bayesmeta.scoring import active_run, active_suggest
 
+    if args.data is not None:  # ask/tell on the user's CSV
+        for flag, v in (("--tasks", args.tasks), ("--queries", args.queries)):
+            if v is not None:
+                raise UsageError(f"{flag}: not with --data FILE (ask/tell: --group-id G "
+                                 "--suggest N)")  # fmt: skip
+        for flag, v in (("--group-id", args.group_id), ("--suggest", args.suggest)):
+            if v is None:
+                raise UsageError(f"{flag}: required with --data FILE (ask/tell: --group-id G "
+                                 "--suggest N)")  # fmt: skip
+        return active_suggest(args.run_dir, args.data, args.group_id, args.suggest,
+                              args.acquisition or "bald", args.out, group=args.group, x=args.x,
+                              y=args.y, samples=args.samples, seed=args.seed,
+                              access=_access(args))  # fmt: skip
+    for flag, v in (("--group", args.group), ("--x", args.x), ("--y", args.y),
+                    ("--group-id", args.group_id), ("--suggest", args.suggest)):  # fmt: skip
+        if v is not None:
+            raise UsageError(f"{flag}: only with --data FILE (ask/tell)")
+    for flag, v in (("--tasks", args.tasks), ("--acquisition", args.acquisition),
+                    ("--queries", args.queries), ("--out", args.out)):  # fmt: skip
+        if v is None:
+            raise UsageError(f"{flag}: required (learning curves on a pool), or ask/tell with "
+                             "--data FILE --group-id G --suggest N")  # fmt: skip
     return active_run(args.run_dir, args.tasks, args.acquisition, args.queries, args.out,
                       samples=args.samples, batch=args.batch, seed=args.seed, quiet=args.quiet,
                       access=_access(args))  # fmt: skip
@@ -403,11 +443,30 @@ def _num(v) -> str:
 
 
 def _print_active(rep: dict, args) -> None:
+    if "suggestions" in rep:
+        _print_suggestions(rep, args)
+        return
     for name, c in (rep["curves"] if "curves" in rep else {rep["acquisition"]: rep}).items():
         m = "accuracy" if "accuracy" in c else "mse"
         print(f"{name}: {m} {_num(c[m][0])} -> {_num(c[m][-1])}, nll {_num(c['nll'][0])} -> "
               f"{_num(c['nll'][-1])} after {args.queries} queries")  # fmt: skip
     print(f"-> {args.out}")
+
+
+def _print_suggestions(rep: dict, args) -> None:
+    cols = rep["x_columns"]
+    n, p = len(rep["suggestions"]), rep["candidates"]
+    print(f"group {rep['group_id']!r}: {n} of {p} candidate rows by {rep['acquisition']} "
+          f"(support K={rep['support_size']}), best first:")  # fmt: skip
+    rows = [["rank", "line", *cols, "score"]]
+    for s in rep["suggestions"]:
+        rows.append([str(s["rank"]), str(s["line"]), *(f"{s['x'][c]:.6g}" for c in cols),
+                     _num(s["score"])])  # fmt: skip
+    widths = [max(len(r[j]) for r in rows) for j in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)))
+    print(f"fill in {rep['y_column']!r} on these lines of {rep['data']} and run again"
+          + (f" -> {args.out}" if args.out else ""))  # fmt: skip
 
 
 def _info(args) -> dict:

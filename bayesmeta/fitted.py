@@ -99,6 +99,44 @@ class Fitted:
             )
         return post
 
+    def active(
+        self,
+        x_support: Any,
+        y_support: Any,
+        x_pool: Any,
+        acquisition: Any = "bald",
+        key: jax.Array | int | None = None,
+        num_samples: int = 100,
+    ):
+        """Active learning on one task, driven by hand: ``loop.suggest(n)`` ranks the pool,
+        ``loop.tell(indices, y)`` adds labels and re-adapts, ``loop.plot()`` shows it
+        (:class:`~bayesmeta.evaluate.loop.ActiveLoop`, docs/active.md).
+
+        Parameters
+        ----------
+        x_support : (K, Dx), or (K,) when Dx = 1; K may be 0 (or ``None``)
+        y_support : (K,) or (K, Dy); class labels (K,) for a classifier
+        x_pool : (P, Dx), or (P,) when Dx = 1
+            The candidates.
+        acquisition : str or callable
+            ``"variance"``, ``"entropy"``, ``"bald"``, ``"random"`` or
+            ``fn(key, posterior, x_pool) -> scores (1, P)``.
+        key : PRNG key or int, optional
+            Default ``PRNGKey(0)``; split once per adaptation.
+        num_samples : int
+            Posterior samples per adaptation.
+
+        On a fit to your own data, ``x`` and ``y`` are in the data's own units (standardised
+        by the fit's scaler on the way in, as :meth:`evaluate` does with ``units="data"``).
+
+        Returns
+        -------
+        bayesmeta.evaluate.loop.ActiveLoop
+        """
+        from bayesmeta.evaluate.loop import ActiveLoop
+
+        return ActiveLoop(self, x_support, y_support, x_pool, acquisition, key, num_samples)
+
     def _support(self, x_support, y_support, mask) -> Support:
         fam = self.spec.family
         classify = fam.likelihood.classifier

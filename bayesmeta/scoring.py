@@ -446,8 +446,208 @@ def active_run(
     return report
 
 
+def _ask_tell_rows(path: str, xs: list[str], y: str, group: str, group_id: str,
+                   classify: bool) -> dict:  # fmt: skip
+    """The rows of one group of a CSV for ask/tell: those with a ``y`` (the support, in the
+    data's own units) and those whose ``y`` cell is empty (the candidates), each with its
+    line number in the file (the header is line 1). Reads the file as ``--data`` reads one
+    (:mod:`bayesmeta.tasks.data`); only the group's rows are checked."""
+    import numpy as np
+
+    from bayesmeta.tasks.data import _check_roles, _check_values, _columns, _read_csv
+
+    src = repr(str(path))
+    if Path(path).suffix.lower() != ".csv":
+        raise UsageError(f"--data: ask/tell (--suggest) reads a .csv file, got {src}")
+    if not Path(path).is_file():
+        raise UsageError(f"--data: no file at {src}")
+    _check_roles(xs, y, group, ("--x", "--y", "--group"))
+    header, rows, lines = _read_csv(Path(path), src)
+    ix = _columns(header, xs, "--x", src)
+    (iy,) = _columns(header, [y], "--y", src)
+    (ig,) = _columns(header, [group], "--group", src)
+
+    def cell(r: list[str], col: int, flag: str, name: str, line: int) -> str:
+        if col >= len(r):
+            raise UsageError(f"{flag}: expected a value in column {name!r}, got a row of "
+                             f"{len(r)} fields on line {line} of {src}")  # fmt: skip
+        return r[col].strip()
+
+    mine = [i for i, r in enumerate(rows) if len(r) > ig and r[ig].strip() == group_id.strip()]
+    if not mine:
+        ids = sorted({r[ig].strip() for r in rows if len(r) > ig})
+        shown = ", ".join(repr(g) for g in ids[:10]) + (", ..." if len(ids) > 10 else "")
+        raise UsageError(f"--group-id: no rows of group {group_id!r} in column {group!r} of "
+                         f"{src} (groups: [{shown}])")  # fmt: skip
+    line_of = [lines[i] for i in mine]
+
+    def where(j: int) -> str:
+        return f"on line {line_of[j]} of {src}"
+
+    x = np.zeros((len(mine), len(xs)))
+    for c, (col, name) in enumerate(zip(ix, xs, strict=True)):
+        for j, i in enumerate(mine):
+            text = cell(rows[i], col, "--x", name, lines[i])
+            try:
+                x[j, c] = float(text)
+            except ValueError:
+                raise UsageError(f"--x: column {name!r} is not numeric (line {lines[i]} of "
+                                 f"{src} has {text!r})") from None  # fmt: skip
+    _check_values("--x", x, xs, where)
+    ycells = [cell(rows[i], iy, "--y", y, lines[i]) for i in mine]
+    told = [j for j, c in enumerate(ycells) if c]
+    yv = np.zeros(len(told))
+    for n, j in enumerate(told):
+        try:
+            yv[n] = float(ycells[j])
+        except ValueError:
+            raise UsageError(
+                f"--y: column {y!r} is not numeric (line {line_of[j]} of {src} has "
+                f"{ycells[j]!r}); leave the cell empty for a candidate row"
+            ) from None
+    _check_values("--y", yv[:, None], [y], lambda n: where(told[n]))
+    if classify and np.any(yv != np.round(yv)):
+        n = int(np.flatnonzero(yv != np.round(yv))[0])
+        raise UsageError(f"--y: expected integer class labels 0..C-1, got {ycells[told[n]]!r} "
+                         f"{where(told[n])}")  # fmt: skip
+    cand = [j for j, c in enumerate(ycells) if not c]
+    line_of = np.asarray(line_of)
+    return {
+        "x_support": x[told].astype(np.float32),
+        "y_support": yv.astype(np.int32) if classify else yv.astype(np.float32),
+        "lines_support": line_of[told],
+        "x_candidates": x[cand].astype(np.float32),
+        "lines_candidates": line_of[cand],
+    }
+
+
+def _write_suggestions(out: str, report: dict) -> None:
+    """``report``'s suggestions as JSON (the whole report) or CSV (one row each)."""
+    import csv
+    import io
+
+    if Path(out).suffix.lower() == ".json":
+        write_text(Path(out), json.dumps(report, indent=2))
+        return
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    cols = report["x_columns"]
+    w.writerow(["rank", "line", *cols, "score"])
+    for s in report["suggestions"]:
+        w.writerow([s["rank"], s["line"], *(s["x"][c] for c in cols), s["score"]])
+    write_text(Path(out), buf.getvalue())
+
+
+def active_suggest(
+    run_dir: str,
+    data: str,
+    group_id: str,
+    suggest: int,
+    acquisition: str = "bald",
+    out: str | None = None,
+    *,
+    group: str | None = None,
+    x: str | list[str] | None = None,
+    y: str | None = None,
+    samples: int = 100,
+    seed: int = 0,
+    access: dict | None = None,
+) -> dict:
+    """Ask/tell active learning on one group of a CSV (``bayesmeta active --data --suggest``).
+
+    The rows of group ``group_id`` with a ``y`` are the support set, in the data's own
+    units; its rows with an empty ``y`` cell are the candidates. The run adapts to the
+    support (:meth:`Fitted.active <bayesmeta.fitted.Fitted.active>`) and ranks the
+    candidates by ``acquisition``; the ``suggest`` best (greedy top-N) are returned, best
+    first, each with its line in the file (the header is line 1), its x and its score. Fill
+    in their ``y`` and call again: the told rows are read back from the file. ``group``,
+    ``x``, ``y`` default to the columns the run was fitted with. ``out`` (``.csv`` or
+    ``.json``) is written only once everything is computed.
+    """
+    import warnings
+
+    import jax
+    import numpy as np
+
+    from bayesmeta.evaluate.active import ACQUISITIONS
+    from bayesmeta.fitted import Fitted
+
+    if out is not None:
+        check_out_file(out)
+        if Path(out).suffix.lower() not in (".csv", ".json"):
+            raise UsageError(f"--out: expected a .csv or .json path, got {str(out)!r}")
+    if acquisition not in ACQUISITIONS:
+        raise UsageError(f"--acquisition: expected one of {list(ACQUISITIONS)} with --suggest, "
+                         f"got {acquisition!r}")  # fmt: skip
+    for arg, value in (("--suggest", suggest), ("--samples", samples)):
+        check_positive(arg, value)
+    spec, method, state, payload = load_run(run_dir, **(access or {}))
+    entry = payload.get("data") if isinstance(payload.get("data"), dict) else {}
+    group = group if group is not None else entry.get("group")
+    x = x if x is not None else entry.get("x")
+    y = y if y is not None else entry.get("y")
+    for flag, value in (("--group", group), ("--x", x), ("--y", y)):
+        if not value:
+            raise UsageError(f"{flag}: required (the run in {str(run_dir)!r} records no CSV "
+                             "columns to default to)")  # fmt: skip
+    xs = [c for c in x.split(",") if c] if isinstance(x, str) else list(x)
+    fam = spec.family
+    if len(xs) != fam.dx:
+        raise UsageError(f"--x: the run's model {spec.name!r} takes Dx={fam.dx} feature "
+                         f"column(s), got {len(xs)}: {xs}")  # fmt: skip
+    if not fam.likelihood.classifier and fam.dy != 1:
+        raise UsageError(f"--y: one target column, but the run's model {spec.name!r} has "
+                         f"Dy={fam.dy}")  # fmt: skip
+    rows = _ask_tell_rows(data, xs, y, group, str(group_id), fam.likelihood.classifier)
+    p = len(rows["lines_candidates"])
+    if p == 0:
+        raise UsageError(f"--group-id: group {group_id!r} has no candidate rows (rows whose {y!r} "
+                         f"cell is empty) in {str(data)!r}")  # fmt: skip
+    if suggest > p:
+        raise UsageError(f"--suggest: expected at most the {p} candidate rows of group "
+                         f"{group_id!r}, got {suggest}")  # fmt: skip
+    fitted = Fitted(spec, method, state)
+    with warnings.catch_warnings():  # a particle/grid posterior ignores --samples; that's fine
+        warnings.simplefilter("ignore", UserWarning)
+        loop = fitted.active(rows["x_support"], rows["y_support"], rows["x_candidates"],
+                             acquisition, key=jax.random.PRNGKey(seed),
+                             num_samples=samples)  # fmt: skip
+    idx = loop.suggest(suggest)
+    scores = loop.scores
+    suggestions = [
+        {
+            "rank": r + 1,
+            "line": int(rows["lines_candidates"][i]),
+            "x": {c: float(v) for c, v in zip(xs, rows["x_candidates"][i], strict=True)},
+            "score": _finite_or_none([scores[i]])[0],
+        }
+        for r, i in enumerate(np.asarray(idx).tolist())
+    ]
+    report = {
+        "run_dir": str(run_dir),
+        "data": str(data),
+        "group": group,
+        "group_id": str(group_id),
+        "x_columns": xs,
+        "y_column": y,
+        "acquisition": acquisition,
+        "method": method.name,
+        "model": spec.name,
+        "support_size": int(len(rows["lines_support"])),
+        "support_lines": [int(v) for v in rows["lines_support"]],
+        "candidates": p,
+        "samples": int(samples),
+        "seed": int(seed),
+        "suggestions": suggestions,
+    }
+    if out is not None:
+        _write_suggestions(out, report)
+    return report
+
+
 __all__ = [
     "active_run",
+    "active_suggest",
     "evaluate_run",
     "linear_baselines",
     "load_tasks_for",

@@ -289,3 +289,122 @@ def test_a_notebook_saved_data_run_reports_in_data_units_from_the_cli(fitted, tm
     assert g.spec.splits is not None and g.info["model_kind"] == "data"
     held = g.held_out(k=3, num_tasks=4, num_query=2)
     assert np.isfinite(g.evaluate(held)["nll"])
+
+
+# -- ask/tell: `bayesmeta active RUN --data FILE --group-id G --suggest N` ---------------------
+def _ask_file(path: Path, told: dict[int, float] | None = None) -> tuple[Path, list[int]]:
+    """Group 'new' with 2 labelled rows and 7 with an empty target (``told``: row i's y),
+    between rows of other groups; returns the file and the candidates' line numbers."""
+    rng = np.random.default_rng(5)
+    told = told or {}
+    lines, line = [], 2  # the header is line 1
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["site", "a", "b", "target", "note"])
+        w.writerow(["s00", 0.1, 0.2, "", "x"])  # another group's empty row: not a candidate
+        line += 1
+        for i in range(9):
+            a, b = rng.normal(size=2)
+            y = 1.2 * a - 0.5 * b if i < 2 else told.get(line, "")
+            if i >= 2 and line not in told:
+                lines.append(line)
+            w.writerow(["new", a, b, y, "x"])
+            line += 1
+        w.writerow(["full", 0.3, 0.3, 1.0, "x"])
+    return path, lines
+
+
+@pytest.fixture(scope="module")
+def ask_run(tmp_path_factory):
+    """The exact linear reference fitted on a CSV (nothing to train): a posterior with spread."""
+    base = tmp_path_factory.mktemp("ask")
+    csv_path, run = _write(base / "train.csv"), base / "ref"
+    assert main(["fit", "linear", "--method", "reference", "--data", str(csv_path), *COLS,
+                 "--quiet", "--out", str(run)]) == 0  # fmt: skip
+    return run
+
+
+def test_ask_tell_round_trip_through_the_file(ask_run, tmp_path, capsys):
+    import warnings
+
+    import jax
+
+    import bayesmeta as bm
+    from bayesmeta.scoring import _ask_tell_rows
+
+    ask, lines = _ask_file(tmp_path / "ask.csv")
+    out = tmp_path / "next.csv"
+    capsys.readouterr()
+    # the columns default to the run's own (site / a,b / target)
+    assert main(["active", str(ask_run), "--data", str(ask), "--group-id", "new", "--suggest",
+                 "3", "--seed", "1", "--out", str(out)]) == 0  # fmt: skip
+    printed = capsys.readouterr().out.splitlines()
+    assert "3 of 7 candidate rows by bald (support K=2)" in printed[0] and len(printed) == 6
+    with open(out, newline="") as fh:
+        got = list(csv.DictReader(fh))
+    assert [r["rank"] for r in got] == ["1", "2", "3"] and list(got[0]) == [
+        "rank", "line", "a", "b", "score"]  # fmt: skip
+    scores = [float(r["score"]) for r in got]
+    assert scores == sorted(scores, reverse=True)
+    assert {int(r["line"]) for r in got} <= set(lines)
+    # the notebook loop on the same rows and key ranks them the same, in the data's units
+    rows = _ask_tell_rows(str(ask), ["a", "b"], "target", "site", "new", False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        loop = bm.load(ask_run).active(
+            rows["x_support"], rows["y_support"], rows["x_candidates"], "bald",
+            key=jax.random.PRNGKey(1),
+        )  # fmt: skip
+    best = loop.suggest(3)
+    assert [int(r["line"]) for r in got] == [lines[i] for i in best]
+    np.testing.assert_allclose(scores, loop.scores[best], rtol=1e-5)
+    for r, i in zip(got, best, strict=True):
+        np.testing.assert_allclose([float(r["a"]), float(r["b"])], rows["x_candidates"][i])
+    # tell: the person fills in the top row's target; the next call reads it back
+    top = int(got[0]["line"])
+    ask, _ = _ask_file(tmp_path / "ask.csv", told={top: 0.7})
+    rep_path = tmp_path / "next.json"
+    again = ["active", str(ask_run), "--data", str(ask), *COLS, "--group-id", "new"]
+    assert main([*again, "--suggest", "6", "--acquisition", "variance",
+                 "--out", str(rep_path)]) == 0  # fmt: skip
+    rep = json.loads(rep_path.read_text())
+    assert rep["support_size"] == 3 and top in rep["support_lines"] and rep["candidates"] == 6
+    assert top not in [s["line"] for s in rep["suggestions"]] and len(rep["suggestions"]) == 6
+    assert rep["suggestions"][0]["rank"] == 1 and set(rep["suggestions"][0]["x"]) == {"a", "b"}
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--group-id", "nobody", "--suggest", "1"], "--group-id: no rows of group 'nobody'"),
+        (["--group-id", "full", "--suggest", "1"], "--group-id: group 'full' has no candidate"),
+        (["--group-id", "new", "--suggest", "0"], "--suggest"),
+        (["--group-id", "new", "--suggest", "8"], "--suggest: expected at most the 7"),
+        (["--group-id", "new", "--suggest", "1", "--x", "a,zz"], "--x: no column 'zz'"),
+        (["--group-id", "new", "--suggest", "1", "--x", "a"], "--x: the run's model"),
+        (["--group-id", "new", "--suggest", "1", "--y", "note"], "--y: column 'note' is not"),
+        (["--group-id", "new", "--suggest", "1", "--tasks", "t.npz"], "--tasks: not with --data"),
+        (["--group-id", "new"], "--suggest: required with --data"),
+        (["--suggest", "1"], "--group-id: required with --data"),
+        (["--group-id", "new", "--suggest", "1", "--out", "{tmp}/s.txt"], "--out: expected a"),
+        (["--group-id", "new", "--suggest", "1", "--acquisition", "all"], "--acquisition"),
+        (["--group-id", "new", "--suggest", "1", "--data", "{tmp}/none.csv"], "--data: no file"),
+        (["--suggest", "1", "--no-data"], "--suggest: only with --data FILE"),
+    ],
+)
+def test_ask_tell_bad_input_exits_2_with_one_line(ask_run, tmp_path, capsys, args, needle):
+    ask, _ = _ask_file(tmp_path / "ask.csv")
+    out = tmp_path / "s.csv"
+    args = [a.format(tmp=tmp_path) for a in args]
+    data = [] if "--no-data" in args else ["--data", str(ask)]
+    args = [a for a in args if a != "--no-data"]
+    if "--out" not in args:
+        args += ["--out", str(out)]
+    capsys.readouterr()
+    try:
+        code = main(["active", str(ask_run), *data, *args])
+    except SystemExit as exc:  # argparse's own (--suggest 0)
+        code = exc.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and needle in err[0], err
+    assert not out.exists() and not (tmp_path / "s.txt").exists()

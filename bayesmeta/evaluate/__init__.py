@@ -36,6 +36,7 @@ from bayesmeta.evaluate.active import (
     run_active,
     select_top,
 )
+from bayesmeta.evaluate.loop import ActiveLoop
 from bayesmeta.evaluate.metrics import (
     DEFAULT_CALIBRATION_LEVELS,
     DEFAULT_COVERAGE_LEVELS,
@@ -60,6 +61,7 @@ from bayesmeta.likelihoods import Likelihood
 
 __all__ = [
     "ACQUISITIONS",
+    "ActiveLoop",
     "ActiveResult",
     "ActiveState",
     "Report",

@@ -19,7 +19,9 @@ pure and jittable. With the predictive mixture ``p(y|x) = Σ_s w_s p(y | f_s(x),
 Classification scores are exact; the regression entropy and BALD are Monte Carlo estimates
 (:func:`bald`), ``variance`` is exact.
 
-A notebook user drives the loop by hand (a person is the oracle; docs/active.md)::
+A notebook user drives the loop by hand with :meth:`bayesmeta.fitted.Fitted.active`
+(:class:`~bayesmeta.evaluate.loop.ActiveLoop`: ``suggest``, ``tell``, ``scores``, ``plot``),
+which is these pieces for one task (docs/active.md, "Driving the loop by hand")::
 
     adapt = jax.jit(method.adapt, static_argnums=3)
     state = init_active(support, x_pool, capacity=K + 10)
