@@ -876,6 +876,59 @@ def active_table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def real_data_summary(result: dict) -> str:
+    """``benchmarks/real_data.py``: per data set at its largest K, ``auto`` against the linear
+    mixed model (NLL difference ± paired se, over split seeds), pooled linear's difference,
+    what auto chose, and the 90% coverage of auto's own intervals and of its split-conformal
+    ones (fitted on the validation groups)."""
+    rows = result["summary"]
+    by = {(r["data"], r["k"], r["method"]): r for r in rows}
+    lines = [
+        "| data set | K | groups | auto − mixed | pooled − mixed | auto chose | cov90 auto "
+        "| cov90 conformal |",
+        "|---|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for data in sorted({r["data"] for r in rows}, key=str.lower):
+        k = max(r["k"] for r in rows if r["data"] == data)
+        auto, pooled = by[(data, k, "auto")], by[(data, k, "pooled_linear")]
+        cal = by.get((data, k, "auto_calibrated"))
+        diff = f"{_f(auto['diff_vs_mixed'], '+.3f')} ± {_f(auto['diff_se'], '.3f')}"
+        lines.append(
+            f"| {data} | {k} | {auto['n_groups']} | {diff} | "
+            f"{_f(pooled['diff_vs_mixed'], '+.3f')} | {auto['chosen']} | "
+            f"{_f(auto['cov90'], '.2f')} | {_f(cal and cal['cov90'], '.2f')} |"
+        )
+    lines += [
+        "",
+        f"Split seeds {result['split_seeds']}; commit {result['commit']}; "
+        f"`{result['command']}`; {result['date']}; "
+        f"{result['total_seconds'] / 60:.0f} min (all K and rows: "
+        "`benchmarks/results/real_data.md`).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def nested_linear_summary(result: dict) -> str:
+    """``benchmarks/nested_linear.py``: per method, the largest and the mean difference to the
+    exact empirical-Bayes posterior over data sets and K, and how many cells are within the
+    bar."""
+    lines = [
+        "| method | cells within " + f"{result['bar']}" + " | mean difference | largest |",
+        "|---|---:|---:|---:|",
+    ]
+    for m in result["methods"]:
+        rs = [r for r in result["rows"] if r["method"] == m]
+        if not rs:
+            continue
+        d = [r["diff"] for r in rs]
+        within = sum(x <= result["bar"] for x in d)
+        lines.append(f"| {m} | {within} of {len(d)} | {_f(statistics.fmean(d), '+.3f')} | "
+                     f"{_f(max(d), '+.3f')} |")  # fmt: skip
+    lines += ["", f"Commit {result['commit']}; `{result['command']}`; {result['date']} "
+              "(every cell: `benchmarks/results/nested_linear.md`)."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 #: Every generated table, by the name its markers use.
 TABLES: dict[str, Table] = {
     "core_sinusoid": Table(("core_sinusoid_default.json",), core_table),
@@ -906,6 +959,7 @@ TABLES: dict[str, Table] = {
     },
     "standard_best": Table(("calibration.json",), standard_best),
     "ci_timings": Table(("ci_timings.json",), ci_timings),
+    "real_data_summary": Table(("real_data.json",), real_data_summary),
     "standard_summary": Table(("calibration.json",), standard_summary),
     "reruns": Table(
         (
