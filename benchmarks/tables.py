@@ -34,6 +34,7 @@ DOCUMENTS = (
     "docs/benchmarks.md",
     "docs/performance.md",
     "docs/methods.md",
+    "docs/data_yours.md",
     "benchmarks/results/classification.md",
 )
 
