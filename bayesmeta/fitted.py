@@ -112,6 +112,9 @@ class Fitted:
         ``loop.tell(indices, y)`` adds labels and re-adapts, ``loop.plot()`` shows it
         (:class:`~bayesmeta.evaluate.loop.ActiveLoop`, docs/active.md).
 
+        On a fit to your own data, ``x`` and ``y`` are in the data's own units (standardised
+        by the fit's scaler on the way in, as :meth:`evaluate` does with ``units="data"``).
+
         Parameters
         ----------
         x_support : (K, Dx), or (K,) when Dx = 1; K may be 0 (or ``None``)
@@ -125,9 +128,6 @@ class Fitted:
             Default ``PRNGKey(0)``; split once per adaptation.
         num_samples : int
             Posterior samples per adaptation.
-
-        On a fit to your own data, ``x`` and ``y`` are in the data's own units (standardised
-        by the fit's scaler on the way in, as :meth:`evaluate` does with ``units="data"``).
 
         Returns
         -------

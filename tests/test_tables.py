@@ -86,11 +86,12 @@ def test_reruns_table_names_both_machines_and_flags_a_failed_rerun():
             "machine": "m", "date": "d", "tolerance": 0.01,
             "published": {"commit": "def", "machine": "p"},
             "comparison": [{"k": 1}, {"k": 5}]}  # fmt: skip
-    same = {**base, "max_abs_difference": 0.0, "passed": True, "host": {"boot_id": "12345678ab"}}
+    same = {**base, "max_abs_difference": 0.0, "passed": True, "host": {"boot_id": "12345678ab"},
+            "comparison": [{"k": 1, "fields": {"nll": {}, "cov90": {}}}, {"k": 5}]}  # fmt: skip
     off = {**base, "max_abs_difference": 0.5, "passed": False}
     text = tables.reruns(same, off)
-    assert "| def, p | abc, m, d, boot 12345678 | 1, 5 | 0.0e+00 | 0.01 | yes |" in text
-    assert "boot not recorded | 1, 5 | 5.0e-01 | 0.01 | NO |" in text
+    assert "| def, p | abc, m, d, boot 12345678 | 1, 5 | 2 fields | 0.0e+00 | 0.01 | yes |" in text
+    assert "boot not recorded | 1, 5 | NLL only | 5.0e-01 | 0.01 | NO |" in text
 
 
 def _k_row(method, k, gap, **extra):
