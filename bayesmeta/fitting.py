@@ -322,6 +322,8 @@ def _fit_locked(run, out_dir, manifest, held, resume, force, validator, validate
                 best_validation=best_validation,
                 validate_every=validate_every,
                 prior_history=prior,
+                # a data fit keeps its best validated state when a later step diverges
+                on_divergence="stop",
             )
         state = res.state
     info = _record(run, manifest, settings, state, res, time.perf_counter() - t0 + train_s0)
@@ -369,6 +371,8 @@ def _record(run: Run, manifest: dict, settings: dict, state, res, seconds: float
         best = min(range(len(scores)), key=scores.__getitem__)
         info["best_step"] = int((history.get("validation_step") or history["step"])[best])
         info["best_validation_nll"] = float(scores[best])
+    if history.get("diverged_at"):
+        info["diverged_at"] = int(history["diverged_at"][0])
     return info
 
 

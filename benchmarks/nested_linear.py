@@ -67,7 +67,8 @@ def score(name: str, method: str, split_seed: int, ks, args) -> tuple[list[dict]
         })  # fmt: skip
         print(f"{name:10s} {method:15s} split {split_seed} K={k}: NLL {rep['nll']:.4f}, "
               f"EB {eb['nll']:.4f}, diff {out[-1]['diff']:+.4f}", flush=True)  # fmt: skip
-    return out, {"data": name, "method": method, "split_seed": split_seed, "train_s": train_s}
+    return out, {"data": name, "method": method, "split_seed": split_seed, "train_s": train_s,
+                 "diverged_at": fitted.info.get("diverged_at")}  # fmt: skip
 
 
 def markdown(report: dict) -> str:
@@ -77,7 +78,12 @@ def markdown(report: dict) -> str:
         f"Commit `{report['commit']}`; `{report['command']}`; {report['date']}; "
         f"{report['total_seconds'] / 60:.0f} min in all. Budget `{report['budget']}`, "
         f"{report['samples']} predictive samples, seed {report['seed']}, split seeds "
-        f"{report['split_seeds']}.",
+        f"{report['split_seeds']}."
+        + (
+            " **Partial: the run was interrupted; these are the cells it finished.**"
+            if report.get("partial")
+            else ""
+        ),  # fmt: skip
         "",
         f"NLL per query row of the test groups (data units) minus the exact EB linear "
         f"posterior's on the same tasks, ± paired se over groups; **bold** where the "
@@ -102,6 +108,12 @@ def markdown(report: dict) -> str:
             text = f"{d:+.3f} ± {se:.3f}"
             row.append(f"**{text}**" if d > BAR else text)
         lines.append(f"| {data} | {k} | " + " | ".join(row) + " |")
+    for f in report["fits"]:
+        if f.get("error") or f.get("diverged_at"):
+            what = f.get("error") or (
+                f"diverged near step {f['diverged_at']}; scored at its best validated state"
+            )
+            lines.append(f"\n{f['data']} / {f['method']} / split {f['split_seed']}: {what}.")
     worst = max((r["diff"] for r in report["rows"]), default=float("nan"))
     within = sum(r["diff"] <= BAR for r in report["rows"])
     lines += ["", f"{within} of {len(report['rows'])} (data set, method, split, K) cells within "
@@ -122,17 +134,30 @@ def run(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
-    from bayesmeta.atomic import write_text
+    from bayesmeta.inference.train import DivergenceError
 
     t_start, sha = time.perf_counter(), commit()
     rows, fits = [], []
     for name in args.data:
         for split_seed in args.split_seeds:
             for method in args.methods:
-                scored, fit = score(name, method, split_seed, args.k, args)
+                try:
+                    scored, fit = score(name, method, split_seed, args.k, args)
+                except DivergenceError as err:  # recorded, not fatal to the other cells
+                    scored, fit = [], {"data": name, "method": method,
+                                       "split_seed": split_seed, "error": str(err)}  # fmt: skip
                 rows.extend(scored)
                 fits.append(fit)
-    report = {
+                # what is done so far, so that an interrupted run keeps its cells
+                _write(args, _report(args, argv, sha, t_start, rows, fits, partial=True))
+    report = _report(args, argv, sha, t_start, rows, fits, partial=False)
+    _write(args, report)
+    print(markdown(report))
+    return report
+
+
+def _report(args, argv, sha, t_start, rows, fits, partial: bool) -> dict:
+    return {
         "benchmark": "nested_linear",
         "commit": sha,
         "command": " ".join(
@@ -149,12 +174,16 @@ def run(argv: list[str] | None = None) -> dict:
         "total_seconds": time.perf_counter() - t_start,
         "fits": fits,
         "rows": rows,
+        "partial": partial,
     }
+
+
+def _write(args, report: dict) -> None:
+    from bayesmeta.atomic import write_text
+
     args.out.mkdir(parents=True, exist_ok=True)
     write_text(args.out / "nested_linear.json", json.dumps(report, indent=1) + "\n")
     write_text(args.out / "nested_linear.md", markdown(report))
-    print(markdown(report))
-    return report
 
 
 if __name__ == "__main__":

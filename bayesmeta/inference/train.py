@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -163,6 +164,7 @@ def train(
     best_validation: float = math.inf,
     validate_every: int = 1,
     prior_history: Mapping[str, Sequence[float]] | None = None,
+    on_divergence: str = "raise",
 ) -> TrainResult:
     """Meta-train ``method`` for ``num_steps`` steps (rounded up to whole chunks).
 
@@ -203,6 +205,12 @@ def train(
         A resumed run's history so far: this run's chunks are appended to it (so every
         checkpoint holds the whole history, through any number of resumes) and its training
         seconds continue from the last recorded.
+    on_divergence : {"raise", "stop"}
+        What a non-finite loss or θ does: ``"raise"`` a :class:`DivergenceError`, or, with
+        ``validate``, ``"stop"`` training at the last finite chunk and keep the best validated
+        state (early stopping's answer to a diverging run, as Keras' ``TerminateOnNaN`` with
+        ``restore_best_weights``), with a warning and the step in ``history["diverged_at"]``.
+        Without a validated state to fall back on it raises all the same.
     """
     if num_steps < 1:
         raise ValueError(f"num_steps: expected a positive integer, got {num_steps}")
@@ -210,6 +218,8 @@ def train(
         raise ValueError(f"chunk_size: expected a positive integer, got {chunk_size}")
     if validate_every < 1:
         raise ValueError(f"validate_every: expected a positive integer, got {validate_every}")
+    if on_divergence not in ("raise", "stop"):
+        raise ValueError(f"on_divergence: expected 'raise' or 'stop', got {on_divergence!r}")
     chunk_size = min(chunk_size, num_steps)
     num_chunks = math.ceil(num_steps / chunk_size)
     if mesh is not None:
@@ -254,8 +264,18 @@ def train(
         if c == 0:
             compile_s = time.perf_counter() - t_chunk
         if not (np.all(np.isfinite(loss)) and bool(theta_finite)):
-            bar.close()
             bad = int(state.step) + int(np.argmax(~np.isfinite(loss))) + 1
+            if on_divergence == "stop" and validate is not None and best_state is not None:
+                warnings.warn(
+                    f"{method.name}: meta-training diverged (non-finite loss near step {bad}); "
+                    f"stopped there and kept the best validated state (step "
+                    f"{int(best_state.step)}). A lower learning rate may reach further.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                history["diverged_at"] = [bad]
+                break
+            bar.close()
             where = f"; the last good checkpoint is {ckpt}" if ckpt is not None else ""
             raise DivergenceError(
                 f"{method.name}: meta-training diverged (non-finite loss near step {bad}){where}. "

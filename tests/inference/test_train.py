@@ -88,6 +88,42 @@ def test_divergence_stops_with_message_and_keeps_last_good_checkpoint(setup, tmp
     assert np.isfinite(kept["state"].theta["log_noise"])
 
 
+def _diverging_after(method, step):
+    """``method`` whose loss and θ turn NaN from meta-step ``step`` on."""
+
+    def meta_step(k, state, batch):
+        new, info = method.meta_step(k, state, batch)
+        bad = new.step > step
+        theta = {**new.theta, "log_noise": jnp.where(bad, jnp.nan, new.theta["log_noise"])}
+        return new._replace(theta=theta), info._replace(loss=jnp.where(bad, jnp.nan, info.loss))
+
+    return method._replace(meta_step=meta_step)
+
+
+def test_on_divergence_stop_keeps_the_best_validated_state_and_says_where(setup, key):
+    model, sampler = setup
+    method = _diverging_after(maml(model, inner_steps=1), 25)
+    scores = iter([3.0, 1.0, 2.0, 0.5])
+    validate = lambda state: next(scores)
+    with pytest.warns(RuntimeWarning, match="diverged.*near step 26.*best validated state "
+                      r"\(step 20\)"):  # fmt: skip
+        res = train(method, method.init(key), sampler, key, 60, chunk_size=10, progress=False,
+                    validate=validate, on_divergence="stop")  # fmt: skip
+    assert int(res.best_state.step) == 20 and int(res.state.step) == 20
+    assert list(res.history["diverged_at"]) == [26]
+    assert list(res.history["validation_nll"]) == [3.0, 1.0]
+    assert np.isfinite(res.best_state.theta["log_noise"])
+    # the default raises; so does "stop" with nothing validated to fall back on
+    with pytest.raises(DivergenceError, match="near step 26"):
+        train(method, method.init(key), sampler, key, 60, chunk_size=10, progress=False,
+              validate=lambda state: 1.0)  # fmt: skip
+    with pytest.raises(DivergenceError):
+        train(method, method.init(key), sampler, key, 60, chunk_size=10, progress=False,
+              on_divergence="stop")  # fmt: skip
+    with pytest.raises(ValueError, match="on_divergence: expected 'raise' or 'stop', got 'x'"):
+        train(method, method.init(key), sampler, key, 10, progress=False, on_divergence="x")
+
+
 def test_checkpoint_corrupt_or_missing(tmp_path):
     with pytest.raises(CheckpointError, match="no file"):
         load_checkpoint(tmp_path / "nope.npz")
