@@ -4,8 +4,12 @@ the validation groups, and keep the best.
     fitted = bm.fit("auto", data=rows)            # or: bayesmeta fit auto --data FILE ...
     fitted.info["auto"]                            # every candidate's score, and the choice
 
-The candidates (:data:`CANDIDATES`) start with the classical answer, the per-group
-empirical-Bayes linear model's exact posterior (``linear`` / ``reference``). Every candidate
+The candidates (:data:`CANDIDATES`) start with the classical answer a statistician would
+fit, the linear mixed model with random intercept and slopes by REML (``mixed`` /
+``reference``: statsmodels' ``MixedLM`` and a new group's exact conditional posterior; without
+statsmodels installed, the same model by maximum likelihood, ``linear`` / ``reference``), so
+that ``auto`` keeps the classical model unless the validation groups show something better.
+Every candidate
 is scored on the same validation tasks (:func:`bayesmeta.fitting.default_validator`): the
 negative log predictive density per query row of one task per validation group, averaged over
 support sizes 1, 3 and 5, at the state the candidate's own early stopping kept. Another
@@ -27,11 +31,14 @@ from bayesmeta.fitted import Fitted
 from bayesmeta.fitting import VALIDATION_KS, Run, default_validator, fit_run
 
 #: ``(model, method, recipe overrides)`` tried by ``auto``, the classical model first: the
-#: exact empirical-Bayes linear posterior, the same model with a meta-learned prior (PLATIPUS
-#: with the exact last layer), and the MLP whose last layer also sees the raw features (the
-#: neural process's exact last layer). Particle and MLP-wide sampling methods are left out of
-#: the default set for its time budget; pass ``candidates=`` to try them.
+#: linear mixed model (REML) and the same model's empirical-Bayes (ML) fit, both exact
+#: posteriors, the same model with a meta-learned prior (PLATIPUS with the exact last layer),
+#: and the MLP whose last layer also sees the raw features (the neural process's exact last
+#: layer). Particle and MLP-wide sampling methods are left out of the default set for its
+#: time budget; pass ``candidates=`` to try them. ``mixed`` needs statsmodels (the ``data``
+#: extra) and is left out without it.
 CANDIDATES: tuple[tuple[str, str, Mapping[str, Any]], ...] = (
+    ("mixed", "reference", {}),
     ("linear", "reference", {}),
     ("linear", "platipus", {"head": "collapsed"}),
     ("mlp", "neural-process", {}),
@@ -77,6 +84,8 @@ def fit_auto(
     """
     if data is None:
         raise UsageError("data: auto chooses among models fitted to grouped data; pass data=")
+    if candidates is CANDIDATES and not _have_statsmodels():
+        candidates = tuple(c for c in CANDIDATES if c[0] != "mixed")
     if not candidates:
         raise UsageError("candidates: expected at least one (model, method, overrides)")
     trials, fits, scores = [], [], []
@@ -145,6 +154,12 @@ def fit_auto(
     if calibrate:
         fitted.info["calibration"] = _calibrations(fitted, seed)
     return fitted
+
+
+def _have_statsmodels() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("statsmodels") is not None
 
 
 def _calibrations(fitted: Fitted, seed: int) -> dict[str, dict]:

@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     quiet = ("--quiet", None, False, "no progress bar")
 
     f = sub.add_parser("fit", help="meta-train a method on a model")
-    f.add_argument("model", metavar="MODEL", help="a model file, a built-in name, or auto")
+    f.add_argument("model", metavar="MODEL", help="a model file, a built-in name (with "
+                   "--data: linear, mlp, mixed), or auto")  # fmt: skip
     f.add_argument("--method", default=None, choices=METHOD_NAMES, help="required but for auto")
     f.add_argument("--budget", choices=BUDGETS, default="default")
     f.add_argument("--out", required=True, metavar="RUN_DIR")

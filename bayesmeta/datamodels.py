@@ -26,7 +26,7 @@ from bayesmeta.recipes import fixed_step_recipes
 from bayesmeta.zoo import ModelSpec, _data_splits
 
 #: Built-in networks-with-likelihoods that size themselves from a data set (``--data``).
-DATA_MODELS = ("linear", "mlp")
+DATA_MODELS = ("linear", "mlp", "mixed")
 DATA_STEPS = 3_000
 
 
@@ -35,10 +35,13 @@ def data_model_spec(model: str, splits, *, name: str = "data") -> ModelSpec:
 
     Parameters
     ----------
-    model : {"linear", "mlp"}
+    model : {"linear", "mlp", "mixed"}
         ``linear``: a linear model per task, ``y = [x, 1] w + ε`` (Gaussian likelihood);
         ``mlp``: two tanh hidden layers of 40 units, Gaussian likelihood for a real ``y`` and
-        categorical for labels.
+        categorical for labels; ``mixed``: the linear mixed model with random intercept and
+        slopes fitted by statsmodels' ``MixedLM`` (REML), the classical answer, through the
+        ``reference`` method only (its exact posterior; nothing is meta-trained:
+        :func:`~bayesmeta.inference.reference.mixed_reference`).
 
     Both start where the data says (:func:`empirical_bayes`, a real one-column ``y``): the
     linear model's θ is the per-group empirical-Bayes fit of the training groups itself
@@ -60,9 +63,10 @@ def data_model_spec(model: str, splits, *, name: str = "data") -> ModelSpec:
     dx = train.dx
     classes = train.family().num_classes if train.classification else None
     eb = None if train.classification or train.y.shape[-1] != 1 else empirical_bayes(train)
-    if model == "linear":
-        if train.classification:
-            raise ValueError("MODEL: 'linear' is for a real y; use 'mlp' for class labels")
+    if model in ("linear", "mixed"):
+        if train.classification or (model == "mixed" and eb is None):
+            raise ValueError(f"MODEL: {model!r} is for a real one-column y; use 'mlp' for "
+                             "class labels")  # fmt: skip
         if eb is None:
             hm = HierarchicalModel(linear(dx, int(train.y.shape[-1])), dx=dx, prior_scale=1.0,
                                    noise_init=0.7)  # fmt: skip
@@ -88,7 +92,14 @@ def data_model_spec(model: str, splits, *, name: str = "data") -> ModelSpec:
         name=f"{name}/{model}",
         data=splits,
         model=hm,
-        reference_method=functools.partial(_linear_reference, train) if model == "linear" else None,
+        reference_method=(
+            functools.partial(_mixed_reference, train)
+            if model == "mixed"
+            else functools.partial(_linear_reference, train)
+            if model == "linear"
+            else None
+        ),  # fmt: skip
+        reference_only=model == "mixed",
         source=model,
         **recipe,
     )
@@ -326,6 +337,15 @@ def _linear_reference(train) -> Method:
     real = np.arange(train.x.shape[1])[None, :] < train.lengths[:, None]
     groups = np.repeat(np.asarray(train.groups), train.lengths)
     return linear_reference(train.x[real], train.y[real], groups)
+
+
+def _mixed_reference(train) -> Method:
+    """The exact posterior of the linear mixed model (REML) fitted on the training groups."""
+    from bayesmeta.inference import mixed_reference
+
+    real = np.arange(train.x.shape[1])[None, :] < train.lengths[:, None]
+    groups = np.repeat(np.asarray(train.groups), train.lengths)
+    return mixed_reference(train.x[real], train.y[real], groups)
 
 
 __all__ = ["DATA_MODELS", "as_spec", "data_model_spec", "data_recipe"]

@@ -73,6 +73,9 @@ class ModelSpec:
     reference_method : () -> Method, optional
         The exact ``reference`` where the family has none of its own (a per-group linear model
         on data: :func:`~bayesmeta.inference.reference.linear_reference`).
+    reference_only : bool
+        Only the references serve this model (the classical ``mixed`` data model: a fitted
+        statistical model, nothing to meta-train).
     """
 
     name: str
@@ -87,6 +90,7 @@ class ModelSpec:
     validation_family: TaskFamily | None = None
     data: Any = field(default=None, repr=False, compare=False)
     reference_method: Callable[[], Method] | None = field(default=None, repr=False, compare=False)
+    reference_only: bool = False
     splits: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -201,6 +205,9 @@ class ModelSpec:
         if method in REFERENCES:  # nothing to train
             ref = REFERENCES[method].build(self.family, self.reference_method)
             return ref, {**train_cfg, "steps": 0}
+        if self.reference_only:
+            raise ValueError(f"method: the model {self.name!r} is fitted, not meta-trained; "
+                             f"expected 'reference', got {method!r}")  # fmt: skip
         check_serves(method, self.model)
         if config is not None:
             cfg = METHODS[method].config.make(config)

@@ -1,5 +1,6 @@
 """auto: the candidates are scored on the same validation groups, the best is kept, and the
-choice is recorded; the classical empirical-Bayes linear posterior is always a candidate."""
+choice is recorded; the classical linear mixed model (REML, or the same model by empirical Bayes
+without statsmodels) is always the first candidate."""
 
 from __future__ import annotations
 
@@ -94,7 +95,35 @@ def test_auto_calibrates_its_intervals_on_validation_groups_and_keeps_it(tmp_pat
 
 
 def test_the_classical_model_is_the_first_candidate():
-    assert CANDIDATES[0][:2] == ("linear", "reference")
+    assert CANDIDATES[0][:2] == ("mixed", "reference")
+    assert CANDIDATES[1][:2] == ("linear", "reference")
+
+
+def test_auto_starts_from_the_mixed_model_and_falls_back_without_statsmodels(monkeypatch):
+    pytest.importorskip("statsmodels")
+    import bayesmeta.auto as auto_mod
+
+    rows = _rows()
+    quick = tuple(c for c in CANDIDATES if c[1] == "reference")
+    monkeypatch.setattr(auto_mod, "CANDIDATES", quick)
+    f = auto_mod.fit_auto(rows, candidates=auto_mod.CANDIDATES, progress=False, calibrate=False)
+    tried = [(c["model"], c["method"]) for c in f.info["auto"]["candidates"]]
+    assert tried == [("mixed", "reference"), ("linear", "reference")]
+    assert "mixed/reference" in f.info["auto"]["reason"] or f.info["model"].endswith("linear")
+    # the mixed candidate is the mixed-model baseline itself, up to the draws' Monte Carlo error
+    mixed = bm.fit("mixed", "reference", data=rows)
+    tasks = mixed.held_out(k=3)
+    rep = mixed.evaluate(tasks, num_samples=2000)
+    assert rep["nll"] == pytest.approx(rep["baselines"]["mixed_model"]["nll"], abs=0.02)
+    monkeypatch.setattr(auto_mod, "_have_statsmodels", lambda: False)
+    f = auto_mod.fit_auto(rows, candidates=auto_mod.CANDIDATES, progress=False, calibrate=False)
+    assert [c["model"] for c in f.info["auto"]["candidates"]] == ["linear"]
+
+
+def test_the_mixed_data_model_is_fitted_not_meta_trained():
+    with pytest.raises(ValueError, match="method: the model .* is fitted, not meta-trained; "
+                       "expected 'reference', got 'maml'"):  # fmt: skip
+        bm.fit("mixed", "maml", data=_rows())
 
 
 def test_auto_refuses_what_it_cannot_choose_for():

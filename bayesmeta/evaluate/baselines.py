@@ -195,6 +195,11 @@ def _fit_structure(y, phi, groups, structure, reml, maxiter, start):
             )
         elif not (np.all(np.isfinite(beta)) and np.all(np.isfinite(G_re)) and np.isfinite(s2)):
             failures.append(f"{name} start: non-finite estimates")
+        elif not np.isfinite(res.llf):
+            # statsmodels can report convergence at a degenerate point whose log-likelihood
+            # is +inf (seen with L-BFGS on a random intercept only); it would win every
+            # comparison below
+            failures.append(f"{name} start: non-finite log-likelihood {res.llf}")
         elif s2 <= 0 or np.linalg.eigvalsh(G_re).min() < -1e-8 * max(1.0, np.abs(G_re).max()):
             failures.append(f"{name} start: invalid variance estimates")
         elif best is None or res.llf > best[0]:

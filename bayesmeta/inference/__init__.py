@@ -11,7 +11,12 @@ from bayesmeta.inference.neural_process import NeuralProcessConfig, neural_proce
 from bayesmeta.inference.nuts import nuts, nuts_task_samples
 from bayesmeta.inference.platipus import PLATIPUSConfig, platipus
 from bayesmeta.inference.protonet import BayesianProtoNetConfig, ProtoNetConfig, protonet
-from bayesmeta.inference.reference import linear_gaussian_posterior, linear_reference, reference
+from bayesmeta.inference.reference import (
+    linear_gaussian_posterior,
+    linear_reference,
+    mixed_reference,
+    reference,
+)
 from bayesmeta.inference.train import DivergenceError, TrainResult, train
 
 __all__ = [
@@ -46,6 +51,7 @@ __all__ = [
     "platipus",
     "protonet",
     "linear_reference",
+    "mixed_reference",
     "reference",
     "train",
 ]

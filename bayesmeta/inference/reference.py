@@ -221,3 +221,89 @@ def linear_reference(
         {"kind": "empirical-Bayes linear", "num_samples": num_samples},
         extras={"prior": fit, "posterior": posterior},
     )
+
+
+def mixed_reference(
+    x: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    *,
+    num_samples: int = 1000,
+    structures: tuple[str, ...] | None = None,
+) -> Method:
+    """The ``reference`` of the linear mixed model a statistician would fit: random intercept
+    and slopes ``y = [x, 1] β + [x, 1] b_g + ε``, ``b_g ~ N(0, G)``, fitted to the training
+    rows by statsmodels' ``MixedLM`` (REML, :func:`bayesmeta.evaluate.baselines.
+    fit_mixed_model`), and a new group's conditional (BLUP) posterior given its support set.
+
+    It is :func:`linear_reference`'s model with ``(m, S, σ²) = (β, G, σ²)`` estimated by REML
+    instead of maximum likelihood, so that ``auto`` can start from exactly the classical
+    model. ``G`` may be singular (a random effect estimated at zero variance, or a structure
+    without one), so the posterior is computed in the covariance form that needs no ``S⁻¹``:
+
+        μ_n = m + SΦᵀ(ΦSΦᵀ + σ²I)⁻¹(y − Φm),    Σ_n = S − SΦᵀ(ΦSΦᵀ + σ²I)⁻¹ΦS,
+
+    with masked support rows given a zero design row (their gain is then zero). The draws are
+    ``μ_n + V Λ^{1/2} z`` (``Σ_n = V Λ Vᵀ``) with ``z`` centred and whitened as in
+    :func:`linear_reference`, so the predictive mean and variance are exact.
+
+    ``structures`` are the random-effects structures to try in order (default
+    :data:`bayesmeta.evaluate.baselines.STRUCTURES`); the fitted one is in ``config``.
+    """
+    from bayesmeta.evaluate.baselines import STRUCTURES, fit_mixed_model
+
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    if y.ndim == 2 and y.shape[1] != 1:
+        raise ValueError(f"y: the mixed-model reference is for one target, got shape {y.shape}")
+    mixed = fit_mixed_model(x, y.reshape(-1), np.asarray(groups),
+                            structures=structures or STRUCTURES)  # fmt: skip
+    dx, d = x.shape[1], x.shape[1] + 1
+    if num_samples < d + 1:
+        raise ValueError(f"num_samples: expected at least {d + 1} (Dx + 2), got {num_samples}")
+    m = jnp.asarray(mixed.beta, jnp.float32)
+    S = jnp.asarray(mixed.G, jnp.float32)
+    noise_var = float(mixed.noise_var)
+
+    def posterior(xs, ys, mask):
+        phi = _design(xs) * mask[:, None]
+        sp = S @ phi.T  # (d, K)
+        inner = phi @ sp + noise_var * jnp.eye(phi.shape[0], dtype=sp.dtype)
+        gain = jnp.linalg.solve(inner, sp.T).T  # (d, K)
+        mean = m + gain @ ((ys[:, 0] - phi @ m) * mask)
+        cov = S - gain @ sp.T
+        return mean, 0.5 * (cov + cov.T)
+
+    def apply(w, xq):
+        return (_design(xq) @ w)[:, None]
+
+    def adapt(key, state, support: Support, num_samples_: int | None = None) -> TaskPosterior:
+        """Exact posterior draws (``num_samples`` of them, default the factory's)."""
+        del state
+        n = int(num_samples_ or num_samples)
+        if n < d + 1:
+            raise ValueError(f"num_samples: expected at least {d + 1} (Dx + 2), got {n}")
+        mean, cov = jax.vmap(posterior)(support.x, support.y, support.mask)
+        z = jax.random.normal(key, (n, d))
+        z = z - z.mean(0)
+        z = z @ jnp.linalg.inv(jnp.linalg.cholesky(z.T @ z / n)).T
+        lam, vec = jnp.linalg.eigh(cov)  # a square root that allows a singular Σ_n
+        root = vec * jnp.sqrt(jnp.maximum(lam, 0.0))[:, None, :]
+        w = mean[:, None, :] + jnp.einsum("tij,sj->tsi", root, z)
+        t = support.x.shape[0]
+        return TaskPosterior.from_samples(
+            w, jnp.full((t, n), jnp.sqrt(noise_var), w.dtype), apply, "gaussian", "reference"
+        )
+
+    return Method(
+        "reference",
+        _init,
+        _meta_step,
+        checked_adapt(adapt, dx=dx, dy=1, num_classes=None),
+        {
+            "kind": "linear mixed model (REML)",
+            "structure": mixed.structure,
+            "num_samples": num_samples,
+        },  # fmt: skip
+        extras={"prior": mixed, "posterior": posterior},
+    )

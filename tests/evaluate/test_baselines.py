@@ -200,3 +200,32 @@ def test_mixed_model_without_statsmodels_says_how_to_install(monkeypatch):
     x, y, g = _mixed_groups(5, seed=5)
     with pytest.raises(ImportError, match=r'pip install "bayesmeta\[data\]"'):
         fit_mixed_model(x, y, g)
+
+
+def test_a_degenerate_fit_reported_as_converged_is_not_kept():
+    """statsmodels' L-BFGS reports convergence at a point with log-likelihood +inf, G = 0 and
+    a zero intercept on these rows (a random intercept only); the fit must be the proper
+    optimum its default optimiser finds, from the EM start."""
+    pytest.importorskip("statsmodels")
+    from statsmodels.regression.mixed_linear_model import MixedLM
+
+    from bayesmeta.evaluate.baselines import fit_mixed_model
+
+    rng = np.random.default_rng(0)
+    xs, ys, gs = [], [], []
+    for g in range(25):
+        w = np.array([1.0, -0.5, 0.3]) + rng.normal(0, 0.6, 3)
+        n = int(rng.integers(3, 12))
+        x = rng.normal(size=(n, 2))
+        xs.append(x)
+        ys.append(x @ w[:2] + w[2] + rng.normal(0, 0.3, n))
+        gs.append(np.full(n, g))
+    x, y, g = np.concatenate(xs), np.concatenate(ys), np.concatenate(gs)
+    phi = np.concatenate([x, np.ones((len(x), 1))], 1)
+    lbfgs = MixedLM(y, phi, g, exog_re=phi[:, 2:]).fit(reml=True, method=["lbfgs"])
+    assert not np.isfinite(lbfgs.llf)  # the trap this guards against is still there
+    want = MixedLM(y, phi, g, exog_re=phi[:, 2:]).fit(reml=True)
+    mm = fit_mixed_model(x, y, g, structures=("intercept",))
+    np.testing.assert_allclose(mm.beta, want.fe_params, rtol=1e-4, atol=1e-5)
+    assert mm.G[2, 2] == pytest.approx(float(np.asarray(want.cov_re).reshape(-1)[0]), rel=1e-3)
+    assert mm.noise_var == pytest.approx(want.scale, rel=1e-4)

@@ -185,3 +185,57 @@ def test_linear_reference_is_the_empirical_bayes_posterior(key):
         method.adapt(key, method.init(key), support, 3)
     with pytest.raises(ValueError, match="y: the linear reference is for one target"):
         linear_reference(x, np.concatenate([y, y], 1), g)
+
+
+@pytest.mark.parametrize("structure", ["full", "intercept"])
+def test_mixed_reference_is_the_mixed_models_conditional_posterior(key, structure):
+    """The REML mixed model's new-group posterior against statsmodels' fit in float64 NumPy,
+    with a singular G (a random intercept only) as well as a full one; masked support rows
+    count for nothing; jitted equals eager with one trace."""
+    pytest.importorskip("statsmodels")
+    from bayesmeta.evaluate.baselines import (
+        baseline_predictive,
+        fit_linear_baselines,
+        fit_mixed_model,
+    )
+    from bayesmeta.inference import mixed_reference
+
+    x, y, g = _grouped_rows()
+    method = mixed_reference(x, y, g, num_samples=2000, structures=(structure,))
+    mm = fit_mixed_model(x, y, g, structures=(structure,))
+    assert method.config["structure"] == structure
+    if structure == "intercept":
+        assert np.linalg.matrix_rank(mm.G) == 1  # the slopes have no random effect
+    xt, yt, gt = _grouped_rows(seed=1, groups=4)
+    sup = [np.flatnonzero(gt == i)[:3] for i in range(4)]
+    qry = [np.flatnonzero(gt == i)[3:6] for i in range(4)]
+    xs, ys = np.stack([xt[i] for i in sup]), np.stack([yt[i] for i in sup])
+    mask = np.array([[1, 1, 1], [1, 1, 0], [1, 0, 0], [0, 0, 0]], np.float32)
+    xq = np.stack([xt[i] for i in qry])
+    support = Support(jnp.asarray(xs, jnp.float32), jnp.asarray(ys, jnp.float32), jnp.asarray(mask))
+    post = method.adapt(key, method.init(key), support, 2000)
+    assert np.all(np.isfinite(np.asarray(post.phi)))
+    fit = fit_linear_baselines(x, y, g)
+    want_mean, want_var = baseline_predictive(fit, xs, ys, mask, xq, mixed=mm)["mixed_model"]
+    xq32 = jnp.asarray(xq, jnp.float32)
+    np.testing.assert_allclose(post.mean(xq32)[..., 0], want_mean, rtol=1e-3, atol=2e-3)
+    np.testing.assert_allclose(post.variance(xq32)[..., 0], want_var, rtol=2e-3, atol=2e-3)
+    # a masked row is no row: group 1's posterior is that of its first two rows alone
+    two = Support(support.x[1:2, :2], support.y[1:2, :2], jnp.ones((1, 2)))
+    np.testing.assert_allclose(
+        method.extras["posterior"](two.x[0], two.y[0], two.mask[0])[0],
+        method.extras["posterior"](support.x[1], support.y[1], support.mask[1])[0],
+        atol=1e-5,
+    )
+    traces = []
+
+    def adapt(k, s, sup):
+        traces.append(1)
+        return method.adapt(k, s, sup, 2000).phi
+
+    jitted = jax.jit(adapt)
+    np.testing.assert_allclose(jitted(key, method.init(key), support), post.phi, atol=1e-4)
+    jitted(jax.random.PRNGKey(9), method.init(key), support)
+    assert len(traces) == 1
+    with pytest.raises(ValueError, match="y: the mixed-model reference is for one target"):
+        mixed_reference(x, np.concatenate([y, y], 1), g)
