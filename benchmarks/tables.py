@@ -932,6 +932,7 @@ def nested_linear_summary(result: dict) -> str:
 
 #: Every generated table, by the name its markers use.
 TABLES: dict[str, Table] = {
+    "nested_linear_summary": Table(("nested_linear.json",), nested_linear_summary),
     "core_sinusoid": Table(("core_sinusoid_default.json",), core_table),
     "core_sine_line": Table(("core_sine_line_default.json",), core_table),
     "core_sinusoid_neural_process": Table(("core_sinusoid_neural_process.json",), core_table),
