@@ -192,6 +192,24 @@ def linear_reference(
         mean = cov @ (s_inv @ m + phi.T @ (ys[:, 0] * mask) / noise_var)
         return mean, cov
 
+    adapt = _gaussian_draws(posterior, jnp.linalg.cholesky, d, noise_var, num_samples)
+
+    return Method(
+        "reference",
+        _init,
+        _meta_step,
+        checked_adapt(adapt, dx=dx, dy=1, num_classes=None),
+        {"kind": "empirical-Bayes linear", "num_samples": num_samples},
+        extras={"prior": fit, "posterior": posterior},
+    )
+
+
+def _gaussian_draws(posterior, root, d: int, noise_var: float, num_samples: int):
+    """The ``adapt`` of a per-group linear model with a Gaussian posterior: ``posterior(x, y,
+    mask) -> (μ_n, Σ_n)`` per task and ``root(Σ_n (T, d, d)) -> L`` with ``L Lᵀ = Σ_n``; the
+    draws are ``μ_n + L z`` with ``z`` centred and whitened, so that the mixture's predictive
+    mean and variance are exact."""
+
     def apply(w, xq):
         return (_design(xq) @ w)[:, None]
 
@@ -206,21 +224,13 @@ def linear_reference(
         z = z - z.mean(0)
         # whiten: the draws' (biased) sample covariance is the identity
         z = z @ jnp.linalg.inv(jnp.linalg.cholesky(z.T @ z / n)).T
-        chol = jnp.linalg.cholesky(cov)  # (T, d, d)
-        w = mean[:, None, :] + jnp.einsum("tij,sj->tsi", chol, z)
+        w = mean[:, None, :] + jnp.einsum("tij,sj->tsi", root(cov), z)
         t = support.x.shape[0]
         return TaskPosterior.from_samples(
             w, jnp.full((t, n), jnp.sqrt(noise_var), w.dtype), apply, "gaussian", "reference"
         )
 
-    return Method(
-        "reference",
-        _init,
-        _meta_step,
-        checked_adapt(adapt, dx=dx, dy=1, num_classes=None),
-        {"kind": "empirical-Bayes linear", "num_samples": num_samples},
-        extras={"prior": fit, "posterior": posterior},
-    )
+    return adapt
 
 
 def mixed_reference(
@@ -274,26 +284,11 @@ def mixed_reference(
         cov = S - gain @ sp.T
         return mean, 0.5 * (cov + cov.T)
 
-    def apply(w, xq):
-        return (_design(xq) @ w)[:, None]
+    def root(cov):  # a square root that allows a singular Σ_n
+        lam, vec = jnp.linalg.eigh(cov)
+        return vec * jnp.sqrt(jnp.maximum(lam, 0.0))[:, None, :]
 
-    def adapt(key, state, support: Support, num_samples_: int | None = None) -> TaskPosterior:
-        """Exact posterior draws (``num_samples`` of them, default the factory's)."""
-        del state
-        n = int(num_samples_ or num_samples)
-        if n < d + 1:
-            raise ValueError(f"num_samples: expected at least {d + 1} (Dx + 2), got {n}")
-        mean, cov = jax.vmap(posterior)(support.x, support.y, support.mask)
-        z = jax.random.normal(key, (n, d))
-        z = z - z.mean(0)
-        z = z @ jnp.linalg.inv(jnp.linalg.cholesky(z.T @ z / n)).T
-        lam, vec = jnp.linalg.eigh(cov)  # a square root that allows a singular Σ_n
-        root = vec * jnp.sqrt(jnp.maximum(lam, 0.0))[:, None, :]
-        w = mean[:, None, :] + jnp.einsum("tij,sj->tsi", root, z)
-        t = support.x.shape[0]
-        return TaskPosterior.from_samples(
-            w, jnp.full((t, n), jnp.sqrt(noise_var), w.dtype), apply, "gaussian", "reference"
-        )
+    adapt = _gaussian_draws(posterior, root, d, noise_var, num_samples)
 
     return Method(
         "reference",

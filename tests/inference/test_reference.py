@@ -134,6 +134,19 @@ def _grouped_rows(seed=0, groups=25, dx=2):
     return np.concatenate(xs), np.concatenate(ys)[:, None], np.concatenate(gs)
 
 
+def _jitted_equals_eager_with_one_trace(method, key, support, post):
+    traces = []
+
+    def adapt(k, s, sup):
+        traces.append(1)
+        return method.adapt(k, s, sup, 2000).phi
+
+    jitted = jax.jit(adapt)
+    np.testing.assert_allclose(jitted(key, method.init(key), support), post.phi, atol=1e-4)
+    jitted(jax.random.PRNGKey(9), method.init(key), support)
+    assert len(traces) == 1
+
+
 def test_linear_reference_is_the_empirical_bayes_posterior(key):
     """Posterior moments against float64 NumPy; the sample mixture's predictive mean and
     variance are exact, and its log density matches the closed-form Gaussian predictive."""
@@ -171,16 +184,7 @@ def test_linear_reference_is_the_empirical_bayes_posterior(key):
     np.testing.assert_allclose(got[3], exact[3], atol=0.15)
     assert np.abs(got - exact).mean() < 0.03
     # jitted equals eager, with one trace for two calls
-    traces = []
-
-    def adapt(k, s, sup):
-        traces.append(1)
-        return method.adapt(k, s, sup, 2000).phi
-
-    jitted = jax.jit(adapt)
-    np.testing.assert_allclose(jitted(key, method.init(key), support), post.phi, atol=1e-4)
-    jitted(jax.random.PRNGKey(9), method.init(key), support)
-    assert len(traces) == 1
+    _jitted_equals_eager_with_one_trace(method, key, support, post)
     with pytest.raises(ValueError, match="num_samples: expected at least 4"):
         method.adapt(key, method.init(key), support, 3)
     with pytest.raises(ValueError, match="y: the linear reference is for one target"):
@@ -227,15 +231,6 @@ def test_mixed_reference_is_the_mixed_models_conditional_posterior(key, structur
         method.extras["posterior"](support.x[1], support.y[1], support.mask[1])[0],
         atol=1e-5,
     )
-    traces = []
-
-    def adapt(k, s, sup):
-        traces.append(1)
-        return method.adapt(k, s, sup, 2000).phi
-
-    jitted = jax.jit(adapt)
-    np.testing.assert_allclose(jitted(key, method.init(key), support), post.phi, atol=1e-4)
-    jitted(jax.random.PRNGKey(9), method.init(key), support)
-    assert len(traces) == 1
+    _jitted_equals_eager_with_one_trace(method, key, support, post)
     with pytest.raises(ValueError, match="y: the mixed-model reference is for one target"):
         mixed_reference(x, np.concatenate([y, y], 1), g)
