@@ -201,18 +201,10 @@ def export_inference_data(post, tasks: dict, path: Path, key: jax.Array, max_tas
     ``constant_data``; dims ``chain, draw, task, point``), so ``az.from_netcdf(path)`` gives
     what ``az.loo``, ``az.compare`` and ``az.plot_ppc`` read. Grid, weighted or large
     posteriors are resampled to 100 equally weighted draws to keep the file small."""
-    import dataclasses
-
     from bayesmeta.atomic import atomic_path
 
     t = min(post.num_tasks, max_tasks)
-    sub = dataclasses.replace(
-        post,
-        phi=post.phi[:t],
-        log_weights=post.log_weights[:t],
-        noise_std=post.noise_std[:t],
-        params=_first_tasks(post, t),
-    )
+    sub = post.select(slice(0, t))
     if sub.num_samples > 200 or not bool(jnp.allclose(sub.log_weights, sub.log_weights[:, :1])):
         sub = sub.resample(jax.random.fold_in(key, 1), 100)
     x = jnp.asarray(tasks["x_query"])[:t]
@@ -221,13 +213,6 @@ def export_inference_data(post, tasks: dict, path: Path, key: jax.Array, max_tas
     with atomic_path(path) as tmp:
         idata.to_netcdf(str(tmp))
     return path
-
-
-def _first_tasks(post, t: int):
-    """The ``params`` of a posterior's first ``t`` tasks (per-task θ is sliced, shared θ kept)."""
-    if post.params is None or not getattr(post, "params_per_sample", False):
-        return post.params
-    return jax.tree_util.tree_map(lambda a: a[:t], post.params)
 
 
 def units(

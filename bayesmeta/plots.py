@@ -194,17 +194,7 @@ def _finish(fig: Figure, path: str | os.PathLike | None) -> Figure:
 
 def _select_tasks(post: TaskPosterior, idx: Sequence[int]) -> TaskPosterior:
     """The sub-posterior of tasks ``idx``."""
-    i = jnp.asarray(np.asarray(idx, dtype=np.int32))
-    params = post.params
-    if post.params_per_sample:
-        params = jax.tree_util.tree_map(lambda a: a[i], params)
-    return dataclasses.replace(
-        post,
-        phi=post.phi[i],
-        log_weights=post.log_weights[i],
-        noise_std=post.noise_std[i],
-        params=params,
-    )
+    return post.select(idx)
 
 
 def _predictive_quantiles(

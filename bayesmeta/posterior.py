@@ -23,7 +23,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import logsumexp
+from jax.scipy.special import logsumexp, ndtr
 
 from bayesmeta.batching import map_batches
 from bayesmeta.likelihoods import LIKELIHOODS as _LIKELIHOOD_OBJECTS
@@ -69,6 +69,14 @@ class TaskPosterior:
         with ``params_per_sample`` each sample's own (leaves ``(T, S, ...)``, an ensemble).
     params_per_sample : bool
         ``"generic"`` only.
+    gaussian : (mean (T, P), cov (T, P, P)), optional
+        The exact Gaussian posterior N(μ_t, Σ_t) of φ that the samples were drawn from, where
+        ``apply`` is linear in φ and the likelihood Gaussian with one noise scale per task (the
+        linear and mixed-model references). The predictive is then exact,
+        ``N(f_μ(x), σ² + J Σ Jᵀ)`` with ``J = ∂f/∂φ``: :meth:`log_predictive`, :meth:`mean`,
+        :meth:`variance`, :meth:`cdf` and :meth:`pit` use it, free of the Monte Carlo error a
+        finite mixture has in its tails; the samples serve everything else (draws, plots,
+        acquisition, ArviZ).
     """
 
     phi: Array
@@ -79,6 +87,7 @@ class TaskPosterior:
     method: str = ""
     params: Any = None
     params_per_sample: bool = False
+    gaussian: tuple[Array, Array] | None = None
 
     def __post_init__(self):
         # a name becomes its Likelihood object (a str subclass: it still reads as the name)
@@ -100,6 +109,24 @@ class TaskPosterior:
     def num_samples(self) -> int:
         return self.phi.shape[1]
 
+    def select(self, idx) -> TaskPosterior:
+        """The posterior of tasks ``idx`` (indices or a slice), in that order: per-task
+        leaves are indexed, a shared ``params`` is kept."""
+        if not isinstance(idx, slice):
+            idx = jnp.asarray(np.asarray(idx, dtype=np.int32))
+        params = self.params
+        if self.params_per_sample:
+            params = jax.tree_util.tree_map(lambda a: a[idx], params)
+        gaussian = None if self.gaussian is None else tuple(a[idx] for a in self.gaussian)
+        return dataclasses.replace(
+            self,
+            phi=self.phi[idx],
+            log_weights=self.log_weights[idx],
+            noise_std=self.noise_std[idx],
+            params=params,
+            gaussian=gaussian,
+        )
+
     @classmethod
     def from_samples(
         cls,
@@ -108,8 +135,10 @@ class TaskPosterior:
         apply: Callable[[Array, Array], Array],
         likelihood: str = "gaussian",
         method: str = "",
+        gaussian: tuple[Array, Array] | None = None,
     ) -> TaskPosterior:
-        """Equally weighted samples ``phi (T, S, P)``."""
+        """Equally weighted samples ``phi (T, S, P)`` (of the exact ``gaussian`` posterior,
+        where given: see the class)."""
         if not hasattr(phi, "ndim"):
             phi = jnp.asarray(phi)
         if phi.ndim != 3:
@@ -136,7 +165,7 @@ class TaskPosterior:
                 f"got {tuple(noise.shape)}"
             )
         noise = jnp.broadcast_to(noise, (t, s))
-        return cls(phi, lw, noise, apply, likelihood, method)
+        return cls(phi, lw, noise, apply, likelihood, method, gaussian=gaussian)
 
     # -- per-sample outputs -------------------------------------------------------------------
     def outputs(self, x: Array) -> Array:
@@ -181,6 +210,8 @@ class TaskPosterior:
         For a categorical likelihood ``y`` is ``(T, N)`` integer labels.
         """
         self._check_xy(x, y)
+        if self.gaussian is not None:
+            return _exact_log_predictive(self, jnp.asarray(x), jnp.asarray(y))
         return _log_predictive(self, x, y, self._batch_size(x))
 
     def mean(self, x: Array) -> Array:
@@ -188,11 +219,15 @@ class TaskPosterior:
         self._check_x(x)
         if self.likelihood.classifier:
             return self.probs(x)
+        if self.gaussian is not None:
+            return _exact_moments(self, jnp.asarray(x))[0]
         return _moments(self, x, self._batch_size(x))[0]
 
     def variance(self, x: Array) -> Array:
         """Predictive variance ``(T, N, Dy)``: E[σ²] + Var[f] under the mixture."""
         self._check_x(x)
+        if self.gaussian is not None:
+            return _exact_moments(self, jnp.asarray(x))[1]
         return _moments(self, x, self._batch_size(x))[1]
 
     def cdf(self, x: Array, y: Array) -> Array:
@@ -203,6 +238,8 @@ class TaskPosterior:
             exact = _generic_info(self, jnp.asarray(x))[1]
             key = jax.random.PRNGKey(0)
             return _pit_generic(self, key, x, y, self._batch_size(x), False, exact, 256)
+        if self.gaussian is not None:
+            return _exact_cdf(self, jnp.asarray(x), jnp.asarray(y))
         return _cdf(self, x, y, self._batch_size(x))
 
     def pit(self, x: Array, y: Array, key: Array | None = None, num_draws: int = 256) -> Array:
@@ -216,7 +253,7 @@ class TaskPosterior:
         """
         self._check_xy(x, y)
         if not self.likelihood.generic:
-            return _cdf(self, x, y, self._batch_size(x))
+            return self.cdf(x, y)
         key = jax.random.PRNGKey(0) if key is None else key
         discrete, exact = _generic_info(self, jnp.asarray(x))
         return _pit_generic(self, key, x, y, self._batch_size(x), discrete, exact, int(num_draws))
@@ -423,16 +460,21 @@ def concatenate(posteriors: Sequence[TaskPosterior]) -> TaskPosterior:
     params = first.params
     if first.params_per_sample:
         params = jax.tree_util.tree_map(cat, *(p.params for p in posteriors))
+    gaussian = None  # exact only where every part is
+    if all(p.gaussian is not None for p in posteriors):
+        parts = zip(*(p.gaussian for p in posteriors), strict=True)
+        gaussian = tuple(cat(*part) for part in parts)
     return dataclasses.replace(
         first,
         phi=cat(*(p.phi for p in posteriors)),
         log_weights=cat(*(p.log_weights for p in posteriors)),
         noise_std=cat(*(p.noise_std for p in posteriors)),
         params=params,
+        gaussian=gaussian,
     )
 
 
-_DATA_FIELDS = ("phi", "log_weights", "noise_std", "params")
+_DATA_FIELDS = ("phi", "log_weights", "noise_std", "params", "gaussian")
 _META_FIELDS = ("apply", "likelihood", "method", "params_per_sample")
 
 
@@ -483,6 +525,23 @@ def _validate(post: TaskPosterior) -> None:
             raise ValueError(
                 f"{name}: expected shape (T, S)=({t}, {s}) matching phi {tuple(phi.shape)}, "
                 f"got {tuple(a.shape)}"
+            )
+    if post.gaussian is not None:
+        if not post.likelihood.gaussian:
+            raise ValueError(
+                f"gaussian: an exact Gaussian posterior needs a Gaussian likelihood, got "
+                f"{post.likelihood!r}"
+            )
+        p = phi.shape[2]
+        try:
+            mean, cov = post.gaussian
+            shapes = (tuple(np.shape(mean)), tuple(np.shape(cov)))
+        except (TypeError, ValueError):
+            shapes = None
+        if shapes != ((t, p), (t, p, p)):
+            raise ValueError(
+                f"gaussian: expected (mean (T, P)=({t}, {p}), cov (T, P, P)=({t}, {p}, {p})), "
+                f"got {shapes if shapes is not None else type(post.gaussian).__name__}"
             )
 
 
@@ -561,6 +620,48 @@ def _moments(post: TaskPosterior, x: Array, batch_size: int) -> tuple[Array, Arr
         return lik.task_moments(post, phi, lw, sd, params, xt)
 
     return _map(post, one, (x,), batch_size)
+
+
+def _exact_task(post: TaskPosterior, mean: Array, cov: Array, xt: Array) -> tuple[Array, Array]:
+    """Location ``f_μ(x) (N, Dy)`` and covariance ``J Σ Jᵀ (N, Dy, Dy)`` of one task whose
+    ``apply`` is linear in φ, so that f_φ(x_n) ~ N(f_μ(x_n), J_n Σ J_nᵀ) exactly under
+    φ ~ N(μ, Σ)."""
+    f = post.bound_apply()
+    loc = f(mean, xt)
+    jac = jax.jacfwd(lambda w: f(w, xt))(mean)  # (N, Dy, P)
+    return loc, jnp.einsum("ndp,pq,neq->nde", jac, cov, jac)
+
+
+def _exact_cov(post: TaskPosterior, x: Array) -> tuple[Array, Array]:
+    """Exact predictive location ``(T, N, Dy)`` and covariance ``(T, N, Dy, Dy)``."""
+    mean, cov = post.gaussian
+    loc, c = jax.vmap(lambda m, s, xt: _exact_task(post, m, s, xt))(mean, cov, x)
+    eye = jnp.eye(loc.shape[-1], dtype=loc.dtype)
+    return loc, c + (post.noise_std[:, 0] ** 2)[:, None, None, None] * eye
+
+
+@jax.jit
+def _exact_moments(post: TaskPosterior, x: Array) -> tuple[Array, Array]:
+    """Exact predictive mean and variance ``(T, N, Dy)`` of a Gaussian posterior."""
+    loc, c = _exact_cov(post, x)
+    return loc, jnp.diagonal(c, axis1=-2, axis2=-1)
+
+
+@jax.jit
+def _exact_log_predictive(post: TaskPosterior, x: Array, y: Array) -> Array:
+    """``(T, N)``: log N(y_n | f_μ(x_n), σ² I + J_n Σ J_nᵀ), the exact predictive."""
+    loc, c = _exact_cov(post, x)
+    chol = jnp.linalg.cholesky(c)
+    z = jax.scipy.linalg.solve_triangular(chol, (y - loc)[..., None], lower=True)[..., 0]
+    logdet = jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), -1)
+    return -0.5 * jnp.sum(z**2, -1) - logdet - 0.5 * loc.shape[-1] * math.log(2 * math.pi)
+
+
+@jax.jit
+def _exact_cdf(post: TaskPosterior, x: Array, y: Array) -> Array:
+    """Exact predictive CDF per output, ``(T, N, Dy)``."""
+    loc, var = _exact_moments(post, x)
+    return ndtr((y - loc) / jnp.sqrt(var))
 
 
 @partial(jax.jit, static_argnums=3)
@@ -648,7 +749,8 @@ def _resample(post: TaskPosterior, key: Array, num_samples: int) -> TaskPosterio
     if post.params_per_sample:
         params = jax.tree_util.tree_map(lambda a: jax.vmap(lambda ai, ii: ai[ii])(a, idx), params)
     meta = (post.apply, post.likelihood, post.method, post.params_per_sample)
-    return _unflatten(meta, (phi, lw, sd, params))
+    # resampled draws still stand for the same posterior: its exact form is kept
+    return _unflatten(meta, (phi, lw, sd, params, post.gaussian))
 
 
 @jax.jit

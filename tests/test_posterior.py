@@ -333,3 +333,73 @@ def test_numpyro_predictive_draws_from_a_task_posterior():
     np.testing.assert_allclose(
         many.mean(0), jnp.swapaxes(f, 0, 1), atol=4 * float(post.noise_std.max()) / 20 + 1e-3
     )
+
+
+def _two_output_gaussian():
+    """Two tasks with φ ~ N(μ_t, Σ_t) over P = 3 weights and a linear map to Dy = 2 outputs,
+    f_φ(x) = [φ0 x + φ2, φ1 x + φ2]: the outputs are correlated through φ2."""
+    rng = np.random.default_rng(3)
+    mean = rng.normal(size=(2, 3))
+    a = rng.normal(size=(2, 3, 3))
+    cov = a @ np.swapaxes(a, 1, 2) * 0.3 + 0.05 * np.eye(3)
+
+    def apply(p, x):
+        return jnp.stack([p[0] * x[:, 0] + p[2], p[1] * x[:, 0] + p[2]], -1)
+
+    phi = jnp.asarray(mean[:, None] + rng.normal(size=(2, 50, 3)) @ np.linalg.cholesky(cov).mT)
+    gaussian = (jnp.asarray(mean, jnp.float32), jnp.asarray(cov, jnp.float32))
+    post = TaskPosterior.from_samples(
+        phi.astype(jnp.float32), NOISE, apply, method="exact", gaussian=gaussian
+    )
+    return post, mean, cov
+
+
+def test_an_exact_gaussian_posterior_gives_the_closed_form_predictive():
+    """log N(y | Jμ, σ²I + JΣJᵀ) in float64 NumPy over correlated outputs, its marginal CDF and
+    moments; the exact form survives jit, resampling, task selection and concatenation."""
+    post, mean, cov = _two_output_gaussian()
+    x = np.array([[[0.5], [-2.0], [8.0]], [[1.0], [0.0], [-6.0]]], np.float32)
+    y = np.array(np.random.default_rng(4).normal(size=(2, 3, 2)) * 3, np.float32)
+    want_lp, want_m, want_v, want_cdf = (np.zeros((2, 3)), np.zeros((2, 3, 2)),
+                                         np.zeros((2, 3, 2)), np.zeros((2, 3, 2)))  # fmt: skip
+    for t in range(2):
+        for n in range(3):
+            jac = np.array([[x[t, n, 0], 0, 1], [0, x[t, n, 0], 1]], np.float64)
+            m = jac @ mean[t]
+            c = jac @ cov[t] @ jac.T + NOISE**2 * np.eye(2)
+            r = y[t, n] - m
+            want_lp[t, n] = -0.5 * (r @ np.linalg.solve(c, r) + np.log(np.linalg.det(c)))
+            want_lp[t, n] -= np.log(2 * np.pi)
+            want_m[t, n], want_v[t, n] = m, np.diag(c)
+            z = r / np.sqrt(np.diag(c))
+            want_cdf[t, n] = [0.5 * math.erfc(-v / math.sqrt(2)) for v in z]
+    xj, yj = jnp.asarray(x), jnp.asarray(y)
+    np.testing.assert_allclose(post.log_predictive(xj, yj), want_lp, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(post.mean(xj), want_m, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(post.variance(xj), want_v, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(post.cdf(xj, yj), want_cdf, atol=1e-5)
+    np.testing.assert_allclose(post.pit(xj, yj), want_cdf, atol=1e-5)
+    jitted = jax.jit(lambda p, a, b: p.log_predictive(a, b))(post, xj, yj)
+    np.testing.assert_allclose(jitted, want_lp, rtol=1e-4, atol=1e-4)
+    again = post.resample(jax.random.PRNGKey(0), 10)
+    np.testing.assert_allclose(again.log_predictive(xj, yj), want_lp, rtol=1e-4, atol=1e-4)
+    one = post.select([1])
+    np.testing.assert_allclose(one.log_predictive(xj[1:], yj[1:]), want_lp[1:], rtol=1e-4)
+    assert one.num_tasks == 1 and one.gaussian[1].shape == (1, 3, 3)
+    from bayesmeta.posterior import concatenate
+
+    both = concatenate([post.select([1]), post.select(slice(0, 1))])
+    np.testing.assert_allclose(both.log_predictive(xj[::-1], yj[::-1]), want_lp[::-1], rtol=1e-4)
+    # without its exact form the posterior is its draws' mixture, a different number
+    draws = concatenate([dataclasses.replace(post, gaussian=None), post])
+    assert draws.gaussian is None
+
+
+def test_an_exact_gaussian_posterior_is_checked():
+    post, mean, cov = _two_output_gaussian()
+    with pytest.raises(ValueError, match=r"gaussian: expected \(mean \(T, P\)=\(2, 3\)"):
+        dataclasses.replace(post, gaussian=(post.gaussian[0][:1], post.gaussian[1]))
+    with pytest.raises(ValueError, match="gaussian: expected"):
+        dataclasses.replace(post, gaussian=post.gaussian[0])
+    with pytest.raises(ValueError, match="gaussian: an exact Gaussian posterior needs a Gaussian"):
+        dataclasses.replace(post, likelihood="categorical")

@@ -159,10 +159,10 @@ def linear_reference(
         Σ_n = (S⁻¹ + ΦᵀΦ / σ²)⁻¹,    μ_n = Σ_n (S⁻¹ m + Φᵀ y / σ²),
 
     and the predictive ``N(φ*ᵀ μ_n, σ² + φ*ᵀ Σ_n φ*)``. The posterior is represented by
-    ``num_samples`` draws ``μ_n + L z`` whose ``z`` are centred and whitened, so that the
-    mixture's predictive mean and variance are exact at every query point; its log density is
-    the Gaussian's up to Monte Carlo error, which shrinks with ``num_samples`` (largest in the
-    tails of a wide predictive, e.g. an empty support set).
+    ``num_samples`` draws ``μ_n + L z`` (``z`` centred and whitened) for plots, acquisition and
+    ArviZ, and carries ``(μ_n, Σ_n)`` itself, so that the predictive density, moments, CDF and
+    intervals are the exact Gaussian's, free of the Monte Carlo error a finite mixture of draws
+    has in its tails (the extrapolating groups of real data).
 
     Parameters
     ----------
@@ -207,8 +207,10 @@ def linear_reference(
 def _gaussian_draws(posterior, root, d: int, noise_var: float, num_samples: int):
     """The ``adapt`` of a per-group linear model with a Gaussian posterior: ``posterior(x, y,
     mask) -> (μ_n, Σ_n)`` per task and ``root(Σ_n (T, d, d)) -> L`` with ``L Lᵀ = Σ_n``; the
-    draws are ``μ_n + L z`` with ``z`` centred and whitened, so that the mixture's predictive
-    mean and variance are exact."""
+    draws are ``μ_n + L z`` with ``z`` centred and whitened, so that even the draws' predictive
+    mean and variance are exact; the posterior also carries ``(μ_n, Σ_n)`` itself, so that its
+    predictive density, moments and CDF are the exact Gaussian's
+    (:class:`~bayesmeta.posterior.TaskPosterior`'s ``gaussian``)."""
 
     def apply(w, xq):
         return (_design(xq) @ w)[:, None]
@@ -227,7 +229,12 @@ def _gaussian_draws(posterior, root, d: int, noise_var: float, num_samples: int)
         w = mean[:, None, :] + jnp.einsum("tij,sj->tsi", root(cov), z)
         t = support.x.shape[0]
         return TaskPosterior.from_samples(
-            w, jnp.full((t, n), jnp.sqrt(noise_var), w.dtype), apply, "gaussian", "reference"
+            w,
+            jnp.full((t, n), jnp.sqrt(noise_var), w.dtype),
+            apply,
+            "gaussian",
+            "reference",
+            gaussian=(mean, cov),
         )
 
     return adapt

@@ -177,9 +177,12 @@ def test_linear_reference_is_the_empirical_bayes_posterior(key):
         np.testing.assert_allclose(np.cov(w.T, bias=True), c, rtol=1e-3, atol=1e-5)
     exact = baseline_log_predictive(fit, xs, ys, mask, xq, yq)["eb_linear"]
     xq32, yq32 = jnp.asarray(xq, jnp.float32), jnp.asarray(yq, jnp.float32)
-    got = np.asarray(post.log_predictive(xq32, yq32))
-    # the draws' mixture is a Monte Carlo stand-in for the Gaussian: close where the support
-    # pins the task down, looser in the tails of the empty support's wide prior predictive
+    # the posterior carries its exact Gaussian: the predictive density is the closed form's
+    np.testing.assert_allclose(post.log_predictive(xq32, yq32), exact, atol=2e-3)
+    # the draws alone are a Monte Carlo stand-in: close where the support pins the task
+    # down, looser in the tails of the empty support's wide prior predictive
+    draws = dataclasses.replace(post, gaussian=None)
+    got = np.asarray(draws.log_predictive(xq32, yq32))
     np.testing.assert_allclose(got[:3], exact[:3], atol=0.02)
     np.testing.assert_allclose(got[3], exact[3], atol=0.15)
     assert np.abs(got - exact).mean() < 0.03
@@ -224,6 +227,16 @@ def test_mixed_reference_is_the_mixed_models_conditional_posterior(key, structur
     xq32 = jnp.asarray(xq, jnp.float32)
     np.testing.assert_allclose(post.mean(xq32)[..., 0], want_mean, rtol=1e-3, atol=2e-3)
     np.testing.assert_allclose(post.variance(xq32)[..., 0], want_var, rtol=2e-3, atol=2e-3)
+    # far outside the training inputs (an extrapolating group) the density, CDF and PIT are
+    # still the exact Gaussian's, where a mixture of draws has tails too thin
+    far = xq * 30.0
+    mean_far, var_far = baseline_predictive(fit, xs, ys, mask, far, mixed=mm)["mixed_model"]
+    y_far = mean_far + 4.0 * np.sqrt(var_far)  # four predictive sds out
+    far32, yf32 = jnp.asarray(far, jnp.float32), jnp.asarray(y_far[..., None], jnp.float32)
+    want_lp = -0.5 * (16.0 + np.log(2 * np.pi * var_far))
+    np.testing.assert_allclose(post.log_predictive(far32, yf32), want_lp, rtol=1e-3, atol=2e-3)
+    np.testing.assert_allclose(post.cdf(far32, yf32)[..., 0], 0.999968, atol=1e-5)
+    np.testing.assert_allclose(post.pit(far32, yf32), post.cdf(far32, yf32))
     # a masked row is no row: group 1's posterior is that of its first two rows alone
     two = Support(support.x[1:2, :2], support.y[1:2, :2], jnp.ones((1, 2)))
     np.testing.assert_allclose(
