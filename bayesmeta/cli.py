@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bayesmeta.errors import UsageError, check_out_dir
+from bayesmeta import summaries
+from bayesmeta.errors import UsageError, check_out_dir, is_bad_input, report_bug
 from bayesmeta.rundir import DataRef
 
 CLI_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, FileNotFoundError)
@@ -255,40 +256,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _is_bad_input(err: BaseException) -> bool:
-    """Whether ``err`` is bayesmeta saying the input is wrong (exit 2, one line), rather than
-    a bug (exit 1, with the traceback): the error was raised by a ``raise`` statement in
-    bayesmeta's own code (or argparse's), not from inside JAX, NumPy or another library, and
-    not by Python itself (a wrong call, a missing key)."""
-    import linecache
-
-    if isinstance(err, UsageError | FileNotFoundError):
-        return True
-    tb = err.__traceback__
-    if tb is None:
-        return True
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    filename = tb.tb_frame.f_code.co_filename
-    package = str(Path(__file__).resolve().parent)
-    if not str(Path(filename).resolve()).startswith(package):
-        return False
-    return linecache.getline(filename, tb.tb_lineno).strip().startswith("raise")
-
-
-def _report_bug(err: BaseException) -> int:
-    """Print the traceback of an unexpected error and ask for a report; exit status 1."""
-    import traceback
-
-    traceback.print_exception(type(err), err, err.__traceback__, file=sys.stderr)
-    print(
-        f"bayesmeta: internal error ({type(err).__name__}); this is a bug in bayesmeta or one "
-        "of its dependencies, not in your input: please report it with the traceback above",
-        file=sys.stderr,
-    )
-    return 1
-
-
 # -- one library call per command ---------------------------------------------------------------
 def _fit(args) -> Any:
     from bayesmeta.fitting import Run, fit_run, join_distributed
@@ -316,14 +283,12 @@ def _fit(args) -> Any:
 
 
 def _fit_search(args, run) -> Any:
-    from bayesmeta.checkpoint import CHECKPOINT_NAME
+    from bayesmeta.fitting import check_run_dir
     from bayesmeta.search import fit_search
 
     if args.resume or args.max_seconds is not None or args.distributed:
         raise UsageError("--search-budget: not with --resume, --max-seconds or --distributed")
-    check_out_dir(args.out)
-    if (Path(args.out) / CHECKPOINT_NAME).exists() and not args.force:
-        raise UsageError(f"--out: {args.out!r} already holds a run; pass --force to replace it")
+    check_run_dir(args.out, force=args.force, resumable=False)
     fitted = fit_search(run, args.search_budget, progress=False if args.quiet else None,
                         log=None if args.quiet else print)  # fmt: skip
     fitted.save(args.out, overwrite=args.force)
@@ -332,7 +297,7 @@ def _fit_search(args, run) -> Any:
 
 def _fit_auto(args, data) -> Any:
     from bayesmeta.auto import fit_auto
-    from bayesmeta.checkpoint import CHECKPOINT_NAME
+    from bayesmeta.fitting import check_run_dir
 
     if data is None:
         raise UsageError("--data: MODEL auto chooses among models of your grouped data; pass "
@@ -345,22 +310,12 @@ def _fit_auto(args, data) -> Any:
     ):
         if value is not None:
             raise UsageError(f"{flag}: not with MODEL auto, which chooses its own candidates")
-    check_out_dir(args.out)
-    if (Path(args.out) / CHECKPOINT_NAME).exists() and not args.force:
-        raise UsageError(f"--out: {args.out!r} already holds a run; pass --force to replace it")
+    check_run_dir(args.out, force=args.force, resumable=False)
     fitted = fit_auto(data, seed=args.seed, budget=args.budget,
                       progress=False if args.quiet else None,
                       log=None if args.quiet else print)  # fmt: skip
     fitted.save(args.out, overwrite=args.force)
     return fitted
-
-
-def _print_fit(f, args) -> None:
-    if "auto" in f.info:
-        print(f"auto chose {f.info['model']} / {f.info['method']}: {f.info['auto']['reason']}")
-    i = f.info
-    print(f"fitted {i['method']} on {i['model']}: {i['steps']} steps in "
-          f"{i['train_seconds']:.1f}s -> {args.out}")  # fmt: skip
 
 
 def _evaluate(args) -> dict:
@@ -369,19 +324,6 @@ def _evaluate(args) -> dict:
     return evaluate_run(args.run_dir, args.tasks, args.out, samples=args.samples,
                         predictive=args.predictive, seed=args.seed, quiet=args.quiet,
                         access=_access(args), data=args.data)  # fmt: skip
-
-
-def _print_evaluate(rep: dict, args) -> None:
-    keys = [k for k in ("nll", "mse", "accuracy", "calibration_error", "ece") if k in rep]
-    print(" ".join(f"{k}={rep[k]:.4f}" for k in keys) + f" -> {args.out}")
-    if rep.get("baselines"):
-        print("baselines: " + " ".join(f"{k} nll={v['nll']:.4f}"
-                                       for k, v in rep["baselines"].items()))  # fmt: skip
-    if "conformal" in rep:
-        cov = rep["conformal"]["coverage"]
-        scaled = rep.get("recalibrated", {}).get("nll")
-        print(("" if scaled is None else f"recalibrated nll={scaled:.4f}; ") + "conformal "
-              + " ".join(f"cov{float(k) * 100:g}={v:.2f}" for k, v in cov.items()))  # fmt: skip
 
 
 def _tasks(args) -> int:
@@ -410,64 +352,11 @@ def _print_tasks(n: int, args) -> None:
 
 
 def _active(args) -> dict:
-    from bayesmeta.scoring import active_run, active_suggest
+    from bayesmeta.scoring import active
 
-    if args.data is not None:  # ask/tell on the user's CSV
-        for flag, v in (("--tasks", args.tasks), ("--queries", args.queries)):
-            if v is not None:
-                raise UsageError(f"{flag}: not with --data FILE (ask/tell: --group-id G "
-                                 "--suggest N)")  # fmt: skip
-        for flag, v in (("--group-id", args.group_id), ("--suggest", args.suggest)):
-            if v is None:
-                raise UsageError(f"{flag}: required with --data FILE (ask/tell: --group-id G "
-                                 "--suggest N)")  # fmt: skip
-        return active_suggest(args.run_dir, args.data, args.group_id, args.suggest,
-                              args.acquisition or "bald", args.out, group=args.group, x=args.x,
-                              y=args.y, samples=args.samples, seed=args.seed,
-                              access=_access(args))  # fmt: skip
-    for flag, v in (("--group", args.group), ("--x", args.x), ("--y", args.y),
-                    ("--group-id", args.group_id), ("--suggest", args.suggest)):  # fmt: skip
-        if v is not None:
-            raise UsageError(f"{flag}: only with --data FILE (ask/tell)")
-    for flag, v in (("--tasks", args.tasks), ("--acquisition", args.acquisition),
-                    ("--queries", args.queries), ("--out", args.out)):  # fmt: skip
-        if v is None:
-            raise UsageError(f"{flag}: required (learning curves on a pool), or ask/tell with "
-                             "--data FILE --group-id G --suggest N")  # fmt: skip
-    return active_run(args.run_dir, args.tasks, args.acquisition, args.queries, args.out,
-                      samples=args.samples, batch=args.batch, seed=args.seed, quiet=args.quiet,
-                      access=_access(args))  # fmt: skip
-
-
-def _num(v) -> str:
-    return "nan" if v is None else f"{v:.4f}"
-
-
-def _print_active(rep: dict, args) -> None:
-    if "suggestions" in rep:
-        _print_suggestions(rep, args)
-        return
-    for name, c in (rep["curves"] if "curves" in rep else {rep["acquisition"]: rep}).items():
-        m = "accuracy" if "accuracy" in c else "mse"
-        print(f"{name}: {m} {_num(c[m][0])} -> {_num(c[m][-1])}, nll {_num(c['nll'][0])} -> "
-              f"{_num(c['nll'][-1])} after {args.queries} queries")  # fmt: skip
-    print(f"-> {args.out}")
-
-
-def _print_suggestions(rep: dict, args) -> None:
-    cols = rep["x_columns"]
-    n, p = len(rep["suggestions"]), rep["candidates"]
-    print(f"group {rep['group_id']!r}: {n} of {p} candidate rows by {rep['acquisition']} "
-          f"(support K={rep['support_size']}), best first:")  # fmt: skip
-    rows = [["rank", "line", *cols, "score"]]
-    for s in rep["suggestions"]:
-        rows.append([str(s["rank"]), str(s["line"]), *(f"{s['x'][c]:.6g}" for c in cols),
-                     _num(s["score"])])  # fmt: skip
-    widths = [max(len(r[j]) for r in rows) for j in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)))
-    print(f"fill in {rep['y_column']!r} on these lines of {rep['data']} and run again"
-          + (f" -> {args.out}" if args.out else ""))  # fmt: skip
+    names = ("tasks", "acquisition", "queries", "out", "data", "group", "x", "y", "group_id",
+             "suggest", "batch", "samples", "seed", "quiet")  # fmt: skip
+    return active(args.run_dir, **{n: getattr(args, n) for n in names}, access=_access(args))
 
 
 def _info(args) -> dict:
@@ -521,12 +410,17 @@ def _print_bench(rows: list, args) -> None:
     print(f"{len(rows)} rows -> {Path(args.out) / 'calibration.json'}, calibration.md")
 
 
+def _print(summary: Callable[[Any, Any], str]) -> Callable[[Any, Any], None]:
+    """The printer of a :mod:`bayesmeta.summaries` function, given the command's ``--out``."""
+    return lambda result, args: print(summary(result, args.out))
+
+
 #: ``command -> (library call, printer)``.
 COMMANDS: dict[str, tuple[Callable[[Any], Any], Callable[[Any, Any], None]]] = {
-    "fit": (_fit, _print_fit),
-    "evaluate": (_evaluate, _print_evaluate),
+    "fit": (_fit, _print(summaries.fit)),
+    "evaluate": (_evaluate, _print(summaries.evaluation)),
     "tasks": (_tasks, _print_tasks),
-    "active": (_active, _print_active),
+    "active": (_active, _print(summaries.active)),
     "info": (_info, lambda out, args: print(json.dumps(out, indent=2, default=str))),
     "upgrade": (_upgrade, _print_upgrade),
     "run": (_run, lambda out, args: None),
@@ -547,8 +441,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bayesmeta: error: {err}", file=sys.stderr)
         return 1
     except (CheckpointError, *CLI_ERRORS) as err:
-        if not _is_bad_input(err):
-            return _report_bug(err)
+        if not is_bad_input(err):
+            return report_bug(err)
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"bayesmeta: error: {msg}", file=sys.stderr)
         return 2

@@ -167,6 +167,29 @@ class Run:
         return out
 
 
+def check_run_dir(
+    out: str | Path, *, resume: bool = False, force: bool = False, resumable: bool = True
+) -> list[str]:
+    """Refuse a run directory that cannot take a new run, before any work: a path under a
+    file, a run already there (unless ``resume`` continues it or ``force`` replaces it), or
+    ``resume`` with nothing to continue. Returns the run files already there; ``resumable``
+    False for a fit that cannot resume (a search, ``auto``) drops that hint."""
+    out_dir = Path(out)
+    check_out_dir(out_dir)
+    if resume and force:
+        raise UsageError("--force: replaces the run in RUN_DIR, --resume continues it; pick one")
+    if resume and not out_dir.is_dir():
+        raise UsageError(f"--resume: no run directory at {str(out_dir)!r} to continue")
+    held = [n for n in RUN_FILES if (out_dir / n).exists()]
+    if held and not (resume or force):
+        raise UsageError(
+            f"--out: {str(out_dir)!r} already holds a run ({', '.join(held)}); pass "
+            + ("--resume to continue it or " if resumable else "")
+            + "--force to replace it"
+        )
+    return held
+
+
 def fit_run(
     run: Run,
     *,
@@ -213,18 +236,7 @@ def fit_run(
     out_dir = Path(out) if out is not None else None
     held: list[str] = []
     if out_dir is not None:
-        check_out_dir(out_dir)
-        if resume and force:
-            raise UsageError("--force: replaces the run in RUN_DIR, --resume continues it; "
-                             "pick one")  # fmt: skip
-        if resume and not out_dir.is_dir():
-            raise UsageError(f"--resume: no run directory at {str(out_dir)!r} to continue")
-        held = [n for n in RUN_FILES if (out_dir / n).exists()]
-        if held and not (resume or force):
-            raise UsageError(
-                f"--out: {str(out_dir)!r} already holds a run ({', '.join(held)}); pass "
-                "--resume to continue it or --force to replace it"
-            )
+        held = check_run_dir(out_dir, resume=resume, force=force)
     elif resume or force:
         raise UsageError("resume, force: they act on a run directory; pass out=")
     spec = run.spec
@@ -257,13 +269,7 @@ def fit_run(
     with contextlib.ExitStack() as stack:
         if out_dir is not None and is_primary():
             stack.enter_context(run_dir_lock(out_dir, "--out"))
-            held_now = [n for n in RUN_FILES if (out_dir / n).exists()]
-            if held_now and not (resume or force):  # written since the first check
-                raise UsageError(
-                    f"--out: {str(out_dir)!r} already holds a run ({', '.join(held_now)}); pass "
-                    "--resume to continue it or --force to replace it"
-                )
-            held = held_now
+            held = check_run_dir(out_dir, resume=resume, force=force)  # written since?
         return _fit_locked(run, out_dir, manifest, held, resume, force, validator,
                            validate_every, mesh, progress, method, cfg, sampler)  # fmt: skip
 
@@ -553,4 +559,4 @@ def join_distributed(
     return mesh, task_streams
 
 
-__all__ = ["Run", "default_validator", "fit_run", "join_distributed"]
+__all__ = ["Run", "check_run_dir", "default_validator", "fit_run", "join_distributed"]

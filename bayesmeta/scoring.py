@@ -538,6 +538,54 @@ def _write_suggestions(out: str, report: dict) -> None:
     write_text(Path(out), buf.getvalue())
 
 
+def active(
+    run_dir: str,
+    *,
+    tasks: str | None = None,
+    acquisition: str | None = None,
+    queries: int | None = None,
+    out: str | None = None,
+    data: str | None = None,
+    group: str | None = None,
+    x: str | list[str] | None = None,
+    y: str | None = None,
+    group_id: str | None = None,
+    suggest: int | None = None,
+    batch: int = 1,
+    samples: int = 100,
+    seed: int = 0,
+    quiet: bool = False,
+    access: dict | None = None,
+) -> dict:
+    """``bayesmeta active``: learning curves on a task file's pools (``tasks``,
+    ``acquisition``, ``queries``, ``out``: :func:`active_run`), or ask/tell on one group of a
+    CSV (``data``, ``group_id``, ``suggest``: :func:`active_suggest`). Arguments of the other
+    mode are refused with one line naming them."""
+    if data is not None:  # ask/tell on the user's CSV
+        for flag, v in (("--tasks", tasks), ("--queries", queries)):
+            if v is not None:
+                raise UsageError(f"{flag}: not with --data FILE (ask/tell: --group-id G "
+                                 "--suggest N)")  # fmt: skip
+        for flag, v in (("--group-id", group_id), ("--suggest", suggest)):
+            if v is None:
+                raise UsageError(f"{flag}: required with --data FILE (ask/tell: --group-id G "
+                                 "--suggest N)")  # fmt: skip
+        return active_suggest(run_dir, data, group_id, suggest, acquisition or "bald", out,
+                              group=group, x=x, y=y, samples=samples, seed=seed,
+                              access=access)  # fmt: skip
+    for flag, v in (("--group", group), ("--x", x), ("--y", y), ("--group-id", group_id),
+                    ("--suggest", suggest)):  # fmt: skip
+        if v is not None:
+            raise UsageError(f"{flag}: only with --data FILE (ask/tell)")
+    for flag, v in (("--tasks", tasks), ("--acquisition", acquisition), ("--queries", queries),
+                    ("--out", out)):  # fmt: skip
+        if v is None:
+            raise UsageError(f"{flag}: required (learning curves on a pool), or ask/tell with "
+                             "--data FILE --group-id G --suggest N")  # fmt: skip
+    return active_run(run_dir, tasks, acquisition, queries, out, samples=samples, batch=batch,
+                      seed=seed, quiet=quiet, access=access)  # fmt: skip
+
+
 def active_suggest(
     run_dir: str,
     data: str,
@@ -646,6 +694,7 @@ def active_suggest(
 
 
 __all__ = [
+    "active",
     "active_run",
     "active_suggest",
     "evaluate_run",

@@ -150,3 +150,23 @@ def test_validation_in_batches_with_a_ragged_last_batch_is_the_unbatched_score(m
     monkeypatch.setattr(fitting, "VALIDATION_BATCH", 3)  # 4 groups: a ragged last batch
     ragged = fitting.default_validator(run.spec, cfg, 0)(method)(state)
     assert ragged == pytest.approx(whole, rel=1e-5)
+
+
+def test_check_run_dir_refuses_what_cannot_take_a_new_run(tmp_path):
+    """One check for every fit that writes a run directory (fit_run, the search, auto)."""
+    from bayesmeta.fitting import check_run_dir
+
+    assert check_run_dir(tmp_path / "new") == []
+    (tmp_path / "run.json").write_text("{}")
+    with pytest.raises(UsageError, match="pass --resume to continue it or --force"):
+        check_run_dir(tmp_path)
+    with pytest.raises(UsageError, match=r"already holds a run \(run.json\); pass --force to"):
+        check_run_dir(tmp_path, resumable=False)
+    assert check_run_dir(tmp_path, force=True) == ["run.json"]
+    with pytest.raises(UsageError, match="--force: replaces the run in RUN_DIR"):
+        check_run_dir(tmp_path, resume=True, force=True)
+    with pytest.raises(UsageError, match="--resume: no run directory"):
+        check_run_dir(tmp_path / "missing", resume=True)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UsageError, match="--out: expected a directory"):
+        check_run_dir(tmp_path / "file" / "run")
