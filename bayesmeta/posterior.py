@@ -7,7 +7,10 @@ function ``apply(φ, x)`` giving the likelihood's location (regression) or logit
     p(y* | x*, D_tr) ≈ Σ_s w_s p(y* | f_φs(x*)),        Σ_s w_s = 1,
 
 where w_s = 1/S for sampling methods and quadrature weights for grid references. Every
-evaluator works from this mixture — never from a Gaussian fitted to the samples.
+evaluator works from this mixture — never from a Gaussian fitted to the samples. The one
+exception is a posterior that *is* Gaussian and knows it (``gaussian=(μ, Σ)``, the linear and
+mixed-model references): its predictive is then the exact Gaussian, of which the samples are
+draws.
 """
 
 from __future__ import annotations
