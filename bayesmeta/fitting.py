@@ -330,6 +330,9 @@ def _fit_locked(run, out_dir, manifest, held, resume, force, validator, validate
                 prior_history=prior,
                 # a data fit keeps its best validated state when a later step diverges
                 on_divergence="stop",
+                # the start is a candidate too: a data model's θ starts at the closed-form
+                # empirical-Bayes fit, which training may only move away from
+                validate_start=True,
             )
         state = res.state
     info = _record(run, manifest, settings, state, res, time.perf_counter() - t0 + train_s0)

@@ -83,9 +83,12 @@ def test_task_file_is_one_task_per_test_group_with_masked_queries(fitted):
     assert (mask.sum(1) >= 2).all() and (mask.sum(1) < mask.shape[1]).any()  # ragged
     manifest = json.loads((run / "run.json").read_text())
     assert manifest["model"].endswith("/linear")
-    # validated on the validation groups after every chunk; the best state is kept
-    assert len(manifest["history"]["validation_nll"]) == len(manifest["history"]["step"])
-    assert manifest["best_step"] in manifest["history"]["step"]
+    # validated on the validation groups at the start and after every chunk; the best state
+    # is kept
+    hist = manifest["history"]
+    assert hist["validation_step"] == [0, *hist["step"]]
+    assert len(hist["validation_nll"]) == len(hist["step"]) + 1
+    assert manifest["best_step"] in hist["validation_step"]
     assert (run / "best.npz").is_file()
     # test groups are not training groups: the run's split is recorded and reproducible
     with np.load(run / "checkpoint.npz", allow_pickle=False) as f:
@@ -95,8 +98,9 @@ def test_task_file_is_one_task_per_test_group_with_masked_queries(fitted):
 
 
 def test_resumed_data_run_continues_its_history_and_best_state(fitted, tmp_path, monkeypatch):
-    # Chunks of 10 steps (a checkpoint every 10 chunks); the first process dies while
-    # validating chunk 11, the second (resumed) while validating chunk 22, the third finishes:
+    # Chunks of 10 steps (a checkpoint every 10 chunks); the first process scores its start,
+    # then dies while validating chunk 11, the second (resumed) while validating chunk 21, the
+    # third finishes:
     # history, seconds and best state span the whole run through both interruptions.
     import bayesmeta.datamodels as datamodels
     import bayesmeta.fitting as fitting
@@ -115,7 +119,7 @@ def test_resumed_data_run_continues_its_history_and_best_state(fitted, tmp_path,
 
             def v(state):
                 calls.append(int(state.step))
-                if len(calls) in (11, 23):
+                if len(calls) in (12, 23):
                     raise KeyboardInterrupt
                 return score(state)
 
@@ -132,13 +136,14 @@ def test_resumed_data_run_continues_its_history_and_best_state(fitted, tmp_path,
     assert not (run / "run.json").exists()
     with pytest.raises(KeyboardInterrupt):
         main([*args, "--resume"])
-    assert calls[11] == 110, calls  # the second process resumed from the step-100 checkpoint
+    assert calls[12] == 110, calls  # the second process resumed from the step-100 checkpoint
     assert main([*args, "--resume"]) == 0
     assert calls[23] == 210, calls  # the third from the step-200 checkpoint
     info = json.loads((run / "run.json").read_text())
     assert info["history"]["step"] == list(range(10, 310, 10))
-    assert info["history"]["validation_step"] == list(range(10, 310, 10))
-    assert len(info["history"]["validation_nll"]) == 30
+    # the start is scored once, by the first process, not again on resuming
+    assert info["history"]["validation_step"] == list(range(0, 310, 10))
+    assert len(info["history"]["validation_nll"]) == 31
     seconds = info["history"]["seconds"]
     assert all(b > a for a, b in zip(seconds, seconds[1:], strict=False)), seconds
     assert info["train_seconds"] >= seconds[-1] * 0.5

@@ -93,6 +93,6 @@ def test_fit_validate_keeps_the_best_state_and_records_the_cap(tmp_path):
     assert main([*args, "--max-seconds", "600", "--out", str(out)]) == 0
     info = json.loads((out / "run.json").read_text())
     assert info["max_seconds"] == 600 and info["steps"] == 500
-    assert len(info["history"]["validation_nll"]) == 2  # one per chunk of 250
+    assert info["history"]["validation_step"] == [0, 250, 500]  # the start, then each chunk
     assert info["best_validation_nll"] == min(info["history"]["validation_nll"])
     assert (out / "best.npz").exists()

@@ -165,6 +165,7 @@ def train(
     validate_every: int = 1,
     prior_history: Mapping[str, Sequence[float]] | None = None,
     on_divergence: str = "raise",
+    validate_start: bool = False,
 ) -> TrainResult:
     """Meta-train ``method`` for ``num_steps`` steps (rounded up to whole chunks).
 
@@ -211,6 +212,11 @@ def train(
         state (early stopping's answer to a diverging run, as Keras' ``TerminateOnNaN`` with
         ``restore_best_weights``), with a warning and the step in ``history["diverged_at"]``.
         Without a validated state to fall back on it raises all the same.
+    validate_start : bool
+        With ``validate``, also score the starting state when training starts afresh (step 0,
+        no ``prior_history``), recorded at ``validation_step`` 0: a θ that starts at a
+        closed-form fit (a data model's empirical-Bayes start) may be the best state there
+        is, and early stopping can then keep it.
     """
     if num_steps < 1:
         raise ValueError(f"num_steps: expected a positive integer, got {num_steps}")
@@ -254,9 +260,43 @@ def train(
     for name, values in (prior_history or {}).items():
         history[name] = [float(v) for v in values] + history.get(name, [])
     best_v, best_state = float(best_validation), None
+
+    def score(st, k, seconds: float) -> float:
+        """Validate ``st``, record it in the history, keep it (and write ``best.npz``) if it
+        is the best so far; its validation NLL."""
+        nonlocal best_v, best_state
+        scores = validate(st)
+        if isinstance(scores, Mapping):
+            v = float(scores["nll"])
+            for name, value in scores.items():
+                if name != "nll":
+                    history.setdefault(f"validation_{name}", []).append(float(value))
+        else:
+            v = float(scores)
+        history["validation_nll"].append(v)
+        history["validation_step"].append(int(st.step))
+        history["validation_seconds"].append(seconds)
+        if v < best_v:
+            best_v, best_state = v, st
+            if ckpt is not None:
+                save_checkpoint(
+                    ckpt.parent / BEST_NAME,
+                    {
+                        **(checkpoint_extra or {}),
+                        "method": method.name,
+                        "state": st,
+                        "key": k,
+                        "step": int(st.step),
+                        "validation_nll": v,
+                    },
+                )
+        return v
+
     t0 = time.perf_counter()
     compile_s = 0.0
     trained_s = float(history["seconds"][-1]) if history["seconds"] else 0.0
+    if validate is not None and validate_start and int(state.step) == 0 and not prior_history:
+        score(state, key, trained_s)
     for c in range(num_chunks):
         t_chunk = time.perf_counter()
         new_state, new_key, infos, theta_finite = run(state, key)
@@ -292,32 +332,7 @@ def train(
             max_seconds is not None and time.perf_counter() - t0 > max_seconds
         )
         if validate is not None and ((c + 1) % validate_every == 0 or last):
-            scores = validate(state)
-            if isinstance(scores, Mapping):
-                v = float(scores["nll"])
-                for name, value in scores.items():
-                    if name != "nll":
-                        history.setdefault(f"validation_{name}", []).append(float(value))
-            else:
-                v = float(scores)
-            history["validation_nll"].append(v)
-            history["validation_step"].append(int(state.step))
-            history["validation_seconds"].append(trained_s)
-            postfix += f" val {v:.4f}"
-            if v < best_v:
-                best_v, best_state = v, state
-                if ckpt is not None:
-                    save_checkpoint(
-                        ckpt.parent / BEST_NAME,
-                        {
-                            **(checkpoint_extra or {}),
-                            "method": method.name,
-                            "state": state,
-                            "key": key,
-                            "step": int(state.step),
-                            "validation_nll": v,
-                        },
-                    )
+            postfix += f" val {score(state, key, trained_s):.4f}"
         bar.update((c + 1) * chunk_size, postfix)
         if ckpt is not None and ((c + 1) % checkpoint_every == 0 or c == num_chunks - 1):
             checkpoint(state, key)

@@ -215,3 +215,36 @@ def test_a_resumed_run_keeps_its_best_state_unless_beaten(setup, tmp_path, key):
     # the checkpoint carries the run's history, so a resumed run can continue it
     hist = load_checkpoint(tmp_path / "checkpoint.npz")["history"]
     assert hist["step"] == [10, 20] and hist["validation_nll"] == [1.0, 0.25]
+
+
+def test_validate_start_scores_the_starting_state_and_can_keep_it(setup, key, tmp_path):
+    """A θ that starts at a closed-form fit may beat every trained state: with
+    ``validate_start`` the start is scored (step 0) and kept, in memory and in best.npz;
+    a resumed run (a history behind it) does not score its start again."""
+    from bayesmeta.checkpoint import load_checkpoint
+
+    model, sampler = setup
+    method = maml(model, inner_steps=1)
+    seen, scores = [], iter([0.5, 1.0, 2.0])
+
+    def validate(state):
+        seen.append(int(state.step))
+        return next(scores)
+
+    start = method.init(key)
+    res = train(method, start, sampler, key, 20, chunk_size=10, progress=False,
+                validate=validate, validate_start=True, run_dir=tmp_path)  # fmt: skip
+    assert seen == [0, 10, 20] and list(res.history["validation_step"]) == [0, 10, 20]
+    assert int(res.best_state.step) == 0 and int(res.state.step) == 20
+    np.testing.assert_array_equal(res.best_state.theta["log_noise"], start.theta["log_noise"])
+    assert load_checkpoint(tmp_path / "best.npz")["step"] == 0
+    # the default leaves the start unscored; so does a resumed run
+    seen.clear()
+    scores = iter([1.0, 2.0])
+    train(method, start, sampler, key, 20, chunk_size=10, progress=False, validate=validate)
+    assert seen == [10, 20]
+    seen.clear()
+    scores = iter([1.0])
+    train(method, start, sampler, key, 10, chunk_size=10, progress=False, validate=validate,
+          validate_start=True, prior_history={"step": [10], "loss": [0.1]})  # fmt: skip
+    assert seen == [10]
