@@ -549,15 +549,20 @@ def merge(shards: Sequence[str | os.PathLike], out: str | os.PathLike) -> list[d
     return rows
 
 
+def machine() -> str:
+    """The machine a result came from: architecture, JAX backend and cores."""
+    import platform
+
+    return f"{platform.machine()} {jax.default_backend()}, {os.cpu_count()} cores"
+
+
 def provenance(command: str, **extra: Any) -> dict[str, Any]:
     """Where a results file came from: the commit, the exact command, the machine and the
     library versions, plus ``extra`` (steps, samples, seed, seconds, ...)."""
-    import platform
-
     return {
         "commit": git_commit(),
         "command": command,
-        "machine": f"{platform.machine()} {jax.default_backend()}, {os.cpu_count()} cores",
+        "machine": machine(),
         "jax": jax.__version__,
         "date": time.strftime("%Y-%m-%d"),
         **extra,
@@ -849,6 +854,7 @@ __all__ = [
     "Family",
     "export_inference_data",
     "learning_curve_figures",
+    "machine",
     "markdown",
     "merge",
     "parse_shard",

@@ -67,7 +67,7 @@ def markdown(report: dict) -> str:
 def run(argv: list[str] | None = None) -> dict:
     import bayesmeta as bm
     from bayesmeta.atomic import write_text
-    from bayesmeta.bench import git_commit
+    from bayesmeta.bench import git_commit, machine
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True)
@@ -105,6 +105,7 @@ def run(argv: list[str] | None = None) -> dict:
             ]
         ),  # fmt: skip
         "date": time.strftime("%Y-%m-%d"),
+        "machine": machine(),
         "model": args.model,
         "method": args.method,
         "grid": grid,

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from real_data import _standardised, commit  # noqa: E402  (benchmarks/real_data.py)
+from real_data import _standardised, commit, machine  # noqa: E402  (benchmarks/real_data.py)
 
 RESULTS = Path(__file__).parent / "results"
 METHODS = ("abml", "bmaml", "platipus", "neural-process")
@@ -164,6 +164,7 @@ def _report(args, argv, sha, t_start, rows, fits, partial: bool) -> dict:
             ["benchmarks/nested_linear.py", *(argv if argv is not None else sys.argv[1:])]
         ),  # fmt: skip
         "date": time.strftime("%Y-%m-%d"),
+        "machine": machine(),
         "methods": args.methods,
         "split_seeds": args.split_seeds,
         "k": args.k,

@@ -45,6 +45,11 @@ SPLIT_SEEDS = (1, 2, 3)
 KS = (1, 3, 5)
 
 
+def machine() -> str:
+    """The machine a result came from, for its provenance."""
+    return f"{platform.machine()} {platform.system()}, {os.cpu_count()} cores (shared), CPU"
+
+
 def commit() -> str | None:
     """The checkout's commit, with ``+dirty`` when a tracked file has changed."""
     here = Path(__file__).parent
@@ -423,8 +428,7 @@ def _report(args, argv, sha, t_start, rows, fits, complete: bool) -> dict:
             ["benchmarks/real_data.py", *(argv if argv is not None else sys.argv[1:])]
         ),
         "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} cores "
-        "(shared), CPU",
+        "machine": machine(),
         "data": args.data,
         "split_seeds": args.split_seeds,
         "k": args.k,
