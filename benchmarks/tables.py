@@ -35,6 +35,7 @@ DOCUMENTS = (
     "docs/performance.md",
     "docs/methods.md",
     "docs/data_yours.md",
+    "docs/models.md",
     "benchmarks/results/classification.md",
 )
 
@@ -930,8 +931,26 @@ def nested_linear_summary(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def generic_path_speed(result: dict) -> str:
+    """``benchmarks/generic_path.py --speed``: per method, the time per meta-step on the
+    built-in model and on the same model as a NumPyro function, and their ratio."""
+    speed = result["speed"]
+    lines = [
+        "| method | built-in ms/step | NumPyro function ms/step | ratio |",
+        "|---|---:|---:|---:|",
+    ]
+    for r in speed["rows"]:
+        lines.append(f"| {r['method']} | {1e3 * r['builtin_s']:.2f} | {1e3 * r['generic_s']:.2f} "
+                     f"| {r['ratio']:.2f} |")  # fmt: skip
+    p = speed["provenance"]
+    lines += ["", f"Commit {p['commit']}; `{p['command']}`; {p['machine']}; {p['date']}; best of "
+              f"{p['repeats']} interleaved calls of {p['steps_per_call']} steps each."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 #: Every generated table, by the name its markers use.
 TABLES: dict[str, Table] = {
+    "generic_path_speed": Table(("generic_path.json",), generic_path_speed),
     "nested_linear_summary": Table(("nested_linear.json",), nested_linear_summary),
     "core_sinusoid": Table(("core_sinusoid_default.json",), core_table),
     "core_sine_line": Table(("core_sine_line_default.json",), core_table),
