@@ -204,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--group-id", default=None, metavar="G", help="ask/tell: the group (task)")
     a.add_argument("--suggest", default=None, type=_positive("--suggest"), metavar="N",
                    help="ask/tell: the N candidate rows to label next, best first")  # fmt: skip
+    a.add_argument("--cost", default=None, metavar="COL",
+                   help="ask/tell: a column with each candidate's labelling cost; rank by "
+                   "information per unit cost")  # fmt: skip
 
     t = sub.add_parser("tasks", help="write a held-out task file of a model's family or your data")
     t.add_argument("model", metavar="MODEL", nargs="?", default=None)
@@ -355,7 +358,7 @@ def _active(args) -> dict:
     from bayesmeta.scoring import active
 
     names = ("tasks", "acquisition", "queries", "out", "data", "group", "x", "y", "group_id",
-             "suggest", "batch", "samples", "seed", "quiet")  # fmt: skip
+             "suggest", "cost", "batch", "samples", "seed", "quiet")  # fmt: skip
     return active(args.run_dir, **{n: getattr(args, n) for n in names}, access=_access(args))
 
 

@@ -447,7 +447,7 @@ def active_run(
 
 
 def _ask_tell_rows(path: str, xs: list[str], y: str, group: str, group_id: str,
-                   classify: bool) -> dict:  # fmt: skip
+                   classify: bool, cost: str | None = None) -> dict:  # fmt: skip
     """The rows of one group of a CSV for ask/tell: those with a ``y`` (the support, in the
     data's own units) and those whose ``y`` cell is empty (the candidates), each with its
     line number in the file (the header is line 1). Reads the file as ``--data`` reads one
@@ -466,6 +466,7 @@ def _ask_tell_rows(path: str, xs: list[str], y: str, group: str, group_id: str,
     ix = _columns(header, xs, "--x", src)
     (iy,) = _columns(header, [y], "--y", src)
     (ig,) = _columns(header, [group], "--group", src)
+    ic = None if cost is None else _columns(header, [cost], "--cost", src)[0]
 
     def cell(r: list[str], col: int, flag: str, name: str, line: int) -> str:
         if col >= len(r):
@@ -511,8 +512,21 @@ def _ask_tell_rows(path: str, xs: list[str], y: str, group: str, group_id: str,
         raise UsageError(f"--y: expected integer class labels 0..C-1, got {ycells[told[n]]!r} "
                          f"{where(told[n])}")  # fmt: skip
     cand = [j for j, c in enumerate(ycells) if not c]
+    costs = None
+    if ic is not None:  # the price of labelling each candidate: positive numbers
+        costs = np.zeros(len(cand))
+        for n, j in enumerate(cand):
+            text = cell(rows[mine[j]], ic, "--cost", cost, line_of[j])
+            try:
+                costs[n] = float(text)
+            except ValueError:
+                costs[n] = np.nan
+            if not (np.isfinite(costs[n]) and costs[n] > 0):
+                raise UsageError(f"--cost: expected a positive number in column {cost!r} for "
+                                 f"each candidate row, got {text!r} {where(j)}")  # fmt: skip
     line_of = np.asarray(line_of)
     return {
+        "costs": costs,
         "x_support": x[told].astype(np.float32),
         "y_support": yv.astype(np.int32) if classify else yv.astype(np.float32),
         "lines_support": line_of[told],
@@ -532,9 +546,11 @@ def _write_suggestions(out: str, report: dict) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     cols = report["x_columns"]
-    w.writerow(["rank", "line", *cols, "score"])
+    costed = report.get("cost_column") is not None
+    w.writerow(["rank", "line", *cols, "score", *(["cost"] if costed else [])])
     for s in report["suggestions"]:
-        w.writerow([s["rank"], s["line"], *(s["x"][c] for c in cols), s["score"]])
+        w.writerow([s["rank"], s["line"], *(s["x"][c] for c in cols), s["score"],
+                    *([s["cost"]] if costed else [])])  # fmt: skip
     write_text(Path(out), buf.getvalue())
 
 
@@ -551,6 +567,7 @@ def active(
     y: str | None = None,
     group_id: str | None = None,
     suggest: int | None = None,
+    cost: str | None = None,
     batch: int = 1,
     samples: int = 100,
     seed: int = 0,
@@ -572,9 +589,9 @@ def active(
                                  "--suggest N)")  # fmt: skip
         return active_suggest(run_dir, data, group_id, suggest, acquisition or "bald", out,
                               group=group, x=x, y=y, samples=samples, seed=seed,
-                              access=access)  # fmt: skip
+                              access=access, cost=cost)  # fmt: skip
     for flag, v in (("--group", group), ("--x", x), ("--y", y), ("--group-id", group_id),
-                    ("--suggest", suggest)):  # fmt: skip
+                    ("--suggest", suggest), ("--cost", cost)):  # fmt: skip
         if v is not None:
             raise UsageError(f"{flag}: only with --data FILE (ask/tell)")
     for flag, v in (("--tasks", tasks), ("--acquisition", acquisition), ("--queries", queries),
@@ -600,6 +617,7 @@ def active_suggest(
     samples: int = 100,
     seed: int = 0,
     access: dict | None = None,
+    cost: str | None = None,
 ) -> dict:
     """Ask/tell active learning on one group of a CSV (``bayesmeta active --data --suggest``).
 
@@ -610,7 +628,9 @@ def active_suggest(
     first, each with its line in the file (the header is line 1), its x and its score. Fill
     in their ``y`` and call again: the told rows are read back from the file. ``group``,
     ``x``, ``y`` default to the columns the run was fitted with. ``out`` (``.csv`` or
-    ``.json``) is written only once everything is computed.
+    ``.json``) is written only once everything is computed. ``cost`` names a column holding
+    each candidate's price of labelling: the candidates are then ranked by score per unit
+    cost (:meth:`ActiveLoop.suggest <bayesmeta.evaluate.loop.ActiveLoop.suggest>`).
     """
     import warnings
 
@@ -646,7 +666,7 @@ def active_suggest(
     if not fam.likelihood.classifier and fam.dy != 1:
         raise UsageError(f"--y: one target column, but the run's model {spec.name!r} has "
                          f"Dy={fam.dy}")  # fmt: skip
-    rows = _ask_tell_rows(data, xs, y, group, str(group_id), fam.likelihood.classifier)
+    rows = _ask_tell_rows(data, xs, y, group, str(group_id), fam.likelihood.classifier, cost)
     p = len(rows["lines_candidates"])
     if p == 0:
         raise UsageError(f"--group-id: group {group_id!r} has no candidate rows (rows whose {y!r} "
@@ -660,7 +680,10 @@ def active_suggest(
         loop = fitted.active(rows["x_support"], rows["y_support"], rows["x_candidates"],
                              acquisition, key=jax.random.PRNGKey(seed),
                              num_samples=samples)  # fmt: skip
-    idx = loop.suggest(suggest)
+    try:
+        idx = loop.suggest(suggest, cost=rows["costs"])
+    except ValueError as err:  # scores a cost cannot divide: name the flag
+        raise UsageError(f"--{err}") from None
     scores = loop.scores
     suggestions = [
         {
@@ -668,6 +691,7 @@ def active_suggest(
             "line": int(rows["lines_candidates"][i]),
             "x": {c: float(v) for c, v in zip(xs, rows["x_candidates"][i], strict=True)},
             "score": _finite_or_none([scores[i]])[0],
+            **({} if rows["costs"] is None else {"cost": float(rows["costs"][i])}),
         }
         for r, i in enumerate(np.asarray(idx).tolist())
     ]
@@ -679,6 +703,7 @@ def active_suggest(
         "x_columns": xs,
         "y_column": y,
         "acquisition": acquisition,
+        "cost_column": cost,
         "method": method.name,
         "model": spec.name,
         "support_size": int(len(rows["lines_support"])),

@@ -68,12 +68,14 @@ def suggestions(report: dict, out=None) -> str:
     n, p = len(report["suggestions"]), report["candidates"]
     lines = [
         f"group {report['group_id']!r}: {n} of {p} candidate rows by {report['acquisition']} "
-        f"(support K={report['support_size']}), best first:"
+        f"(support K={report['support_size']}), best first"
+        + (f" per unit of {report['cost_column']!r}:" if report.get("cost_column") else ":")
     ]
-    rows = [["rank", "line", *cols, "score"]]
+    costed = report.get("cost_column") is not None
+    rows = [["rank", "line", *cols, "score", *(["cost"] if costed else [])]]
     for s in report["suggestions"]:
         rows.append([str(s["rank"]), str(s["line"]), *(f"{s['x'][c]:.6g}" for c in cols),
-                     _num(s["score"])])  # fmt: skip
+                     _num(s["score"]), *([f"{s['cost']:.6g}"] if costed else [])])  # fmt: skip
     widths = [max(len(r[j]) for r in rows) for j in range(len(rows[0]))]
     lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
     lines.append(f"fill in {report['y_column']!r} on these lines of {report['data']} and run "

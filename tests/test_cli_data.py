@@ -395,6 +395,15 @@ def test_ask_tell_round_trip_through_the_file(ask_run, tmp_path, capsys):
         (["--group-id", "new", "--suggest", "1", "--acquisition", "all"], "--acquisition"),
         (["--group-id", "new", "--suggest", "1", "--data", "{tmp}/none.csv"], "--data: no file"),
         (["--suggest", "1", "--no-data"], "--suggest: only with --data FILE"),
+        (
+            ["--group-id", "new", "--suggest", "1", "--cost", "note"],
+            "--cost: expected a positive number in column 'note' for each candidate row, got 'x'",
+        ),
+        (["--group-id", "new", "--suggest", "1", "--cost", "price"], "--cost: no column 'price'"),
+        (
+            ["--group-id", "new", "--suggest", "2", "--cost", "a", "--acquisition", "entropy"],
+            "--cost: expected a positive number in column 'a'",
+        ),
     ],
 )
 def test_ask_tell_bad_input_exits_2_with_one_line(ask_run, tmp_path, capsys, args, needle):
@@ -413,3 +422,32 @@ def test_ask_tell_bad_input_exits_2_with_one_line(ask_run, tmp_path, capsys, arg
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and needle in err[0], err
     assert not out.exists() and not (tmp_path / "s.txt").exists()
+
+
+def test_ask_tell_with_a_cost_column_ranks_by_score_per_unit_cost(ask_run, tmp_path, capsys):
+    """The most informative candidate priced a thousand times the others drops out of the
+    top; the printed table, the CSV and the JSON carry each suggestion's cost."""
+    ask, lines = _ask_file(tmp_path / "ask.csv")
+    base = ["active", str(ask_run), "--data", "", "--group-id", "new", "--seed", "1"]
+    first = tmp_path / "first.json"
+    assert main([*base[:3], str(ask), *base[4:], "--suggest", "1", "--out", str(first)]) == 0
+    top = json.loads(first.read_text())["suggestions"][0]["line"]
+    with open(ask, newline="") as fh:
+        rows = list(csv.reader(fh))
+    rows[0].append("price")
+    for i, r in enumerate(rows[1:], start=2):
+        r.append("1000" if i == top else "2.5")
+    priced = tmp_path / "priced.csv"
+    with open(priced, "w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    out = tmp_path / "next.csv"
+    capsys.readouterr()
+    assert main([*base[:3], str(priced), *base[4:], "--suggest", "3", "--cost", "price",
+                 "--out", str(out)]) == 0  # fmt: skip
+    printed = capsys.readouterr().out.splitlines()
+    assert "best first per unit of 'price':" in printed[0] and printed[1].split()[-1] == "cost"
+    with open(out, newline="") as fh:
+        got = list(csv.DictReader(fh))
+    assert list(got[0])[-1] == "cost" and {r["cost"] for r in got} == {"2.5"}
+    assert top not in [int(r["line"]) for r in got]
+    assert {int(r["line"]) for r in got} <= set(lines)

@@ -27,6 +27,7 @@ fitted (standardised) units.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -302,7 +303,7 @@ class ActiveLoop:
         """The current support labels: ``(K + n, Dy)`` real or ``(K + n,)`` class labels."""
         return np.concatenate([self._ys0, *self._told])
 
-    def suggest(self, n: int = 1, fantasize: bool = False) -> np.ndarray:
+    def suggest(self, n: int = 1, fantasize: bool = False, cost: Any = None) -> np.ndarray:
         """The ``n`` unlabelled pool indices to label next, best first.
 
         Greedy (default): the top ``n`` scores of :attr:`scores`. With ``fantasize`` the batch
@@ -310,6 +311,11 @@ class ActiveLoop:
         (most probable class for a classifier), the posterior re-adapted and the pool
         rescored, so that the batch avoids near-duplicates (the "kriging believer"); the
         loop's own state is not changed.
+
+        ``cost`` ``(P,)``, positive, one per candidate in the pool's order (the price of
+        labelling it: an experiment's time, a lab's fee), ranks by information per unit cost,
+        ``score / cost``. That needs non-negative scores (``variance``, ``bald``, ``random``);
+        a differential entropy can be negative and is refused with a cost.
         """
         left = int(np.sum(np.asarray(self._state.pool_available)))
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or not 1 <= n <= left:
@@ -317,9 +323,10 @@ class ActiveLoop:
                 f"n: expected an integer in [1, {left}] (the unlabelled pool points), got {n!r}"
             )
         n = int(n)
+        per_unit = self._cost(cost)
         avail = np.asarray(self._state.pool_available[0])
         if not fantasize or n == 1:
-            return _ranked(self.scores, avail, n)
+            return _ranked(per_unit(self.scores, avail), avail, n)
         state, post, chosen = self._state, self._post, []
         for j in range(n):  # n small; each step re-adapts on the same shapes (no recompile)
             s = (
@@ -327,7 +334,7 @@ class ActiveLoop:
                 if j == 0
                 else self._score(jax.random.fold_in(self.score_key, j), post)
             )
-            best = int(_ranked(np.asarray(s[0], np.float64), avail, 1)[0])
+            best = int(_ranked(per_unit(np.asarray(s[0], np.float64), avail), avail, 1)[0])
             chosen.append(best)
             if j == n - 1:
                 break
@@ -343,6 +350,32 @@ class ActiveLoop:
             k = jax.random.fold_in(self.adapt_key, j + 1)
             post = self._adapt(k, self._fitted.state, state.support, self.num_samples)
         return np.asarray(chosen, np.int64)
+
+    def _cost(self, cost: Any) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+        """``(scores, available) -> scores / cost`` after checking ``cost`` (identity if None)."""
+        if cost is None:
+            return lambda scores, available: scores
+        p = self._xp.shape[0]
+        c = np.asarray(cost, np.float64)
+        if c.shape != (p,):
+            raise ValueError(f"cost: expected one per pool point, shape ({p},), got "
+                             f"{np.shape(cost)}")  # fmt: skip
+        if not np.all(np.isfinite(c) & (c > 0)):
+            j = int(np.flatnonzero(~(np.isfinite(c) & (c > 0)))[0])
+            raise ValueError(f"cost: expected positive finite costs, got {float(c[j])} at pool "
+                             f"index {j}")  # fmt: skip
+
+        def per_unit(scores: np.ndarray, available: np.ndarray) -> np.ndarray:
+            neg = available & (scores < 0)
+            if neg.any():
+                raise ValueError(
+                    f"cost: information per unit cost needs non-negative scores, but "
+                    f"{self.acquisition!r} scores pool index {int(np.flatnonzero(neg)[0])} "
+                    "below 0; use 'bald' or 'variance' with a cost"
+                )
+            return scores / c
+
+        return per_unit
 
     def tell(self, indices: Any, y: Any) -> ActiveLoop:
         """Add pool points with their labels to the support set and re-adapt.

@@ -228,3 +228,48 @@ def test_bad_calls_raise_one_line_naming_the_argument(maml, call, needle):
 def test_bad_loops_are_refused_with_one_line(maml, args, needle):
     with pytest.raises(ValueError, match="^" + needle.replace("(", r"\(").replace(")", r"\)")):
         maml.active(*args)
+
+
+def test_a_cost_ranks_by_information_per_unit_cost(ref):
+    """score / cost, best first: a candidate ten times dearer must be ten times as
+    informative; equal costs change nothing; fantasised batches honour the cost too."""
+    loop = _loop(ref, "bald")
+    scores = loop.scores
+    np.testing.assert_array_equal(loop.suggest(5, cost=np.full(24, 3.0)), loop.suggest(5))
+    cost = np.ones(24)
+    cost[int(np.argmax(scores))] = 1e6  # the most informative point, priced out
+    got = loop.suggest(5, cost=cost)
+    np.testing.assert_array_equal(got, np.argsort(-(scores / cost), kind="stable")[:5])
+    assert int(np.argmax(scores)) not in got.tolist()
+    batch = loop.suggest(3, fantasize=True, cost=cost)
+    assert len(set(batch.tolist())) == 3 and int(np.argmax(scores)) not in batch.tolist()
+
+
+@pytest.mark.parametrize(
+    ("cost", "needle"),
+    [
+        (np.ones(5), r"cost: expected one per pool point, shape \(24,\)"),
+        (2.0, r"cost: expected one per pool point"),
+        (np.r_[np.ones(23), 0.0], "cost: expected positive finite costs, got 0.0 at pool index 23"),
+        (np.r_[np.nan, np.ones(23)], "cost: expected positive finite costs, got nan at pool"),
+    ],
+)
+def test_a_bad_cost_is_refused_with_one_line(ref, cost, needle):
+    with pytest.raises(ValueError, match=needle):
+        _loop(ref, "bald").suggest(2, cost=cost)
+
+
+def test_a_cost_needs_non_negative_scores():
+    """A differential entropy can be negative: score / cost would then prefer the dearest."""
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(24), 8)
+    x = rng.normal(size=(g.size, 2))
+    y = rng.normal(1.0, 0.5, 24)[g] * x[:, 0] + rng.normal(0, 0.01, g.size)  # nearly exact
+    fitted = bm.fit("linear", "reference", data=from_groups(x, y, g))
+    xs = np.array([[0.1, 0.2], [0.3, -0.1]], np.float32)
+    pool = np.random.default_rng(1).normal(size=(6, 2)).astype(np.float32) * 0.1
+    loop = fitted.active(xs, np.array([0.1, 0.2], np.float32), pool, "entropy",
+                         key=jax.random.PRNGKey(0), num_samples=50)  # fmt: skip
+    assert np.all(loop.scores < 0)  # a predictive sd far below 1/√(2πe) standardised units
+    with pytest.raises(ValueError, match="needs non-negative scores.*use 'bald' or 'variance'"):
+        loop.suggest(2, cost=np.ones(6))
