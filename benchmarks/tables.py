@@ -949,8 +949,28 @@ def generic_path_speed(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def student_t_gap(result: dict) -> str:
+    """``benchmarks/student_t_gap.py``: per method and K, a user's model's NLL beside the exact
+    predictive on the same tasks, and the paired gap."""
+    lines = [
+        "| method | K | steps | NLL ± se | exact NLL | gap ± se | cov90 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['method']} | {r['k']} | {r['steps']} | {_f(r['nll'], '.3f')} ± "
+            f"{_f(r['nll_se'], '.3f')} | {_f(r['exact_nll'], '.3f')} | {_f(r['gap'], '+.3f')} ± "
+            f"{_f(r['gap_se'], '.3f')} | {_f(r['cov90'], '.2f')} |"
+        )
+    p = result["provenance"]
+    lines += ["", f"Commit {p['commit']}; `{p['command']}`; {p['machine']}; {p['date']}; "
+              f"{p['num_tasks']} test tasks per K; {p['seconds']:.0f} s."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 #: Every generated table, by the name its markers use.
 TABLES: dict[str, Table] = {
+    "student_t_gap": Table(("student_t_gap.json",), student_t_gap),
     "generic_path_speed": Table(("generic_path.json",), generic_path_speed),
     "nested_linear_summary": Table(("nested_linear.json",), nested_linear_summary),
     "core_sinusoid": Table(("core_sinusoid_default.json",), core_table),
