@@ -36,6 +36,7 @@ DOCUMENTS = (
     "docs/methods.md",
     "docs/data_yours.md",
     "docs/models.md",
+    "docs/active.md",
     "benchmarks/results/classification.md",
 )
 
@@ -968,8 +969,32 @@ def student_t_gap(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def batch_active(result: dict) -> str:
+    """``benchmarks/batch_active.py``: per family and batch rule, NLL and MSE after one batch
+    of labels, and the difference to the top-B rule paired over tasks."""
+    lines = [
+        "| family | rule | NLL ± se | MSE ± se | NLL − top ± se | MSE − top ± se |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        d = ["–", "–"]
+        if r["rule"] != "top":
+            d = [f"{_f(r[f'{m}_vs_top'], '+.3f')} ± {_f(r[f'{m}_vs_top_se'], '.3f')}"
+                 for m in ("nll", "mse")]  # fmt: skip
+        lines.append(
+            f"| {r['family']} | {r['rule']} | {_f(r['nll'], '.3f')} ± {_f(r['nll_se'], '.3f')} | "
+            f"{_f(r['mse'], '.3f')} ± {_f(r['mse_se'], '.3f')} | {d[0]} | {d[1]} |"
+        )
+    p = result["provenance"]
+    lines += ["", f"Commit {p['commit']}; `{p['command']}`; {p['machine']}; {p['date']}; "
+              f"{p['num_tasks']} test tasks per family, K = {p['k']}, pool {p['pool']}, one "
+              f"batch of {p['batch']} by {p['acquisition']}."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 #: Every generated table, by the name its markers use.
 TABLES: dict[str, Table] = {
+    "batch_active": Table(("batch_active.json",), batch_active),
     "student_t_gap": Table(("student_t_gap.json",), student_t_gap),
     "generic_path_speed": Table(("generic_path.json",), generic_path_speed),
     "nested_linear_summary": Table(("nested_linear.json",), nested_linear_summary),
