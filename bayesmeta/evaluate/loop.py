@@ -314,8 +314,9 @@ class ActiveLoop:
 
         ``cost`` ``(P,)``, positive, one per candidate in the pool's order (the price of
         labelling it: an experiment's time, a lab's fee), ranks by information per unit cost,
-        ``score / cost``. That needs non-negative scores (``variance``, ``bald``, ``random``);
-        a differential entropy can be negative and is refused with a cost.
+        ``score / cost``. That needs non-negative scores (``variance``, ``bald``, ``random``;
+        BALD's Monte Carlo estimate is clipped at 0); a differential entropy or a function's
+        score that is negative is refused with a cost.
         """
         left = int(np.sum(np.asarray(self._state.pool_available)))
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or not 1 <= n <= left:
@@ -365,7 +366,14 @@ class ActiveLoop:
             raise ValueError(f"cost: expected positive finite costs, got {float(c[j])} at pool "
                              f"index {j}")  # fmt: skip
 
+        # BALD and the variance are non-negative, but BALD's Monte Carlo estimate can dip just
+        # below 0: clip. Any other score (a differential entropy, a user's function) may truly
+        # be negative, and score / cost would then prefer the dearest point: refuse.
+        clip = self.acquisition in ("bald", "variance", "random")
+
         def per_unit(scores: np.ndarray, available: np.ndarray) -> np.ndarray:
+            if clip:
+                return np.maximum(scores, 0.0) / c
             neg = available & (scores < 0)
             if neg.any():
                 raise ValueError(
