@@ -992,8 +992,28 @@ def batch_active(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def amortized_vs_nuts(result: dict) -> str:
+    """``benchmarks/amortized_vs_nuts.py``: per model and method, the NLL and the gap to NUTS
+    at the method's own θ (paired over tasks), and where each part came from."""
+    lines = [
+        "| model | method | K | tasks | NLL ± se | gap to NUTS ± se | cov90 |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['model']} | {r['method']} | {r['k']} | {r['n_tasks']} | "
+            f"{_f(r['nll'], '.3f')} ± {_f(r['nll_se'], '.3f')} | {_f(r['gap'], '+.3f')} ± "
+            f"{_f(r['gap_se'], '.3f')} | {_f(r['cov90'], '.2f')} |"
+        )
+    parts = result["provenance"].get("parts") or [result["provenance"]]
+    made = "; ".join(f"{', '.join(p['models_done'])} at {p['commit']} (`{p['command']}`)"
+                     for p in parts)  # fmt: skip
+    return "\n".join([*lines, "", f"{made}."]) + "\n"
+
+
 #: Every generated table, by the name its markers use.
 TABLES: dict[str, Table] = {
+    "amortized_vs_nuts": Table(("amortized_vs_nuts.json",), amortized_vs_nuts),
     "batch_active": Table(("batch_active.json",), batch_active),
     "student_t_gap": Table(("student_t_gap.json",), student_t_gap),
     "generic_path_speed": Table(("generic_path.json",), generic_path_speed),
