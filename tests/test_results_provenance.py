@@ -24,7 +24,6 @@ LEGACY = {
     "ensembles_sinusoid_bmaml_idle.json": {"commit", "command", "seed"},
     "ensembles_speed.json": {"commit", "command", "seed"},
     "glyph_step.json": {"seed"},
-    "nested_linear.json": {"machine"},
     "scaling.json": {"seed"},
     "speed.json": {"commit", "command", "seed"},
     "speed_methods.json": {"commit", "command", "seed"},
