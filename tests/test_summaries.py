@@ -70,3 +70,22 @@ def test_suggestions_are_a_right_aligned_table_best_first():
         "   2     7    4     10  0.2500",
         "fill in 'y' on these lines of rows.csv and run again",
     ]
+
+
+def test_suggestions_with_a_cost_column_say_so_and_show_each_cost():
+    report = {
+        "suggestions": [{"rank": 1, "line": 3, "x": {"dose": 2.0}, "score": 0.5, "cost": 1.5}],
+        "x_columns": ["dose"],
+        "candidates": 4,
+        "group_id": "s7",
+        "acquisition": "bald",
+        "support_size": 1,
+        "y_column": "response",
+        "data": "doses.csv",
+        "cost_column": "price",
+    }
+    lines = summaries.suggestions(report, "next.csv").splitlines()
+    assert lines[0].endswith("best first per unit of 'price':")
+    assert lines[1].split() == ["rank", "line", "dose", "score", "cost"]
+    assert lines[2].split() == ["1", "3", "2", "0.5000", "1.5"]
+    assert lines[-1].endswith("run again -> next.csv")
