@@ -182,12 +182,13 @@ def test_classification_rows_early_stop_on_validation_and_fit_a_temperature(tmp_
                            methods=["bayesian-protonet"], log=None, figures=False)  # fmt: skip
     assert {r["k"] for r in rows} == {1, 5} and all(r["n_tasks"] == 6 for r in rows)
     for r in rows:
-        # scored after chunks 2 and 4 and the last: steps 20, 40, 50
-        assert r["steps"] == 50 and r["validation_step"] == [20, 40, 50]
-        assert r["best_step"] in (20, 40, 50) and r["validate_every"] == 2
-        assert len(r["validation_nll"]) == 3 == len(r["validation_seconds"])
+        # scored at the start (one fit path: fitting.fit_run), after chunks 2 and 4 and the
+        # last: steps 0, 20, 40, 50
+        assert r["steps"] == 50 and r["validation_step"] == [0, 20, 40, 50]
+        assert r["best_step"] in (0, 20, 40, 50) and r["validate_every"] == 2
+        assert len(r["validation_nll"]) == 4 == len(r["validation_seconds"])
         assert all(0 <= a <= 1 for a in r["validation_accuracy"])
-        assert len(r["validation_accuracy"]) == 3
+        assert len(r["validation_accuracy"]) == 4
         assert r["temperature"] > 0 and 0 <= r["ts_ece"] <= 1 and r["accuracy_se"] > 0
         # temperature scaling never changes which class is predicted
         assert r["ts_accuracy"] == pytest.approx(r["accuracy"])

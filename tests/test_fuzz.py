@@ -299,7 +299,11 @@ def _mutate_member(members: dict[str, bytes], name: str, rng: np.random.Generato
     if choice == 4:  # a consistent member of another dtype
         a = np.load(io.BytesIO(raw))
         dt = ["<f8", "<f2", ">f4", "<i8", "|b1", "<c8", "<U3"][int(rng.integers(7))]
-        members[name] = _npy(a.astype(dt))
+        try:
+            members[name] = _npy(a.astype(dt))
+        except ValueError:  # a string member (the manifest) has no numeric form: truncate it
+            dt = "<U3"
+            members[name] = _npy(a.astype(dt))
         return f"astype {dt}"
     if choice == 5:  # a consistent member of another shape
         a = np.load(io.BytesIO(raw))
