@@ -31,6 +31,7 @@ from bayesmeta.bench import provenance, script_command
 from bayesmeta.evaluate import evaluate
 from bayesmeta.inference import reference
 from bayesmeta.modelfiles import load_model_spec
+from bayesmeta.tasks.base import padded_support
 
 RESULTS = Path(__file__).parent / "results"
 MODEL = Path(__file__).resolve().parent.parent / "models" / "sinusoid_student_t.py"
@@ -109,10 +110,7 @@ def run(argv: list[str] | None = None) -> dict:
     tasks = {k: spec.held_out("test", k, args.num_tasks, args.num_query) for k in args.k}
     exact = {}
     for k, t in tasks.items():
-        support = bm.tasks.Support(
-            jnp.asarray(t["x_support"]), jnp.asarray(t["y_support"]),
-            jnp.ones(t["x_support"].shape[:2]),
-        )  # fmt: skip
+        support = padded_support(t, k)  # every support row real: a mask of ones
         key = jax.random.PRNGKey(0)
         post = exact_method.adapt(key, exact_method.init(key), support)
         exact[k] = per_task_nll(post, t)
