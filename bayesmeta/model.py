@@ -226,6 +226,15 @@ class HierarchicalModel:
         tr = self._trace(theta, phi[None, None], x[None], y[None], m)
         return self._site_log_prob(tr["y"])
 
+    def log_likelihood_tasks(
+        self, theta: Theta, phi: Array, x: Array, y: Array, mask: Array | None = None
+    ) -> Array:
+        """log p(D_t | φ_t, θ) of every task of a batch, ``(T,)``: ``phi (T, P)``,
+        ``x (T, N, Dx)``, ``y (T, N, Dy)``, ``mask (T, N)``."""
+        if mask is None:
+            return jax.vmap(lambda p, a, b: self.log_likelihood(theta, p, a, b))(phi, x, y)
+        return jax.vmap(lambda *a: self.log_likelihood(theta, *a))(phi, x, y, mask)
+
     def _dummy_data(self) -> tuple[Array, Array, Array]:
         # One masked-out point: plates need a positive size, and it adds nothing.
         x = jnp.zeros((1, 1, self.dx))
@@ -465,11 +474,13 @@ class NumPyroModel:
         return dist.transforms.biject_to(site["fn"].support)
 
     def _substitutions(self, theta: Theta, phi: Array | None) -> Callable:
+        # phi (P,): one task, each site at its shape (1, ...); phi (T, P): T tasks at once
         phi_vals = {}
         if phi is not None:
             off = 0
             for s in self._phi:
-                phi_vals[s.name] = phi[off : off + s.size].reshape(s.shape)
+                shape = s.shape if phi.ndim == 1 else (phi.shape[0], *s.shape[1:])
+                phi_vals[s.name] = phi[..., off : off + s.size].reshape(shape)
                 off += s.size
 
         def sub(site):
@@ -625,6 +636,22 @@ class NumPyroModel:
         """log p(D | φ, θ) of one task, padding masked out."""
         lp = self.log_likelihood_points(theta, phi, x, y)
         return jnp.sum(lp if mask is None else jnp.where(mask.astype(bool), lp, 0.0))
+
+    def log_likelihood_tasks(
+        self, theta: Theta, phi: Array, x: Array, y: Array, mask: Array | None = None
+    ) -> Array:
+        """log p(D_t | φ_t, θ) of every task of a batch, ``(T,)``, from one trace of the model
+        with all T tasks (its own plate over tasks, rather than T traces of one task each):
+        ``phi (T, P)``, ``x (T, N, Dx)``, ``y (T, N, Dy)``, ``mask (T, N)``. Tasks are
+        independent given θ (the contract), so ∂/∂φ_t of the sum is task t's own gradient."""
+        ev, dtype = self._y
+        yy = (y[..., 0] if ev == () else y).astype(dtype)
+        tr = self._trace(theta, phi, x, yy)
+        site = tr["y"]
+        lp = site["fn"].log_prob(site["value"])  # (T, N)
+        if mask is not None:
+            lp = jnp.where(mask.astype(bool), lp, 0.0)
+        return jnp.sum(lp, axis=-1)
 
     # -- the Gaussian view of the prior ---------------------------------------------------------
     def _prior_moments(self, theta: Theta) -> tuple[Array, Array]:

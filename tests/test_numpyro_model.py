@@ -132,6 +132,30 @@ def test_student_t_and_poisson_densities(data):
     assert jnp.allclose(c.log_likelihood(th, jnp.array([0.4]), x[:3, :1], yc), want, rtol=1e-5)
 
 
+@pytest.mark.parametrize("fn, dx", [(slopes, 2), (robust, 1), (counts, 1)])
+def test_log_likelihood_of_all_tasks_in_one_trace_equals_each_task_alone(fn, dx):
+    """``log_likelihood_tasks`` (one trace with T tasks, as MAML's inner loop calls it) gives
+    each task's own log-likelihood and, summed, each task's own gradient in φ_t."""
+    m = NumPyroModel(fn, dx=dx)
+    key = jax.random.PRNGKey(7)
+    t, n = 4, 5
+    th = m.init_theta(key)
+    phi = 0.5 * jax.random.normal(key, (t, m.num_params))
+    x = jax.random.normal(jax.random.fold_in(key, 1), (t, n, dx))
+    y = jax.random.poisson(jax.random.fold_in(key, 2), 2.0, (t, n, 1)).astype(jnp.float32)
+    mask = jnp.ones((t, n)).at[1, 3:].set(0.0).at[3, 1:].set(0.0)
+    one = jax.vmap(lambda p, a, b, c: m.log_likelihood(th, p, a, b, c))
+    assert jnp.allclose(
+        m.log_likelihood_tasks(th, phi, x, y, mask), one(phi, x, y, mask), rtol=1e-5
+    )
+    no_mask = jax.vmap(lambda p, a, b: m.log_likelihood(th, p, a, b))(phi, x, y)
+    assert jnp.allclose(m.log_likelihood_tasks(th, phi, x, y), no_mask, rtol=1e-5)
+    g = jax.grad(lambda p: jnp.sum(m.log_likelihood_tasks(th, p, x, y, mask)))(phi)
+    g_one = jax.vmap(jax.grad(lambda p, a, b, c: m.log_likelihood(th, p, a, b, c)))(phi, x, y, mask)
+    assert jnp.allclose(g, g_one, rtol=1e-4, atol=1e-5)
+    assert not jnp.allclose(g[1], 0.0) and jnp.all(jnp.isfinite(g))
+
+
 def test_prior_moments_carry_constrained_sites_to_u_space():
     def positive(x, y=None, mask=None):
         t, n, _ = x.shape

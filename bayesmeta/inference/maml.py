@@ -35,7 +35,6 @@ from bayesmeta.inference.base import (
     model_dims,
 )
 from bayesmeta.inference.config import MethodConfig, check_positive, check_positive_int
-from bayesmeta.inference.objectives import task_mean
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.tasks.base import Support, TaskBatch
 
@@ -100,39 +99,41 @@ def maml(
         )
         return MetaState(theta, optimizer.init(theta), jnp.zeros((), jnp.int32))
 
-    def inner_loss(phi, theta, x, y, mask):
-        scale = jax.lax.stop_gradient(model.noise_std(theta) ** 2)
-        return -scale * model.log_likelihood(theta, phi, x, y, mask) / masked_mean_count(mask)
-
-    def adapt_one(theta, x, y, mask):
+    def adapt_tasks(theta, x, y, mask):
+        """φᴷ of every task of a batch ``(T, P)``: the inner loop on the sum of the tasks'
+        losses, whose gradient in φ_t is task t's own (tasks are independent given θ), so
+        that a model is called once per step for all tasks rather than once per task."""
         alpha = jnp.exp(theta["log_inner_lr"])
         if not cfg.learn_inner_lr:
             alpha = jax.lax.stop_gradient(alpha)
+        scale = jax.lax.stop_gradient(model.noise_std(theta) ** 2)
+        counts = jax.vmap(masked_mean_count)(mask)
+
+        def inner_loss(phi):
+            ll = model.log_likelihood_tasks(theta, phi, x, y, mask)
+            return -scale * jnp.sum(ll / counts)
 
         def step(phi, _):
-            g = jax.grad(inner_loss)(phi, theta, x, y, mask)
+            g = jax.grad(inner_loss)(phi)
             if cfg.first_order:
                 g = jax.lax.stop_gradient(g)
             return phi - clip_update(alpha * g, cfg.max_inner_update), None
 
-        phi0 = model.prior_loc(theta)
+        mu = model.prior_loc(theta)
+        phi0 = jnp.broadcast_to(mu, (x.shape[0], *mu.shape))
         phi, _ = jax.lax.scan(step, phi0, None, length=cfg.inner_steps, unroll=True)
         return phi
 
-    def task_loss(theta, x_s, y_s, m_s, x_q, y_q):
-        phi = adapt_one(theta, x_s, y_s, m_s)
-        return -model.log_likelihood(theta, phi, x_q, y_q) / x_q.shape[0]
-
     def loss_fn(theta, key, batch: TaskBatch):
         del key
-        return task_mean(task_loss, theta, batch)
+        phi = adapt_tasks(theta, batch.x_support, batch.y_support, batch.mask_support)
+        ll = model.log_likelihood_tasks(theta, phi, batch.x_query, batch.y_query)
+        return -jnp.mean(ll) / batch.x_query.shape[1]
 
     def adapt(key, state, support: Support, num_samples: int = 1):
         del key
         theta = state.theta
-        phi = jax.vmap(adapt_one, in_axes=(None, 0, 0, 0))(
-            theta, support.x, support.y, support.mask
-        )
+        phi = adapt_tasks(theta, support.x, support.y, support.mask)
         del num_samples  # a point mass needs one sample
         phi = phi[:, None]
         return model.posterior(phi, theta, name)
