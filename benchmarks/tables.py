@@ -969,6 +969,26 @@ def student_t_gap(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def scaling_groups(result: dict) -> str:
+    """``benchmarks/scaling_groups.py``: per pool size and mode, amortized training's groups/s
+    and its child process's peak and anonymous memory."""
+    lines = [
+        "| groups | pool MB | mode | groups/s | peak RSS MB | anonymous MB |",
+        "|---:|---:|---|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['groups']:,} | {r['pool_mb']:.0f} | {r['mode']} | "
+            f"{r['groups_per_second']:,.0f} | {r['peak_rss_mb']:.0f} | "
+            f"{_f(r.get('rssanon'), '.0f')} |"
+        )
+    p = result["provenance"]
+    lines += ["", f"Commit {p['commit']}; `{p['command']}`; {p['machine']}; {p['date']}; "
+              f"meta-batch {p['meta_batch']}, {p['steps']} meta-steps per row (timed over the "
+              f"last {p['timed_steps']}); {p['seconds']:.0f} s."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def batch_active(result: dict) -> str:
     """``benchmarks/batch_active.py``: per family and batch rule, NLL and MSE after one batch
     of labels, and the difference to the top-B rule paired over tasks."""
@@ -1016,6 +1036,7 @@ TABLES: dict[str, Table] = {
     "amortized_vs_nuts": Table(("amortized_vs_nuts.json",), amortized_vs_nuts),
     "batch_active": Table(("batch_active.json",), batch_active),
     "student_t_gap": Table(("student_t_gap.json",), student_t_gap),
+    "scaling_groups": Table(("scaling_groups.json",), scaling_groups),
     "generic_path_speed": Table(("generic_path.json",), generic_path_speed),
     "nested_linear_summary": Table(("nested_linear.json",), nested_linear_summary),
     "core_sinusoid": Table(("core_sinusoid_default.json",), core_table),
