@@ -1,0 +1,297 @@
+"""Active learning where the choice matters: families, full curves and captured fractions
+(issue 45, item 1).
+
+For each family the exact posterior (``reference``) is the oracle, and each trained method is
+run through the same jitted loop (:func:`bayesmeta.evaluate.active.run_active`) on the same
+held-out tasks with the same keys: one support point, a pool of candidates, evaluation points
+over the family's whole input range, Q rounds of one label each. Families:
+
+- ``sinusoid``: MAML's sinusoid, read over its first labels;
+- ``sine_line``: sine or line (which hypothesis?);
+- ``skewed``: sinusoid tasks whose pool is crowded in one region (a fraction ``--crowd`` of
+  the candidates in the leftmost fifth of the range), evaluated over the whole range;
+- ``circles``: 2-D classification, a circle's boundary learned from the labels.
+
+Per method and acquisition: the learning curve (NLL and MSE, or accuracy) at 0..Q labels; its
+mean over labels 2-6 (the curve after the 2nd to 6th acquired label, where a posterior is
+still wide) and the paired difference to random there (± se over tasks); the method's
+*captured fraction* = its advantage over random divided by the oracle's for the same
+acquisition (reported where the oracle's advantage is at least two standard errors).
+
+The tasks come from a stream no recipe or result has used (``--task-seed``), recorded in the
+results file.
+
+    python benchmarks/active_families.py [--families sinusoid sine_line skewed circles]
+        [--methods reference abml maml bmaml] [--budget default] [--num-tasks 100]
+
+Writes ``active_families.json``, ``.md`` and ``active_families.png`` under ``--out`` (default
+benchmarks/results), after each family.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bayesmeta.atomic import atomic_write, write_text
+from bayesmeta.bench import provenance, script_command
+from bayesmeta.evaluate.active import learning_curve, run_active
+from bayesmeta.modelfiles import load_model_spec
+from bayesmeta.tasks.base import Support, make_task_set
+
+RESULTS = Path(__file__).parent / "results"
+FAMILIES = {"sinusoid": "sinusoid", "sine_line": "sine_line", "skewed": "sinusoid",
+            "circles": "circles"}  # fmt: skip
+WINDOW = (2, 6)  # labels over which the curves are averaged
+#: A fresh stream: no recipe, choice or published result used these tasks.
+TASK_SEED = 41_000_000
+
+
+def skewed_pool(family, tasks: dict, key, pool: int, crowd: float) -> dict:
+    """``tasks`` with the first ``pool`` query points redrawn: a fraction ``crowd`` uniformly
+    in the leftmost fifth of the family's range, the rest over the whole range; labels from
+    the family's own mean and noise at each task's parameters."""
+    lo, hi = family.x_range
+    t = tasks["x_query"].shape[0]
+    k_side, k_all, k_pick, k_noise = jax.random.split(key, 4)
+    side = jax.random.uniform(k_side, (t, pool, 1), minval=lo, maxval=lo + (hi - lo) / 5)
+    spread = jax.random.uniform(k_all, (t, pool, 1), minval=lo, maxval=hi)
+    crowded = jax.random.uniform(k_pick, (t, pool, 1)) < crowd
+    x = jnp.where(crowded, side, spread)
+    psi = jnp.asarray(tasks["task_params"])
+    mean = jax.vmap(family.mean_fn)(psi, x)
+    noise = jax.vmap(family.noise_fn)(psi)[:, None, None]
+    y = mean + noise * jax.random.normal(k_noise, mean.shape)
+    out = dict(tasks)
+    out["x_query"] = jnp.concatenate([x, jnp.asarray(tasks["x_query"])[:, pool:]], 1)
+    out["y_query"] = jnp.concatenate([y, jnp.asarray(tasks["y_query"])[:, pool:]], 1)
+    return out
+
+
+def fitted(spec, names: list[str], budget: str, seed: int) -> dict:
+    """``{name: (method, state, info)}``: the exact reference, or trained at ``budget``."""
+    out = {}
+    for name in names:
+        if name == "reference":
+            method, _ = spec.build("reference")
+            out[name] = (method, method.init(jax.random.PRNGKey(0)), {"source": "exact"})
+            continue
+        t0 = time.perf_counter()
+        method, res = spec.fit(name, budget, seed, progress=False)
+        info = {"source": "trained", "steps": int(res.state.step),
+                "train_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
+        print(f"  {name}: {info['steps']} meta-steps in {info['train_s']:.0f} s", flush=True)
+        out[name] = (method, res.state, info)
+    return out
+
+
+def window_mean(values: np.ndarray) -> np.ndarray:
+    """Per task, the mean of a ``(Q+1, T)`` curve over labels 2..6 (as far as Q reaches)."""
+    lo, hi = WINDOW
+    return np.asarray(values, np.float64)[lo : hi + 1].mean(0)
+
+
+def paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    d = a - b
+    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size))
+
+
+def family_rows(name: str, results: dict, metric: str) -> list[dict]:
+    """Rows per method and acquisition: window means, differences to random, captured
+    fraction of the oracle's advantage."""
+    rows, oracle = [], results.get("reference", {})
+    for method, by_acq in results.items():
+        base = by_acq.get("random")
+        for acq, res in by_acq.items():
+            row = {"family": name, "method": method, "acquisition": acq}
+            for m in ("nll", metric):
+                per_task = window_mean(getattr(res, m))
+                row[f"{m}_window"] = float(per_task.mean())
+                row[f"{m}_window_se"] = float(per_task.std(ddof=1) / math.sqrt(per_task.size))
+                if base is None or acq == "random":
+                    continue
+                d, se = paired(per_task, window_mean(getattr(base, m)))
+                row[f"{m}_vs_random"], row[f"{m}_vs_random_se"] = d, se
+                ref = oracle.get(acq)
+                if ref is None or "random" not in oracle:
+                    continue
+                d_ref, se_ref = paired(window_mean(getattr(ref, m)),
+                                       window_mean(getattr(oracle["random"], m)))  # fmt: skip
+                # "better" is lower NLL/MSE, higher accuracy: the oracle must gain by 2 se
+                gain = -d_ref if m != "accuracy" else d_ref
+                row[f"{m}_oracle_gain"] = gain
+                if gain > 2 * se_ref:
+                    own = -d if m != "accuracy" else d
+                    row[f"{m}_captured"] = own / gain
+            rows.append(row)
+    return rows
+
+
+def markdown(result: dict) -> str:
+    p = result["provenance"]
+    lines = [
+        "# Active learning where the choice matters (issue 45)",
+        "",
+        f"Commit `{p['commit']}`, `{p['command']}`, {p['machine']}, {p['seconds']:.0f} s in "
+        f"all. {p['num_tasks']} held-out tasks per family from a fresh stream (seed "
+        f"{p['task_seed']}), K = {p['k']} support point, pool {p['pool']}, {p['num_eval']} "
+        f"evaluation points over the whole range, {p['queries']} labels one at a time; "
+        f"methods trained at budget `{p['budget']}`, seed {p['seed']}; {p['samples']} posterior "
+        "samples.",
+        "",
+        f"*window*: the curve's mean over labels {WINDOW[0]}–{WINDOW[1]}; *vs random*: paired "
+        "difference over tasks (± se), negative is better for NLL and MSE, positive for "
+        "accuracy; *captured*: the method's advantage over random divided by the exact "
+        "posterior's with the same acquisition (– where the oracle's advantage is under two "
+        "standard errors).",
+        "",
+        "| family | method | acquisition | NLL window | NLL vs random | captured (NLL) | "
+        "metric | window | vs random | captured |",
+        "|---|---|---|---:|---:|---:|---|---:|---:|---:|",
+    ]
+
+    def fmt(r, key, spec=".3f"):
+        v = r.get(key)
+        return "–" if v is None else format(v, spec)
+
+    def vs(r, k):
+        if f"{k}_vs_random" not in r:
+            return "–"
+        return f"{r[f'{k}_vs_random']:+.3f} ± {r[f'{k}_vs_random_se']:.3f}"
+
+    for r in result["rows"]:
+        m = r["metric"]
+        lines.append(
+            f"| {r['family']} | {r['method']} | {r['acquisition']} | {fmt(r, 'nll_window')} | "
+            f"{vs(r, 'nll')} | {fmt(r, 'nll_captured', '.2f')} | {m} | {fmt(r, f'{m}_window')} | "
+            f"{vs(r, m)} | {fmt(r, f'{m}_captured', '.2f')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fams = list(result["curves"])
+    fig, axes = plt.subplots(1, len(fams), figsize=(3.6 * len(fams), 3.2), squeeze=False)
+    for ax, fam in zip(axes[0], fams, strict=True):
+        for method, by_acq in result["curves"][fam].items():
+            for acq, c in by_acq.items():
+                if acq not in ("bald", "random"):
+                    continue
+                style = "-" if acq == "bald" else ":"
+                ax.plot(c["n_queries"], c["nll"], style, label=f"{method} {acq}")
+        ax.axvspan(*WINDOW, color="0.9", zorder=0)
+        ax.set_title(fam, fontsize=9)
+        ax.set_xlabel("labels acquired")
+        ax.set_ylabel("evaluation NLL")
+    axes[0][0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
+    p.add_argument("--methods", nargs="+", default=["reference", "abml", "maml", "bmaml"])
+    p.add_argument("--budget", default="default")
+    p.add_argument("--num-tasks", type=int, default=100)
+    p.add_argument("--k", type=int, default=1)
+    p.add_argument("--pool", type=int, default=100)
+    p.add_argument("--num-eval", type=int, default=50)
+    p.add_argument("--queries", type=int, default=8)
+    p.add_argument("--crowd", type=float, default=0.9)
+    p.add_argument("--samples", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--task-seed", type=int, default=TASK_SEED)
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    if "reference" not in args.methods:
+        p.error("--methods: the exact posterior 'reference' is the oracle; include it")
+    t_start = time.perf_counter()
+    rows, curves, trained, result = [], {}, {}, {}
+    args.out.mkdir(parents=True, exist_ok=True)
+    for fi, fam_name in enumerate(args.families):
+        spec = load_model_spec(FAMILIES[fam_name])
+        classification = spec.family.likelihood == "categorical"
+        metric = "accuracy" if classification else "mse"
+        acqs = ["bald", "entropy", "random"] if classification else ["variance", "bald", "random"]
+        print(f"{fam_name}:", flush=True)
+        key = jax.random.PRNGKey(args.task_seed + fi)
+        tasks = make_task_set(spec.family, key, args.num_tasks, args.k,
+                              args.pool + args.num_eval)  # fmt: skip
+        if fam_name == "skewed":
+            tasks = skewed_pool(spec.family, tasks, jax.random.fold_in(key, 1), args.pool,
+                                args.crowd)  # fmt: skip
+        x_s = jnp.asarray(tasks["x_support"])
+        support = Support(x_s, jnp.asarray(tasks["y_support"]), jnp.ones(x_s.shape[:2]))
+        xq, yq = jnp.asarray(tasks["x_query"]), jnp.asarray(tasks["y_query"])
+        pool, ev = (
+            (xq[:, : args.pool], yq[:, : args.pool]),
+            (xq[:, args.pool :], yq[:, args.pool :]),
+        )
+        # a family's tasks share one trained model (skewed reuses the sinusoid's fit)
+        if spec.name not in trained:
+            trained[spec.name] = fitted(spec, args.methods, args.budget, args.seed)
+        results, curves[fam_name] = {}, {}
+        loop_key = jax.random.PRNGKey(args.seed)
+        for name, (method, state, _) in trained[spec.name].items():
+            results[name], curves[fam_name][name] = {}, {}
+            for acq in acqs:
+                res = run_active(loop_key, method, state, support, *pool, *ev, acq, args.queries,
+                                 args.samples)  # fmt: skip
+                results[name][acq] = res
+                curves[fam_name][name][acq] = learning_curve(res, acq)
+            print(f"  {name}: looped", flush=True)
+        for r in family_rows(fam_name, results, metric):
+            rows.append({**r, "metric": metric})
+        result = {
+            "provenance": provenance(
+                script_command(__file__, argv),
+                budget=args.budget,
+                steps={
+                    m: info.get("steps") for s in trained.values() for m, (_, _, info) in s.items()
+                },  # fmt: skip
+                train_seconds={
+                    f"{sn}/{m}": info.get("train_s")
+                    for sn, s in trained.items()
+                    for m, (_, _, info) in s.items()
+                },  # fmt: skip
+                num_tasks=args.num_tasks,
+                k=args.k,
+                pool=args.pool,
+                num_eval=args.num_eval,
+                queries=args.queries,
+                crowd=args.crowd,
+                samples=args.samples,
+                seed=args.seed,
+                task_seed=args.task_seed,
+                window=list(WINDOW),
+                seconds=round(time.perf_counter() - t_start, 1),
+            ),
+            "rows": rows,
+            "curves": curves,
+        }
+        write_text(args.out / "active_families.json", json.dumps(result, indent=1) + "\n")
+        write_text(args.out / "active_families.md", markdown(result))
+    with tempfile.NamedTemporaryFile(suffix=".png") as fh:
+        plot(result, Path(fh.name))
+        png = Path(fh.name).read_bytes()
+    atomic_write(args.out / "active_families.png", lambda f: f.write(png))
+    return result
+
+
+if __name__ == "__main__":
+    run()
