@@ -76,8 +76,9 @@ def skewed_pool(family, tasks: dict, key, pool: int, crowd: float) -> dict:
     return out
 
 
-def fitted(spec, names: list[str], budget: str, seed: int) -> dict:
-    """``{name: (method, state, info)}``: the exact reference, or trained at ``budget``."""
+def fitted(spec, names: list[str], budget: str, seed: int, steps: int | None = None) -> dict:
+    """``{name: (method, state, info)}``: the exact reference, or trained at ``budget``
+    (``steps`` overrides its step counts)."""
     out = {}
     for name in names:
         if name == "reference":
@@ -85,7 +86,8 @@ def fitted(spec, names: list[str], budget: str, seed: int) -> dict:
             out[name] = (method, method.init(jax.random.PRNGKey(0)), {"source": "exact"})
             continue
         t0 = time.perf_counter()
-        method, res = spec.fit(name, budget, seed, progress=False)
+        extra = {} if steps is None else {"steps": steps, "lr_decay_steps": steps}
+        method, res = spec.fit(name, budget, seed, progress=False, **extra)
         info = {"source": "trained", "steps": int(res.state.step),
                 "train_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
         print(f"  {name}: {info['steps']} meta-steps in {info['train_s']:.0f} s", flush=True)
@@ -207,6 +209,7 @@ def run(argv: list[str] | None = None) -> dict:
     p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
     p.add_argument("--methods", nargs="+", default=["reference", "abml", "maml", "bmaml"])
     p.add_argument("--budget", default="default")
+    p.add_argument("--steps", type=int, default=None, help="default: the budget's recipes")
     p.add_argument("--num-tasks", type=int, default=100)
     p.add_argument("--k", type=int, default=1)
     p.add_argument("--pool", type=int, default=100)
@@ -244,7 +247,7 @@ def run(argv: list[str] | None = None) -> dict:
         )
         # a family's tasks share one trained model (skewed reuses the sinusoid's fit)
         if spec.name not in trained:
-            trained[spec.name] = fitted(spec, args.methods, args.budget, args.seed)
+            trained[spec.name] = fitted(spec, args.methods, args.budget, args.seed, args.steps)
         results, curves[fam_name] = {}, {}
         loop_key = jax.random.PRNGKey(args.seed)
         for name, (method, state, _) in trained[spec.name].items():
