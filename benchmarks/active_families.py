@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -46,6 +47,9 @@ from bayesmeta.bench import provenance, script_command
 from bayesmeta.evaluate.active import learning_curve, run_active
 from bayesmeta.modelfiles import load_model_spec
 from bayesmeta.tasks.base import Support, make_task_set
+
+sys.path.insert(0, str(Path(__file__).parent))
+import tables  # noqa: E402  (benchmarks/tables.py: the generated table, rendered once)
 
 RESULTS = Path(__file__).parent / "results"
 FAMILIES = {"sinusoid": "sinusoid", "sine_line": "sine_line", "skewed": "sinusoid",
@@ -149,34 +153,15 @@ def markdown(result: dict) -> str:
         f"methods trained at budget `{p['budget']}`, seed {p['seed']}; {p['samples']} posterior "
         "samples.",
         "",
-        f"*window*: the curve's mean over labels {WINDOW[0]}–{WINDOW[1]}; *vs random*: paired "
+        f"*{WINDOW[0]}–{WINDOW[1]}*: the curve's mean over labels {WINDOW[0]}–{WINDOW[1]}; "
+        "*vs random*: paired "
         "difference over tasks (± se), negative is better for NLL and MSE, positive for "
         "accuracy; *captured*: the method's advantage over random divided by the exact "
         "posterior's with the same acquisition (– where the oracle's advantage is under two "
         "standard errors).",
         "",
-        "| family | method | acquisition | NLL window | NLL vs random | captured (NLL) | "
-        "metric | window | vs random | captured |",
-        "|---|---|---|---:|---:|---:|---|---:|---:|---:|",
     ]
-
-    def fmt(r, key, spec=".3f"):
-        v = r.get(key)
-        return "–" if v is None else format(v, spec)
-
-    def vs(r, k):
-        if f"{k}_vs_random" not in r:
-            return "–"
-        return f"{r[f'{k}_vs_random']:+.3f} ± {r[f'{k}_vs_random_se']:.3f}"
-
-    for r in result["rows"]:
-        m = r["metric"]
-        lines.append(
-            f"| {r['family']} | {r['method']} | {r['acquisition']} | {fmt(r, 'nll_window')} | "
-            f"{vs(r, 'nll')} | {fmt(r, 'nll_captured', '.2f')} | {m} | {fmt(r, f'{m}_window')} | "
-            f"{vs(r, m)} | {fmt(r, f'{m}_captured', '.2f')} |"
-        )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + tables.active_families(result)
 
 
 def plot(result: dict, path: Path) -> None:

@@ -989,6 +989,37 @@ def scaling_groups(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def active_families(result: dict) -> str:
+    """``benchmarks/active_families.py``: per family, method and acquisition, the curves' mean
+    over labels 2-6, the paired difference to random and the captured fraction of the exact
+    posterior's advantage."""
+    lines = [
+        "| family | method | acquisition | NLL 2–6 | vs random | captured | metric | "
+        "2–6 | vs random | captured |",
+        "|---|---|---|---:|---:|---:|---|---:|---:|---:|",
+    ]
+
+    def vs(r, k):
+        d = r.get(f"{k}_vs_random")
+        return "–" if d is None else f"{_f(d, '+.3f')} ± {_f(r[f'{k}_vs_random_se'], '.3f')}"
+
+    for r in result["rows"]:
+        m = r["metric"]
+        lines.append(
+            f"| {r['family']} | {r['method']} | {r['acquisition']} | "
+            f"{_f(r['nll_window'], '.3f')} | {vs(r, 'nll')} | {_f(r.get('nll_captured'), '.2f')} "
+            f"| {m} | {_f(r[f'{m}_window'], '.3f')} | {vs(r, m)} | "
+            f"{_f(r.get(f'{m}_captured'), '.2f')} |"
+        )
+    p = result["provenance"]
+    lines += ["", f"Commit {p['commit']}; `{p['command']}`; {p['machine']}; {p['date']}; "
+              f"{p['num_tasks']} held-out tasks per family (fresh stream, seed "
+              f"{p['task_seed']}), K = {p['k']}, pool {p['pool']}, {p['num_eval']} evaluation "
+              f"points, {p['queries']} labels; methods at budget `{p['budget']}`; "
+              f"{p['seconds']:.0f} s."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def batch_active(result: dict) -> str:
     """``benchmarks/batch_active.py``: per family and batch rule, NLL and MSE after one batch
     of labels, and the difference to the top-B rule paired over tasks."""
@@ -1037,6 +1068,7 @@ TABLES: dict[str, Table] = {
     "batch_active": Table(("batch_active.json",), batch_active),
     "student_t_gap": Table(("student_t_gap.json",), student_t_gap),
     "scaling_groups": Table(("scaling_groups.json",), scaling_groups),
+    "active_families": Table(("active_families.json",), active_families),
     "generic_path_speed": Table(("generic_path.json",), generic_path_speed),
     "nested_linear_summary": Table(("nested_linear.json",), nested_linear_summary),
     "core_sinusoid": Table(("core_sinusoid_default.json",), core_table),
