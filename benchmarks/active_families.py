@@ -10,7 +10,10 @@ over the family's whole input range, Q rounds of one label each. Families:
 - ``sine_line``: sine or line (which hypothesis?);
 - ``skewed``: sinusoid tasks whose pool is crowded in one region (a fraction ``--crowd`` of
   the candidates in the leftmost fifth of the range), evaluated over the whole range;
-- ``circles``: 2-D classification, a circle's boundary learned from the labels.
+- ``circles``: 2-D classification, a disc's boundary learned from the labels; the model
+  ``circles_active``, whose supports are one point inside the disc and the rest anywhere (as
+  an active learner's are), so that its exact reference weighs only the first point's
+  location, not the acquired ones' (``models/circles_active.py``).
 
 Per method and acquisition: the learning curve (NLL and MSE, or accuracy) at 0..Q labels; its
 mean over labels 2-6 (the curve after the 2nd to 6th acquired label, where a posterior is
@@ -53,7 +56,7 @@ import tables  # noqa: E402  (benchmarks/tables.py: the generated table, rendere
 
 RESULTS = Path(__file__).parent / "results"
 FAMILIES = {"sinusoid": "sinusoid", "sine_line": "sine_line", "skewed": "sinusoid",
-            "circles": "circles"}  # fmt: skip
+            "circles": "circles_active"}  # fmt: skip
 WINDOW = (2, 6)  # labels over which the curves are averaged
 #: A fresh stream: no recipe, choice or published result used these tasks.
 TASK_SEED = 41_000_000
