@@ -306,6 +306,66 @@ class HierarchicalModel:
 
 
 # -- any NumPyro model ---------------------------------------------------------------------------
+#: The deterministic site that :func:`linear_last_layer` records its features in, and the
+#: ``infer`` flag that marks its weights' site.
+FEATURES_SITE = "bayesmeta_features"
+LAST_LAYER_FLAG = "bayesmeta_last_layer"
+
+
+def linear_last_layer(name: str, features: Array, loc: Any = 0.0, scale: Any = 1.0) -> Array:
+    """A per-task linear last layer that bayesmeta can integrate out exactly.
+
+    Call it inside ``numpyro.plate("tasks", T, dim=-2)`` with the features of every task's
+    points ``z (T, N, F)``; it samples the site ``name``, each task's weights
+    ``w = (w_1..w_F, b) ~ N(loc, diag scale²)`` (``loc``, ``scale``: scalars or ``(F + 1,)``,
+    e.g. θ sites), and returns the outputs
+
+        f_tn = Σ_f z_tnf w_tf + b_t     ``(T, N)``.
+
+    With a Normal observation ``y ~ N(f, σ²)`` whose σ depends on θ only, the last layer is
+    conjugate: p(D | body) and p(w | body, D) are closed-form (Bayesian linear regression on
+    the features), which is what the ``collapsed`` heads of ABML, BMAML and PLATIPUS use
+    (:func:`bayesmeta.inference.heads.conjugate_head`). The weights must be the model's last
+    per-task site; the features are recorded as the deterministic site ``bayesmeta_features``.
+    Everything else stays a plain NumPyro model.
+    """
+    z = numpyro.deterministic(FEATURES_SITE, features)
+    if jnp.ndim(z) != 3:
+        raise ValueError(
+            f"features: expected (T, N, F) per task and point, got shape {jnp.shape(z)}"
+        )
+    nf = z.shape[-1]
+    prior = dist.Normal(jnp.broadcast_to(loc, (nf + 1,)), jnp.broadcast_to(scale, (nf + 1,)))
+    w = numpyro.sample(name, prior.to_event(1), infer={LAST_LAYER_FLAG: True})  # (T, 1, F + 1)
+    w = jnp.reshape(w, (z.shape[0], nf + 1))
+    return jnp.einsum("tnf,tf->tn", z, w[:, :nf]) + w[:, nf:]
+
+
+class LastLayer(NamedTuple):
+    """A model's conjugate last layer, as :func:`~bayesmeta.inference.heads.conjugate_head`
+    reads it: φ = (body, last layer) split at ``num_body``.
+
+    Attributes
+    ----------
+    num_body : int
+    num_feat : int
+        F, features per point (the layer has F + 1 rows with the bias).
+    features : (theta, body (P_body,), x (N, Dx)) -> (N, F)
+    prior : theta -> (loc, log_scale)
+        The last layer's diagonal Normal prior, each flat ``(P_last,)``.
+    to_matrix : flat (P_last,) -> (F + 1, Dy)
+        The flat layer as [W; b].
+    to_flat : (F + 1, Dy) -> flat (P_last,)
+    """
+
+    num_body: int
+    num_feat: int
+    features: Callable
+    prior: Callable
+    to_matrix: Callable
+    to_flat: Callable
+
+
 def _frames(site: dict) -> tuple[str, ...]:
     return tuple(f.name for f in site.get("cond_indep_stack", ()))
 
@@ -371,6 +431,7 @@ class NumPyroModel:
     _params: tuple = field(init=False, repr=False)
     _y: tuple = field(init=False, repr=False)
     _observation: tuple = field(init=False, repr=False)
+    _last: tuple = field(init=False, repr=False)
 
     def __post_init__(self):
         if not callable(self.fn):
@@ -440,6 +501,8 @@ class NumPyroModel:
                 f"model {label!r}: found no latent site inside plate 'tasks' (dim=-2); the "
                 f"per-task parameters φ must be sampled there"
             )
+        flagged = [s.name for s in phi if (tr2[s.name].get("infer") or {}).get(LAST_LAYER_FLAG)]
+        object.__setattr__(self, "_last", tuple(flagged))
         object.__setattr__(self, "_phi", tuple(phi))
         object.__setattr__(self, "_theta", tuple(theta))
         object.__setattr__(self, "_params", tuple(params))
@@ -652,6 +715,79 @@ class NumPyroModel:
         if mask is not None:
             lp = jnp.where(mask.astype(bool), lp, 0.0)
         return jnp.sum(lp, axis=-1)
+
+    # -- a declared conjugate last layer ---------------------------------------------------------
+    def last_layer(self, arg: str = "head") -> LastLayer:
+        """The :class:`LastLayer` declared with :func:`linear_last_layer`, checked: one such
+        site, the last per-task site, a Normal observation whose scale depends on θ only, and
+        ``y``'s mean equal to the layer's output. ``arg`` names the option that asked for it
+        in the errors."""
+        label = self.name or getattr(self.fn, "__name__", "model")
+        if len(self._last) != 1:
+            raise ValueError(
+                f"{arg}: 'collapsed' needs a model whose outputs come from "
+                f"bayesmeta.model.linear_last_layer (an exact last layer); model {label!r} "
+                f"declares {len(self._last)}"
+            )
+        name = self._last[0]
+        if self._phi[-1].name != name:
+            raise ValueError(
+                f"{arg}: the last layer {name!r} of model {label!r} must be its last per-task "
+                f"site; the per-task sites are {[s.name for s in self._phi]}"
+            )
+        if self._observation[1] != "Normal":
+            raise ValueError(
+                f"{arg}: 'collapsed' needs a Normal observation y; model {label!r} has "
+                f"{self._observation[1]}"
+            )
+        size = self._phi[-1].size
+        num_body = self.num_params - size
+        num_feat = size - 1
+        ev, dtype = self._y
+
+        def trace_at(theta, phi, x):
+            return self._trace(theta, phi, x[None], jnp.zeros((1, x.shape[0], *ev), dtype))
+
+        def features(theta, body, x):
+            phi = jnp.concatenate([body, jnp.zeros(size, body.dtype)])
+            return trace_at(theta, phi, x)[FEATURES_SITE]["value"][0]
+
+        def prior(theta):
+            loc, log_scale = self._prior_moments(theta)
+            return loc[num_body:], log_scale[num_body:]
+
+        def to_matrix(flat):
+            return flat.reshape(num_feat + 1, 1)
+
+        def to_flat(w):
+            return w.reshape(-1)
+
+        # the declaration is checked once, numerically: y's mean is [z, 1] w at a random φ and
+        # x, and y's scale does not move with φ or x
+        key = jax.random.PRNGKey(0)
+        th = self.init_theta(key)
+        x = jax.random.normal(key, (3, self.dx))
+        phis = [
+            0.3 * jax.random.normal(jax.random.fold_in(key, i), (self.num_params,)) for i in (1, 2)
+        ]
+        fns = [
+            _base_dist(trace_at(th, p, xx)["y"]["fn"]) for p, xx in ((phis[0], x), (phis[1], 2 * x))
+        ]
+        z = features(th, phis[0][:num_body], x)
+        want = jnp.concatenate([z, jnp.ones((z.shape[0], 1), z.dtype)], -1) @ to_matrix(
+            phis[0][num_body:]
+        )
+        if not (
+            type(fns[0]) is dist.Normal
+            and jnp.allclose(jnp.reshape(fns[0].loc, (-1,)), want[:, 0], rtol=1e-4, atol=1e-5)
+            and jnp.allclose(jnp.mean(fns[0].scale), jnp.mean(fns[1].scale))
+            and jnp.allclose(jnp.std(jnp.asarray(fns[0].scale)), 0.0)
+        ):
+            raise ValueError(
+                f"{arg}: model {label!r}: 'collapsed' needs y ~ Normal(f, σ) with f the output "
+                f"of linear_last_layer and σ depending on θ only"
+            )
+        return LastLayer(num_body, num_feat, features, prior, to_matrix, to_flat)
 
     # -- the Gaussian view of the prior ---------------------------------------------------------
     def _prior_moments(self, theta: Theta) -> tuple[Array, Array]:

@@ -16,7 +16,7 @@ from jax.scipy.stats import norm
 from jax.scipy.stats import t as student_t
 
 from bayesmeta.inference import abml, bmaml, emaml, maml, platipus
-from bayesmeta.model import HierarchicalModel, NumPyroModel
+from bayesmeta.model import HierarchicalModel, NumPyroModel, linear_last_layer
 from bayesmeta.nn import mlp
 from bayesmeta.tasks.base import Support, TaskBatch
 
@@ -480,3 +480,130 @@ def test_nuts_on_random_slopes_matches_the_closed_form_posterior():
     np.testing.assert_allclose(s.var(0), np.diag(cov), rtol=0.2)
     sd = np.sqrt(np.diag(cov))
     np.testing.assert_allclose(np.corrcoef(s.T), cov / np.outer(sd, sd), atol=0.12)
+
+
+# -- a declared exact last layer (linear_last_layer) ---------------------------------------------
+def _declared(log_s0: float = math.log(0.3)):
+    """The built-in model HierarchicalModel(mlp((1, 8, 1), tanh), prior_scale=0.3) written as a
+    NumPyro function whose last layer is declared with linear_last_layer: body = (b₀, w₀),
+    head = (w₁, b₁) (the built-in's flat order is b₀, w₀, b₁, w₁)."""
+
+    def model(x, y=None, mask=None):
+        t, n, _ = x.shape
+        mu_b = numpyro.sample("mu_b", dist.Normal(0.0, 10.0).expand([16]).to_event(1))
+        ls_b = numpyro.sample("ls_b", dist.Normal(log_s0, 2.0).expand([16]).to_event(1))
+        mu_h = numpyro.sample("mu_h", dist.Normal(0.0, 10.0).expand([9]).to_event(1))
+        ls_h = numpyro.sample("ls_h", dist.Normal(log_s0, 2.0).expand([9]).to_event(1))
+        log_noise = numpyro.sample("log_noise", dist.Normal(math.log(0.5), 2.0))
+        with numpyro.plate("tasks", t, dim=-2):
+            body = numpyro.sample("body", dist.Normal(mu_b, jnp.exp(ls_b)).to_event(1))
+            z = jnp.tanh(x * body[:, :, 8:] + body[:, :, :8])  # (T, N, 8)
+            f = linear_last_layer("head", z, mu_h, jnp.exp(ls_h))
+        with numpyro.plate("tasks", t, dim=-2), numpyro.plate("points", n, dim=-1):
+            numpyro.sample("y", dist.Normal(f, jnp.exp(log_noise)), obs=y)
+
+    return NumPyroModel(model, dx=1, name="declared")
+
+
+def _to_declared(th: dict) -> dict:
+    """The built-in θ in the declared model's sites (the head reordered to w₁, b₁)."""
+    perm = jnp.array([*range(17, 25), 16])
+    return {"mu_b": th["mu"][:16], "ls_b": th["log_sigma"][:16], "mu_h": th["mu"][perm],
+            "ls_h": th["log_sigma"][perm], "log_noise": th["log_noise"]}  # fmt: skip
+
+
+def test_declared_last_layer_gives_the_built_in_exact_head():
+    from bayesmeta.inference.heads import conjugate_head
+
+    jax.config.update("jax_enable_x64", True)
+    try:
+        hm = HierarchicalModel(mlp((1, 8, 1), activation="tanh"), prior_scale=0.3)
+        gm = _declared()
+        key = jax.random.PRNGKey(2)
+        th = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), hm.init_theta(key))
+        th["mu"] = th["mu"] + 0.2 * jax.random.normal(key, th["mu"].shape, jnp.float64)
+        tg = _to_declared(th)
+        x = jax.random.uniform(key, (6, 1), jnp.float64, -3, 3)
+        y = jnp.sin(x) + 0.1
+        mask = jnp.array([1.0, 1, 1, 1, 0, 0], jnp.float64)
+        ch, cg = conjugate_head(hm), conjugate_head(gm)
+        assert ch.num_body == cg.num_body == 16
+        body = th["mu"][:16]
+        lm = [c.log_marginal(t, body, x, y, mask) for c, t in ((ch, th), (cg, tg))]
+        assert jnp.allclose(lm[0], lm[1], rtol=1e-10)
+        x_new = jnp.linspace(-3, 3, 5)[:, None].astype(jnp.float64)
+        ph, pg = (
+            ch.predictive(th, body, x, y, mask, x_new),
+            cg.predictive(tg, body, x, y, mask, x_new),
+        )
+        assert jnp.allclose(ph[0], pg[0], rtol=1e-9) and jnp.allclose(ph[1], pg[1], rtol=1e-8)
+        # an exact draw of the head has the same law: the same key gives the same layer
+        wh = ch.sample(th, body, key, x, y, mask)
+        wg = cg.sample(tg, body, key, x, y, mask)
+        assert jnp.allclose(wh[jnp.array([*range(1, 9), 0])], wg, rtol=1e-8)
+    finally:
+        jax.config.update("jax_enable_x64", False)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda m: abml(m, head="collapsed", inner_steps=2, inner_samples=2, outer_samples=4),
+        lambda m: platipus(m, head="collapsed", head_components=2, inner_steps=2, train_samples=2),
+    ],
+    ids=["abml", "platipus-mixture"],
+)
+def test_collapsed_heads_on_a_declared_model_equal_the_built_in(build):
+    """One jitted meta-step of a collapsed-head method: the same loss on the built-in model and
+    on the NumPyro function that declares its last layer, at the same θ and key."""
+    hm = HierarchicalModel(mlp((1, 8, 1), activation="tanh"), prior_scale=0.3)
+    gm = _declared()
+    key = jax.random.PRNGKey(3)
+    x = jax.random.uniform(key, (4, 7, 1), minval=-3, maxval=3)
+    y = jnp.sin(x) + 0.1 * jax.random.normal(jax.random.fold_in(key, 1), x.shape)
+    batch = TaskBatch(x[:, :4], y[:, :4], jnp.ones((4, 4)), x[:, 4:], y[:, 4:])
+    mh, mg = build(hm), build(gm)
+    sh = mh.init(key)
+    # the method's own θ in the declared order too: over all of φ, or over the last layer
+    head, full = jnp.array([*range(1, 9), 0]), jnp.array([*range(16), *range(17, 25), 16])
+    extra = {}
+    for k, v in sh.theta.items():
+        if k not in hm.theta_keys:
+            n = jnp.shape(v)[-1] if jnp.ndim(v) else 0
+            extra[k] = v[..., head] if n == 9 else v[..., full] if n == 25 else v
+    tg = {**_to_declared(sh.theta), **extra}
+    sg = mg.init(key)
+    sg = sg._replace(theta=tg, opt_state=mg.init(key).opt_state)
+    sg = sg._replace(opt_state=jax.tree_util.tree_map(jnp.zeros_like, sg.opt_state))
+    loss_h = jax.jit(mh.meta_step)(key, sh, batch)[1].loss
+    loss_g = jax.jit(mg.meta_step)(key, sg, batch)[1].loss
+    assert bool(jnp.isfinite(loss_h)) and jnp.allclose(loss_h, loss_g, rtol=2e-4, atol=1e-5)
+    post = mg.adapt(key, sg, Support(batch.x_support, batch.y_support, batch.mask_support), 8)
+    assert bool(jnp.all(jnp.isfinite(post.log_predictive(batch.x_query, batch.y_query))))
+
+
+def test_a_collapsed_head_needs_a_declared_conjugate_layer():
+    with pytest.raises(ValueError, match="linear_last_layer"):
+        abml(NumPyroModel(slopes, dx=2), head="collapsed")
+
+    def robust_head(x, y=None, mask=None):
+        t, n, _ = x.shape
+        with numpyro.plate("tasks", t, dim=-2):
+            f = linear_last_layer("w", x, 0.0, 1.0)
+        with numpyro.plate("tasks", t, dim=-2), numpyro.plate("points", n, dim=-1):
+            numpyro.sample("y", dist.StudentT(4.0, f, 0.3), obs=y)
+
+    with pytest.raises(ValueError, match="Normal observation"):
+        abml(NumPyroModel(robust_head, dx=1), head="collapsed")
+
+    def warped(x, y=None, mask=None):
+        t, n, _ = x.shape
+        with numpyro.plate("tasks", t, dim=-2):
+            f = linear_last_layer("w", x, 0.0, 1.0)
+        with numpyro.plate("tasks", t, dim=-2), numpyro.plate("points", n, dim=-1):
+            numpyro.sample("y", dist.Normal(jnp.tanh(f), 0.3), obs=y)
+
+    with pytest.raises(ValueError, match="output of linear_last_layer"):
+        abml(NumPyroModel(warped, dx=1), head="collapsed")
+    with pytest.raises(ValueError, match="features: expected \\(T, N, F\\)"):
+        NumPyroModel(lambda x, y=None, mask=None: linear_last_layer("w", x[0], 0.0, 1.0), dx=1)

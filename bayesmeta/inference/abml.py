@@ -187,6 +187,11 @@ def abml(
     if collapsed:
         conj = conjugate_head(model)
         num_body = conj.num_body
+        if not model.gaussian_prior:
+            raise ConfigError(
+                "abml: head: 'collapsed' needs a diagonal Normal prior over the body's weights "
+                "(model.gaussian_prior); use head='adapted'"
+            )
 
     def full_samples(mth, bodies, key, x, y, mask):
         """Whole-network samples ``(S, P)`` from body samples ``(S, P_body)``."""
@@ -225,7 +230,8 @@ def abml(
 
     def body_prior(mth):
         """p(body | θ): a collapsed head's Gaussian prior over the body weights."""
-        return dist.Normal(mth["mu"][:num_body], jnp.exp(mth["log_sigma"][:num_body])).to_event(1)
+        loc, log_scale = model.prior_loc(mth)[:num_body], model.prior_log_scale(mth)[:num_body]
+        return dist.Normal(loc, jnp.exp(log_scale)).to_event(1)
 
     def adapt_one(theta, key, x, y, mask):
         """q = (m, ρ) for one task after the inner ELBO steps."""

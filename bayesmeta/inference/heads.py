@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from bayesmeta.model import HierarchicalModel
+from bayesmeta.model import HierarchicalModel, LastLayer, NumPyroModel
 
 
 class LinearGaussian(NamedTuple):
@@ -93,8 +93,9 @@ class ConjugateHead(NamedTuple):
     log_predictive: Callable
 
 
-def conjugate_head(model: HierarchicalModel, arg: str = "head") -> ConjugateHead:
-    """The exact last layer of ``model`` (Gaussian likelihood, linear last layer {w, b})."""
+def network_last_layer(model: HierarchicalModel, arg: str = "head") -> LastLayer:
+    """The :class:`~bayesmeta.model.LastLayer` of a built-in model: its network's last layer
+    {w (F, Dy), b (Dy,)} over the features of the layers before it, under θ's μ, σ."""
     if not model.likelihood.gaussian:
         raise ValueError(
             f"{arg}: 'collapsed' needs a Gaussian likelihood, got {model.likelihood!r}"
@@ -112,21 +113,51 @@ def conjugate_head(model: HierarchicalModel, arg: str = "head") -> ConjugateHead
     num_body = model.num_params - last0["w"].size - last0["b"].size
     identity_head = {"w": jnp.eye(num_feat), "b": jnp.zeros(num_feat)}
 
-    def head_matrix(flat):
+    def to_matrix(flat):
         """The last layer's flat slice as one ``(F + 1, Dy)`` matrix [W; b]."""
         last = unravel_last(flat)
         return jnp.concatenate([last["w"], last["b"][None]], 0)
 
-    def features(body, x):
+    def to_flat(w):
+        return ravel_pytree({"w": w[:-1], "b": w[-1]})[0]
+
+    def features(theta, body, x):
+        del theta
+        return model.network.apply([*unravel_body(body), identity_head], x)
+
+    def prior(theta):
+        return theta["mu"][num_body:], theta["log_sigma"][num_body:]
+
+    return LastLayer(num_body, num_feat, features, prior, to_matrix, to_flat)
+
+
+#: θ keys with which :func:`mixture_head` replaces a model's own last-layer prior.
+PRIOR_OVERRIDE = ("_head_loc", "_head_log_scale")
+
+
+def conjugate_head(model, arg: str = "head") -> ConjugateHead:
+    """The exact last layer of ``model``: a built-in model's network's linear last layer with a
+    Gaussian likelihood, or a NumPyro model's :func:`~bayesmeta.model.linear_last_layer`."""
+    if isinstance(model, NumPyroModel):
+        layer = model.last_layer(arg)
+    else:
+        layer = network_last_layer(model, arg)
+    num_body = layer.num_body
+
+    def features(theta, body, x):
         """Z = [h_body(x), 1], ``(N, F + 1)``."""
-        h = model.network.apply([*unravel_body(body), identity_head], x)
+        h = layer.features(theta, body, x)
         return jnp.concatenate([h, jnp.ones((*h.shape[:-1], 1), h.dtype)], -1)
 
     def system(theta, body, x, mask):
         """Masked features Z, the prior mean and variance of [W; b], σ_y²."""
-        z = features(body, x) * mask[:, None]
-        m0 = head_matrix(theta["mu"][num_body:])
-        v0 = head_matrix(jnp.exp(2 * theta["log_sigma"][num_body:]))
+        z = features(theta, body, x) * mask[:, None]
+        if PRIOR_OVERRIDE[0] in theta:
+            loc, log_scale = (theta[k] for k in PRIOR_OVERRIDE)
+        else:
+            loc, log_scale = layer.prior(theta)
+        m0 = layer.to_matrix(loc)
+        v0 = layer.to_matrix(jnp.exp(2 * log_scale))
         return z, m0, v0, model.noise_std(theta) ** 2
 
     def column_posterior(z, m, v, yc, nv):
@@ -155,11 +186,11 @@ def conjugate_head(model: HierarchicalModel, arg: str = "head") -> ConjugateHead
             return pathwise_draw(post, z, yc[:, None], w0c[:, None], 0.0)[:, 0]
 
         w = jax.vmap(column, in_axes=(1, 1, 1, 1), out_axes=1)(m0, w0, v0, y_pert)
-        return ravel_pytree({"w": w[:-1], "b": w[-1]})[0]
+        return layer.to_flat(w)
 
     def predictive(theta, body, x, y, mask, x_new):
         z, m0, v0, nv = system(theta, body, x, mask)
-        zn = features(body, x_new)
+        zn = features(theta, body, x_new)
 
         def column(m, v, yc):
             post = column_posterior(z, m, v, yc * mask, nv)
@@ -211,8 +242,7 @@ def mixture_head(head: ConjugateHead) -> ConjugateHead:
     def component(theta, mu_c, log_sigma_c):
         """θ with its last-layer prior replaced by one component's."""
         th = {k: v for k, v in theta.items() if k not in MIXTURE_KEYS}
-        th["mu"] = th["mu"].at[nb:].set(mu_c)
-        th["log_sigma"] = th["log_sigma"].at[nb:].set(log_sigma_c)
+        th[PRIOR_OVERRIDE[0]], th[PRIOR_OVERRIDE[1]] = mu_c, log_sigma_c
         return th
 
     def each(theta, fn):

@@ -216,7 +216,7 @@ def platipus(
         if cfg.inner_rule == "gauss-newton":
             theta["log_damping"] = jnp.asarray(math.log(cfg.damping), dt)
         if cfg.head_components > 1:  # distinct component means break the symmetry between them
-            mu_w, log_sigma_w = theta["mu"][nb:], theta["log_sigma"][nb:]
+            mu_w, log_sigma_w = loc[nb:], theta["log_sigma_q"][nb:]
             spread = jax.random.normal(
                 jax.random.fold_in(key, 1), (cfg.head_components, *mu_w.shape)
             )
