@@ -578,6 +578,25 @@ def script_command(script: str | os.PathLike, argv: Sequence[str] | None = None)
     return " ".join(["python", f"benchmarks/{Path(script).name}", *args])
 
 
+def write_report(
+    out: str | os.PathLike,
+    name: str,
+    result: dict,
+    markdown: Callable[[dict], str],
+    figure: Callable[[dict, Any], None] | None = None,
+) -> None:
+    """Write ``<name>.json``, ``<name>.md`` (``markdown(result)``) and, with ``figure``,
+    ``<name>.png`` (``figure(result, file)``) under ``out``, each atomically."""
+    from bayesmeta.atomic import atomic_write, write_text
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / f"{name}.json", json.dumps(result, indent=1) + "\n")
+    write_text(out / f"{name}.md", markdown(result))
+    if figure is not None:
+        atomic_write(out / f"{name}.png", lambda f: figure(result, f))
+
+
 def git_commit(where: str | os.PathLike | None = None) -> str | None:
     """The short commit hash of the checkout at ``where`` (a results file's provenance), with
     ``+dirty`` when tracked files differ from it (the result then came from code no commit

@@ -34,10 +34,8 @@ benchmarks/results), after each family.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -45,8 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bayesmeta.atomic import atomic_write, write_text
-from bayesmeta.bench import provenance, script_command
+from bayesmeta.bench import provenance, script_command, write_report
 from bayesmeta.evaluate.active import learning_curve, run_active
 from bayesmeta.modelfiles import load_model_spec
 from bayesmeta.tasks.base import Support, make_task_set
@@ -167,7 +164,9 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n" + tables.active_families(result)
 
 
-def plot(result: dict, path: Path) -> None:
+def plot(result: dict, target) -> None:
+    """Evaluation NLL against labels per family (BALD and random), as PNG to ``target`` (a
+    path or a binary file)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -188,7 +187,7 @@ def plot(result: dict, path: Path) -> None:
         ax.set_ylabel("evaluation NLL")
     axes[0][0].legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(target, dpi=100, format="png")
     plt.close(fig)
 
 
@@ -275,12 +274,8 @@ def run(argv: list[str] | None = None) -> dict:
             "rows": rows,
             "curves": curves,
         }
-        write_text(args.out / "active_families.json", json.dumps(result, indent=1) + "\n")
-        write_text(args.out / "active_families.md", markdown(result))
-    with tempfile.NamedTemporaryFile(suffix=".png") as fh:
-        plot(result, Path(fh.name))
-        png = Path(fh.name).read_bytes()
-    atomic_write(args.out / "active_families.png", lambda f: f.write(png))
+        write_report(args.out, "active_families", result, markdown)
+    write_report(args.out, "active_families", result, markdown, plot)
     return result
 
 

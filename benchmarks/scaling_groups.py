@@ -74,25 +74,13 @@ def memory_status() -> dict:
 def child(pool_path: str, mode: str, steps: int, meta_batch: int, seed: int) -> dict:
     """Meta-train ``amortized`` from the pool; print and return the measurements."""
     import jax
-    import numpyro
-    import numpyro.distributions as dist
 
     from bayesmeta.inference import train
     from bayesmeta.inference.registry import METHODS
     from bayesmeta.model import NumPyroModel
+    from bayesmeta.modelfiles import load_model_spec
     from bayesmeta.tasks.base import sample_batch
     from bayesmeta.tasks.pool import GroupPool, open_pool
-
-    def slopes(x, y=None, mask=None):
-        t, n, d = x.shape
-        mu = numpyro.sample("mu", dist.Normal(0.0, 10.0).expand([d + 1]).to_event(1))
-        tau = numpyro.sample("tau", dist.HalfNormal(1.0).expand([d + 1]).to_event(1))
-        sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
-        with numpyro.plate("tasks", t, dim=-2):
-            w = numpyro.sample("w", dist.Normal(mu, tau).to_event(1))
-        f = w[..., 0] + jax.numpy.einsum("tnd,tod->tn", x, w[..., 1:])
-        with numpyro.plate("tasks", t, dim=-2), numpyro.plate("points", n, dim=-1):
-            numpyro.sample("y", dist.Normal(f, sigma), obs=y)
 
     pool = open_pool(pool_path)
     if mode == "memory":  # every group in RAM, the rest identical
@@ -100,6 +88,8 @@ def child(pool_path: str, mode: str, steps: int, meta_batch: int, seed: int) -> 
             pool.path, np.array(pool.x), np.array(pool.y), np.array(pool.lengths), pool.meta
         )
     fam = pool.family()
+    # the random-slopes model of models/cigar_slopes.py, a plain NumPyro function (any d)
+    slopes = load_model_spec("cigar_slopes").model.fn
     method = METHODS["amortized"].factory(NumPyroModel(slopes, dx=DX), lr=1e-3)
     state = method.init(jax.random.PRNGKey(seed))
 
@@ -167,7 +157,8 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(result: dict, path: Path) -> None:
+def plot(result: dict, target) -> None:
+    """The figure, as PNG, to ``target`` (a path or a binary file)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -190,7 +181,7 @@ def plot(result: dict, path: Path) -> None:
     axes[1].set_ylim(bottom=0)
     fig.suptitle("amortized training streamed from a pool file", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(target, dpi=110, format="png")
     plt.close(fig)
 
 
@@ -208,8 +199,7 @@ def run(argv: list[str] | None = None) -> dict:
     if args.child:
         return child(args.child[0], args.child[1], args.steps, args.meta_batch, args.seed)
 
-    from bayesmeta.atomic import atomic_write, write_text
-    from bayesmeta.bench import provenance, script_command
+    from bayesmeta.bench import provenance, script_command, write_report
     from bayesmeta.tasks.pool import write_pool
 
     t_start = time.perf_counter()
@@ -245,12 +235,8 @@ def run(argv: list[str] | None = None) -> dict:
                 ),
                 "rows": rows,
             }
-            write_text(args.out / "scaling_groups.json", json.dumps(result, indent=1) + "\n")
-            write_text(args.out / "scaling_groups.md", markdown(result))
-    with tempfile.NamedTemporaryFile(suffix=".png") as fh:
-        plot(result, Path(fh.name))
-        png = Path(fh.name).read_bytes()
-    atomic_write(args.out / "scaling_groups.png", lambda f: f.write(png))
+            write_report(args.out, "scaling_groups", result, markdown)
+    write_report(args.out, "scaling_groups", result, markdown, plot)
     return result
 
 
