@@ -25,7 +25,7 @@ The tasks come from a stream no recipe or result has used (``--task-seed``), rec
 results file.
 
     python benchmarks/active_families.py [--families sinusoid sine_line skewed circles]
-        [--methods reference abml maml bmaml] [--budget default] [--num-tasks 100]
+        [--methods reference abml maml bmaml neural-process] [--budget default] [--num-tasks 100]
 
 Writes ``active_families.json``, ``.md`` and ``active_families.png`` under ``--out`` (default
 benchmarks/results), after each family.
@@ -194,7 +194,8 @@ def plot(result: dict, target) -> None:
 def run(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
-    p.add_argument("--methods", nargs="+", default=["reference", "abml", "maml", "bmaml"])
+    p.add_argument("--methods", nargs="+",
+                   default=["reference", "abml", "maml", "bmaml", "neural-process"])  # fmt: skip
     p.add_argument("--budget", default="default")
     p.add_argument("--steps", type=int, default=None, help="default: the budget's recipes")
     p.add_argument("--num-tasks", type=int, default=100)
