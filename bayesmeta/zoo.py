@@ -28,9 +28,12 @@ METHOD_FACTORIES: dict[str, Callable[..., Method]] = {n: i.factory for n, i in M
 METHOD_NAMES = method_names()
 
 #: Held-out task streams of a synthetic family: tasks are drawn from ``PRNGKey(seed + K)``.
-#: Training draws from ``PRNGKey(fit seed)`` split, so the three streams never share a key:
-#: recipe choices and early stopping look at ``validation`` only, published tables at ``test``.
-STREAM_SEEDS = {"validation": 31_000_000, "test": 20_261_122}
+#: Training draws from ``PRNGKey(fit seed)`` split, so the streams never share a key: recipe
+#: choices and early stopping look at ``validation`` only, published tables at ``test``.
+#: ``test`` is spent: recipes were chosen on it before the validation stream existed (issue
+#: 46), so results added since are scored on ``fresh``, which no choice or earlier result has
+#: used, until every table is rerun on it.
+STREAM_SEEDS = {"validation": 31_000_000, "test": 20_261_122, "fresh": 41_000_000}
 
 
 @dataclass(frozen=True)
@@ -263,7 +266,8 @@ class ModelSpec:
         """A task set (docs/formats.md) of ``num_tasks`` held-out tasks with ``k`` support points:
         ``split="test"`` from ``family`` (what tables publish), ``"validation"`` from
         ``validation_family`` or the family's validation key stream (what recipes and early
-        stopping look at). On grouped data, one task per group of the split with at least
+        stopping look at), ``"fresh"`` from ``family`` on a stream nothing was chosen on
+        (:data:`STREAM_SEEDS`). On grouped data, one task per group of the split with at least
         ``k + 1`` rows (at most ``num_tasks``), the rest of the group as masked queries (at
         most ``num_query``): :func:`~bayesmeta.tasks.grouped.group_tasks`."""
         from bayesmeta.tasks.base import make_task_set
@@ -272,6 +276,12 @@ class ModelSpec:
             raise ValueError(f"split: expected one of {list(STREAM_SEEDS)}, got {split!r}")
         if self.splits is not None:  # grouped data: one task per group, the rest as queries
             from bayesmeta.tasks.grouped import group_tasks
+
+            if split not in ("validation", "test"):
+                raise ValueError(
+                    f"split: grouped data are split once by group into train, validation and "
+                    f"test; expected 'validation' or 'test', got {split!r}"
+                )
 
             return group_tasks(self.splits[split], int(k), STREAM_SEEDS[split] + int(k),
                                max_tasks=num_tasks, max_query=num_query)  # fmt: skip

@@ -47,6 +47,7 @@ from bayesmeta.bench import provenance, script_command, write_report
 from bayesmeta.evaluate.active import learning_curve, run_active
 from bayesmeta.modelfiles import load_model_spec
 from bayesmeta.tasks.base import Support, make_task_set
+from bayesmeta.zoo import STREAM_SEEDS
 
 sys.path.insert(0, str(Path(__file__).parent))
 import tables  # noqa: E402  (benchmarks/tables.py: the generated table, rendered once)
@@ -55,8 +56,8 @@ RESULTS = Path(__file__).parent / "results"
 FAMILIES = {"sinusoid": "sinusoid", "sine_line": "sine_line", "skewed": "sinusoid",
             "circles": "circles_active"}  # fmt: skip
 WINDOW = (2, 6)  # labels over which the curves are averaged
-#: A fresh stream: no recipe, choice or published result used these tasks.
-TASK_SEED = 41_000_000
+#: The fresh stream (bayesmeta.zoo.STREAM_SEEDS): no recipe, choice or earlier result used it.
+TASK_SEED = STREAM_SEEDS["fresh"]
 
 
 def skewed_pool(family, tasks: dict, key, pool: int, crowd: float) -> dict:

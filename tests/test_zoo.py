@@ -42,7 +42,10 @@ def test_validation_and_test_streams_are_fixed_and_disjoint():
     assert not np.any(np.isin(val["task_params"], test["task_params"]))  # no shared task
     batch = spec.sampler(20, 10)(jax.random.split(jax.random.PRNGKey(0))[1])
     assert not np.any(np.isin(np.asarray(batch.y_query), val["y_query"]))
-    assert set(STREAM_SEEDS) == {"validation", "test"}
+    assert set(STREAM_SEEDS) == {"validation", "test", "fresh"}
+    fresh = spec.held_out("fresh", 5, 20, 10)  # the stream no choice or earlier result used
+    for other in (val, test):
+        assert not np.any(np.isin(fresh["task_params"], other["task_params"]))
     with pytest.raises(ValueError, match="split: expected one of"):
         spec.held_out("train", 5, 2)
 
@@ -66,6 +69,8 @@ def test_a_model_naming_a_data_set_validates_on_its_validation_groups():
     assert set(np.asarray(val["task_params"])[:, 0].astype(int)) == set(ids[0])
     assert set(np.asarray(test["task_params"])[:, 0].astype(int)) == set(ids[1])
     assert not set(ids[0]) & set(ids[1]) and not set(ids[0]) & set(spec.splits.train.groups)
+    with pytest.raises(ValueError, match="split once by group"):
+        spec.held_out("fresh", 5, 7, 10)
 
 
 def test_validator_scores_a_fitted_state():
