@@ -545,6 +545,7 @@ def test_declared_last_layer_gives_the_built_in_exact_head():
         jax.config.update("jax_enable_x64", False)
 
 
+@pytest.mark.slow  # two compilations of a second-order meta-step per method
 @pytest.mark.parametrize(
     "build",
     [
