@@ -307,10 +307,13 @@ def test_method_runs_on_a_numpyro_model(name, robust_batch):
     assert pit.shape == (4, 3, 1) and bool(jnp.all((pit >= 0) & (pit <= 1)))
 
 
-@pytest.mark.parametrize("kwargs", [{"head": "collapsed"}, {"outer": "moment"}])
-def test_methods_that_need_structure_say_so(kwargs):
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"head": "collapsed"}, "linear_last_layer"), ({"outer": "moment"}, "Gaussian likelihood")],
+)
+def test_methods_that_need_structure_say_so(kwargs, match):
     model = NumPyroModel(robust, dx=1)
-    with pytest.raises(ValueError, match="Gaussian likelihood"):
+    with pytest.raises(ValueError, match=match):
         abml(model, **kwargs)
     with pytest.raises(ValueError, match="variance='fixed'"):
         platipus(model, variance="ggn")
