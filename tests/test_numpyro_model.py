@@ -554,8 +554,9 @@ def test_declared_last_layer_gives_the_built_in_exact_head():
     [
         lambda m: abml(m, head="collapsed", inner_steps=2, inner_samples=2, outer_samples=4),
         lambda m: platipus(m, head="collapsed", head_components=2, inner_steps=2, train_samples=2),
+        lambda m: bmaml(m, head="collapsed", noise="shared", num_particles=3, inner_steps=2),
     ],
-    ids=["abml", "platipus-mixture"],
+    ids=["abml", "platipus-mixture", "bmaml"],
 )
 def test_collapsed_heads_on_a_declared_model_equal_the_built_in(build):
     """One jitted meta-step of a collapsed-head method: the same loss on the built-in model and
@@ -568,6 +569,8 @@ def test_collapsed_heads_on_a_declared_model_equal_the_built_in(build):
     batch = TaskBatch(x[:, :4], y[:, :4], jnp.ones((4, 4)), x[:, 4:], y[:, 4:])
     mh, mg = build(hm), build(gm)
     sh = mh.init(key)
+    # σ_y = 1: BMAML scales its SVGD step by a built-in model's σ_y², not by a NumPyro model's
+    sh = sh._replace(theta={**sh.theta, "log_noise": jnp.zeros(())})
     # the method's own θ in the declared order too: over all of φ, or over the last layer
     head, full = jnp.array([*range(1, 9), 0]), jnp.array([*range(16), *range(17, 25), 16])
     extra = {}
@@ -586,9 +589,45 @@ def test_collapsed_heads_on_a_declared_model_equal_the_built_in(build):
     assert bool(jnp.all(jnp.isfinite(post.log_predictive(batch.x_query, batch.y_query))))
 
 
+@pytest.mark.parametrize("jit", [False, True])
+def test_bmaml_collapsed_on_a_declared_model_moves_the_built_in_particles(jit):
+    """BMAML's collapsed head on a NumPyro model that declares its last layer: the SVGD target
+    (body prior + exact marginal) and the particles after SVGD equal the built-in model's at
+    the same θ; ``adapt`` returns the particles as bodies with exact last layers."""
+    hm = HierarchicalModel(mlp((1, 8, 1), activation="tanh"), prior_scale=0.3)
+    gm = _declared()
+    key = jax.random.PRNGKey(5)
+    mh, mg = (bmaml(m, head="collapsed", noise="shared", num_particles=3, inner_steps=3,
+                    meta_sgd=True) for m in (hm, gm))  # fmt: skip
+    sh = mh.init(key)
+    th = {**sh.theta, "log_noise": jnp.zeros(())}  # σ_y = 1: see the meta-step test above
+    tg = {**_to_declared(th), "particles": th["particles"], "log_inner_lr": th["log_inner_lr"]}
+    sg = mg.init(key)._replace(theta=tg)
+    assert sg.theta["particles"].shape == (3, 16)
+    x = jax.random.uniform(key, (2, 6, 1), minval=-3, maxval=3)
+    y = jnp.sin(x) + 0.1
+    sup = Support(x, y, jnp.ones((2, 6)).at[1, 4:].set(0.0))
+    targets = [m.extras["log_target"](th_["particles"][0], th_, x[1], y[1], sup.mask[1])
+               for m, th_ in ((mh, th), (mg, tg))]  # fmt: skip
+    np.testing.assert_allclose(targets[0], targets[1], rtol=1e-5)
+    parts = [m.extras["particles"] for m in (mh, mg)]
+    if jit:
+        parts = [jax.jit(f) for f in parts]
+    zh = parts[0](sh._replace(theta=th), sup)
+    zg = parts[1](sg, sup)
+    assert not np.allclose(zg, tg["particles"][None])  # SVGD moved them
+    np.testing.assert_allclose(zh, zg, rtol=1e-4, atol=1e-5)
+    adapt = jax.jit(mg.adapt, static_argnums=3) if jit else mg.adapt
+    post = adapt(key, sg, sup, 6)
+    assert post.phi.shape == (2, 6, gm.num_params)
+    np.testing.assert_allclose(post.phi[:, ::2, :16], zg, rtol=1e-5, atol=1e-6)
+    assert bool(jnp.all(jnp.isfinite(post.log_predictive(x, y))))
+
+
 def test_a_collapsed_head_needs_a_declared_conjugate_layer():
-    with pytest.raises(ValueError, match="linear_last_layer"):
-        abml(NumPyroModel(slopes, dx=2), head="collapsed")
+    for build in (abml, bmaml, platipus):
+        with pytest.raises(ValueError, match="linear_last_layer"):
+            build(NumPyroModel(slopes, dx=2), head="collapsed")
 
     def robust_head(x, y=None, mask=None):
         t, n, _ = x.shape

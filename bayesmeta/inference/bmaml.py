@@ -110,7 +110,9 @@ class BMAMLConfig(MethodConfig):
         (:mod:`bayesmeta.inference.heads`): SVGD targets log p(body) + log p(D | body, σ_y),
         the predictive loss uses each particle's exact Gaussian predictive, and ``adapt``
         draws ``num_samples // M`` last layers per particle from p(w | body, D). Gaussian
-        likelihood and a linear last layer only.
+        likelihood and a linear last layer only: the built-in network's, or a NumPyro model's
+        :func:`~bayesmeta.model.linear_last_layer` (with a diagonal Normal prior over the
+        body; σ_y and the priors are then the model's own θ, whatever ``noise`` says).
     """
 
     METHOD: ClassVar[str] = "bmaml"
@@ -158,6 +160,11 @@ def bmaml(
     generic = model.likelihood.generic
     in_particle = gaussian and cfg.noise == "particle"
     conj = conjugate_head(model) if cfg.head == "collapsed" else None
+    if conj is not None and generic and not model.gaussian_prior:
+        raise ConfigError(
+            "bmaml: head: 'collapsed' needs a diagonal Normal prior over the body's weights "
+            "(model.gaussian_prior); use head='adapted'"
+        )
     p = model.num_params if conj is None else conj.num_body
     dim = p + 1 if in_particle else p
     m = cfg.num_particles
@@ -172,9 +179,10 @@ def bmaml(
 
     def init_generic(key):
         # particles from the Gaussian view of p(φ | θ) at θ's initial value; θ is the model's
+        # (a collapsed head's particles are the body: the per-task sites before the last layer)
         k_theta, k_particles = jax.random.split(key)
         theta = dict(model.init_theta(k_theta))
-        loc, log_scale = model.prior_loc(theta), model.prior_log_scale(theta)
+        loc, log_scale = model.prior_loc(theta)[:p], model.prior_log_scale(theta)[:p]
         eps = jax.random.normal(k_particles, (m, *loc.shape), loc.dtype)
         theta["particles"] = loc + jnp.exp(log_scale) * eps
         theta["log_inner_lr"] = jnp.full(
@@ -206,15 +214,26 @@ def bmaml(
             theta["log_noise"] = jnp.asarray(math.log(model.noise_init), phi0.dtype)
         return MetaState(theta, optimizer.init(theta), jnp.zeros((), jnp.int32))
 
+    def body_prior(theta):
+        """p(body | θ) of a collapsed head: the prior's diagonal Normal over the body."""
+        if generic:
+            mth = model_theta(theta)
+            loc, log_scale = model.prior_loc(mth)[:p], model.prior_log_scale(mth)[:p]
+        else:
+            loc, log_scale = theta["mu"][:p], theta["log_sigma"][:p]
+        return dist.Normal(loc, jnp.exp(log_scale))
+
     def log_target(z, theta, x, y, mask):
         if generic:
             mth = model_theta(theta)
+            if conj is not None:  # z is the body; the declared last layer integrated out
+                lp = jnp.sum(body_prior(theta).log_prob(z))
+                return lp + conj.log_marginal(mth, z, x, y, mask)
             return model.log_prior(mth, z) + model.log_likelihood(mth, z, x, y, mask)
         phi, log_noise = split(z, theta)
         prior_theta = {"mu": theta["mu"], "log_sigma": theta["log_sigma"]}
         if conj is not None:  # phi is the body: its prior, and the last layer integrated out
-            body_prior = dist.Normal(theta["mu"][:p], jnp.exp(theta["log_sigma"][:p]))
-            lp = jnp.sum(body_prior.log_prob(phi))
+            lp = jnp.sum(body_prior(theta).log_prob(phi))
             lp = lp + conj.log_marginal({**prior_theta, "log_noise": log_noise}, phi, x, y, mask)
         else:
             lik_theta = {"log_noise": log_noise} if gaussian else {}
@@ -255,8 +274,14 @@ def bmaml(
     def exact_log_lik_points(z, theta, x_s, y_s, m_s, x_q, y_q):
         """log N(y_q; the particle's exact predictive) with the last layer integrated out."""
         body, log_noise = split(z, theta)
-        th = {"mu": theta["mu"], "log_sigma": theta["log_sigma"], "log_noise": log_noise}
-        return conj.log_predictive(th, body, x_s, y_s, m_s, x_q, y_q)
+        return conj.log_predictive(head_theta(theta, log_noise), body, x_s, y_s, m_s, x_q, y_q)
+
+    def head_theta(theta, log_noise):
+        """The θ a collapsed head reads: the model's own sites for a NumPyro model, else the
+        prior (μ, log σ) with the particle's or the shared log σ_y."""
+        if generic:
+            return model_theta(theta)
+        return {"mu": theta["mu"], "log_sigma": theta["log_sigma"], "log_noise": log_noise}
 
     def task_loss(theta, x_s, y_s, m_s, x_q, y_q):
         z = run_svgd(theta, theta["particles"], x_s, y_s, m_s, cfg.inner_steps)
@@ -292,9 +317,8 @@ def bmaml(
             log_noise = jnp.repeat(log_noise, r, axis=1)
 
             def task_heads(bodies, noises, k, x, y, mask):
-                th = {"mu": theta["mu"], "log_sigma": theta["log_sigma"]}
                 keys = jax.random.split(k, bodies.shape[0])
-                one = lambda b, s, kk: conj.sample({**th, "log_noise": s}, b, kk, x, y, mask)  # noqa: E731
+                one = lambda b, s, kk: conj.sample(head_theta(theta, s), b, kk, x, y, mask)  # noqa: E731
                 return jax.vmap(one)(bodies, noises, keys)
 
             heads = jax.vmap(task_heads)(
