@@ -10,6 +10,10 @@ over the family's whole input range, Q rounds of one label each. Families:
 - ``sine_line``: sine or line (which hypothesis?);
 - ``skewed``: sinusoid tasks whose pool is crowded in one region (a fraction ``--crowd`` of
   the candidates in the leftmost fifth of the range), evaluated over the whole range;
+- ``hetero``: sinusoid tasks whose noise grows along x (``models/sinusoid_hetero.py``, a
+  NumPyro model that learns the noise's slope): predictive variance alone asks for the noisy
+  end, where a label says little; the neural process, which needs the built-in model, is
+  skipped there and the results file says so;
 - ``circles``: 2-D classification, a disc's boundary learned from the labels; the model
   ``circles_active``, whose supports are one point inside the disc and the rest anywhere (as
   an active learner's are), so that its exact reference weighs only the first point's
@@ -24,11 +28,13 @@ acquisition (reported where the oracle's advantage is at least two standard erro
 The tasks come from a stream no recipe or result has used (``--task-seed``), recorded in the
 results file.
 
-    python benchmarks/active_families.py [--families sinusoid sine_line skewed circles]
+    python benchmarks/active_families.py [--families sinusoid sine_line skewed hetero circles]
         [--methods reference abml maml bmaml neural-process] [--budget default] [--num-tasks 100]
+        [--name active_families]
 
-Writes ``active_families.json``, ``.md`` and ``active_families.png`` under ``--out`` (default
-benchmarks/results), after each family.
+Writes ``NAME.json``, ``.md`` and ``NAME.png`` under ``--out`` (default benchmarks/results),
+after each family. A family's tasks come from its own key (its place in ``FAMILIES``), so a
+run of some families draws the same tasks as a run of all.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ import numpy as np
 
 from bayesmeta.bench import provenance, script_command, write_report
 from bayesmeta.evaluate.active import learning_curve, run_active
+from bayesmeta.inference.registry import check_serves
 from bayesmeta.modelfiles import load_model_spec
 from bayesmeta.tasks.base import Support, make_task_set
 from bayesmeta.zoo import STREAM_SEEDS
@@ -54,7 +61,7 @@ import tables  # noqa: E402  (benchmarks/tables.py: the generated table, rendere
 
 RESULTS = Path(__file__).parent / "results"
 FAMILIES = {"sinusoid": "sinusoid", "sine_line": "sine_line", "skewed": "sinusoid",
-            "circles": "circles_active"}  # fmt: skip
+            "circles": "circles_active", "hetero": "sinusoid_hetero"}  # fmt: skip
 WINDOW = (2, 6)  # labels over which the curves are averaged
 #: The fresh stream (bayesmeta.zoo.STREAM_SEEDS): no recipe, choice or earlier result used it.
 TASK_SEED = STREAM_SEEDS["fresh"]
@@ -83,9 +90,12 @@ def skewed_pool(family, tasks: dict, key, pool: int, crowd: float) -> dict:
 
 def fitted(spec, names: list[str], budget: str, seed: int, steps: int | None = None) -> dict:
     """``{name: (method, state, info)}``: the exact reference, or trained at ``budget``
-    (``steps`` overrides its step counts)."""
+    (``steps`` overrides its step counts); a method the model cannot serve is left out and
+    ``info`` of the others is unchanged (``skipped(spec, names)`` says why)."""
     out = {}
     for name in names:
+        if skipped(spec, [name]):
+            continue
         if name == "reference":
             method, _ = spec.build("reference")
             out[name] = (method, method.init(jax.random.PRNGKey(0)), {"source": "exact"})
@@ -97,6 +107,20 @@ def fitted(spec, names: list[str], budget: str, seed: int, steps: int | None = N
                 "train_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
         print(f"  {name}: {info['steps']} meta-steps in {info['train_s']:.0f} s", flush=True)
         out[name] = (method, res.state, info)
+    return out
+
+
+def skipped(spec, names: list[str]) -> dict[str, str]:
+    """``{method: reason}`` for the methods of ``names`` that cannot serve ``spec``'s model
+    (the neural process on a NumPyro model)."""
+    out = {}
+    for name in names:
+        if name == "reference":
+            continue
+        try:
+            check_serves(name, spec.model)
+        except ValueError as err:
+            out[name] = str(err)
     return out
 
 
@@ -162,6 +186,8 @@ def markdown(result: dict) -> str:
         "standard errors).",
         "",
     ]
+    for fam, why in p.get("skipped", {}).items():
+        lines += [f"Not run on {fam}: " + "; ".join(f"{m} ({r})" for m, r in why.items()), ""]
     return "\n".join(lines) + "\n" + tables.active_families(result)
 
 
@@ -209,14 +235,18 @@ def run(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--task-seed", type=int, default=TASK_SEED)
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--name", default="active_families", help="the results files' name")
     args = p.parse_args(argv)
     if "reference" not in args.methods:
         p.error("--methods: the exact posterior 'reference' is the oracle; include it")
     t_start = time.perf_counter()
-    rows, curves, trained, result = [], {}, {}, {}
+    rows, curves, trained, result, skips = [], {}, {}, {}, {}
     args.out.mkdir(parents=True, exist_ok=True)
-    for fi, fam_name in enumerate(args.families):
+    for fam_name in args.families:
+        fi = list(FAMILIES).index(fam_name)
         spec = load_model_spec(FAMILIES[fam_name])
+        if skipped(spec, args.methods):
+            skips[fam_name] = skipped(spec, args.methods)
         classification = spec.family.likelihood == "categorical"
         metric = "accuracy" if classification else "mse"
         acqs = ["bald", "entropy", "random"] if classification else ["variance", "bald", "random"]
@@ -271,13 +301,14 @@ def run(argv: list[str] | None = None) -> dict:
                 seed=args.seed,
                 task_seed=args.task_seed,
                 window=list(WINDOW),
+                skipped=skips,
                 seconds=round(time.perf_counter() - t_start, 1),
             ),
             "rows": rows,
             "curves": curves,
         }
-        write_report(args.out, "active_families", result, markdown)
-    write_report(args.out, "active_families", result, markdown, plot)
+        write_report(args.out, args.name, result, markdown)
+    write_report(args.out, args.name, result, markdown, plot)
     return result
 
 

@@ -6,7 +6,8 @@ node,
 
     w_g ∝ p(ψ_g) Π_j N(y_j | f(x_j; ψ_g), σ(ψ_g)²),
 
-and the predictive is the weighted mixture over the nodes. For linear-Gaussian families
+and the predictive is the weighted mixture over the nodes (for a heteroscedastic family σ is
+σ(ψ_g, x_j), and the predictive's noise follows x). For linear-Gaussian families
 (features x̃ = [x, 1], prior N(m0, S0), noise σ) the posterior is closed form,
 
     S_N = (S0⁻¹ + X̃ᵀX̃ / σ²)⁻¹,    m_N = S_N (S0⁻¹ m0 + X̃ᵀ y / σ²),
@@ -60,6 +61,19 @@ def _meta_step(key, state, batch):
     return MetaState(state.theta, state.opt_state, state.step + 1), Info(zero, zero)
 
 
+def _hetero_observation(family: TaskFamily):
+    """``apply(params, ψ, x)`` of a heteroscedastic family: N(f(x; ψ), σ(ψ, x)²) over one
+    task's points, batch shape ``(1, N)`` (the generic likelihood's convention)."""
+    import numpyro.distributions as dist
+
+    def apply(params, psi, x):
+        del params
+        loc, scale = family.mean_fn(psi, x), family.noise_x_fn(psi, x)
+        return dist.Normal(loc[:, 0][None], scale[:, 0][None])
+
+    return apply
+
+
 def reference(family: TaskFamily, *, quadrature_points: int = 64) -> Method:
     """The ``reference`` method for ``family``: exact posterior, nothing to meta-train."""
     if family.reference_grid is None and family.gaussian_prior is None:
@@ -70,11 +84,16 @@ def reference(family: TaskFamily, *, quadrature_points: int = 64) -> Method:
 
     def adapt_grid(support: Support) -> TaskPosterior:
         grid, log_prior = family.reference_grid()
-        noise = jax.vmap(family.noise_fn)(grid)  # (G,)
+        hetero = family.noise_x_fn is not None
+        noise = jnp.ones(grid.shape[:1]) if hetero else jax.vmap(family.noise_fn)(grid)  # (G,)
 
         def one(x, y, mask):
             f = jax.vmap(lambda g: family.mean_fn(g, x))(grid)  # (G, K, Dy) or logits (G, K, C)
-            if family.likelihood.classifier:
+            if hetero:
+                sd = jax.vmap(lambda g: family.noise_x_fn(g, x))(grid)  # (G, K, Dy)
+                z = (y[None] - f) / sd
+                ll = -0.5 * z**2 - jnp.log(sd) - 0.5 * math.log(2 * math.pi)
+            elif family.likelihood.classifier:
                 logp = jax.nn.log_softmax(f, -1)
                 ll = jnp.take_along_axis(
                     logp, jnp.broadcast_to(y[None, :, None], f.shape[:2] + (1,)), -1
@@ -91,6 +110,10 @@ def reference(family: TaskFamily, *, quadrature_points: int = 64) -> Method:
         lw = map_batches(lambda a: one(*a), (support.x, support.y, support.mask), 8)
         t = support.x.shape[0]
         phi = jnp.broadcast_to(grid, (t, *grid.shape))
+        if hetero:  # the observation's scale depends on x: a distribution per node
+            return TaskPosterior(
+                phi, lw, jnp.ones(lw.shape), _hetero_observation(family), "generic", "reference"
+            )
         return TaskPosterior(
             phi,
             lw,

@@ -34,6 +34,7 @@ from bayesmeta.tasks.families import (
     sine_line,
     sinusoid,
     sinusoid_bmaml,
+    sinusoid_hetero,
 )
 from bayesmeta.tasks.glyphs import GlyphData as GlyphData
 from bayesmeta.tasks.glyphs import load_glyphs as load_glyphs
@@ -63,6 +64,7 @@ __all__ = [
     "sine_line",
     "sinusoid",
     "sinusoid_bmaml",
+    "sinusoid_hetero",
     "support_of",
 ]
 

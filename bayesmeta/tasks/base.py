@@ -104,6 +104,10 @@ class TaskFamily:
     support_x_logpdf : (ψ, x (K, Dx)) -> (K,), optional
         log p(x | ψ) of support inputs drawn by ``sample_support_x``: where they lie says
         something about ψ, so the exact (generative) reference multiplies it in.
+    noise_x_fn : (ψ (P_task,), x (N, Dx)) -> (N, Dy), optional
+        Heteroscedastic families: the noise standard deviation at each input, used instead of
+        ``noise_fn`` (which may then be ``None``); the exact reference weighs each point by it
+        and returns a predictive whose noise follows x.
     sample_episode : (key, num_tasks, k_range, num_query) -> (TaskBatch, params), optional
         For families drawn from a finite data set (glyphs, grouped real data) rather than a
         generative ψ: draws a whole jittable episodic batch and per-task identifiers
@@ -124,6 +128,7 @@ class TaskFamily:
     num_classes: int | None = None
     sample_support_x: Callable[[Array, Array, int], Array] | None = None
     support_x_logpdf: Callable[[Array, Array], Array] | None = None
+    noise_x_fn: Callable[[Array, Array], Array] | None = None
     sample_episode: Callable[[Array, int, tuple[int, int], int], tuple[TaskBatch, Array]] | None = (
         None
     )
@@ -144,7 +149,8 @@ class TaskFamily:
         f = self.mean_fn(params, x)
         if self.likelihood.classifier:
             return jax.random.categorical(key, f, axis=-1).astype(jnp.int32)
-        return f + self.noise_fn(params) * jax.random.normal(key, f.shape)
+        noise = self.noise_fn(params) if self.noise_x_fn is None else self.noise_x_fn(params, x)
+        return f + noise * jax.random.normal(key, f.shape)
 
 
 def sample_batch(

@@ -108,6 +108,44 @@ def sinusoid(
     )
 
 
+def sinusoid_hetero(
+    log_noise: tuple[float, float] = (math.log(0.5), 0.3),
+    amplitude: tuple[float, float] = (0.1, 5.0),
+    phase: tuple[float, float] = (0.0, math.pi),
+    x_range: tuple[float, float] = (-5.0, 5.0),
+    grid_size: tuple[int, int] = (160, 160),
+) -> TaskFamily:
+    """MAML's sinusoid with noise that grows along x, the same for every task; ψ = (A, b),
+
+        y = A sin(x + b) + σ(x) ε,   log σ(x) = a₀ + a₁ x,   (a₀, a₁) = ``log_noise``,
+
+    so that the defaults put σ at 0.11 on the left end and 2.2 on the right: where a label
+    is noisy, it says little about ψ (an acquisition that asks for predictive variance alone
+    picks exactly those points)."""
+    a0, a1 = (float(v) for v in log_noise)
+
+    def mean_fn(psi, x):
+        return psi[0] * jnp.sin(x + psi[1])
+
+    def noise_x_fn(psi, x):
+        del psi
+        return jnp.exp(a0 + a1 * x)
+
+    def reference_grid():
+        grid = _uniform_grid([amplitude, phase], list(grid_size))
+        return grid, _flat_log_prior(grid)
+
+    return _regression(
+        "sinusoid_hetero",
+        _uniform_box([amplitude, phase]),
+        mean_fn,
+        None,
+        x_range,
+        reference_grid=reference_grid,
+        noise_x_fn=noise_x_fn,
+    )
+
+
 def sine_line(
     noise: float = 0.3,
     amplitude: tuple[float, float] = (0.1, 5.0),
@@ -346,6 +384,7 @@ def blobs(n_way: int = 3, dx: int = 4, spread: float = 3.0) -> TaskFamily:
 
 FAMILIES = {
     "sinusoid": sinusoid,
+    "sinusoid_hetero": sinusoid_hetero,
     "sine_line": sine_line,
     "linear_gaussian": linear_gaussian,
     "sinusoid_bmaml": sinusoid_bmaml,
