@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from bayesmeta.inference import linear_gaussian_posterior, reference
-from bayesmeta.tasks import Support, linear_gaussian, sample_batch, sine_line, sinusoid
+from bayesmeta.tasks import (
+    Support,
+    linear_gaussian,
+    sample_batch,
+    sine_line,
+    sinusoid,
+    sinusoid_hetero,
+)
 
 
 def _support(batch):
@@ -101,6 +108,41 @@ def test_sine_line_reference_knows_the_hypotheses(key):
     p_line = jnp.sum(jnp.exp(post.log_weights) * post.phi[..., 0], axis=1)
     # ten points at noise 0.3 identify the hypothesis for nearly every task
     assert float(jnp.mean((p_line > 0.5) == (params[:, 0] > 0.5))) > 0.9
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_hetero_reference_weighs_each_point_by_its_own_noise(key, jit):
+    """On sinusoid_hetero the grid posterior is prior × Π_j N(y_j; f_g(x_j), σ(x_j)²), computed
+    here by brute force, and the predictive is the mixture with the noise of the new x."""
+    fam = sinusoid_hetero(grid_size=(30, 30))
+    batch, _ = sample_batch(fam, key, 3, (1, 6), 7)
+    ref = reference(fam)
+    adapt = jax.jit(ref.adapt) if jit else ref.adapt
+    post = adapt(key, ref.init(key), _support(batch))
+    assert post.likelihood == "generic"
+    grid, log_prior = fam.reference_grid()
+    for t in range(3):
+        x, y, m = batch.x_support[t], batch.y_support[t, :, 0], batch.mask_support[t]
+        sd = np.exp(math.log(0.5) + 0.3 * np.asarray(x[:, 0]))
+        f = np.asarray(grid[:, :1]) * np.sin(np.asarray(x[:, 0])[None] + np.asarray(grid[:, 1:]))
+        ll = -0.5 * ((np.asarray(y)[None] - f) / sd) ** 2 - np.log(sd) - 0.5 * math.log(2 * math.pi)
+        lw = np.asarray(log_prior) + (ll * np.asarray(m)[None]).sum(1)
+        lw = lw - np.logaddexp.reduce(lw)
+        np.testing.assert_allclose(post.log_weights[t], lw, rtol=1e-5, atol=2e-4)
+        xq, yq = batch.x_query[t, :, 0], batch.y_query[t, :, 0]
+        sdq = np.exp(math.log(0.5) + 0.3 * np.asarray(xq))
+        fq = np.asarray(grid[:, :1]) * np.sin(np.asarray(xq)[None] + np.asarray(grid[:, 1:]))
+        lq = (
+            -0.5 * ((np.asarray(yq)[None] - fq) / sdq) ** 2
+            - np.log(sdq)
+            - 0.5 * math.log(2 * math.pi)
+        )
+        exact = np.logaddexp.reduce(lw[:, None] + lq, axis=0)
+        got = post.log_predictive(batch.x_query, batch.y_query)[t]
+        np.testing.assert_allclose(got, exact, rtol=1e-5, atol=2e-4)
+    # the predictive variance carries σ(x)²: far larger on the noisy right end
+    v = post.variance(jnp.broadcast_to(jnp.array([[-4.5], [4.5]]), (3, 2, 1)))
+    assert bool(jnp.all(v[:, 1] > v[:, 0] + 0.8 * math.exp(2 * (math.log(0.5) + 0.3 * 4.5))))
 
 
 def test_reference_rejects_families_without_an_exact_posterior():

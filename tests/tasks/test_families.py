@@ -5,7 +5,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bayesmeta.tasks import FAMILIES, make_task_set, sample_batch, sine_line, sinusoid
+from bayesmeta.tasks import (
+    FAMILIES,
+    make_task_set,
+    sample_batch,
+    sine_line,
+    sinusoid,
+    sinusoid_hetero,
+)
 
 
 @pytest.mark.parametrize("name", sorted(n for n in FAMILIES if n != "blobs"))  # K points
@@ -31,6 +38,22 @@ def test_sinusoid_noise_and_parameter_ranges(key):
     resid = batch.y_query - jax.vmap(fam.mean_fn)(params, batch.x_query)
     # 20000 residuals: the std of the sample std is 0.3/sqrt(2·20000) ≈ 0.0015
     assert abs(float(jnp.std(resid)) - 0.3) < 0.01
+
+
+def test_hetero_noise_follows_x(key):
+    """sinusoid_hetero: y − f has sd exp(a₀ + a₁ x), whichever the task."""
+    fam = sinusoid_hetero(log_noise=(math.log(0.5), 0.3))
+    batch, params = sample_batch(fam, key, 2000, (10, 10), 10)
+    x = np.asarray(batch.x_query[..., 0]).ravel()
+    z = np.asarray(batch.y_query - jax.vmap(fam.mean_fn)(params, batch.x_query))[..., 0].ravel()
+    z = z / np.exp(math.log(0.5) + 0.3 * x)
+    # 20000 standardised residuals: sd 1 within 0.02 (over 10 se), and no trend left in x
+    assert abs(z.std() - 1.0) < 0.02
+    for lo, hi in ((-5, -2), (2, 5)):
+        sel = (x > lo) & (x < hi)
+        assert abs(z[sel].std() - 1.0) < 0.05
+    raw = np.asarray(batch.y_query - jax.vmap(fam.mean_fn)(params, batch.x_query))[..., 0].ravel()
+    assert raw[x > 3].std() > 5 * raw[x < -3].std()
 
 
 def test_sine_line_mixes_both_hypotheses(key):
