@@ -156,8 +156,9 @@ def test_circles_active_supports_start_inside_then_spread_like_a_pool(key):
     lx = fam.support_x_logpdf(jnp.array([0.0, 0.0, 1.0]), jnp.array([[0.1, 0.0], [4.0, 4.0]]))
     assert float(lx[1]) == pytest.approx(-np.log(100.0))
     ref = reference(fam)
-    post = ref.adapt(key, ref.init(key), padded_support(ts, 6), 1)
-    acc = float(jnp.mean(jnp.argmax(post.probs(ts["x_query"]), -1) == ts["y_query"]))
+    few = {k: v[:40] for k, v in ts.items()}  # the grid posterior is costly: 40 of the tasks
+    post = ref.adapt(key, ref.init(key), padded_support(few, 6), 1)
+    acc = float(jnp.mean(jnp.argmax(post.probs(few["x_query"]), -1) == few["y_query"]))
     assert acc > 0.9  # six labelled points, one of them inside
     with pytest.raises(ValueError, match="support: expected 'inside' or 'first-inside'"):
         circles(support="pool")
