@@ -27,10 +27,20 @@ draws is added (the ML-PIP score of Gordon et al. 2019),
 
     −[ELBO(D_tr) + Σ_j log (1/S) Σ_s p(y_j | x_j, φ_s, θ)] / (N + Q),
 
-and both add the weak hyper-prior −w log p(θ). The meta-gradient in θ is taken with q held
-fixed (the offsets μ_θ, σ_θ above carry no gradient), as in variational EM: θ moves by
-∂/∂θ [log p(D | φ_s, θ) + log p(φ_s | θ)] and the encoder follows; the stationary points are
-those of the ELBO, since the head's bias can move q's mean and scale freely. The support ELBO
+and all add the weak hyper-prior −w log p(θ). With ``outer="ml-pip"`` the loss is the query
+rows' log predictive alone (ML-PIP, Gordon et al. 2019, as the neural process trains),
+
+    −(1/Q) Σ_j log (1/S) Σ_s p(y_j | x_j, φ_s, θ),   φ_s ~ q_ψ(φ | D_tr),
+
+and its gradient reaches θ's prior through q (μ_θ, σ_θ are q's base) as well as the
+likelihood's own θ: q is trained for the predictive of unseen rows, and θ is no longer an
+empirical-Bayes estimate. It serves where variational EM stalls: on a network per task with
+many weights (an MLP), the support ELBO is best met early by q at the prior and a wider noise,
+and neither moves again (docs/models.md). Under the ELBO objectives the meta-gradient in θ
+is taken with q held fixed (the offsets μ_θ, σ_θ above carry no gradient), as in variational
+EM: θ moves by ∂/∂θ [log p(D | φ_s, θ) + log p(φ_s | θ)] and the encoder follows; the
+stationary points are those of the ELBO, since the head's bias can move q's mean and scale
+freely. The support ELBO
 alone makes q the amortized approximation of p(φ | D, θ) and θ the (variational)
 empirical-Bayes estimate; the query term trains q for what is evaluated, the predictive of
 unseen points.
@@ -75,7 +85,7 @@ Array = jax.Array
 
 __all__ = ["AmortizedConfig", "GaussianQ", "amortized"]
 
-OUTERS = ("elbo", "predictive")
+OUTERS = ("elbo", "predictive", "ml-pip")
 COVARIANCES = ("low-rank", "mean-field")
 
 
@@ -119,9 +129,10 @@ class AmortizedConfig(MethodConfig):
         Rank of the low-rank part (``covariance="low-rank"``).
     train_samples : int
         S, reparameterised draws of q per task and meta-step.
-    outer : {"elbo", "predictive"}
+    outer : {"elbo", "predictive", "ml-pip"}
         ``"elbo"`` (default): the support set's ELBO; ``"predictive"``: the support ELBO plus
-        the query rows' log predictive of the S-draw mixture (module docstring).
+        the query rows' log predictive of the S-draw mixture; ``"ml-pip"``: that log
+        predictive alone, θ's prior learning as q's base (module docstring).
     hyperprior_weight : float
         w, the weight of −log p(θ) in the meta-loss (0 for none).
     refine_steps : int
@@ -225,9 +236,11 @@ def amortized(model: Any, cfg: AmortizedConfig, optimizer: optax.GradientTransfo
     def encode(theta: dict, x: Array, y: Array, mask: Array, prior=None) -> GaussianQ:
         """q(φ | D) of one task: ``x (N, Dx)``, ``y (N, Dy)`` or ``(N,)`` labels, ``mask (N,)``."""
         loc0, log_scale0 = prior_moments(model_theta(theta)) if prior is None else prior
-        # q's offset from the prior carries no gradient into θ: θ learns from the ELBO's own
-        # ∂/∂θ (log p(D | φ, θ) + log p(φ | θ) at fixed draws), not by moving q with it
-        loc0, log_scale0 = jax.lax.stop_gradient((loc0, log_scale0))
+        # q's offset from the prior carries no gradient into θ under the ELBO objectives: θ
+        # learns from the ELBO's own ∂/∂θ (log p(D | φ, θ) + log p(φ | θ) at fixed draws), not
+        # by moving q with it; under "ml-pip" θ's prior is q's base and learns through q
+        if cfg.outer != "ml-pip":
+            loc0, log_scale0 = jax.lax.stop_gradient((loc0, log_scale0))
         n = x.shape[0]
         if num_classes is not None:
             yin = jax.nn.one_hot(y.reshape(n), num_classes, dtype=x.dtype)
@@ -298,6 +311,8 @@ def amortized(model: Any, cfg: AmortizedConfig, optimizer: optax.GradientTransfo
         if cfg.outer == "elbo":
             return -value / x_s.shape[0]
         ll = jax.vmap(lambda ph: model.log_likelihood_points(mth, ph, x_q, y_q))(phis)  # (S, Q)
+        if cfg.outer == "ml-pip":
+            return -jnp.mean(log_mean_exp(ll))
         return -(value + jnp.sum(log_mean_exp(ll))) / (x_s.shape[0] + x_q.shape[0])
 
     def loss_fn(theta, key, batch: TaskBatch) -> Array:
