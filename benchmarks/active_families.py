@@ -124,6 +124,36 @@ def skipped(spec, names: list[str]) -> dict[str, str]:
     return out
 
 
+def looped(key, method, state, support, pool, ev, acq: str, queries: int, samples: int,
+           chunk: int | None):
+    """:func:`run_active` over the tasks, ``chunk`` tasks at a time (None: all at once), the
+    curves joined along the task axis. A grid reference with a generic likelihood (the
+    heteroscedastic family) holds every node's predictive at once: chunks bound the memory."""
+    t = support.x.shape[0]
+    step = t if chunk is None else chunk
+    parts = []
+    for lo in range(0, t, step):
+        sl = slice(lo, lo + step)
+        sup = Support(support.x[sl], support.y[sl], support.mask[sl])
+        parts.append(run_active(key, method, state, sup, pool[0][sl], pool[1][sl], ev[0][sl],
+                                ev[1][sl], acq, queries, samples))  # fmt: skip
+    if len(parts) == 1:
+        return parts[0]
+
+    def cat(name):
+        vals = [getattr(r, name) for r in parts]
+        return None if vals[0] is None else jnp.concatenate(vals, axis=1)
+
+    return parts[0]._replace(
+        n_labels=cat("n_labels"),
+        nll=cat("nll"),
+        mse=cat("mse"),
+        accuracy=cat("accuracy"),
+        indices=cat("indices"),
+        state=None,
+    )
+
+
 def window_mean(values: np.ndarray) -> np.ndarray:
     """Per task, the mean of a ``(Q+1, T)`` curve over labels 2..6 (as far as Q reaches)."""
     lo, hi = WINDOW
@@ -236,6 +266,8 @@ def run(argv: list[str] | None = None) -> dict:
     p.add_argument("--task-seed", type=int, default=TASK_SEED)
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--name", default="active_families", help="the results files' name")
+    p.add_argument("--task-chunk", type=int, default=None,
+                   help="run the loops on this many tasks at a time (default: all)")  # fmt: skip
     args = p.parse_args(argv)
     if "reference" not in args.methods:
         p.error("--methods: the exact posterior 'reference' is the oracle; include it")
@@ -272,8 +304,8 @@ def run(argv: list[str] | None = None) -> dict:
         for name, (method, state, _) in trained[spec.name].items():
             results[name], curves[fam_name][name] = {}, {}
             for acq in acqs:
-                res = run_active(loop_key, method, state, support, *pool, *ev, acq, args.queries,
-                                 args.samples)  # fmt: skip
+                res = looped(loop_key, method, state, support, pool, ev, acq, args.queries,
+                             args.samples, args.task_chunk)  # fmt: skip
                 results[name][acq] = res
                 curves[fam_name][name][acq] = learning_curve(res, acq)
             print(f"  {name}: looped", flush=True)
@@ -297,6 +329,7 @@ def run(argv: list[str] | None = None) -> dict:
                 num_eval=args.num_eval,
                 queries=args.queries,
                 crowd=args.crowd,
+                task_chunk=args.task_chunk,
                 samples=args.samples,
                 seed=args.seed,
                 task_seed=args.task_seed,

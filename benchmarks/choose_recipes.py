@@ -82,7 +82,10 @@ def run(argv: list[str] | None = None) -> dict:
     for values in itertools.product(*grid.values()):
         options = dict(zip(grid, values, strict=True))
         t0 = time.perf_counter()
-        fitted = bm.fit(args.model, args.method, seed=args.seed, progress=False, **options)
+        # validation on: a model with a task family scores its validation stream, not only
+        # grouped data (bm.fit's default)
+        fitted = bm.fit(args.model, args.method, seed=args.seed, progress=False, validate=True,
+                        **options)  # fmt: skip
         info = fitted.info
         score = info.get("best_validation_nll")
         if score is None:
