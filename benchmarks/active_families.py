@@ -124,8 +124,9 @@ def skipped(spec, names: list[str]) -> dict[str, str]:
     return out
 
 
-def looped(key, method, state, support, pool, ev, acq: str, queries: int, samples: int,
-           chunk: int | None):
+def looped(
+    key, method, state, support, pool, ev, acq: str, queries: int, samples: int, chunk: int | None
+):
     """:func:`run_active` over the tasks, ``chunk`` tasks at a time (None: all at once), the
     curves joined along the task axis. A grid reference with a generic likelihood (the
     heteroscedastic family) holds every node's predictive at once: chunks bound the memory."""
