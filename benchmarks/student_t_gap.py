@@ -68,8 +68,9 @@ def markdown(result: dict) -> str:
         "",
         f"Commit `{p['commit']}`, `{p['command']}`, {p['machine']}, {p['seconds']:.0f} s in "
         f"all. Model `models/sinusoid_student_t.py` (an MLP per task, Student-t likelihood) on "
-        f"held-out sinusoid test tasks ({p['num_tasks']} per K, {p['num_query']} query points "
-        f"each); {p['samples']} posterior samples; seed {p['seed']}.",
+        f"held-out sinusoid tasks of the `{p['test_stream']}` stream ({p['num_tasks']} per K, "
+        f"{p['num_query']} query points each); {p['samples']} posterior samples; seed "
+        f"{p['seed']}.",
         "",
         "*gap* = method NLL − the exact predictive's NLL on the same tasks (± se paired over "
         "tasks); NLL per query point.",
@@ -104,10 +105,12 @@ def run(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--name", default="student_t_gap")
+    p.add_argument("--stream", default="test", choices=["test", "fresh"],
+                   help="the held-out tasks' stream (bayesmeta.zoo.STREAM_SEEDS)")  # fmt: skip
     args = p.parse_args(argv)
     spec = load_model_spec(str(MODEL))
     exact_method = reference(spec.family)
-    tasks = {k: spec.held_out("test", k, args.num_tasks, args.num_query) for k in args.k}
+    tasks = {k: spec.held_out(args.stream, k, args.num_tasks, args.num_query) for k in args.k}
     exact = {}
     for k, t in tasks.items():
         support = padded_support(t, k)  # every support row real: a mask of ones
@@ -138,7 +141,7 @@ def run(argv: list[str] | None = None) -> dict:
                 num_query=args.num_query,
                 samples=args.samples,
                 seed=args.seed,
-                test_stream="test",
+                test_stream=args.stream,
                 seconds=round(time.perf_counter() - t_start, 1),
             ),
             "rows": rows,

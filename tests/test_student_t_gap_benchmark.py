@@ -17,7 +17,7 @@ def test_student_t_gap_writes_the_gap_to_the_exact_predictive(tmp_path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     args = ["--methods", "amortized", "--k", "1", "5", "--steps", "20", "--num-tasks", "12",
-            "--out", str(tmp_path)]  # fmt: skip
+            "--stream", "fresh", "--out", str(tmp_path)]  # fmt: skip
     result = mod.run(args)
     saved = json.loads((tmp_path / "student_t_gap.json").read_text())
     assert saved == json.loads(json.dumps(result))
@@ -25,6 +25,7 @@ def test_student_t_gap_writes_the_gap_to_the_exact_predictive(tmp_path):
     for key in ("commit", "command", "machine", "steps_ran", "samples", "seed", "seconds"):
         assert key in prov, key
     assert prov["steps_ran"] == {"amortized": 20} and "--steps 20" in prov["command"]
+    assert prov["test_stream"] == "fresh"
     rows = {r["k"]: r for r in saved["rows"]}
     assert set(rows) == {1, 5}
     for r in rows.values():
