@@ -43,6 +43,15 @@ def model(x, y=None, mask=None):
         numpyro.sample("y", dist.StudentT(df, f, jnp.exp(log_scale)), obs=y)
 
 
+# amortized: the query rows' predictive alone (ml-pip), 16 draws per task, chosen on the
+# validation stream by benchmarks/choose_recipes.py (every trial in
+# benchmarks/results/choose_sinusoid_student_t_amortized.json): on this MLP per task the ELBO's
+# variational EM leaves q at the prior (docs/models.md)
+RECIPES = {
+    **REGRESSION_RECIPES,
+    "amortized": {**REGRESSION_RECIPES["amortized"], "outer": "ml-pip", "train_samples": 16},
+}
+
 SPEC = ModelSpec(
     name="sinusoid_student_t",
     family=sinusoid(noise=0.3),
@@ -51,6 +60,6 @@ SPEC = ModelSpec(
     model=NumPyroModel(
         model, dx=1, init=lambda key: {"mu": NET.flat(key)[0]}, name="sinusoid_student_t"
     ),
-    recipes=REGRESSION_RECIPES,
+    recipes=RECIPES,
     k_range=(1, 10),
 )
