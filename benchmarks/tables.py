@@ -965,7 +965,8 @@ def student_t_gap(result: dict) -> str:
         )
     p = result["provenance"]
     lines += ["", f"Commit {p['commit']}; `{p['command']}`; {p['machine']}; {p['date']}; "
-              f"{p['num_tasks']} test tasks per K; {p['seconds']:.0f} s."]  # fmt: skip
+              f"{p['num_tasks']} tasks per K from the `{p.get('test_stream', 'test')}` stream; "
+              f"{p['seconds']:.0f} s."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
