@@ -1070,6 +1070,7 @@ TABLES: dict[str, Table] = {
     "student_t_gap": Table(("student_t_gap.json",), student_t_gap),
     "scaling_groups": Table(("scaling_groups.json",), scaling_groups),
     "active_families": Table(("active_families.json",), active_families),
+    "active_hetero": Table(("active_hetero.json",), active_families),
     "generic_path_speed": Table(("generic_path.json",), generic_path_speed),
     "nested_linear_summary": Table(("nested_linear.json",), nested_linear_summary),
     "core_sinusoid": Table(("core_sinusoid_default.json",), core_table),
