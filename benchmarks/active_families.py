@@ -278,8 +278,8 @@ def run(argv: list[str] | None = None) -> dict:
     for fam_name in args.families:
         fi = list(FAMILIES).index(fam_name)
         spec = load_model_spec(FAMILIES[fam_name])
-        if skipped(spec, args.methods):
-            skips[fam_name] = skipped(spec, args.methods)
+        if why := skipped(spec, args.methods):
+            skips[fam_name] = why
         classification = spec.family.likelihood == "categorical"
         metric = "accuracy" if classification else "mse"
         acqs = ["bald", "entropy", "random"] if classification else ["variance", "bald", "random"]

@@ -271,17 +271,17 @@ def bmaml(
         theta = {"log_noise": log_noise} if gaussian else {}
         return model.log_likelihood_points(theta, phi, x, y)
 
-    def exact_log_lik_points(z, theta, x_s, y_s, m_s, x_q, y_q):
-        """log N(y_q; the particle's exact predictive) with the last layer integrated out."""
-        body, log_noise = split(z, theta)
-        return conj.log_predictive(head_theta(theta, log_noise), body, x_s, y_s, m_s, x_q, y_q)
-
     def head_theta(theta, log_noise):
         """The θ a collapsed head reads: the model's own sites for a NumPyro model, else the
         prior (μ, log σ) with the particle's or the shared log σ_y."""
         if generic:
             return model_theta(theta)
         return {"mu": theta["mu"], "log_sigma": theta["log_sigma"], "log_noise": log_noise}
+
+    def exact_log_lik_points(z, theta, x_s, y_s, m_s, x_q, y_q):
+        """log N(y_q; the particle's exact predictive) with the last layer integrated out."""
+        body, log_noise = split(z, theta)
+        return conj.log_predictive(head_theta(theta, log_noise), body, x_s, y_s, m_s, x_q, y_q)
 
     def task_loss(theta, x_s, y_s, m_s, x_q, y_q):
         z = run_svgd(theta, theta["particles"], x_s, y_s, m_s, cfg.inner_steps)

@@ -89,18 +89,19 @@ def reference(family: TaskFamily, *, quadrature_points: int = 64) -> Method:
 
         def one(x, y, mask):
             f = jax.vmap(lambda g: family.mean_fn(g, x))(grid)  # (G, K, Dy) or logits (G, K, C)
-            if hetero:
-                sd = jax.vmap(lambda g: family.noise_x_fn(g, x))(grid)  # (G, K, Dy)
-                z = (y[None] - f) / sd
-                ll = -0.5 * z**2 - jnp.log(sd) - 0.5 * math.log(2 * math.pi)
-            elif family.likelihood.classifier:
+            if family.likelihood.classifier:
                 logp = jax.nn.log_softmax(f, -1)
                 ll = jnp.take_along_axis(
                     logp, jnp.broadcast_to(y[None, :, None], f.shape[:2] + (1,)), -1
                 )
-            else:
-                z = (y[None] - f) / noise[:, None, None]
-                ll = -0.5 * z**2 - jnp.log(noise)[:, None, None] - 0.5 * math.log(2 * math.pi)
+            else:  # each point's noise: per node, or per node and input (heteroscedastic)
+                sd = (
+                    jax.vmap(lambda g: family.noise_x_fn(g, x))(grid)  # (G, K, Dy)
+                    if hetero
+                    else noise[:, None, None]
+                )
+                z = (y[None] - f) / sd
+                ll = -0.5 * z**2 - jnp.log(sd) - 0.5 * math.log(2 * math.pi)
             lw = log_prior + jnp.sum(jnp.sum(ll, -1) * mask[None], -1)
             if family.support_x_logpdf is not None:
                 lx = jax.vmap(lambda g: family.support_x_logpdf(g, x))(grid)  # (G, K)

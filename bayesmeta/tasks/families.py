@@ -15,6 +15,7 @@ Task parameters ψ are stored as one vector per task; for ``sine_line`` it is
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -124,26 +125,13 @@ def sinusoid_hetero(
     picks exactly those points)."""
     a0, a1 = (float(v) for v in log_noise)
 
-    def mean_fn(psi, x):
-        return psi[0] * jnp.sin(x + psi[1])
-
     def noise_x_fn(psi, x):
         del psi
         return jnp.exp(a0 + a1 * x)
 
-    def reference_grid():
-        grid = _uniform_grid([amplitude, phase], list(grid_size))
-        return grid, _flat_log_prior(grid)
-
-    return _regression(
-        "sinusoid_hetero",
-        _uniform_box([amplitude, phase]),
-        mean_fn,
-        None,
-        x_range,
-        reference_grid=reference_grid,
-        noise_x_fn=noise_x_fn,
-    )
+    # the sinusoid's prior, mean and grid; only the noise differs
+    base = sinusoid(amplitude=amplitude, phase=phase, x_range=x_range, grid_size=grid_size)
+    return dataclasses.replace(base, name="sinusoid_hetero", noise_fn=None, noise_x_fn=noise_x_fn)
 
 
 def sine_line(
