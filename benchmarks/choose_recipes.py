@@ -8,8 +8,14 @@ the choice; the file records every trial.
 
     python benchmarks/choose_recipes.py --model models/cigar_slopes.py --method abml \
         --grid inner_lr=0.5,0.1,0.02 [--grid inner_steps=5,10] [--seed 0]
+    python benchmarks/choose_recipes.py --model models/sinusoid_student_t.py \
+        --method amortized --trial steps=20000,lr_decay_steps=20000 \
+        --trial steps=60000,lr_decay_steps=60000 --name steps
 
-Writes ``choose_<model>_<method>.json`` and ``.md`` under ``--out`` (default
+``--trial`` gives one combination of options that go together (a step count and its decay
+schedule); the trials are every ``--trial`` (or one empty one) times the ``--grid`` product.
+
+Writes ``choose_<model>_<method>[_<name>].json`` and ``.md`` under ``--out`` (default
 benchmarks/results). docs/methods.md and the model files cite these files for their choices.
 """
 
@@ -44,8 +50,19 @@ def parse_grid(items: list[str]) -> dict[str, list]:
     return grid
 
 
+def parse_trial(item: str) -> dict:
+    """``"a=1,b=2"`` -> ``{"a": 1, "b": 2}``: one combination of options."""
+    trial = {}
+    for part in item.split(","):
+        name, sep, value = part.partition("=")
+        if not sep or not name or not value:
+            raise SystemExit(f"--trial: expected OPTION=V[,OPTION=V...], got {item!r}")
+        trial[name] = _value(value)
+    return trial
+
+
 def markdown(report: dict) -> str:
-    names = list(report["grid"])
+    names = list(dict.fromkeys(k for t in report["trials"] for k in t["options"]))
     lines = [
         f"# Recipe choice: {report['model']} / {report['method']} on validation tasks",
         "",
@@ -58,7 +75,7 @@ def markdown(report: dict) -> str:
     ]
     for t in report["trials"]:
         mark = " **(chosen)**" if t is report["trials"][report["chosen"]] else ""
-        lines.append("| " + " | ".join(str(t["options"][n]) for n in names)
+        lines.append("| " + " | ".join(str(t["options"].get(n, "")) for n in names)
                      + f" | {t['validation_nll']:.4f}{mark} | {t['best_step']} | {t['steps']} "
                      f"| {t['seconds']:.0f} |")  # fmt: skip
     return "\n".join(lines) + "\n"
@@ -73,14 +90,17 @@ def run(argv: list[str] | None = None) -> dict:
     p.add_argument("--model", required=True)
     p.add_argument("--method", required=True)
     p.add_argument("--grid", action="append", default=[], metavar="OPTION=V1,V2,...")
+    p.add_argument("--trial", action="append", default=[], metavar="OPTION=V,OPTION=V")
+    p.add_argument("--name", default="", help="a suffix of the results files' name")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     grid = parse_grid(args.grid)
+    fixed = [parse_trial(t) for t in args.trial] or [{}]
     t_start, sha = time.perf_counter(), git_commit()
     trials = []
-    for values in itertools.product(*grid.values()):
-        options = dict(zip(grid, values, strict=True))
+    for base, values in itertools.product(fixed, itertools.product(*grid.values())):
+        options = {**base, **dict(zip(grid, values, strict=True))}
         t0 = time.perf_counter()
         # validation on: a model with a task family scores its validation stream, not only
         # grouped data (bm.fit's default)
@@ -112,12 +132,13 @@ def run(argv: list[str] | None = None) -> dict:
         "model": args.model,
         "method": args.method,
         "grid": grid,
+        "given_trials": fixed,
         "seed": args.seed,
         "trials": trials,
         "chosen": chosen,
         "total_seconds": time.perf_counter() - t_start,
     }
-    stem = f"choose_{Path(args.model).stem}_{args.method}"
+    stem = f"choose_{Path(args.model).stem}_{args.method}" + (f"_{args.name}" if args.name else "")
     args.out.mkdir(parents=True, exist_ok=True)
     write_text(args.out / f"{stem}.json", json.dumps(report, indent=1) + "\n")
     write_text(args.out / f"{stem}.md", markdown(report))
