@@ -240,10 +240,13 @@ class TaskPosterior:
         if self.likelihood.generic:
             exact = _generic_info(self, jnp.asarray(x))[1]
             key = jax.random.PRNGKey(0)
-            return _pit_generic(self, key, x, y, self._batch_size(x), False, exact, 256)
-        if self.gaussian is not None:
-            return _exact_cdf(self, jnp.asarray(x), jnp.asarray(y))
-        return _cdf(self, x, y, self._batch_size(x))
+            f = _pit_generic(self, key, x, y, self._batch_size(x), False, exact, 256)
+        elif self.gaussian is not None:
+            f = _exact_cdf(self, jnp.asarray(x), jnp.asarray(y))
+        else:
+            f = _cdf(self, x, y, self._batch_size(x))
+        # a weighted sum of many CDFs in float32 can round past 1 (or below 0)
+        return jnp.clip(f, 0.0, 1.0)
 
     def pit(self, x: Array, y: Array, key: Array | None = None, num_draws: int = 256) -> Array:
         """Probability integral transform of ``y``, ``(T, N, Dy)``: uniform on [0, 1] when y
@@ -259,7 +262,8 @@ class TaskPosterior:
             return self.cdf(x, y)
         key = jax.random.PRNGKey(0) if key is None else key
         discrete, exact = _generic_info(self, jnp.asarray(x))
-        return _pit_generic(self, key, x, y, self._batch_size(x), discrete, exact, int(num_draws))
+        u = _pit_generic(self, key, x, y, self._batch_size(x), discrete, exact, int(num_draws))
+        return jnp.clip(u, 0.0, 1.0)
 
     def sample_predictive(self, key: Array, x: Array, num_samples: int) -> Array:
         """Draws of y (noise included), ``(T, num_samples, N, Dy)``; samples φ by weight."""

@@ -77,6 +77,20 @@ def _mixture_posterior():
 Y_POINTS = [-3.0, -1.2, -1.0, 0.0, 0.7, 1.5, 4.0]
 
 
+def test_cdf_and_pit_stay_in_unit_interval_over_many_samples():
+    # 2,000 equally weighted samples at spread locations: in float32 the weighted sum of their
+    # CDFs far above every location rounds past 1 unless it is clipped
+    s = 2000
+    phi = jnp.linspace(-1.0, 1.0, s, dtype=jnp.float32).reshape(1, s, 1)
+    post = TaskPosterior.from_samples(phi, jnp.full((1, s), 0.1, jnp.float32), _const_apply)
+    x = jnp.zeros((1, 3, 1), jnp.float32)
+    y = jnp.array([[[-50.0], [0.0], [50.0]]], jnp.float32)
+    for f in (post.cdf(x, y), post.pit(x, y)):
+        got = np.asarray(f)[0, :, 0]
+        assert got.min() >= 0.0 and got.max() <= 1.0
+        np.testing.assert_allclose(got, [0.0, 0.5, 1.0], atol=1e-4)
+
+
 def test_cdf_of_two_gaussian_mixture_matches_erf():
     post = _mixture_posterior()
     x = jnp.zeros((1, len(Y_POINTS), 1))
