@@ -88,6 +88,9 @@ def data_model_spec(model: str, splits, *, name: str = "data") -> ModelSpec:
     if eb is not None:  # the exact last layer where the method has one (EXACT_HEADS)
         for method, options in EXACT_HEADS.items():
             recipe["recipes"][method] = {**recipe["recipes"].get(method, {}), **options}
+        if model == "linear":
+            for method, options in LINEAR_EXACT.items():
+                recipe["recipes"][method] = {**recipe["recipes"][method], **options}
     return ModelSpec(
         name=f"{name}/{model}",
         data=splits,
@@ -107,12 +110,22 @@ def data_model_spec(model: str, splits, *, name: str = "data") -> ModelSpec:
 
 #: The data models' last layer is linear and Gaussian: these methods integrate it exactly by
 #: default, so that started at the empirical-Bayes fit they are the classical posterior
-#: (the ``linear`` model) or contain it (the ``mlp``); ``head="adapted"`` overrides.
+#: (the ``linear`` model) or contain it (the ``mlp``); ``head="adapted"`` overrides. BMAML
+#: also keeps the model's initial prior scales and one noise shared by its particles, as the
+#: classical model has (per-particle noise under BMAML's fixed Gamma prior moves the noise
+#: away from the fit's on every support set, so that started at the fit it was not the
+#: classical posterior); the neural process's conjugate encoder starts its prior at the
+#: model's own scales too.
 EXACT_HEADS: dict[str, dict[str, Any]] = {
     "abml": {"head": "collapsed"},
-    "bmaml": {"head": "collapsed"},
+    "bmaml": {"head": "collapsed", "noise": "shared", "init_prior_scale": None},
+    "neural-process": {"init_prior_scale": None},
     "platipus": {"head": "collapsed"},
 }
+#: On the ``linear`` model, whose last layer is all of φ, the neural process's prior is one
+#: Gaussian, as the classical model's is (the regression recipe's two-component mixture, kept
+#: on the ``mlp``, is another model there).
+LINEAR_EXACT: dict[str, dict[str, Any]] = {"neural-process": {"head_components": 1}}
 
 
 class EmpiricalBayes(NamedTuple):

@@ -54,6 +54,10 @@ RUN_FILES = (CHECKPOINT_NAME, BEST_NAME, LEGACY_CHECKPOINT_NAME, "run.json", DAT
 RESUME_KEYS = ("model_source", "model_sha256", "method", "seed", "budget", "task_streams", "data")
 #: Validation tasks per batch of a data run: memory stays flat in the number of groups.
 VALIDATION_BATCH = 256
+#: A data fit keeps its empirical-Bayes start unless a later state beats it on the validation
+#: groups by more than this many paired standard errors (the one-standard-error rule;
+#: :func:`bayesmeta.inference.train.train`'s ``start_margin_se``).
+START_MARGIN_SE = 1.0
 
 
 @dataclass(frozen=True)
@@ -331,8 +335,11 @@ def _fit_locked(run, out_dir, manifest, held, resume, force, validator, validate
                 # a data fit keeps its best validated state when a later step diverges
                 on_divergence="stop",
                 # the start is a candidate too: a data model's θ starts at the closed-form
-                # empirical-Bayes fit, which training may only move away from
+                # empirical-Bayes fit, which training may only move away from; a later state
+                # replaces it only when it is better on the validation groups by more than a
+                # paired standard error (a few dozen groups' lowest score is often noise)
                 validate_start=True,
+                start_margin_se=START_MARGIN_SE,
             )
         state = res.state
     info = _record(run, manifest, settings, state, res, time.perf_counter() - t0 + train_s0)
@@ -377,8 +384,12 @@ def _record(run: Run, manifest: dict, settings: dict, state, res, seconds: float
         info["run_id"] = manifest["run_id"]
     if history.get("validation_nll"):
         scores = history["validation_nll"]
+        steps = history.get("validation_step") or history["step"]
         best = min(range(len(scores)), key=scores.__getitem__)
-        info["best_step"] = int((history.get("validation_step") or history["step"])[best])
+        if history.get("best_step") and history["best_step"][-1] in steps:
+            # the state training kept (under ``start_margin_se`` not always the lowest score)
+            best = steps.index(history["best_step"][-1])
+        info["best_step"] = int(steps[best])
         info["best_validation_nll"] = float(scores[best])
     if history.get("diverged_at"):
         info["diverged_at"] = int(history["diverged_at"][0])
@@ -414,6 +425,12 @@ def _resume_point(run: Run, out_dir: Path, manifest: dict):
     val_steps = old.get("validation_step", chunk_steps)
     prior = {}
     for name, values in old.items():
+        if name == "validation_start_per_task":  # per validation group, not per step
+            prior[name] = list(values)
+            continue
+        if name in ("best_step", "diverged_at"):  # a step of their own
+            prior[name] = [s for s in values if s <= step0]
+            continue
         at = val_steps if name.startswith("validation") else chunk_steps
         prior[name] = [x for x, s in zip(values, at, strict=True) if s <= step0]
     best = math.inf

@@ -95,6 +95,44 @@ def test_labels_and_several_targets_keep_the_plain_models():
     assert not isinstance(as_spec("linear", wide).model, DataModel)
 
 
+@pytest.mark.parametrize("method", ["abml", "bmaml", "platipus", "neural-process"])
+@pytest.mark.parametrize("jit", [False, True])
+def test_at_its_start_each_exact_head_method_is_the_classical_posterior_in_closed_form(
+    rows, method, jit
+):
+    # the data defaults (collapsed head; BMAML's shared noise and the model's prior scales) at
+    # the untrained θ: the posterior carries the exact Gaussian, so its predictive is the
+    # classical one's in closed form, not a Monte Carlo mixture of its draws
+    from bayesmeta.tasks import Support
+
+    spec = as_spec("linear", rows)
+    m, _ = spec.build(method)
+    state = m.init(jax.random.PRNGKey(0))
+    train, test = spec.splits.train, spec.splits.test
+    real = np.arange(train.x.shape[1])[None, :] < train.lengths[:, None]
+    fit = fit_linear_baselines(train.x[real], train.y[real][:, 0],
+                               np.repeat(np.arange(train.num_groups), train.lengths))  # fmt: skip
+    t = test.num_groups
+    xs, ys = jnp.asarray(test.x[:, :3]), jnp.asarray(test.y[:, :3])
+    xq, yq = jnp.asarray(test.x[:, 3:6]), jnp.asarray(test.y[:, 3:6])
+
+    def predictive(state, xs, ys, xq, yq):
+        post = m.adapt(jax.random.PRNGKey(1), state, Support(xs, ys, jnp.ones((t, 3))), 20)
+        return post.mean(xq), post.variance(xq), post.log_predictive(xq, yq)
+
+    fn = jax.jit(predictive) if jit else predictive
+    mean, var, lp = fn(state, xs, ys, xq, yq)
+    noise = fit.eb_noise_var
+    for g in range(t):
+        m_ex, v_ex = _exact(fit, np.asarray(xs[g]), np.asarray(ys[g, :, 0]), np.asarray(xq[g]))
+        np.testing.assert_allclose(mean[g, :, 0], m_ex, atol=2e-3)
+        np.testing.assert_allclose(var[g, :, 0], v_ex + noise, rtol=2e-2, atol=1e-4)
+        lp_ex = -0.5 * (
+            (yq[g, :, 0] - m_ex) ** 2 / (v_ex + noise) + np.log(2 * np.pi * (v_ex + noise))
+        )
+        np.testing.assert_allclose(lp[g], lp_ex, atol=2e-2)
+
+
 @pytest.mark.slow
 def test_a_collapsed_method_on_the_linear_model_is_the_classical_posterior_untrained(rows):
     # one step of a tiny learning rate: the method's exact head at the classical θ

@@ -85,7 +85,7 @@ from bayesmeta.inference.config import (
     check_positive,
     check_positive_int,
 )
-from bayesmeta.inference.heads import conjugate_head, resample_heads
+from bayesmeta.inference.heads import conjugate_head, resample_heads, with_exact
 from bayesmeta.inference.objectives import (
     expected_nll,
     kl_penalised,
@@ -308,7 +308,8 @@ def abml(
         phi = jax.vmap(full_samples, in_axes=(None, 0, 0, 0, 0, 0))(
             model_theta(theta), bodies, jax.random.split(k_head, t), *support
         )
-        return model.posterior(phi, model_theta(theta), "abml")
+        post = model.posterior(phi, model_theta(theta), "abml")
+        return with_exact(post, conj if collapsed else None, model_theta(theta), support)
 
     def variational_params(key, state, support: Support):
         """The per-task q = (m, log s), each ``(T, P)`` (``(T, P_body)`` with a collapsed head)."""

@@ -58,7 +58,7 @@ from bayesmeta.inference.config import (
     check_positive,
     check_positive_int,
 )
-from bayesmeta.inference.heads import conjugate_head
+from bayesmeta.inference.heads import conjugate_head, with_exact
 from bayesmeta.inference.objectives import chaser_loss, predictive_nll, task_mean
 from bayesmeta.model import HierarchicalModel
 from bayesmeta.posterior import TaskPosterior
@@ -92,10 +92,12 @@ class BMAMLConfig(MethodConfig):
         the particle mixture, or the chaser loss.
     first_order : bool
         No gradient through the SVGD directions.
-    init_prior_scale : float
+    init_prior_scale : float or None
         Initial σ of BMAML's weight prior N(μ, σ²) (μ starts at the particles' mean); both
         are meta-learned with second-order meta-gradients. It replaces the model's own
-        ``prior_scale`` (called ``prior_scale`` before config version 2).
+        ``prior_scale`` (called ``prior_scale`` before config version 2); ``None`` keeps the
+        model's own initial σ per weight (a data model's, which starts at the training
+        groups' empirical-Bayes fit).
     noise : {"particle", "shared"}
         Each particle carries its own log σ_y, moved by SVGD under the Gamma prior (BMAML), or
         one σ_y is a meta-parameter shared by all particles and tasks (as in MAML; it is
@@ -127,7 +129,7 @@ class BMAMLConfig(MethodConfig):
     learn_inner_lr: bool = True
     outer: str = "predictive"
     first_order: bool = False
-    init_prior_scale: float = 1.0
+    init_prior_scale: float | None = 1.0
     noise: str = "particle"
     noise_prior: tuple[float, float] = (1.0, 0.1)
     max_inner_update: float | None = 1.0
@@ -140,7 +142,9 @@ class BMAMLConfig(MethodConfig):
         check_choice(self, "outer", OUTERS)
         check_positive_int(self, "num_particles")
         check_positive_int(self, "inner_steps", "leader_steps", allow_zero=True)
-        check_positive(self, "inner_lr", "init_prior_scale")
+        check_positive(self, "inner_lr")
+        if self.init_prior_scale is not None:
+            check_positive(self, "init_prior_scale")
         a0, b0 = self.noise_prior
         if not (a0 > 0 and b0 > 0):
             raise ConfigError(
@@ -198,6 +202,10 @@ def bmaml(
             return init_generic(key)
         keys = jax.random.split(key, m)
         phi0 = jax.vmap(lambda k: model.init_theta(k)["mu"])(keys)
+        if cfg.init_prior_scale is None:
+            log_sigma = model.init_theta(keys[0])["log_sigma"].astype(phi0.dtype)
+        else:
+            log_sigma = jnp.full(phi0.shape[1:], math.log(cfg.init_prior_scale), phi0.dtype)
         z0 = phi0[:, :p]
         if in_particle:
             log_noise = jnp.full((m, 1), math.log(model.noise_init), phi0.dtype)
@@ -205,7 +213,7 @@ def bmaml(
         theta = {
             "particles": z0,
             "mu": jnp.mean(phi0, 0),
-            "log_sigma": jnp.full(phi0.shape[1:], math.log(cfg.init_prior_scale), phi0.dtype),
+            "log_sigma": log_sigma,
             "log_inner_lr": jnp.full(
                 (dim,) if cfg.meta_sgd else (), math.log(cfg.inner_lr), phi0.dtype
             ),
@@ -331,7 +339,10 @@ def bmaml(
             return model.posterior(phi, model_theta(theta), "bmaml")
         noise = jnp.exp(log_noise) if gaussian else jnp.ones(phi.shape[:2], phi.dtype)
         lw = jnp.full(phi.shape[:2], -math.log(phi.shape[1]), phi.dtype)
-        return TaskPosterior(phi, lw, noise, model.apply, model.likelihood, "bmaml")
+        post = TaskPosterior(phi, lw, noise, model.apply, model.likelihood, "bmaml")
+        if conj is None or in_particle or not gaussian:  # own noises: not one Gaussian
+            return post
+        return with_exact(post, conj, head_theta(theta, theta["log_noise"]), support)
 
     def particles(state: MetaState, support: Support, num_steps: int = cfg.inner_steps):
         """The particles z (T, M, D) after ``num_steps`` SVGD steps on each support set."""

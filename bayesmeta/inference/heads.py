@@ -83,7 +83,8 @@ class ConjugateHead(NamedTuple):
     variance of f(x_new) under p(w | body, D), each ``(N, Dy)`` (add σ_y² for y);
     ``log_predictive(theta, body, x, y, mask, x_new, y_new)`` is log p(y_new | body, D) per new
     point, ``(N,)``, σ_y² added. ``theta`` holds the model's sites (μ, log σ over all of φ,
-    log σ_y).
+    log σ_y). ``gaussian(theta, body, x, y, mask)`` is p(w | body, D) itself, the flat last
+    layer's mean ``(P_last,)`` and covariance ``(P_last, P_last)`` (None for a mixture).
     """
 
     num_body: int
@@ -91,6 +92,7 @@ class ConjugateHead(NamedTuple):
     sample: Callable
     predictive: Callable
     log_predictive: Callable
+    gaussian: Callable | None = None
 
 
 def network_last_layer(model: HierarchicalModel, arg: str = "head") -> LastLayer:
@@ -206,7 +208,40 @@ def conjugate_head(model, arg: str = "head") -> ConjugateHead:
         var = var + model.noise_std(theta) ** 2
         return jnp.sum(-0.5 * ((y_new - mean) ** 2 / var + jnp.log(2 * math.pi * var)), -1)
 
-    return ConjugateHead(num_body, log_marginal, sample, predictive, log_predictive)
+    def gaussian(theta, body, x, y, mask):
+        z, m0, v0, nv = system(theta, body, x, mask)
+
+        def column(m, v, yc):
+            post = column_posterior(z, m, v, yc * mask, nv)
+            return post.mean[:, 0], post.cov
+
+        means, covs = jax.vmap(column, in_axes=(1, 1, 1))(m0, v0, y)  # (Dy, F), (Dy, F, F)
+        # the flat layout is linear in W (F, Dy); the columns are independent
+        jac = jax.jacfwd(layer.to_flat)(jnp.zeros_like(m0))  # (P_last, F, Dy)
+        cov = jnp.einsum("pfd,dfg,qgd->pq", jac, covs, jac)
+        return layer.to_flat(means.T), 0.5 * (cov + cov.T)
+
+    return ConjugateHead(num_body, log_marginal, sample, predictive, log_predictive, gaussian)
+
+
+def with_exact(post, head: ConjugateHead | None, theta, support):
+    """``post`` (a :class:`~bayesmeta.posterior.TaskPosterior` of T tasks) carrying its exact
+    Gaussian ``(mean (T, P), cov (T, P, P))`` where the head is all of φ (no body: a linear
+    model) and a single Gaussian (not a mixture): its predictive is then the closed form, not
+    a Monte Carlo mixture of its draws. Otherwise ``post`` unchanged. ``theta`` is what the
+    head reads (the model's sites and the noise the samples share)."""
+    import dataclasses
+
+    if head is None or head.num_body != 0 or head.gaussian is None:
+        return post
+    if post.likelihood.generic or not post.likelihood.gaussian:
+        return post
+    body = jnp.zeros((0,), post.phi.dtype)
+    mean, cov = jax.vmap(lambda x, y, m: head.gaussian(theta, body, x, y, m))(
+        support.x, support.y, support.mask
+    )
+    return dataclasses.replace(post, gaussian=(mean.astype(post.phi.dtype),
+                                               cov.astype(post.phi.dtype)))  # fmt: skip
 
 
 def resample_heads(

@@ -128,9 +128,11 @@ class NeuralProcessConfig(MethodConfig):
     classifier_encoder : {"per-class", "mlp"}
         What ``"auto"`` picks for a categorical likelihood (``"mlp"`` in configs before
         version 3).
-    init_prior_scale : float
+    init_prior_scale : float or None
         Initial standard deviation of the conjugate encoder's prior S₀ = L₀L₀ᵀ over the last
-        layer (``prior_scale`` before config version 2).
+        layer (``prior_scale`` before config version 2); ``None`` keeps the model's own
+        initial σ per weight of its last layer (a data model's, which starts at the training
+        groups' empirical-Bayes fit).
     head_components : int
         C, Gaussian components of the conjugate encoder's mixture prior over W (with
         ``encoder="auto"`` and a non-Gaussian likelihood the learned encoder is used and C is
@@ -153,7 +155,7 @@ class NeuralProcessConfig(MethodConfig):
     outer: str = "predictive"
     encoder: str = "auto"
     classifier_encoder: str = "per-class"
-    init_prior_scale: float = 0.5
+    init_prior_scale: float | None = 0.5
     head_components: int = 1
     min_scale: float = 1e-3
 
@@ -163,7 +165,9 @@ class NeuralProcessConfig(MethodConfig):
         check_choice(self, "outer", OUTERS)
         check_choice(self, "encoder", ENCODERS)
         check_choice(self, "classifier_encoder", CLASSIFIER_ENCODERS)
-        check_positive(self, "init_prior_scale", "min_scale")
+        check_positive(self, "min_scale")
+        if self.init_prior_scale is not None:
+            check_positive(self, "init_prior_scale")
         check_positive_int(self, "head_components", "train_samples")
         if self.head_components > 1 and self.encoder == "mlp":
             raise ConfigError(
@@ -219,14 +223,18 @@ def neural_process(
         if conjugate:
             last = unravel_last(th["mu"][num_body:])
             m0 = jnp.concatenate([last["w"], last["b"][None]], 0)
+            if cfg.init_prior_scale is None:  # the model's own σ of each row [W; bᵀ]
+                ls = unravel_last(th["log_sigma"][num_body:])
+                log_s0 = jnp.concatenate([ls["w"][:, 0], ls["b"][:1]]).astype(m0.dtype)
+            else:
+                log_s0 = jnp.full((num_feat + 1,), math.log(cfg.init_prior_scale), m0.dtype)
             # distinct component means break the symmetry between the components
-            spread = cfg.init_prior_scale * jax.random.normal(
+            spread = jnp.exp(log_s0)[:, None] * jax.random.normal(
                 k_head, (cfg.head_components, *m0.shape)
             )
             theta["prior_mean"] = m0 + spread.at[0].set(0.0)
             theta["prior_chol"] = jnp.broadcast_to(
-                jnp.eye(num_feat + 1) * math.log(cfg.init_prior_scale),
-                (cfg.head_components, num_feat + 1, num_feat + 1),
+                jnp.diag(log_s0), (cfg.head_components, num_feat + 1, num_feat + 1)
             )
             theta["prior_logits"] = jnp.zeros((cfg.head_components,))
         else:
@@ -399,9 +407,22 @@ def neural_process(
             keys, theta, support.x, support.y, support.mask, num_samples
         )
         noise = model.noise_std(model_theta(theta))
-        return TaskPosterior.from_samples(
+        post = TaskPosterior.from_samples(
             full_phi(theta, ws), noise, model.apply, model.likelihood, "neural-process"
         )
+        if not (conjugate and num_body == 0 and cfg.head_components == 1):
+            return post
+        # the last layer is all of φ (a linear model) and its posterior one Gaussian: carry
+        # it, so that the predictive is the closed form, not a mixture of the draws
+        jac = jax.jacfwd(flat_last)(jnp.zeros((num_feat + 1, dy), post.phi.dtype))
+
+        def exact(x, y, mask):
+            cp = conjugate_posterior(theta, x, y, mask)
+            cov = jnp.einsum("pfd,fg,qgd->pq", jac, cp.cov[0], jac)
+            return flat_last(cp.mean[0]), 0.5 * (cov + cov.T)
+
+        mean, cov = jax.vmap(exact)(support.x, support.y, support.mask)
+        return dataclasses.replace(post, gaussian=(mean, cov))
 
     def variational_params(state: MetaState, support: Support):
         """q(w | D_tr) per task: mean and marginal standard deviation, each ``(T, L)`` in the

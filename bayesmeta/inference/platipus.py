@@ -74,7 +74,13 @@ from bayesmeta.inference.config import (
     check_positive,
     check_positive_int,
 )
-from bayesmeta.inference.heads import MIXTURE_KEYS, conjugate_head, mixture_head, resample_heads
+from bayesmeta.inference.heads import (
+    MIXTURE_KEYS,
+    conjugate_head,
+    mixture_head,
+    resample_heads,
+    with_exact,
+)
 from bayesmeta.inference.objectives import (
     expected_nll,
     kl_penalised,
@@ -352,7 +358,8 @@ def platipus(
             phi = map_batches(one, xs, int(min(t, max(1, GN_ADAPT_BYTES // per_task))))
         else:
             phi = jax.vmap(one)(xs)
-        return model.posterior(phi, model_theta(theta), "platipus")
+        post = model.posterior(phi, model_theta(theta), "platipus")
+        return with_exact(post, conj if collapsed else None, head_theta(theta), support)
 
     return Method(
         "platipus",

@@ -166,6 +166,7 @@ def train(
     prior_history: Mapping[str, Sequence[float]] | None = None,
     on_divergence: str = "raise",
     validate_start: bool = False,
+    start_margin_se: float = 0.0,
 ) -> TrainResult:
     """Meta-train ``method`` for ``num_steps`` steps (rounded up to whole chunks).
 
@@ -217,6 +218,16 @@ def train(
         no ``prior_history``), recorded at ``validation_step`` 0: a θ that starts at a
         closed-form fit (a data model's empirical-Bayes start) may be the best state there
         is, and early stopping can then keep it.
+    start_margin_se : float
+        With ``validate_start`` and a ``validate`` that has ``per_task(state)`` (each
+        validation task's score, e.g. :func:`bayesmeta.fitting.default_validator`'s), a later
+        state replaces the start only when its mean paired difference to the start,
+        d̄ = mean_i(s_i − s⁰_i), beats it by more than this many standard errors,
+        d̄ < −c·se(d), the one-standard-error rule of model selection (Hastie, Tibshirani &
+        Friedman, §7.10) for c = 1: the lowest of many validation scores on a few dozen
+        groups is often noise. Every validation records ``validation_gain`` (−d̄) and
+        ``validation_gain_se``; ``best_step`` is the kept state's step. 0 (default): the
+        lowest validation score wins.
     """
     if num_steps < 1:
         raise ValueError(f"num_steps: expected a positive integer, got {num_steps}")
@@ -260,12 +271,39 @@ def train(
     for name, values in (prior_history or {}).items():
         history[name] = [float(v) for v in values] + history.get(name, [])
     best_v, best_state = float(best_validation), None
+    per_task = getattr(validate, "per_task", None) if start_margin_se > 0 else None
+    # the start's per-task scores (kept in the history, so a resumed run compares with them)
+    start = history.get("validation_start_per_task")
+    start_scores = None if start is None else np.asarray(start, np.float64)
+
+    def eligible(st, per) -> bool:
+        """Whether ``st`` (per-task scores ``per``) may replace the start under the rule."""
+        nonlocal start_scores
+        if per is None:
+            return True
+        if start_scores is None:  # this is the start
+            start_scores = per
+            history["validation_start_per_task"] = [float(v) for v in per]
+            gain, se, ok = 0.0, 0.0, True
+        else:
+            d = per - start_scores
+            gain = -float(d.mean())
+            se = float(d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else math.inf
+            ok = gain > start_margin_se * se
+        history.setdefault("validation_gain", []).append(gain)
+        history.setdefault("validation_gain_se", []).append(se)
+        return ok
 
     def score(st, k, seconds: float) -> float:
         """Validate ``st``, record it in the history, keep it (and write ``best.npz``) if it
         is the best so far; its validation NLL."""
         nonlocal best_v, best_state
-        scores = validate(st)
+        per = None
+        if per_task is not None and (start_scores is not None or int(st.step) == 0):
+            per = np.asarray(per_task(st), np.float64)
+            scores = float(per.mean())
+        else:
+            scores = validate(st)
         if isinstance(scores, Mapping):
             v = float(scores["nll"])
             for name, value in scores.items():
@@ -276,8 +314,9 @@ def train(
         history["validation_nll"].append(v)
         history["validation_step"].append(int(st.step))
         history["validation_seconds"].append(seconds)
-        if v < best_v:
+        if eligible(st, per) and v < best_v:
             best_v, best_state = v, st
+            history["best_step"] = [int(st.step)]
             if ckpt is not None:
                 save_checkpoint(
                     ckpt.parent / BEST_NAME,

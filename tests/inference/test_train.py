@@ -248,3 +248,48 @@ def test_validate_start_scores_the_starting_state_and_can_keep_it(setup, key, tm
     train(method, start, sampler, key, 10, chunk_size=10, progress=False, validate=validate,
           validate_start=True, prior_history={"step": [10], "loss": [0.1]})  # fmt: skip
     assert seen == [10]
+
+
+def test_start_margin_keeps_the_start_unless_a_state_beats_it_by_a_paired_se(setup, key):
+    """The one-standard-error rule: a later state replaces the start only when its mean
+    paired gain over the validation tasks exceeds ``start_margin_se`` standard errors; the
+    kept state's step is ``best_step``, and the start's per-task scores stay in the history
+    (a resumed run compares with them)."""
+    model, sampler = setup
+    method = maml(model, inner_steps=1)
+    start_scores = np.array([1.0, 2.0, 3.0, 4.0])
+    # step 10: lower on average (-0.05) but within noise (se 0.5); step 20: better on every
+    # task (gain 0.3, se 0.0)
+    per_step = {0: start_scores, 10: start_scores + np.array([-1.0, 1.0, -1.0, 0.8]),
+                20: start_scores - 0.3}  # fmt: skip
+
+    def validate(state):
+        return float(validate.per_task(state).mean())
+
+    validate.per_task = lambda state: per_step[int(state.step)]
+    start = method.init(key)
+    res = train(method, start, sampler, key, 10, chunk_size=10, progress=False,
+                validate=validate, validate_start=True, start_margin_se=1.0)  # fmt: skip
+    assert int(res.best_state.step) == 0 and list(res.history["best_step"]) == [0]
+    assert res.history["validation_gain"][1] == pytest.approx(0.05)
+    assert res.history["validation_gain_se"][1] == pytest.approx(
+        np.std([-1.0, 1.0, -1.0, 0.8], ddof=1) / 2
+    )
+    # without the rule the lower mean wins
+    res = train(method, start, sampler, key, 10, chunk_size=10, progress=False,
+                validate=validate, validate_start=True)  # fmt: skip
+    assert int(res.best_state.step) == 10
+    # a clear gain replaces the start, also in a resumed run that reads the start's scores
+    res = train(method, start, sampler, key, 20, chunk_size=10, progress=False,
+                validate=validate, validate_start=True, start_margin_se=1.0)  # fmt: skip
+    assert int(res.best_state.step) == 20 and list(res.history["best_step"]) == [20]
+    np.testing.assert_array_equal(res.history["validation_start_per_task"], start_scores)
+    mid = train(method, start, sampler, key, 10, chunk_size=10, progress=False,
+                validate=validate, validate_start=True, start_margin_se=1.0)  # fmt: skip
+    prior = {k: list(np.atleast_1d(v)) for k, v in mid.history.items()}
+    res = train(method, mid.state, sampler, key, 10, chunk_size=10, progress=False,
+                validate=validate, start_margin_se=1.0, prior_history=prior,
+                best_validation=float(per_step[0].mean()))  # fmt: skip
+    assert int(res.best_state.step) == 20 and res.history["validation_gain"][-1] == pytest.approx(
+        0.3
+    )
