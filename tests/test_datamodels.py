@@ -95,8 +95,12 @@ def test_labels_and_several_targets_keep_the_plain_models():
     assert not isinstance(as_spec("linear", wide).model, DataModel)
 
 
-@pytest.mark.parametrize("method", ["abml", "bmaml", "platipus", "neural-process"])
-@pytest.mark.parametrize("jit", [False, True])
+# eager and jitted for each way to the exact Gaussian (heads.with_exact, the neural process's)
+@pytest.mark.parametrize(
+    ("method", "jit"),
+    [("abml", False), ("abml", True), ("bmaml", True), ("platipus", True),
+     ("neural-process", False), ("neural-process", True)],
+)  # fmt: skip
 def test_at_its_start_each_exact_head_method_is_the_classical_posterior_in_closed_form(
     rows, method, jit
 ):
