@@ -8,6 +8,7 @@ old names still import from here, with a ``DeprecationWarning``.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from bayesmeta import recipes as _recipes
 from bayesmeta.inference import Method
 from bayesmeta.inference.config import ConfigError, MethodConfig, TrainConfig
 from bayesmeta.inference.registry import METHODS, REFERENCES, check_serves, method_names
@@ -54,7 +56,9 @@ class ModelSpec:
         ``k_range``) and the method's own keyword arguments.
         A ``"*"`` entry applies to every method.
     budgets : dict
-        ``budget -> method -> overrides`` (e.g. ``"full"`` for longer training).
+        ``budget -> method -> overrides`` (e.g. ``"full"`` for longer training); default
+        :data:`bayesmeta.recipes.REGRESSION_BUDGETS`, so that ``budget="quick"`` is short on
+        a model file that names no budgets (it was the default recipe there).
     k_range : (int, int)
         Support sizes drawn during meta-training, so one model serves every K.
     eval_k : tuple of int
@@ -85,7 +89,9 @@ class ModelSpec:
     family: TaskFamily | None = None
     model: HierarchicalModel | NumPyroModel | Callable | None = None
     recipes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    budgets: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    budgets: dict[str, dict[str, dict[str, Any]]] = field(
+        default_factory=lambda: copy.deepcopy(_recipes.REGRESSION_BUDGETS)
+    )
     k_range: tuple[int, int] = (1, 10)
     eval_k: tuple[int, ...] = (1, 5, 10)
     source: str = ""

@@ -24,6 +24,19 @@ def test_every_default_recipe_is_a_step_count_without_a_wall_clock_cap(name):
         assert isinstance(settings["steps"], int) and settings["steps"] > 0
 
 
+def test_a_model_file_that_names_no_budgets_gets_the_library_budgets():
+    # "quick" is short on every model: a spec without budgets of its own once trained its full
+    # recipe under --budget quick without a word
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "models" / "sinusoid_student_t.py"
+    spec = load_model_spec(str(path))
+    default, _ = spec.resolve("amortized", "default")
+    quick, _ = spec.resolve("amortized", "quick")
+    assert quick.steps == 3_000 < default.steps
+    assert spec.resolve("maml", "full")[0].steps == 300_000
+
+
 def test_same_seed_and_steps_give_the_same_model():
     spec = load_model_spec("sinusoid")
     states = [
