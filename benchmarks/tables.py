@@ -1068,6 +1068,7 @@ TABLES: dict[str, Table] = {
     "amortized_vs_nuts": Table(("amortized_vs_nuts.json",), amortized_vs_nuts),
     "batch_active": Table(("batch_active.json",), batch_active),
     "student_t_gap": Table(("student_t_gap.json",), student_t_gap),
+    "student_t_methods": Table(("student_t_methods.json",), student_t_gap),
     "scaling_groups": Table(("scaling_groups.json",), scaling_groups),
     "active_families": Table(("active_families.json",), active_families),
     "active_hetero": Table(("active_hetero.json",), active_families),
