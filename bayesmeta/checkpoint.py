@@ -48,9 +48,10 @@ MAX_DEFLATE_RATIO = 100
 #: The PRNG key's largest size (threefry keys hold 2 numbers, rbg keys 4).
 MAX_KEY_SIZE = 16
 _MAX_HEADER = 10_000  # numpy's own limit on an npy header
-# numpy parses an npy header with ``tokenize``: a mangled header can raise its TokenError
+# numpy parses an npy header with ``tokenize``: a mangled header can raise its TokenError;
+# zipfile raises NotImplementedError for a mangled version or compression field
 _READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, RuntimeError, zlib.error,
-                tokenize.TokenError, SyntaxError)  # fmt: skip
+                tokenize.TokenError, SyntaxError, NotImplementedError)  # fmt: skip
 
 
 class CheckpointError(ValueError):
@@ -172,7 +173,7 @@ class NpzFile:
         self.where = where
         try:
             self._zip = zipfile.ZipFile(path)
-        except (OSError, zipfile.BadZipFile, ValueError, EOFError) as err:
+        except (OSError, zipfile.BadZipFile, ValueError, EOFError, NotImplementedError) as err:
             if isinstance(err, FileNotFoundError):
                 raise CheckpointError(f"{where}: no such file") from None
             raise CheckpointError(

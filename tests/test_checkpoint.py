@@ -134,6 +134,22 @@ def test_truncated_checkpoint_is_refused(runs, capsys, tmp_path):
     _refused(capsys, ["info", str(tmp_path)], "corrupt or truncated")
 
 
+@pytest.mark.parametrize(
+    ("offset", "value", "needle"),
+    [(6, 173, "corrupt or truncated (NotImplementedError)"), (10, 99, "zip compression 99")],
+    ids=["version", "method"],
+)
+def test_a_mangled_zip_field_is_refused_in_one_line(runs, capsys, tmp_path, offset, value, needle):
+    # zipfile raises NotImplementedError, not BadZipFile, for an unknown "version needed to
+    # extract" (17.3) in a central directory entry (found by the fuzzer); an unknown
+    # compression method has a message of its own
+    raw = bytearray((runs["good"] / "checkpoint.npz").read_bytes())
+    at = raw.index(b"PK\x01\x02") + offset
+    raw[at : at + 2] = value.to_bytes(2, "little")
+    (tmp_path / "checkpoint.npz").write_bytes(bytes(raw))
+    _refused(capsys, ["info", str(tmp_path)], needle)
+
+
 def test_a_named_or_trusted_model_file_runs_only_when_its_hash_matches(runs, capsys, tmp_path):
     out = tmp_path / "r.json"
     ev = ["--tasks", str(runs["tasks"]), "--samples", "3", "--out", str(out)]
