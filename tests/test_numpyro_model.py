@@ -567,8 +567,8 @@ def test_collapsed_heads_on_a_declared_model_equal_the_built_in(build):
     batch = TaskBatch(x[:, :4], y[:, :4], jnp.ones((4, 4)), x[:, 4:], y[:, 4:])
     mh, mg = build(hm), build(gm)
     sh = mh.init(key)
-    # σ_y = 1: BMAML scales its SVGD step by a built-in model's σ_y², not by a NumPyro model's
-    sh = sh._replace(theta={**sh.theta, "log_noise": jnp.zeros(())})
+    # σ_y = 0.3: both paths scale BMAML's SVGD step by σ_y² (a NumPyro model's observation scale)
+    sh = sh._replace(theta={**sh.theta, "log_noise": jnp.asarray(math.log(0.3), jnp.float32)})
     # the method's own θ in the declared order too: over all of φ, or over the last layer
     head, full = jnp.array([*range(1, 9), 0]), jnp.array([*range(16), *range(17, 25), 16])
     extra = {}
@@ -587,8 +587,8 @@ def test_collapsed_heads_on_a_declared_model_equal_the_built_in(build):
     assert bool(jnp.all(jnp.isfinite(post.log_predictive(batch.x_query, batch.y_query))))
 
 
-@pytest.mark.parametrize("jit", [False, True])
-def test_bmaml_collapsed_on_a_declared_model_moves_the_built_in_particles(jit):
+@pytest.mark.parametrize(("jit", "noise"), [(False, 1.0), (True, 1.0), (True, 0.3)])
+def test_bmaml_collapsed_on_a_declared_model_moves_the_built_in_particles(jit, noise):
     """BMAML's collapsed head on a NumPyro model that declares its last layer: the SVGD target
     (body prior + exact marginal) and the particles after SVGD equal the built-in model's at
     the same θ; ``adapt`` returns the particles as bodies with exact last layers."""
@@ -598,7 +598,8 @@ def test_bmaml_collapsed_on_a_declared_model_moves_the_built_in_particles(jit):
     mh, mg = (bmaml(m, head="collapsed", noise="shared", num_particles=3, inner_steps=3,
                     meta_sgd=True) for m in (hm, gm))  # fmt: skip
     sh = mh.init(key)
-    th = {**sh.theta, "log_noise": jnp.zeros(())}  # σ_y = 1: see the meta-step test above
+    # at σ_y ≠ 1 too: BMAML's SVGD step scales by σ_y² on the generic path as on the built-in
+    th = {**sh.theta, "log_noise": jnp.asarray(math.log(noise), jnp.float32)}
     tg = {**_to_declared(th), "particles": th["particles"], "log_inner_lr": th["log_inner_lr"]}
     sg = mg.init(key)._replace(theta=tg)
     assert sg.theta["particles"].shape == (3, 16)

@@ -258,15 +258,21 @@ def bmaml(
 
     def run_svgd(theta, z, x, y, mask, num_steps):
         """``num_steps`` steps of :func:`svgd.step` on the task's posterior from particles z,
-        the step α σ²/n (the learned step, scaled by the particles' mean noise variance over
-        the number of support points, so that it does not grow as 1/σ²)."""
+        the step α σ²/n (the learned step, scaled by the particles' mean noise variance, or a
+        NumPyro model's observation scale squared, over the number of support points, so that
+        it does not grow as 1/σ²)."""
         alpha = jnp.exp(theta["log_inner_lr"])
         if not cfg.learn_inner_lr:
             alpha = jax.lax.stop_gradient(alpha)
         score = jax.grad(log_target)
 
         def step_size(z):
-            noise_var = jnp.mean(jnp.exp(2.0 * split(z, theta)[1])) if gaussian else 1.0
+            if generic:  # the observation's scale (a NumPyro model's), as ABML's inner steps
+                noise_var = model.noise_std(model_theta(theta)) ** 2
+            elif gaussian:
+                noise_var = jnp.mean(jnp.exp(2.0 * split(z, theta)[1]))
+            else:
+                noise_var = 1.0
             return alpha * jax.lax.stop_gradient(noise_var / masked_mean_count(mask))
 
         return svgd.run(z, lambda zi: score(zi, theta, x, y, mask), step_size, num_steps,
