@@ -16,6 +16,7 @@ support sets. Padded points have z = 0 and y = 0 and change nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -230,8 +231,6 @@ def with_exact(post, head: ConjugateHead | None, theta, support):
     model) and a single Gaussian (not a mixture): its predictive is then the closed form, not
     a Monte Carlo mixture of its draws. Otherwise ``post`` unchanged. ``theta`` is what the
     head reads (the model's sites and the noise the samples share)."""
-    import dataclasses
-
     if head is None or head.num_body != 0 or head.gaussian is None:
         return post
     if post.likelihood.generic or not post.likelihood.gaussian:

@@ -276,8 +276,8 @@ def train(
     start = history.get("validation_start_per_task")
     start_scores = None if start is None else np.asarray(start, np.float64)
 
-    def eligible(st, per) -> bool:
-        """Whether ``st`` (per-task scores ``per``) may replace the start under the rule."""
+    def eligible(per) -> bool:
+        """Whether the state of per-task scores ``per`` may replace the start under the rule."""
         nonlocal start_scores
         if per is None:
             return True
@@ -314,7 +314,7 @@ def train(
         history["validation_nll"].append(v)
         history["validation_step"].append(int(st.step))
         history["validation_seconds"].append(seconds)
-        if eligible(st, per) and v < best_v:
+        if eligible(per) and v < best_v:
             best_v, best_state = v, st
             history["best_step"] = [int(st.step)]
             if ckpt is not None:
