@@ -265,10 +265,12 @@ def bmaml(
         if not cfg.learn_inner_lr:
             alpha = jax.lax.stop_gradient(alpha)
         score = jax.grad(log_target)
+        # a NumPyro model's observation scale depends on θ alone: traced once, not per step
+        generic_var = model.noise_std(model_theta(theta)) ** 2 if generic else None
 
         def step_size(z):
-            if generic:  # the observation's scale (a NumPyro model's), as ABML's inner steps
-                noise_var = model.noise_std(model_theta(theta)) ** 2
+            if generic:  # the observation's scale, as ABML's inner steps
+                noise_var = generic_var
             elif gaussian:
                 noise_var = jnp.mean(jnp.exp(2.0 * split(z, theta)[1]))
             else:
